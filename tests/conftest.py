@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_REWRITES = REPO.parent / "shared" / "data" / "tongsearch-qr"
+PUBLISHED_7B = SHARED_REWRITES / "TongSearch-QR-7B_reasoned_BRIGHT_queries.json"
+SAMPLE = REPO / "tsqr_plugins" / "data" / "sample"
+
+
+def skip_unless(condition: bool, reason: str) -> None:
+    """Skip with the reason printed in the summary (run pytest -rs to list them)."""
+    if not condition:
+        pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache_dir(tmp_path, monkeypatch):
+    """The default rewrite cache goes under the test's tmp dir, never the user's home."""
+    monkeypatch.setenv("TSQR_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    pytest.importorskip("transformers", reason="the tiny model needs the 'transformers' extra")
+    from tests.tiny_model import build_tiny_qwen2
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return build_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_model):
+    from tsqr_plugins.backends.transformers import TransformersBackend
+
+    backend = TransformersBackend(str(tiny_model), device="cpu", batch_size=4)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def published_7b() -> Path:
+    skip_unless(PUBLISHED_7B.is_file(), f"the published TongSearch-QR-7B rewrites are not at {PUBLISHED_7B}")
+    return PUBLISHED_7B

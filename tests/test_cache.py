@@ -1,0 +1,101 @@
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tsqr_plugins import GenerationParams, Rewriter
+from tsqr_plugins.backends.cache import CachedBackend
+from tsqr_plugins.cache import RewriteCache
+from tsqr_plugins.errors import CacheMismatchError
+
+IDENTITY = {"backend": "transformers", "model": "/models/tiny"}
+FAST = GenerationParams.preset("paper", max_tokens=12)
+
+
+def test_second_run_is_served_from_the_cache_with_identical_text(tiny_backend, tmp_path):
+    path = tmp_path / "rewrites.sqlite"
+    queries = ["why do moths fly to light", "sort a list of dicts in python"]
+    first = Rewriter(CachedBackend(tiny_backend, path), params=FAST).rewrite_batch(queries)
+    second = Rewriter(CachedBackend(tiny_backend, path), params=FAST).rewrite_batch(queries)
+    assert [r.cached for r in first] == [False, False]
+    assert [r.cached for r in second] == [True, True]
+    # sampling is on (temperature 0.7): equal text proves nothing was regenerated
+    assert [r.text for r in second] == [r.text for r in first]
+
+
+def test_other_sampling_params_or_prompt_are_not_mixed(tiny_backend, tmp_path):
+    path = tmp_path / "rewrites.sqlite"
+    Rewriter(CachedBackend(tiny_backend, path), params=FAST).rewrite("q")
+    assert not Rewriter(CachedBackend(tiny_backend, path), params=FAST.replace(seed=5)).rewrite("q").cached
+    assert not Rewriter(CachedBackend(tiny_backend, path), "tsqr-think-v1", FAST).rewrite("q").cached
+
+
+def test_a_cache_of_another_model_is_refused(tmp_path):
+    path = tmp_path / "c.sqlite"
+    RewriteCache(path, IDENTITY).close()
+    with pytest.raises(CacheMismatchError, match="never mixed"):
+        RewriteCache(path, {**IDENTITY, "model": "/models/other"})
+
+
+def test_failed_generations_are_not_stored(tmp_path):
+    from tests.test_rewriter import RaisingBackend
+
+    backend = CachedBackend(RaisingBackend(), tmp_path / "c.sqlite")
+    assert Rewriter(backend).rewrite("q").fallback
+    assert len(backend.store) == 0
+
+
+def write_entries(path, worker, count):
+    cache = RewriteCache(path, IDENTITY)
+    for i in range(count):
+        key = cache.key("tsqr-v1", "{}", f"w{worker}-q{i}")
+        cache.put_many([(key, "tsqr-v1", "{}", f"w{worker}-q{i}", f"completion {worker} {i}")])
+    cache.close()
+
+
+def test_several_processes_writing_at_once_lose_nothing(tmp_path):
+    path = tmp_path / "shared.sqlite"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=write_entries, args=(path, w, 150)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    cache = RewriteCache(path, IDENTITY)
+    assert len(cache) == 600
+    key = cache.key("tsqr-v1", "{}", "w3-q149")
+    assert cache.get_many([key]) == {key: "completion 3 149"}
+
+
+KILLED_WRITER = """
+import sys
+from tsqr_plugins.cache import RewriteCache
+cache = RewriteCache(sys.argv[1], {"backend": "transformers", "model": "/models/tiny"})
+print("ready", flush=True)
+i = 0
+while True:
+    rows = [(f"k{i}-{j}", "tsqr-v1", "{}", f"q{i}-{j}", "x" * 2000) for j in range(200)]
+    cache.put_many(rows)
+    i += 1
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_a_consistent_cache(tmp_path):
+    path = tmp_path / "killed.sqlite"
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "ready"
+    time.sleep(1.0)
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    connection = sqlite3.connect(path)
+    assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    count = connection.execute("SELECT COUNT(*) FROM rewrites").fetchone()[0]
+    connection.close()
+    assert count > 0 and count % 200 == 0  # whole transactions only
+    assert len(RewriteCache(path, IDENTITY)) == count

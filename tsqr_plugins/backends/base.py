@@ -1,0 +1,74 @@
+"""The contract every inference backend follows."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from tsqr_plugins.lazy import install_hint, is_installed
+from tsqr_plugins.params import GenerationParams
+from tsqr_plugins.prompts import Prompt
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One backend answer: the raw completion text, or the error that prevented it."""
+
+    text: str | None = None
+    error: Exception | None = None
+    cached: bool = False
+
+    @classmethod
+    def failed(cls, error: Exception) -> Completion:
+        return cls(text=None, error=error)
+
+
+class Backend(ABC):
+    """Turns queries into raw completions for a prompt and sampling parameters.
+
+    Subclasses set ``NAME``, ``EXTRA`` (the pip extra providing ``REQUIRES``) and implement
+    ``generate``. A missing dependency fails in ``__init__`` with the extra to install, never at
+    import. ``generate`` returns one Completion per query, in order; an item that failed carries
+    its error so that one bad item does not sink the batch.
+    """
+
+    NAME: ClassVar[str]
+    EXTRA: ClassVar[str | None] = None
+    REQUIRES: ClassVar[tuple[str, ...]] = ()
+    # False for backends whose answers are already persistent (rewrite files).
+    CACHEABLE: ClassVar[bool] = True
+
+    model_id: str
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return all(is_installed(module) for module in cls.REQUIRES)
+
+    @classmethod
+    def install_hint(cls) -> str:
+        return install_hint(cls.EXTRA) if cls.EXTRA else "included in the base install"
+
+    @abstractmethod
+    def generate(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[Completion]:
+        ...
+
+    def close(self) -> None:
+        """Release resources (HTTP sessions, GPU memory)."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """The text before the first stop string (backends that do not stop on strings themselves)."""
+    cut = len(text)
+    for marker in stop:
+        position = text.find(marker)
+        if position != -1:
+            cut = min(cut, position)
+    return text[:cut]

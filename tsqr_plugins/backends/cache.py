@@ -1,0 +1,60 @@
+"""A backend wrapper that answers from the persistent rewrite cache and stores what it generates."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from tsqr_plugins.backends.base import Backend, Completion
+from tsqr_plugins.cache import RewriteCache, cache_key
+from tsqr_plugins.params import GenerationParams
+from tsqr_plugins.prompts import Prompt
+
+
+def default_cache_dir() -> Path:
+    """``$TSQR_CACHE_DIR``, else ``$XDG_CACHE_HOME/tsqr``, else ``~/.cache/tsqr``."""
+    if os.environ.get("TSQR_CACHE_DIR"):
+        return Path(os.environ["TSQR_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tsqr"
+
+
+def default_cache_path(backend: Backend) -> Path:
+    """One file per backend and model, so a default cache never mismatches."""
+    digest = cache_key({"backend": backend.NAME, "model": backend.model_id}, "", "", "")[:16]
+    return default_cache_dir() / f"{backend.NAME}-{digest}.sqlite"
+
+
+class CachedBackend(Backend):
+    """Hits come from SQLite; misses go to ``inner`` and successful answers are stored."""
+
+    NAME = "cache"
+
+    def __init__(self, inner: Backend, path: str | Path | None = None) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.store = RewriteCache(
+            path if path is not None else default_cache_path(inner),
+            identity={"backend": inner.NAME, "model": inner.model_id},
+        )
+
+    def generate(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[Completion]:
+        params_key = params.key()
+        keys = [self.store.key(prompt.id, params_key, query) for query in queries]
+        hits = self.store.get_many(keys)
+        misses = [index for index, key in enumerate(keys) if key not in hits]
+        fresh = self.inner.generate([queries[index] for index in misses], prompt, params) if misses else []
+        self.store.put_many(
+            (keys[index], prompt.id, params_key, queries[index], completion.text)
+            for index, completion in zip(misses, fresh)
+            if completion.error is None and completion.text is not None
+        )
+        results = [Completion(text=hits[key], cached=True) if key in hits else None for key in keys]
+        for index, completion in zip(misses, fresh):
+            results[index] = completion
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.store.close()
+        self.inner.close()

@@ -1,0 +1,154 @@
+"""Any OpenAI-compatible chat endpoint: ``vllm serve``, ``tsqr serve``, hosted APIs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from tsqr_plugins.backends.base import Backend, Completion
+from tsqr_plugins.backends.truncation import fit_query_chars
+from tsqr_plugins.errors import BackendError, InputError, ServerUnavailableError
+from tsqr_plugins.lazy import require
+from tsqr_plugins.params import GenerationParams
+from tsqr_plugins.prompts import Prompt
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+START_HINT = (
+    "Start one, e.g. `tsqr serve --engine transformers --model <path>` (the shared rewrite service) or "
+    "`vllm serve TongSearch/TongSearch-QR-7B --port 8000`, or point --base-url at a running server."
+)
+
+
+class OpenAIBackend(Backend):
+    """Chat completions over HTTP, ``max_concurrency`` requests at a time, retried with exponential
+    backoff on connection errors, 429 and 5xx. The server's health is checked at construction.
+
+    ``vllm_sampling=True`` sends vLLM's extra sampling fields (``top_k``, ``repetition_penalty``);
+    turn it off for servers that reject unknown fields. Queries longer than ``max_query_chars``
+    are cut to that many characters (no tokenizer here).
+    """
+
+    NAME = "openai"
+    EXTRA = "openai"
+    REQUIRES = ("httpx",)
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        model: str | None = None,
+        api_key: str | None = None,
+        max_concurrency: int = 16,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        health_timeout: float = 10.0,
+        vllm_sampling: bool = True,
+        max_query_chars: int = 24_000,
+    ) -> None:
+        httpx = require("httpx", "openai", "the openai backend")
+        if max_concurrency < 1:
+            raise InputError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        self._httpx = httpx
+        self.base_url = base_url.rstrip("/")
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.vllm_sampling = vllm_sampling
+        self.max_query_chars = max_query_chars
+        api_key = api_key or os.environ.get("TSQR_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+        )
+        served = self.check_server(health_timeout)
+        if model is None:
+            if not served:
+                raise ServerUnavailableError(f"{self.base_url}/models lists no model; pass --model")
+            model = served[0]
+        self.model = model
+        self.model_id = f"{self.base_url}#{model}"
+
+    def check_server(self, deadline: float) -> list[str]:
+        """Poll ``/models`` until it answers or ``deadline`` seconds pass; returns the served model ids."""
+        stop_at = time.monotonic() + deadline
+        while True:
+            try:
+                response = self._client.get("/models", timeout=max(1.0, min(5.0, deadline)))
+                if response.status_code in (401, 403):
+                    raise ServerUnavailableError(
+                        f"{self.base_url} refused the API key ({response.status_code}); set --api-key or TSQR_API_KEY"
+                    )
+                response.raise_for_status()
+                return [entry["id"] for entry in response.json().get("data", [])]
+            except ServerUnavailableError:
+                raise
+            except Exception as error:
+                if time.monotonic() >= stop_at:
+                    raise ServerUnavailableError(
+                        f"no OpenAI-compatible server answered at {self.base_url}/models within {deadline:g} s "
+                        f"({type(error).__name__}: {error}). {START_HINT}"
+                    ) from error
+                time.sleep(0.25)
+
+    def request_body(self, query: str, prompt: Prompt, params: GenerationParams) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": prompt.messages(fit_query_chars(query, self.max_query_chars)),
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_tokens,
+            "stop": list(params.stop),
+        }
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if self.vllm_sampling:
+            body["repetition_penalty"] = params.repetition_penalty
+            body["top_k"] = params.top_k if params.top_k is not None else -1
+        return body
+
+    def generate(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[Completion]:
+        if len(queries) == 1:
+            return [self._complete(queries[0], prompt, params)]
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(queries))) as pool:
+            return list(pool.map(lambda query: self._complete(query, prompt, params), queries))
+
+    def _complete(self, query: str, prompt: Prompt, params: GenerationParams) -> Completion:
+        body = self.request_body(query, prompt, params)
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = self._client.post("/chat/completions", json=body)
+            except self._httpx.HTTPError as error:
+                failure: Exception = BackendError(f"request to {self.base_url} failed: {type(error).__name__}: {error}")
+            else:
+                if response.status_code == 200:
+                    return parse_chat_response(response)
+                failure = BackendError(f"{self.base_url} answered {response.status_code}: {response.text[:300]}")
+                if response.status_code not in RETRY_STATUS:
+                    return Completion.failed(failure)
+            if attempt < self.max_retries:
+                time.sleep(self.backoff * 2**attempt * (0.5 + random.random()))
+        return Completion.failed(failure)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def parse_chat_response(response: Any) -> Completion:
+    try:
+        content = response.json()["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError) as error:
+        return Completion.failed(BackendError(f"malformed chat completion ({type(error).__name__}: {error})"))
+    if not isinstance(content, str):
+        return Completion.failed(BackendError("chat completion has no text content"))
+    return Completion(text=content)

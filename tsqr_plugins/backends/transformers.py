@@ -1,0 +1,117 @@
+"""Local generation with Hugging Face transformers: batched, left-padded, CPU or GPU."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tsqr_plugins.backends.base import Backend, Completion, cut_at_stop
+from tsqr_plugins.backends.truncation import fit_query
+from tsqr_plugins.lazy import require
+from tsqr_plugins.params import GenerationParams
+from tsqr_plugins.prompts import Prompt
+
+logger = logging.getLogger(__name__)
+
+
+def model_identity(model: str) -> str:
+    """A local path resolved to an absolute one (stable cache keys); hub ids unchanged."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
+class TransformersBackend(Backend):
+    """``AutoModelForCausalLM`` with the model's chat template.
+
+    ``device="auto"`` picks CUDA when available, else CPU; ``dtype="auto"`` uses bfloat16 on
+    CUDA and float32 on CPU. Queries are generated ``batch_size`` at a time; a batch that fails
+    fails only its own items.
+    """
+
+    NAME = "transformers"
+    EXTRA = "transformers"
+    REQUIRES = ("torch", "transformers")
+
+    def __init__(
+        self,
+        model: str,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+        trust_remote_code: bool = False,
+    ) -> None:
+        torch = require("torch", self.EXTRA, "the transformers backend")
+        transformers = require("transformers", self.EXTRA, "the transformers backend")
+        self._torch = torch
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if dtype == "auto":
+            dtype = "bfloat16" if device.startswith("cuda") else "float32"
+        self.device = device
+        self.batch_size = batch_size
+        self.model_id = model_identity(model)
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(
+            model, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+        ).to(device)
+        self.model.eval()
+        self.context_length = int(getattr(self.model.config, "max_position_embeddings", 32768))
+
+    def generate(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[Completion]:
+        results: list[Completion] = []
+        for start in range(0, len(queries), self.batch_size):
+            batch = queries[start : start + self.batch_size]
+            try:
+                results.extend(Completion(text=text) for text in self._generate_batch(batch, prompt, params))
+            except Exception as error:  # one failed batch fails its own items only
+                logger.warning("transformers generation failed for %d queries: %s", len(batch), error)
+                results.extend(Completion.failed(error) for _ in batch)
+        return results
+
+    def _generate_batch(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[str]:
+        torch = self._torch
+        texts = [
+            self.tokenizer.apply_chat_template(
+                prompt.messages(fit_query(query, prompt, self.tokenizer, self.context_length, params.max_tokens)),
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            for query in queries
+        ]
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        with torch.inference_mode():
+            output = self.model.generate(**encoded, **self._sampling_kwargs(params))
+        new_tokens = output[:, encoded["input_ids"].shape[1] :]
+        decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [cut_at_stop(text, params.stop) for text in decoded]
+
+    def _sampling_kwargs(self, params: GenerationParams) -> dict[str, Any]:
+        stop_ids = [self.tokenizer.convert_tokens_to_ids(token) for token in params.stop]
+        stop_ids = [i for i in stop_ids if isinstance(i, int) and i != self.tokenizer.unk_token_id]
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_tokens,
+            "repetition_penalty": params.repetition_penalty,
+            "eos_token_id": stop_ids or self.tokenizer.eos_token_id,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if params.greedy:
+            return {**kwargs, "do_sample": False}
+        return {
+            **kwargs,
+            "do_sample": True,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k or 0,
+        }
+
+    def close(self) -> None:
+        self.model = None
+        if self.device.startswith("cuda"):
+            self._torch.cuda.empty_cache()

@@ -1,0 +1,77 @@
+"""In-process vLLM: the whole batch goes to one ``LLM.chat`` call (continuous batching does the rest)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tsqr_plugins.backends.base import Backend, Completion
+from tsqr_plugins.backends.transformers import model_identity
+from tsqr_plugins.backends.truncation import fit_query
+from tsqr_plugins.lazy import require
+from tsqr_plugins.params import GenerationParams
+from tsqr_plugins.prompts import Prompt
+
+
+class VLLMBackend(Backend):
+    """``vllm.LLM`` with the released evaluation's engine settings as defaults
+    (bfloat16, ``max_model_len=16000``, ``gpu_memory_utilization=0.6``) and prefix caching on:
+    every prompt shares the instruction prefix. Extra keyword arguments go to ``vllm.LLM``.
+    """
+
+    NAME = "vllm"
+    EXTRA = "vllm"
+    REQUIRES = ("vllm",)
+
+    def __init__(
+        self,
+        model: str,
+        dtype: str = "auto",
+        max_model_len: int = 16000,
+        gpu_memory_utilization: float = 0.6,
+        tensor_parallel_size: int = 1,
+        enable_prefix_caching: bool = True,
+        trust_remote_code: bool = False,
+        **engine_kwargs: Any,
+    ) -> None:
+        vllm = require("vllm", self.EXTRA, "the vllm backend")
+        self._vllm = vllm
+        self.model_id = model_identity(model)
+        self.llm = vllm.LLM(
+            model=model,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size,
+            enable_prefix_caching=enable_prefix_caching,
+            trust_remote_code=trust_remote_code,
+            **engine_kwargs,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self.context_length = max_model_len
+
+    def sampling_params(self, params: GenerationParams) -> Any:
+        # Qwen's stop tokens are special tokens: stop on their ids, as the released code does.
+        stop_ids = [self.tokenizer.convert_tokens_to_ids(token) for token in params.stop]
+        stop_ids = [i for i in stop_ids if isinstance(i, int) and i != self.tokenizer.unk_token_id]
+        return self._vllm.SamplingParams(
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k if params.top_k is not None else -1,
+            repetition_penalty=params.repetition_penalty,
+            max_tokens=params.max_tokens,
+            stop=list(params.stop),
+            stop_token_ids=stop_ids,
+            seed=params.seed,
+        )
+
+    def generate(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[Completion]:
+        conversations = [
+            prompt.messages(fit_query(query, prompt, self.tokenizer, self.context_length, params.max_tokens))
+            for query in queries
+        ]
+        outputs = self.llm.chat(conversations, sampling_params=self.sampling_params(params), use_tqdm=False)
+        return [Completion(text=output.outputs[0].text) for output in outputs]
+
+    def close(self) -> None:
+        self.llm = None

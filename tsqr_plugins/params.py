@@ -1,0 +1,78 @@
+"""Sampling parameters and the named presets (``paper``, ``greedy``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tsqr_plugins.errors import InputError
+
+QWEN_STOP = ("<|im_end|>", "<|endoftext|>")
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How a backend samples a rewrite. Defaults are the paper's (released evaluation code).
+
+    ``top_k=None`` disables top-k; ``temperature=0`` means greedy decoding.
+    """
+
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int | None = 20
+    repetition_penalty: float = 1.05
+    max_tokens: int = 500
+    stop: tuple[str, ...] = QWEN_STOP
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, (list, str)):
+            object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
+        problems = []
+        if self.temperature < 0:
+            problems.append(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            problems.append(f"top_k must be >= 1 or None (disabled), got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            problems.append(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.max_tokens < 1:
+            problems.append(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if problems:
+            raise InputError("invalid generation parameters: " + "; ".join(problems))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @classmethod
+    def preset(cls, name: str = "paper", **overrides: Any) -> GenerationParams:
+        """A named preset with some fields overridden (``None`` overrides are ignored)."""
+        if name not in PRESETS:
+            raise InputError(f"unknown sampling preset {name!r}; choose one of {sorted(PRESETS)}")
+        return PRESETS[name].replace(**{k: v for k, v in overrides.items() if v is not None})
+
+    def replace(self, **overrides: Any) -> GenerationParams:
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise InputError(f"unknown generation parameters {sorted(unknown)}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["stop"] = list(self.stop)
+        return data
+
+    def key(self) -> str:
+        """Canonical JSON, used in cache keys."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+
+PRESETS: dict[str, GenerationParams] = {
+    "paper": GenerationParams(),
+    # Deterministic decoding for reproducible evaluation; the repetition penalty stays the paper's.
+    "greedy": GenerationParams(temperature=0.0, top_p=1.0, top_k=None),
+}

@@ -1,0 +1,92 @@
+"""The paper's prompts, identified by id, and parsing of the model's completions.
+
+Pure functions: no model, no I/O. The prompt id goes into cache keys and outputs so that
+rewrites made with different prompts are never mixed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tsqr_plugins.errors import InputError, UnparseableCompletion
+
+# The user turn of the released evaluation code (scripts/evaluation/question_rewriting.py).
+PAPER_USER_TEMPLATE = (
+    "Instructions:\n"
+    "1. Identify the essential problem.\n"
+    "2. Think step by step to reason and describe what information could be relevant and helpful "
+    "to address the questions in detail.\n"
+    "3. Draft an answer with as many thoughts as you have.\n"
+    "Query: {question}\n\n"
+)
+
+# The system prompt of the paper's think mode.
+THINK_SYSTEM_PROMPT = (
+    "A conversation between User and Assistant. "
+    "The user asks a question, and the Assistant solves it. "
+    "The assistant first thinks about the reasoning process in the mind "
+    "and then provides the user with the answer. "
+    "The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, "
+    "i.e., <think> reasoning process here </think> <answer> answer here </answer>."
+)
+
+THINK_PATTERN = re.compile(r"<think>.*?</think>\s*<answer>(.*?)</answer>", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt: its id, system turn, user template (with ``{question}``) and parsing mode."""
+
+    id: str
+    system: str
+    user_template: str
+    think: bool = False
+
+    def messages(self, query: str) -> list[dict[str, str]]:
+        """Chat messages for one query.
+
+        The system turn is always present, empty when the prompt has none: an empty system turn
+        suppresses Qwen2.5's default system prompt, as the released evaluation code does.
+        """
+        # str.replace, not str.format: queries contain braces (code, LaTeX).
+        user = self.user_template.replace("{question}", query)
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+    def parse(self, completion: str) -> str:
+        """The rewrite inside a completion; raises UnparseableCompletion when there is none."""
+        if not completion or not completion.strip():
+            raise UnparseableCompletion("the model returned an empty completion")
+        if not self.think:
+            return completion
+        match = THINK_PATTERN.search(completion)
+        if match is None or not match.group(1).strip():
+            raise UnparseableCompletion(
+                "think mode: no <think>…</think><answer>…</answer> in the completion "
+                f"(starts {completion[:80]!r})"
+            )
+        return match.group(1).strip()
+
+
+PROMPTS: dict[str, Prompt] = {
+    "tsqr-v1": Prompt("tsqr-v1", "", PAPER_USER_TEMPLATE, think=False),
+    "tsqr-think-v1": Prompt("tsqr-think-v1", THINK_SYSTEM_PROMPT, PAPER_USER_TEMPLATE, think=True),
+}
+DEFAULT_PROMPT_ID = "tsqr-v1"
+
+
+def get_prompt(prompt: str | Prompt = DEFAULT_PROMPT_ID) -> Prompt:
+    if isinstance(prompt, Prompt):
+        return prompt
+    try:
+        return PROMPTS[prompt]
+    except KeyError:
+        raise InputError(f"unknown prompt id {prompt!r}; choose one of {sorted(PROMPTS)}") from None
+
+
+def build_messages(query: str, prompt: str | Prompt = DEFAULT_PROMPT_ID) -> list[dict[str, str]]:
+    return get_prompt(prompt).messages(query)
+
+
+def parse_completion(completion: str, prompt: str | Prompt = DEFAULT_PROMPT_ID) -> str:
+    return get_prompt(prompt).parse(completion)

@@ -1,0 +1,103 @@
+"""Query files: JSONL (``{"query_id", "text"}``), TSV (``id<TAB>text``) or plain text (one per line)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from tsqr_plugins.errors import InputError
+
+ID_FIELDS = ("query_id", "qid", "id", "_id")
+TEXT_FIELDS = ("text", "query")
+
+
+@dataclass(frozen=True)
+class Query:
+    query_id: str
+    text: str
+
+
+def detect_format(path: Path, first_line: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix == ".tsv":
+        return "tsv"
+    if suffix in (".txt", ".text"):
+        return "text"
+    return "jsonl" if first_line.lstrip().startswith("{") else "text"
+
+
+def read_queries(path: str | Path) -> list[Query]:
+    """Every query of the file, in order. Blank lines are skipped; anything else that is not a
+    query (bad JSON, a TSV line without a tab, an empty text, a repeated id) is an InputError
+    naming the file and line, so nothing is silently dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"query file {path} does not exist")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kind = detect_format(path, next((line for line in lines if line.strip()), ""))
+    parse = {"jsonl": parse_jsonl_line, "tsv": parse_tsv_line, "text": parse_text_line}[kind]
+    queries: list[Query] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        query = parse(line, number, where)
+        if not query.text.strip():
+            raise InputError(f"{where}: the query text is empty")
+        if query.query_id in seen:
+            raise InputError(f"{where}: query id {query.query_id!r} appears twice")
+        seen.add(query.query_id)
+        queries.append(query)
+    return queries
+
+
+def parse_jsonl_line(line: str, number: int, where: str) -> Query:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{where}: not valid JSON ({error})") from error
+    if not isinstance(row, dict):
+        raise InputError(f"{where}: expected a JSON object with 'query_id' and 'text'")
+    text = next((row[field] for field in TEXT_FIELDS if field in row), None)
+    if not isinstance(text, str):
+        raise InputError(f"{where}: no string field 'text' (or 'query')")
+    query_id = next((row[field] for field in ID_FIELDS if field in row), number)
+    return Query(str(query_id), text)
+
+
+def parse_tsv_line(line: str, number: int, where: str) -> Query:
+    query_id, tab, text = line.partition("\t")
+    if not tab:
+        raise InputError(f"{where}: expected 'id<TAB>text'")
+    return Query(query_id.strip(), text)
+
+
+def parse_text_line(line: str, number: int, where: str) -> Query:
+    return Query(str(number), line)
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[IO[str]]:
+    """A file written under a temporary name and renamed into place only when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", encoding="utf-8") as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
+def write_jsonl(handle: IO[str], rows: Iterable[dict[str, Any]]) -> None:
+    for row in rows:
+        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
