@@ -1,0 +1,89 @@
+"""A real HTTP server, run inside the tests, that speaks the OpenAI chat-completions protocol and
+records what it receives. It stands in for `vllm serve` to test the *client*: request bodies,
+concurrency bounds, retries, timeouts and health checks. Its answers are scripted, not generated.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class RecordingOpenAIServer:
+    def __init__(self, answer=None, fail_first=0, fail_status=503, delay=0.0, malformed=False, api_key=None):
+        self.answer = answer or (lambda body: "rewrite of " + body["messages"][-1]["content"].split("Query: ")[-1].strip())
+        self.fail_first = fail_first
+        self.fail_status = fail_status
+        self.delay = delay
+        self.malformed = malformed
+        self.api_key = api_key
+        self.requests: list[dict] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self):
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, payload):
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _authorized(self):
+                if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+                    self._send(401, {"error": "bad key"})
+                    return False
+                return True
+
+            def do_GET(self):
+                if not self._authorized():
+                    return
+                if self.path == "/v1/models":
+                    self._send(200, {"object": "list", "data": [{"id": "tiny", "object": "model"}]})
+                else:
+                    self._send(404, {"error": "not found"})
+
+            def do_POST(self):
+                if not self._authorized():
+                    return
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server._lock:
+                    server.requests.append(body)
+                    number = len(server.requests)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    time.sleep(server.delay)
+                    if number <= server.fail_first:
+                        self._send(server.fail_status, {"error": "scripted failure"})
+                    elif server.malformed:
+                        self._send(200, b'{"choices": []}')
+                    else:
+                        message = {"role": "assistant", "content": server.answer(body)}
+                        self._send(200, {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+        return Handler

