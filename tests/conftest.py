@@ -26,7 +26,7 @@ def isolated_cache_dir(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     pytest.importorskip("transformers", reason="the tiny model needs the 'transformers' extra")
-    from tests.tiny_model import build_tiny_qwen2
+    from tsqr_plugins.testing import build_tiny_qwen2
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return build_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"))
