@@ -24,8 +24,8 @@ def test_requests_carry_the_paper_prompt_and_sampling_and_answers_keep_order():
 
 
 def test_concurrency_is_bounded():
-    with RecordingOpenAIServer(delay=0.05) as server:
-        Rewriter(OpenAIBackend(server.base_url, max_concurrency=3)).rewrite_batch([f"q{i}" for i in range(12)])
+    with RecordingOpenAIServer(delay=0.3) as server:  # long enough for requests to overlap on a busy machine
+        Rewriter(OpenAIBackend(server.base_url, max_concurrency=3)).rewrite_batch([f"q{i}" for i in range(9)])
     assert 1 < server.max_in_flight <= 3
 
 

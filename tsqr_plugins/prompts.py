@@ -84,6 +84,18 @@ def get_prompt(prompt: str | Prompt = DEFAULT_PROMPT_ID) -> Prompt:
         raise InputError(f"unknown prompt id {prompt!r}; choose one of {sorted(PROMPTS)}") from None
 
 
+def query_from_messages(messages: list[dict[str, str]]) -> str | None:
+    """The query inside a conversation built from one of our prompts, else None."""
+    users = [m.get("content", "") for m in messages if m.get("role") == "user"]
+    if not users:
+        return None
+    head, _, tail = PAPER_USER_TEMPLATE.partition("{question}")
+    text = users[-1]
+    if text.startswith(head) and text.endswith(tail) and len(text) >= len(head) + len(tail):
+        return text[len(head) : len(text) - len(tail)]
+    return None
+
+
 def build_messages(query: str, prompt: str | Prompt = DEFAULT_PROMPT_ID) -> list[dict[str, str]]:
     return get_prompt(prompt).messages(query)
 

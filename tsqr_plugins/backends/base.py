@@ -54,6 +54,10 @@ class Backend(ABC):
     def generate(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[Completion]:
         ...
 
+    def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
+        """Completions for arbitrary chat conversations (the service's OpenAI-compatible endpoint)."""
+        raise NotImplementedError(f"the {self.NAME} backend cannot answer arbitrary chat conversations")
+
     def close(self) -> None:
         """Release resources (HTTP sessions, GPU memory)."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from tsqr_plugins.backends.base import Backend, Completion
 from tsqr_plugins.errors import BackendError, InputError, MissingRewriteError
 from tsqr_plugins.params import GenerationParams
-from tsqr_plugins.prompts import Prompt
+from tsqr_plugins.prompts import DEFAULT_PROMPT_ID, PROMPTS, Prompt, query_from_messages
 
 ON_MISSING = ("error", "fallback")
 
@@ -75,6 +75,16 @@ class FileBackend(Backend):
     def lookup(self, query: str) -> str | None:
         found = self.rewrites.get(query)
         return found if found is not None else self._by_folded.get(normalize_space(query))
+
+    def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
+        """Answers conversations whose last user turn is a tsqr prompt, by looking its query up."""
+        queries = []
+        for messages in conversations:
+            query = query_from_messages(messages)
+            if query is None:
+                raise InputError("the file backend answers only tsqr prompts (…Query: <query>); this conversation is not one")
+            queries.append(query)
+        return self.generate(queries, PROMPTS[DEFAULT_PROMPT_ID], params)
 
     def generate(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[Completion]:
         found = [self.lookup(query) for query in queries]

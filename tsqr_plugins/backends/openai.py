@@ -101,10 +101,10 @@ class OpenAIBackend(Backend):
                     ) from error
                 time.sleep(0.25)
 
-    def request_body(self, query: str, prompt: Prompt, params: GenerationParams) -> dict[str, Any]:
+    def request_body(self, messages: list[dict[str, str]], params: GenerationParams) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": prompt.messages(fit_query_chars(query, self.max_query_chars)),
+            "messages": messages,
             "temperature": params.temperature,
             "top_p": params.top_p,
             "max_tokens": params.max_tokens,
@@ -118,13 +118,16 @@ class OpenAIBackend(Backend):
         return body
 
     def generate(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[Completion]:
-        if len(queries) == 1:
-            return [self._complete(queries[0], prompt, params)]
-        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(queries))) as pool:
-            return list(pool.map(lambda query: self._complete(query, prompt, params), queries))
+        return self.chat([prompt.messages(fit_query_chars(query, self.max_query_chars)) for query in queries], params)
 
-    def _complete(self, query: str, prompt: Prompt, params: GenerationParams) -> Completion:
-        body = self.request_body(query, prompt, params)
+    def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
+        bodies = [self.request_body(messages, params) for messages in conversations]
+        if len(bodies) == 1:
+            return [self._complete(bodies[0])]
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(bodies))) as pool:
+            return list(pool.map(self._complete, bodies))
+
+    def _complete(self, body: dict[str, Any]) -> Completion:
         for attempt in range(self.max_retries + 1):
             try:
                 response = self._client.post("/chat/completions", json=body)

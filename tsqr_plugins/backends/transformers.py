@@ -63,25 +63,27 @@ class TransformersBackend(Backend):
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 32768))
 
     def generate(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[Completion]:
+        return self.chat([prompt.messages(self.fit(query, prompt, params)) for query in queries], params)
+
+    def fit(self, query: str, prompt: Prompt, params: GenerationParams) -> str:
+        return fit_query(query, prompt, self.tokenizer, self.context_length, params.max_tokens)
+
+    def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
         results: list[Completion] = []
-        for start in range(0, len(queries), self.batch_size):
-            batch = queries[start : start + self.batch_size]
+        for start in range(0, len(conversations), self.batch_size):
+            batch = conversations[start : start + self.batch_size]
             try:
-                results.extend(Completion(text=text) for text in self._generate_batch(batch, prompt, params))
+                results.extend(Completion(text=text) for text in self._generate_batch(batch, params))
             except Exception as error:  # one failed batch fails its own items only
                 logger.warning("transformers generation failed for %d queries: %s", len(batch), error)
                 results.extend(Completion.failed(error) for _ in batch)
         return results
 
-    def _generate_batch(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[str]:
+    def _generate_batch(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[str]:
         torch = self._torch
         texts = [
-            self.tokenizer.apply_chat_template(
-                prompt.messages(fit_query(query, prompt, self.tokenizer, self.context_length, params.max_tokens)),
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-            for query in queries
+            self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            for messages in conversations
         ]
         encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         if params.seed is not None:

@@ -66,11 +66,16 @@ class VLLMBackend(Backend):
         )
 
     def generate(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[Completion]:
-        conversations = [
-            prompt.messages(fit_query(query, prompt, self.tokenizer, self.context_length, params.max_tokens))
-            for query in queries
-        ]
-        outputs = self.llm.chat(conversations, sampling_params=self.sampling_params(params), use_tqdm=False)
+        return self.chat(
+            [
+                prompt.messages(fit_query(query, prompt, self.tokenizer, self.context_length, params.max_tokens))
+                for query in queries
+            ],
+            params,
+        )
+
+    def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
+        outputs = self.llm.chat(list(conversations), sampling_params=self.sampling_params(params), use_tqdm=False)
         return [Completion(text=output.outputs[0].text) for output in outputs]
 
     def close(self) -> None:
