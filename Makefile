@@ -17,7 +17,7 @@ $(VENV)/.core-installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[transformers,dev]' $(TORCH)
+	$(BIN)/pip install -q -e '.[transformers,serve,dev]' $(TORCH)
 	touch $@ $(VENV)/.core-installed
 
 demo: $(VENV)/.core-installed

@@ -6,6 +6,7 @@ EXTRAS: dict[str, tuple[tuple[str, str], ...]] = {
     "transformers": (("torch", "torch"), ("transformers", "transformers")),
     "vllm": (("vllm", "vllm"),),
     "openai": (("httpx", "httpx"),),
+    "serve": (("starlette", "starlette"), ("uvicorn", "uvicorn")),
     "elasticsearch": (("elasticsearch", "elasticsearch"),),
     "opensearch": (("opensearchpy", "opensearch-py"),),
     "llamaindex": (("llama_index.core", "llama-index-core"),),

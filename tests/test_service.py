@@ -1,0 +1,231 @@
+"""The shared rewrite service over real HTTP (uvicorn on a free loopback port).
+
+Engines that fail or stall on purpose are small Backend subclasses: the thing under test is the
+service's handling of them.
+"""
+
+import asyncio
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+from tsqr_plugins import Rewriter
+from tsqr_plugins.backends.base import Backend, Completion
+from tsqr_plugins.backends.openai import OpenAIBackend
+from tsqr_plugins.service import ServiceConfig
+from tsqr_plugins.testing.service import RunningService
+from tests.conftest import SAMPLE
+
+pytest.importorskip("uvicorn", reason="the service needs the 'serve' extra")
+
+SAMPLE_REWRITES = json.loads((SAMPLE / "rewrites.json").read_text())
+SAMPLE_QUERIES = list(SAMPLE_REWRITES)
+
+
+class CountingEngine(Backend):
+    """Answers 'rw: <query>' after ``delay`` seconds, recording every batch it is given."""
+
+    NAME = "counting"
+    model_id = "counting"
+
+    def __init__(self, delay=0.0, fail=False):
+        self.delay, self.fail = delay, fail
+        self.batches = []
+        self._lock = threading.Lock()
+
+    def generate(self, queries, prompt, params):
+        with self._lock:
+            self.batches.append(list(queries))
+        time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("engine exploded")
+        return [Completion(text=f"rw: {q}") for q in queries]
+
+
+def file_config(**overrides):
+    return ServiceConfig(engine="file", rewrites=str(SAMPLE / "rewrites.json"), **overrides)
+
+
+def engine_config(tmp_path, **overrides):
+    return ServiceConfig(engine="file", rewrites=str(SAMPLE / "rewrites.json"), cache=str(tmp_path / "c.sqlite"), **overrides)
+
+
+def post(url, body, **kwargs):
+    return httpx.post(url + "/v1/rewrite", json=body, timeout=30, **kwargs)
+
+
+def metric(text, name):
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+
+
+def test_file_engine_rewrites_health_models_and_metrics():
+    with RunningService(file_config()) as running:
+        answer = post(running.url, {"queries": SAMPLE_QUERIES[:2]}).json()
+        assert [r["text"] for r in answer["rewrites"]] == [SAMPLE_REWRITES[q] for q in SAMPLE_QUERIES[:2]]
+        assert [r["original"] for r in answer["rewrites"]] == SAMPLE_QUERIES[:2]
+        assert answer["prompt_id"] == "tsqr-v1" and not answer["rewrites"][0]["fallback"]
+        concat = post(running.url, {"queries": SAMPLE_QUERIES[:1], "mode": "concat", "repeat": 2}).json()
+        assert concat["rewrites"][0]["text"] == f"{SAMPLE_QUERIES[0]} {SAMPLE_QUERIES[0]} {SAMPLE_REWRITES[SAMPLE_QUERIES[0]]}"
+        assert httpx.get(running.url + "/health").json()["status"] == "ok"
+        assert httpx.get(running.url + "/v1/models").json()["data"][0]["id"]
+        metrics = httpx.get(running.url + "/metrics").text
+        assert 'tsqr_requests_total{endpoint="rewrite",status="200"} 2' in metrics
+        assert "tsqr_request_seconds_bucket" in metrics and "tsqr_queue_depth" in metrics
+
+
+def test_unknown_query_in_file_engine_falls_back():
+    with RunningService(file_config()) as running:
+        rewrite = post(running.url, {"queries": ["never published"]}).json()["rewrites"][0]
+    assert rewrite["fallback"] and rewrite["text"] == "never published"
+
+
+def test_concurrent_requests_are_batched(tmp_path):
+    engine = CountingEngine(delay=0.05)
+    with RunningService(engine_config(tmp_path, max_wait_ms=50), engine) as running:
+        async def burst():
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await asyncio.gather(*(client.post(running.url + "/v1/rewrite", json={"queries": [f"q{i}"]})
+                                              for i in range(16)))
+        responses = asyncio.run(burst())
+        metrics = httpx.get(running.url + "/metrics").text
+    assert all(r.json()["rewrites"][0]["text"] == f"rw: q{i}" for i, r in enumerate(responses))
+    assert max(len(batch) for batch in engine.batches) > 1
+    assert metric(metrics, "tsqr_batch_size_sum") / metric(metrics, "tsqr_batch_size_count") > 1
+
+
+def test_identical_in_flight_queries_are_coalesced_and_then_cached(tmp_path):
+    engine = CountingEngine(delay=0.3)
+    with RunningService(engine_config(tmp_path, max_wait_ms=1), engine) as running:
+        async def burst():
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await asyncio.gather(*(client.post(running.url + "/v1/rewrite", json={"queries": ["same"]})
+                                              for _ in range(10)))
+        responses = asyncio.run(burst())
+        again = post(running.url, {"queries": ["same"]}).json()["rewrites"][0]
+        metrics = httpx.get(running.url + "/metrics").text
+    assert all(r.json()["rewrites"][0]["text"] == "rw: same" for r in responses)
+    assert sum(batch.count("same") for batch in engine.batches) == 1
+    assert metric(metrics, "tsqr_coalesced_total") + metric(metrics, "tsqr_cache_hits_total") >= 9
+    assert again["cached"] and again["text"] == "rw: same"
+
+
+def test_engine_failure_falls_back_and_strict_gets_502(tmp_path):
+    with RunningService(engine_config(tmp_path), CountingEngine(fail=True)) as running:
+        rewrite = post(running.url, {"queries": ["q"]}).json()["rewrites"][0]
+        strict = post(running.url, {"queries": ["q"], "strict": True})
+        metrics = httpx.get(running.url + "/metrics").text
+    assert rewrite["fallback"] and rewrite["text"] == "q" and "engine exploded" in rewrite["reason"]
+    assert strict.status_code == 502 and "engine exploded" in strict.json()["error"]["message"]
+    assert metric(metrics, "tsqr_fallbacks_total") >= 1
+
+
+def test_time_budget_falls_back_and_the_late_answer_is_cached(tmp_path):
+    engine = CountingEngine(delay=1.0)
+    with RunningService(engine_config(tmp_path, timeout=0.2), engine) as running:
+        start = time.monotonic()
+        rewrite = post(running.url, {"queries": ["slow"]}).json()["rewrites"][0]
+        assert time.monotonic() - start < 0.9
+        assert rewrite["fallback"] and "time budget" in rewrite["reason"]
+        time.sleep(1.2)
+        later = post(running.url, {"queries": ["slow"]}).json()["rewrites"][0]
+        assert later["cached"] and later["text"] == "rw: slow"
+        assert post(running.url, {"queries": ["slower"], "strict": True}).status_code == 504
+
+
+def test_overload_answers_429_with_retry_after(tmp_path):
+    engine = CountingEngine(delay=0.5)
+    config = engine_config(tmp_path, max_queue=2, max_batch_size=1, max_wait_ms=0)
+    with RunningService(config, engine) as running:
+        async def burst():
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await asyncio.gather(*(client.post(running.url + "/v1/rewrite", json={"queries": [f"q{i}"]})
+                                              for i in range(12)))
+        responses = asyncio.run(burst())
+    refused = [r for r in responses if r.status_code == 429]
+    assert refused and refused[0].headers["Retry-After"] == "1"
+    assert all(r.status_code in (200, 429) for r in responses)
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (b"{not json", 400, "malformed JSON"),
+    (b'["a"]', 400, "JSON object"),
+    (b'{"queries": "a"}', 400, "non-empty list"),
+    (b'{"queries": []}', 400, "non-empty list"),
+    (b'{"queries": ["ok", "  "]}', 422, "query 1"),
+    (b'{"queries": ["a"], "mode": "sum"}', 400, "unknown mode"),
+    (b'{"queries": ["a"], "params": {"temperature": -1}}', 400, "temperature"),
+    (b'{"queries": ["a"], "params": {"nucleus": 1}}', 400, "unknown generation parameters"),
+    (json.dumps({"queries": ["x"] * 300}).encode(), 413, "limit is 256"),
+    (json.dumps({"queries": ["x" * 40_000]}).encode(), 413, "characters"),
+])
+def test_bad_requests_get_clear_4xx(body, status, message):
+    with RunningService(file_config()) as running:
+        response = httpx.post(running.url + "/v1/rewrite", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status and message in response.json()["error"]["message"]
+
+
+def test_oversized_body_is_refused():
+    with RunningService(file_config(max_body_bytes=1000)) as running:
+        response = post(running.url, {"queries": ["x" * 2000]})
+    assert response.status_code == 413
+
+
+def test_bearer_token_guards_everything_but_health():
+    with RunningService(file_config(api_key="s3cret")) as running:
+        assert post(running.url, {"queries": ["q"]}).status_code == 401
+        assert post(running.url, {"queries": ["q"]}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(running.url + "/metrics").status_code == 401
+        assert httpx.get(running.url + "/health").status_code == 200
+
+
+def test_openai_backend_against_the_service_replays_through_chat_completions():
+    with RunningService(file_config()) as running:
+        backend = OpenAIBackend(running.url + "/v1")
+        results = Rewriter(backend).rewrite_batch(SAMPLE_QUERIES)
+    assert [r.text for r in results] == [SAMPLE_REWRITES[q] for q in SAMPLE_QUERIES]
+    assert not any(r.fallback for r in results)
+
+
+def test_chat_completions_on_the_tiny_model(tiny_model, tmp_path):
+    config = ServiceConfig(engine="transformers", model=str(tiny_model), device="cpu", cache=str(tmp_path / "c.sqlite"))
+    with RunningService(config) as running:
+        body = {"model": "x", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8, "temperature": 0}
+        answer = httpx.post(running.url + "/v1/chat/completions", json=body, timeout=60).json()
+        assert answer["object"] == "chat.completion" and answer["choices"][0]["message"]["content"]
+        rewrite = post(running.url, {"queries": ["why do moths fly to light"], "params": {"max_tokens": 8}}).json()
+        assert not rewrite["rewrites"][0]["fallback"]
+        stream = httpx.post(running.url + "/v1/chat/completions", json={**body, "stream": True})
+        assert stream.status_code == 400
+
+
+@pytest.mark.slow
+def test_load_64_clients_every_response_matches_its_query(tmp_path):
+    """64 concurrent clients send 1,000 requests each; every answer must be its own query's."""
+    rewrites = {f"client {c} query {i}": f"rewrite {c}/{i}" for c in range(64) for i in range(25)}
+    path = tmp_path / "rewrites.json"
+    path.write_text(json.dumps(rewrites))
+    config = ServiceConfig(engine="file", rewrites=str(path), max_queue=100_000)
+    per_client = 1000
+
+    with RunningService(config) as running:
+        async def client(number, http):
+            mismatches = 0
+            for i in range(per_client):
+                query = f"client {number} query {i % 25}"
+                response = await http.post(running.url + "/v1/rewrite", json={"queries": [query]})
+                rewrite = response.json()["rewrites"][0]
+                mismatches += rewrite["original"] != query or rewrite["text"] != rewrites[query]
+            return mismatches
+
+        async def load():
+            limits = httpx.Limits(max_connections=64)
+            async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+                return await asyncio.gather(*(client(n, http) for n in range(64)))
+
+        mismatches = asyncio.run(load())
+        metrics = httpx.get(running.url + "/metrics").text
+    assert sum(mismatches) == 0
+    assert 'tsqr_requests_total{endpoint="rewrite",status="200"} 64000' in metrics

@@ -1,0 +1,293 @@
+"""The shared rewrite service: `/v1/rewrite`, an OpenAI-compatible `/v1/chat/completions`,
+`/health`, `/metrics` and `/v1/models`, over one engine with micro-batching and the cache."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any
+
+from tsqr_plugins.backends import Backend, load_backend
+from tsqr_plugins.backends.base import Completion
+from tsqr_plugins.cache import RewriteCache, cache_key
+from tsqr_plugins.combine import DEFAULT_REPEAT, MODES, combine
+from tsqr_plugins.errors import BackendError, BackendTimeout, InputError
+from tsqr_plugins.lazy import require
+from tsqr_plugins.params import GenerationParams
+from tsqr_plugins.prompts import PROMPTS, get_prompt, query_from_messages
+from tsqr_plugins.service.batcher import MicroBatcher, QueueFull
+from tsqr_plugins.service.config import ServiceConfig
+from tsqr_plugins.service.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+CHAT_SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "stop", "seed")
+
+
+class HTTPProblem(Exception):
+    """An error answered to the client with a status and a JSON message."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+def build_engine(config: ServiceConfig) -> Backend:
+    if config.engine == "file":
+        return load_backend(f"file:{config.rewrites}", on_missing="fallback")
+    if config.engine == "transformers":
+        return load_backend("transformers", model=config.model, device=config.device, dtype=config.dtype)
+    if config.engine == "vllm":
+        return load_backend("vllm", model=config.model, dtype=config.dtype, max_model_len=config.max_model_len,
+                            gpu_memory_utilization=config.gpu_memory_utilization)
+    return load_backend("openai", base_url=config.upstream[0], model=config.model,
+                        max_concurrency=config.max_batch_size * config.concurrent_batches)
+
+
+class RewriteService:
+    """The request handling, independent of the HTTP framework."""
+
+    def __init__(self, config: ServiceConfig, engine: Backend) -> None:
+        self.config = config
+        self.engine = engine
+        self.metrics = Metrics()
+        self.identity = {"backend": engine.NAME, "model": engine.model_id}
+        self.cache = None
+        if not config.no_cache and engine.CACHEABLE:
+            from tsqr_plugins.backends.cache import default_cache_path
+
+            self.cache = RewriteCache(config.cache or default_cache_path(engine), self.identity)
+        self.batcher = MicroBatcher(
+            engine, self.cache, self.metrics, config.max_batch_size, config.max_wait_ms / 1000,
+            config.max_queue, config.concurrent_batches,
+        )
+        self.default_params = GenerationParams.preset(config.preset)
+        self.model_name = config.served_model_name or (config.model or engine.model_id).rstrip("/").split("/")[-1]
+
+    # ---- /v1/rewrite
+    async def rewrite(self, body: Any) -> dict[str, Any]:
+        queries, mode, repeat, prompt, params, strict = self._parse_rewrite_request(body)
+        unique = list(dict.fromkeys(queries))
+        completions = await self._complete(unique, prompt, params, strict)
+        by_query = {}
+        for query, (completion, cached) in zip(unique, completions):
+            by_query[query] = self._to_rewrite(query, completion, cached, prompt, mode, repeat, strict)
+        return {"rewrites": [by_query[q] for q in queries], "model": self.model_name, "prompt_id": prompt.id}
+
+    def _parse_rewrite_request(self, body: Any):
+        if not isinstance(body, dict):
+            raise HTTPProblem(400, "the body must be a JSON object with 'queries'")
+        queries = body.get("queries")
+        if not isinstance(queries, list) or not queries:
+            raise HTTPProblem(400, "'queries' must be a non-empty list of strings")
+        if len(queries) > self.config.max_queries_per_request:
+            raise HTTPProblem(413, f"{len(queries)} queries in one request; the limit is {self.config.max_queries_per_request}")
+        for index, query in enumerate(queries):
+            if not isinstance(query, str) or not query.strip():
+                raise HTTPProblem(422, f"query {index} is not a non-empty string")
+            if len(query) > self.config.max_query_chars:
+                raise HTTPProblem(413, f"query {index} has {len(query)} characters; the limit is {self.config.max_query_chars}")
+        mode = body.get("mode", "replace")
+        if mode not in MODES:
+            raise HTTPProblem(400, f"unknown mode {mode!r}; choose one of {list(MODES)}")
+        repeat = body.get("repeat", DEFAULT_REPEAT)
+        if not isinstance(repeat, int) or repeat < 1:
+            raise HTTPProblem(400, "'repeat' must be an integer >= 1")
+        try:
+            prompt = get_prompt(body.get("prompt_id", self.config.prompt))
+            overrides = body.get("params") or {}
+            if not isinstance(overrides, dict):
+                raise InputError("'params' must be an object of sampling parameters")
+            params = self.default_params.replace(**overrides)
+        except (InputError, TypeError) as error:
+            raise HTTPProblem(400, str(error)) from error
+        return queries, mode, repeat, prompt, params, bool(body.get("strict", False))
+
+    async def _complete(self, queries: list[str], prompt, params, strict: bool) -> list[tuple[Completion, bool]]:
+        """Cache hits first; misses through the batcher, each within the request's time budget."""
+        params_key = params.key()
+        keys = [cache_key(self.identity, prompt.id, params_key, query) for query in queries]
+        hits = self.cache.get_many(keys) if self.cache is not None else {}
+        self.metrics.count("cache_hits", len(hits))
+        self.metrics.count("cache_misses", len(keys) - len(hits))
+        futures = {}
+        try:
+            for key, query in zip(keys, queries):
+                if key not in hits:
+                    futures[key] = self.batcher.submit(key, query, prompt, params)
+        except QueueFull as error:
+            raise HTTPProblem(429, f"the service is busy: {error}; retry shortly", {"Retry-After": "1"}) from error
+        if futures:
+            # shield: a timed-out request leaves the generation running, and its result is cached
+            waiting = [asyncio.shield(future) for future in futures.values()]
+            done, _ = await asyncio.wait(waiting, timeout=self.config.timeout)
+        results = []
+        for key in keys:
+            if key in hits:
+                results.append((Completion(text=hits[key]), True))
+            elif futures[key].done():
+                results.append((futures[key].result(), False))
+            else:
+                timeout = BackendTimeout(f"no answer within the time budget of {self.config.timeout:g} s")
+                results.append((Completion.failed(timeout), False))
+        return results
+
+    def _to_rewrite(self, query, completion: Completion, cached: bool, prompt, mode, repeat, strict) -> dict[str, Any]:
+        error = completion.error
+        text = None
+        if error is None:
+            try:
+                text = prompt.parse(completion.text or "")
+            except BackendError as parse_error:
+                error = parse_error
+        if error is not None:
+            if strict:
+                status = 504 if isinstance(error, BackendTimeout) else 502
+                raise HTTPProblem(status, f"rewrite failed (strict): {type(error).__name__}: {error}")
+            self.metrics.count("fallbacks")
+            logger.warning("rewrite fell back to the original query: %s", error)
+            return {"original": query, "text": query, "fallback": True, "cached": False,
+                    "reason": f"{type(error).__name__}: {error}"}
+        combined = combine(query, text, mode, repeat)
+        return {"original": query, "text": combined if isinstance(combined, str) else text,
+                "fallback": False, "cached": cached}
+
+    # ---- /v1/chat/completions
+    async def chat(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+            raise HTTPProblem(400, "the body must be a JSON object with a non-empty 'messages' list")
+        if body.get("stream"):
+            raise HTTPProblem(400, "streaming is not supported; send stream=false")
+        messages = body["messages"]
+        if not all(isinstance(m, dict) and isinstance(m.get("content"), str) and isinstance(m.get("role"), str) for m in messages):
+            raise HTTPProblem(400, "each message needs string 'role' and 'content'")
+        try:
+            overrides = {name: body[name] for name in CHAT_SAMPLING_FIELDS if body.get(name) is not None}
+            if isinstance(overrides.get("top_k"), int) and overrides["top_k"] <= 0:
+                overrides["top_k"] = None  # OpenAI/vLLM spell "disabled" as -1 or 0
+            params = self.default_params.replace(**overrides)
+        except (InputError, TypeError) as error:
+            raise HTTPProblem(400, str(error)) from error
+        query, prompt = self._as_rewrite(messages)
+        if query is not None:  # our own prompt: batched, coalesced and cached like /v1/rewrite
+            completion, _ = (await self._complete([query], prompt, params, strict=True))[0]
+        else:
+            completion = await self._chat_direct(messages, params)
+        if completion.error is not None:
+            status = 504 if isinstance(completion.error, BackendTimeout) else 502
+            raise HTTPProblem(status, f"the engine failed: {completion.error}")
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text}, "finish_reason": "stop"}],
+        }
+
+    def _as_rewrite(self, messages: list[dict[str, str]]):
+        system = next((m["content"] for m in messages if m["role"] == "system"), "")
+        query = query_from_messages(messages)
+        if query is None or not query.strip() or len(messages) > 2:
+            return None, None
+        prompt = next((p for p in PROMPTS.values() if p.system == system), None)
+        return (query, prompt) if prompt is not None else (None, None)
+
+    async def _chat_direct(self, messages, params) -> Completion:
+        loop = asyncio.get_running_loop()
+        try:
+            results = await asyncio.wait_for(
+                loop.run_in_executor(None, self.engine.chat, [messages], params), self.config.timeout
+            )
+            return results[0]
+        except asyncio.TimeoutError:
+            return Completion.failed(BackendTimeout(f"no answer within {self.config.timeout:g} s"))
+        except NotImplementedError as error:
+            raise HTTPProblem(400, str(error)) from error
+        except InputError as error:
+            raise HTTPProblem(400, str(error)) from error
+        except Exception as error:
+            return Completion.failed(error)
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "engine": self.config.engine, "model": self.model_name, "queue_depth": self.batcher.depth}
+
+    def models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "tsqr"}]}
+
+
+def create_app(config: ServiceConfig, engine: Backend | None = None):
+    """The Starlette application. ``engine`` defaults to the one the config describes."""
+    starlette = require("starlette", "serve", "tsqr serve")
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
+    from starlette.routing import Route
+
+    del starlette
+    service = RewriteService(config, engine if engine is not None else build_engine(config))
+
+    @asynccontextmanager
+    async def lifespan(app):
+        service.batcher.start()
+        yield
+        await service.batcher.stop()  # drain what was accepted before shutting down
+        if service.cache is not None:
+            service.cache.close()
+        service.engine.close()
+
+    def authorized(request: Request) -> bool:
+        if not config.api_key:
+            return True
+        supplied = request.headers.get("authorization", "")
+        return hmac.compare_digest(supplied.encode(), f"Bearer {config.api_key}".encode())
+
+    async def read_json(request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
+            raise HTTPProblem(413, f"the body is larger than {config.max_body_bytes} bytes")
+        raw = await request.body()
+        if len(raw) > config.max_body_bytes:
+            raise HTTPProblem(413, f"the body is larger than {config.max_body_bytes} bytes")
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise HTTPProblem(400, f"malformed JSON: {error}") from error
+
+    def endpoint(name: str, handler, needs_body: bool, needs_auth: bool = True):
+        async def respond(request: Request) -> Response:
+            start = time.perf_counter()
+            try:
+                if needs_auth and not authorized(request):
+                    raise HTTPProblem(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+                result = await handler(await read_json(request)) if needs_body else handler()
+                response: Response = (
+                    PlainTextResponse(result, media_type="text/plain; version=0.0.4") if isinstance(result, str)
+                    else JSONResponse(result)
+                )
+            except HTTPProblem as problem:
+                response = JSONResponse({"error": {"message": str(problem), "code": problem.status}},
+                                        status_code=problem.status, headers=problem.headers)
+            except Exception as error:  # never a bare 500 page: say what failed
+                logger.exception("unexpected error in %s", name)
+                response = JSONResponse({"error": {"message": f"internal error: {error}", "code": 500}}, status_code=500)
+            service.metrics.request(name, response.status_code, time.perf_counter() - start)
+            return response
+
+        return respond
+
+    routes = [
+        Route("/v1/rewrite", endpoint("rewrite", service.rewrite, True), methods=["POST"]),
+        Route("/v1/chat/completions", endpoint("chat", service.chat, True), methods=["POST"]),
+        Route("/v1/models", endpoint("models", service.models, False), methods=["GET"]),
+        Route("/health", endpoint("health", service.health, False, needs_auth=False), methods=["GET"]),
+        Route("/metrics", endpoint("metrics", service.metrics.render, False), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.service = service
+    return app

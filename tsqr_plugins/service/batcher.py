@@ -1,0 +1,142 @@
+"""Micro-batching: concurrent requests are gathered into engine batches, identical in-flight
+queries share one generation, and finished completions go into the rewrite cache."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from tsqr_plugins.backends.base import Backend, Completion
+from tsqr_plugins.cache import RewriteCache
+from tsqr_plugins.params import GenerationParams
+from tsqr_plugins.prompts import Prompt
+from tsqr_plugins.service.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """More queries are waiting than the service accepts; the client should retry later."""
+
+
+@dataclass
+class Pending:
+    key: str
+    query: str
+    prompt: Prompt
+    params: GenerationParams
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    """Queries wait at most ``max_wait`` seconds for others to fill a batch of ``max_batch_size``;
+    ``concurrent_batches`` batches run on the engine at once (in worker threads)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        cache: RewriteCache | None,
+        metrics: Metrics,
+        max_batch_size: int = 32,
+        max_wait: float = 0.005,
+        max_queue: int = 1024,
+        concurrent_batches: int = 1,
+    ) -> None:
+        self.backend = backend
+        self.cache = cache
+        self.metrics = metrics
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait
+        self.max_queue = max_queue
+        self._in_flight: dict[str, asyncio.Future] = {}
+        self._queue: asyncio.Queue[Pending] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(concurrent_batches)
+        self._executor = ThreadPoolExecutor(max_workers=concurrent_batches, thread_name_prefix="tsqr-engine")
+        self._tasks: set[asyncio.Task] = set()
+        self._runner: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Finish queued and running batches, then stop."""
+        while not self._queue.empty() or self._tasks:
+            await asyncio.sleep(0.01)
+        if self._runner is not None:
+            self._runner.cancel()
+        self._executor.shutdown(wait=True)
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, key: str, query: str, prompt: Prompt, params: GenerationParams) -> asyncio.Future:
+        """A future for the completion of ``query``; joins an identical query already in flight."""
+        existing = self._in_flight.get(key)
+        if existing is not None:
+            self.metrics.count("coalesced")
+            return existing
+        if self._queue.qsize() >= self.max_queue:
+            raise QueueFull(f"{self._queue.qsize()} queries are waiting (limit {self.max_queue})")
+        future = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        self._queue.put_nowait(Pending(key, query, prompt, params, future))
+        self.metrics.queue_depth = self._queue.qsize()
+        return future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            deadline = loop.time() + self.max_wait
+            while len(batch) < self.max_batch_size:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+            self.metrics.queue_depth = self._queue.qsize()
+            await self._slots.acquire()
+            task = loop.create_task(self._execute(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, batch: list[Pending]) -> None:
+        try:
+            groups: dict[tuple[str, str], list[Pending]] = {}
+            for item in batch:  # a backend call takes one prompt and one set of sampling parameters
+                groups.setdefault((item.prompt.id, item.params.key()), []).append(item)
+            for items in groups.values():
+                self.metrics.batch(len(items))
+                completions = await asyncio.get_running_loop().run_in_executor(self._executor, self._generate, items)
+                for item, completion in zip(items, completions):
+                    self._in_flight.pop(item.key, None)
+                    if not item.future.done():
+                        item.future.set_result(completion)
+        finally:
+            self._slots.release()
+
+    def _generate(self, items: list[Pending]) -> list[Completion]:
+        """Runs in a worker thread: the engine call, then one cache transaction for the batch."""
+        prompt, params = items[0].prompt, items[0].params
+        try:
+            completions = self.backend.generate([item.query for item in items], prompt, params)
+            if len(completions) != len(items):
+                raise RuntimeError(f"the engine returned {len(completions)} completions for {len(items)} queries")
+        except Exception as error:
+            logger.warning("engine batch of %d failed: %s", len(items), error)
+            self.metrics.count("engine_errors")
+            return [Completion.failed(error)] * len(items)
+        if self.cache is not None:
+            params_key = params.key()
+            self.cache.put_many(
+                (item.key, prompt.id, params_key, item.query, completion.text)
+                for item, completion in zip(items, completions)
+                if completion.error is None and completion.text is not None
+            )
+        return completions
