@@ -49,6 +49,10 @@ class ServiceConfig:
             raise InputError("--engine file needs --rewrites <published.json>")
         if self.engine == "openai" and not self.upstream:
             raise InputError("--engine openai needs --upstream http://127.0.0.1:8001/v1")
+        if len(self.upstream) > 1:
+            # Replica balancing is planned (issue 3); refuse rather than silently use one replica.
+            raise InputError("several --upstream replicas are not supported yet; give one, or put the replicas "
+                             "behind a load balancer and give its URL")
         if self.api_key is None:
             self.api_key = os.environ.get("TSQR_API_KEY") or None
         if self.concurrent_batches is None:
