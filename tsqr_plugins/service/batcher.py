@@ -31,8 +31,9 @@ class Pending:
 
 
 class MicroBatcher:
-    """Queries wait at most ``max_wait`` seconds for others to fill a batch of ``max_batch_size``;
-    ``concurrent_batches`` batches run on the engine at once (in worker threads)."""
+    """A batch holds what queued while the engine was busy, up to ``max_batch_size``, plus what
+    arrives within ``max_wait`` seconds (0 by default: no added latency); ``concurrent_batches``
+    batches run on the engine at once, in worker threads."""
 
     def __init__(
         self,
@@ -40,7 +41,7 @@ class MicroBatcher:
         cache: RewriteCache | None,
         metrics: Metrics,
         max_batch_size: int = 32,
-        max_wait: float = 0.005,
+        max_wait: float = 0.0,
         max_queue: int = 1024,
         concurrent_batches: int = 1,
     ) -> None:
@@ -90,18 +91,19 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             first = await self._queue.get()
+            # Wait for a free engine slot first: queries arriving meanwhile join this batch, so
+            # batches grow under load while an idle engine answers a lone query at once.
+            await self._slots.acquire()
             batch = [first]
+            while len(batch) < self.max_batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             deadline = loop.time() + self.max_wait
-            while len(batch) < self.max_batch_size:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
+            while len(batch) < self.max_batch_size and (remaining := deadline - loop.time()) > 0:
                 try:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except asyncio.TimeoutError:
                     break
             self.metrics.queue_depth = self._queue.qsize()
-            await self._slots.acquire()
             task = loop.create_task(self._execute(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

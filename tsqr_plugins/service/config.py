@@ -28,7 +28,7 @@ class ServiceConfig:
     cache: str | None = None  # path of the SQLite rewrite cache; None: the default per engine/model
     no_cache: bool = False
     max_batch_size: int = 32
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0
     max_queue: int = 1024
     concurrent_batches: int | None = None  # engine batches in flight; default 1, openai 8
     timeout: float = 30.0  # per-request time budget in seconds
