@@ -126,7 +126,7 @@ class RewriteService:
         if futures:
             # shield: a timed-out request leaves the generation running, and its result is cached
             waiting = [asyncio.shield(future) for future in futures.values()]
-            done, _ = await asyncio.wait(waiting, timeout=self.config.timeout)
+            await asyncio.wait(waiting, timeout=self.config.timeout)
         results = []
         for key in keys:
             if key in hits:
@@ -223,13 +223,12 @@ class RewriteService:
 
 def create_app(config: ServiceConfig, engine: Backend | None = None):
     """The Starlette application. ``engine`` defaults to the one the config describes."""
-    starlette = require("starlette", "serve", "tsqr serve")
+    require("starlette", "serve", "tsqr serve")  # a clear error naming the extra when it is missing
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route
 
-    del starlette
     service = RewriteService(config, engine if engine is not None else build_engine(config))
 
     @asynccontextmanager
