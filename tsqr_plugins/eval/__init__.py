@@ -1,0 +1,1 @@
+"""BRIGHT-style evaluation: datasets, metrics, the runner behind `tsqr eval`, and reports."""

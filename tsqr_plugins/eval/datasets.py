@@ -1,0 +1,216 @@
+"""Evaluation tasks: BRIGHT (hub, local copy, shipped sample) and BEIR-format folders.
+
+A dataset spec is one of:
+  ``bright:<task>[,<task>...]`` or ``bright:all``  BRIGHT from ``--bright-dir``/``$TSQR_BRIGHT_DIR``
+                                                  (a local copy of the hub dataset) or the hub
+  ``sample``                                       the small BRIGHT-layout sample shipped in the package
+  ``<folder>``                                     BEIR format (corpus.jsonl, queries.jsonl,
+                                                  qrels/test.tsv) or BRIGHT layout (examples/, documents/)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from ..errors import InputError, TSQRError
+from ..lazy import require
+
+BRIGHT_TASKS = (
+    "biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
+    "sustainable_living", "leetcode", "pony", "aops", "theoremqa_questions", "theoremqa_theorems",
+)
+# Column headers as in the paper's table.
+SHORT_NAMES = {
+    "biology": "Bio", "earth_science": "Earth", "economics": "Econ", "psychology": "Psy",
+    "robotics": "Rob", "stackoverflow": "Stack", "sustainable_living": "Sus", "leetcode": "Leet",
+    "pony": "Pony", "aops": "AoPS", "theoremqa_questions": "TheoQ", "theoremqa_theorems": "TheoT",
+}
+BRIGHT_HUB_ID = "xlangai/BRIGHT"
+
+
+@dataclass
+class Task:
+    """One retrieval task: a corpus, queries, relevance judgements and per-query exclusions."""
+
+    name: str
+    doc_ids: list[str]
+    documents: list[str]
+    query_ids: list[str]
+    queries: list[str]
+    qrels: dict[str, dict[str, int]]
+    excluded: dict[str, set[str]] = field(default_factory=dict)
+
+    def limit(self, n: int | None) -> "Task":
+        if not n or n >= len(self.query_ids):
+            return self
+        keep = self.query_ids[:n]
+        return Task(self.name, self.doc_ids, self.documents, keep, self.queries[:n],
+                    {q: self.qrels[q] for q in keep if q in self.qrels},
+                    {q: self.excluded.get(q, set()) for q in keep})
+
+    def doc_text(self, doc_id: str) -> str:
+        if not hasattr(self, "_doc_index"):
+            self._doc_index = {d: i for i, d in enumerate(self.doc_ids)}
+        return self.documents[self._doc_index[doc_id]]
+
+
+def sample_dir() -> Path:
+    return Path(str(resources.files("tsqr_plugins") / "data" / "bright-sample"))
+
+
+def load_tasks(spec: str, bright_dir: str | os.PathLike | None = None,
+               long_context: bool = False) -> list[Task]:
+    """The tasks named by a dataset spec (see the module docstring)."""
+    if spec == "sample":
+        return _bright_folder(sample_dir(), None, long_context)
+    if spec.startswith("bright:"):
+        names = _bright_names(spec[len("bright:"):])
+        bright_dir = bright_dir or os.environ.get("TSQR_BRIGHT_DIR")
+        if bright_dir:
+            return _bright_folder(Path(bright_dir), names, long_context)
+        return [_bright_hub(name, long_context) for name in names]
+    folder = Path(spec)
+    if not folder.is_dir():
+        raise InputError(
+            f"dataset {spec!r} is neither 'sample', 'bright:<task>|all' nor a folder; "
+            f"BRIGHT tasks: {', '.join(BRIGHT_TASKS)}"
+        )
+    if (folder / "corpus.jsonl").exists():
+        return [_beir_folder(folder)]
+    if (folder / "examples").is_dir():
+        return _bright_folder(folder, None, long_context)
+    raise InputError(
+        f"{folder} is not a BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv) "
+        "nor a BRIGHT copy (examples/, documents/)"
+    )
+
+
+def _bright_names(text: str) -> list[str]:
+    if text == "all":
+        return list(BRIGHT_TASKS)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BRIGHT_TASKS]
+    if unknown or not names:
+        raise InputError(f"unknown BRIGHT task(s) {unknown or text!r}; valid: {', '.join(BRIGHT_TASKS)}, all")
+    return names
+
+
+# -- BRIGHT -----------------------------------------------------------------------------------
+
+def _bright_task(name, examples, documents, long_context) -> Task:
+    gold_key = "gold_ids_long" if long_context else "gold_ids"
+    doc_ids = [str(row["id"]) for row in documents]
+    texts = [row["content"] if row["content"] is not None else "" for row in documents]
+    query_ids, queries, qrels, excluded = [], [], {}, {}
+    for row in examples:
+        qid = str(row["id"])
+        query_ids.append(qid)
+        queries.append(row["query"])
+        qrels[qid] = {str(doc): 1 for doc in row[gold_key]}
+        # "N/A" marks "nothing to exclude" in BRIGHT, exactly as its evaluation treats it.
+        excluded[qid] = {str(doc) for doc in row["excluded_ids"] if doc != "N/A"}
+    if not query_ids or not doc_ids:
+        raise InputError(f"BRIGHT task {name!r} has {len(query_ids)} queries and {len(doc_ids)} documents")
+    return Task(name, doc_ids, texts, query_ids, queries, qrels, excluded)
+
+
+def _bright_folder(root: Path, names: list[str] | None, long_context: bool) -> list[Task]:
+    docs_config = "long_documents" if long_context else "documents"
+    if names is None:
+        names = sorted({_task_of(path) for path in (root / "examples").iterdir() if _task_of(path)},
+                       key=lambda n: (BRIGHT_TASKS.index(n) if n in BRIGHT_TASKS else 99, n))
+    tasks = []
+    for name in names:
+        examples = _read_rows(root / "examples", name)
+        documents = _read_rows(root / docs_config, name)
+        tasks.append(_bright_task(name, examples, documents, long_context))
+    return tasks
+
+
+def _task_of(path: Path) -> str | None:
+    if path.suffix in (".jsonl", ".parquet"):
+        return path.name.split("-00")[0].removesuffix(path.suffix)
+    return None
+
+
+def _read_rows(folder: Path, name: str) -> list[dict]:
+    """Rows of ``<folder>/<name>.jsonl`` or the hub's ``<folder>/<name>-0000x-of-0000y.parquet``."""
+    jsonl = folder / f"{name}.jsonl"
+    if jsonl.exists():
+        return list(_jsonl(jsonl))
+    shards = sorted(folder.glob(f"{name}-*.parquet")) + sorted(folder.glob(f"{name}.parquet"))
+    if not shards:
+        raise InputError(
+            f"no {name}.jsonl or {name}-*.parquet in {folder}: this does not look like a copy of "
+            f"{BRIGHT_HUB_ID} (expected its examples/, documents/ and long_documents/ folders)"
+        )
+    parquet = require("pyarrow.parquet", "eval", "reading BRIGHT's parquet files")
+    rows = []
+    for shard in shards:
+        rows.extend(parquet.read_table(shard).to_pylist())
+    return rows
+
+
+def _bright_hub(name: str, long_context: bool) -> Task:
+    how = (
+        f"Download it where the hub is reachable (huggingface-cli download {BRIGHT_HUB_ID} "
+        "--repo-type dataset --local-dir BRIGHT), copy the folder here and pass --bright-dir BRIGHT "
+        "(or set TSQR_BRIGHT_DIR)."
+    )
+    try:
+        datasets = require("datasets", "eval", "loading BRIGHT from the Hugging Face hub")
+    except TSQRError as error:
+        raise TSQRError(f"{error}. Or use a local copy of BRIGHT: {how}") from error
+    try:
+        examples = datasets.load_dataset(BRIGHT_HUB_ID, "examples", split=name)
+        documents = datasets.load_dataset(BRIGHT_HUB_ID, "long_documents" if long_context else "documents",
+                                          split=name)
+    except Exception as error:  # the hub client raises many types when offline
+        raise TSQRError(f"could not load BRIGHT task {name!r} from the hub ({type(error).__name__}: "
+                        f"{error}). {how}") from error
+    return _bright_task(name, examples, documents, long_context)
+
+
+# -- BEIR -------------------------------------------------------------------------------------
+
+def _beir_folder(folder: Path) -> Task:
+    doc_ids, texts = [], []
+    for row in _jsonl(folder / "corpus.jsonl"):
+        doc_ids.append(str(row["_id"]))
+        title = row.get("title") or ""
+        texts.append(f"{title} {row.get('text') or ''}".strip() if title else row.get("text") or "")
+    all_queries = {str(row["_id"]): row["text"] for row in _jsonl(folder / "queries.jsonl")}
+    qrels_path = folder / "qrels" / "test.tsv"
+    if not qrels_path.exists():
+        raise InputError(f"{folder} has no qrels/test.tsv")
+    qrels: dict[str, dict[str, int]] = {}
+    with open(qrels_path, encoding="utf-8", newline="") as handle:
+        for line_no, row in enumerate(csv.reader(handle, delimiter="\t"), 1):
+            if line_no == 1 and row and not row[-1].lstrip("-").isdigit():
+                continue  # header
+            if len(row) != 3:
+                raise InputError(f"{qrels_path}:{line_no}: expected query-id, corpus-id, score")
+            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    missing = [qid for qid in qrels if qid not in all_queries]
+    if missing:
+        raise InputError(f"{qrels_path} judges queries missing from queries.jsonl: {missing[:5]}")
+    # Only judged queries are run, in queries.jsonl order.
+    query_ids = [qid for qid in all_queries if qid in qrels]
+    return Task(folder.name, doc_ids, texts, query_ids, [all_queries[q] for q in query_ids], qrels,
+                {q: set() for q in query_ids})
+
+
+def _jsonl(path: Path):
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"{path}:{line_no}: not JSON ({error.msg})") from error

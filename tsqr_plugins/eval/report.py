@@ -1,0 +1,117 @@
+"""report.md (the paper's layout: tasks as columns, average last) and a PNG plot of results.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from .datasets import BRIGHT_TASKS, SHORT_NAMES
+from .metrics import PRIMARY
+
+log = logging.getLogger(__name__)
+
+
+def task_order(names) -> list[str]:
+    return sorted(names, key=lambda n: (BRIGHT_TASKS.index(n) if n in BRIGHT_TASKS else len(BRIGHT_TASKS), n))
+
+
+def table_rows(document: dict, label: str = "") -> tuple[list[str], list[list[str]]]:
+    """Tasks, then one row per (backend, variant): nDCG@10 x 100 per task and the average."""
+    tasks = task_order(document["tasks"])
+    rows = []
+    for backend, variants in document["results"].items():
+        for variant, per_task in variants.items():
+            values = [per_task[t]["metrics"][PRIMARY] * 100 for t in tasks if t in per_task]
+            cells = [f"{per_task[t]['metrics'][PRIMARY] * 100:.1f}" if t in per_task else "" for t in tasks]
+            average = f"{sum(values) / len(values):.1f}" if values else ""
+            queries = document["rewriter"] if variant == "rewritten" else "original"
+            rows.append([*(([label]) if label else []), backend, queries, *cells, average])
+    return tasks, rows
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(document: dict, output: Path) -> None:
+    tasks, rows = table_rows(document)
+    header = ["backend", "queries", *[SHORT_NAMES.get(t, t) for t in tasks], "Avg"]
+    parts = [
+        f"# tsqr eval: {document['dataset']}",
+        "",
+        f"{PRIMARY} x 100 per task. Rewriter: `{document['rewriter']}` (mode `{document['mode']}`), "
+        f"depth {document['k']}. Queries with no results count as 0.",
+        "",
+        markdown_table(header, rows),
+        "",
+        "| task | queries | documents | rewrite fallbacks |",
+        "|---|---|---|---|",
+        *[f"| {t} | {i['queries']} | {i['documents']} | {i['rewrite_fallbacks']} |"
+          for t, i in ((t, document["tasks"][t]) for t in tasks)],
+    ]
+    gains = document.get("rewrite_gain")
+    if gains:
+        parts += ["", f"## Rewrite gain ({document.get('gain_model', 'embedding model')})", "",
+                  "10 x mean over gold documents of cos(rewrite, doc) - cos(query, doc): the training reward.",
+                  "", "| task | mean gain |", "|---|---|"]
+        parts += [f"| {t} | {gains[t]['mean']:.3f} |" for t in tasks if t in gains]
+    (output / "report.md").write_text("\n".join(parts) + "\n", encoding="utf-8")
+    plot(document, output / "plot.png")
+
+
+def plot(document: dict, path: Path) -> bool:
+    """Bars per task, original vs rewritten, one panel per backend. False when matplotlib is absent."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: no plot (pip install 'tsqr[eval]')")
+        return False
+    tasks = task_order(document["tasks"])
+    backends = list(document["results"])
+    figure, axes = plt.subplots(len(backends), 1, figsize=(max(6, 1.1 * len(tasks) + 2), 3.2 * len(backends)),
+                                squeeze=False)
+    for axis, backend in zip(axes[:, 0], backends):
+        variants = document["results"][backend]
+        width = 0.8 / max(len(variants), 1)
+        for n, (variant, per_task) in enumerate(variants.items()):
+            values = [per_task.get(t, {}).get("metrics", {}).get(PRIMARY, 0) * 100 for t in tasks]
+            axis.bar([i + n * width for i in range(len(tasks))], values, width, label=variant)
+        axis.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))])
+        axis.set_xticklabels([SHORT_NAMES.get(t, t) for t in tasks])
+        axis.set_ylabel(f"{PRIMARY} x 100")
+        axis.set_title(backend)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def compare(folders: Sequence[Path]) -> str:
+    """One table for several result folders (rows labelled by folder name)."""
+    documents = []
+    for folder in folders:
+        path = Path(folder) / "results.json"
+        try:
+            documents.append((Path(folder).name, json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, json.JSONDecodeError) as error:
+            from ..errors import InputError
+
+            raise InputError(f"cannot read {path}: {error}") from error
+    tasks = task_order({t for _, d in documents for t in d["tasks"]})
+    rows = []
+    for label, document in documents:
+        document = {**document, "tasks": {t: document["tasks"].get(t, {}) for t in tasks}}
+        results = {b: {v: {t: per_task[t] for t in tasks if t in per_task} for v, per_task in vs.items()}
+                   for b, vs in document["results"].items()}
+        _, more = table_rows({**document, "results": results}, label)
+        rows += more
+    header = ["run", "backend", "queries", *[SHORT_NAMES.get(t, t) for t in tasks], "Avg"]
+    return markdown_table(header, rows) + "\n"

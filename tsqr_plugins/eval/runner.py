@@ -1,0 +1,161 @@
+"""`tsqr eval`'s work: rewrite each task's queries once, search every backend with the original and
+the rewritten queries, score, and write results.json, TREC runs, report.md and a plot."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .. import __version__
+from ..core import Rewriter
+from ..errors import InputError
+from ..search import make_retriever
+from .datasets import Task
+from .metrics import PRIMARY, evaluate
+
+log = logging.getLogger(__name__)
+
+ORIGINAL, REWRITTEN = "original", "rewritten"
+
+
+@dataclass
+class EvalSettings:
+    backends: Sequence[str]
+    output: Path
+    k: int = 1000
+    mode: str = "replace"  # the paper scores the rewrite alone
+    repeat: int = 5
+    batch_size: int = 32
+    search_chunk: int = 64
+    cache_dir: Path | None = None
+    progress: bool = True
+    rewriter_label: str = "none"
+    dataset_label: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter | None = None,
+             gain_encoder: Callable | None = None) -> dict:
+    if settings.k < 10:
+        raise InputError(f"--k must be at least 10 (nDCG@10 needs ten results), got {settings.k}")
+    output = Path(settings.output)
+    (output / "runs").mkdir(parents=True, exist_ok=True)
+    results: dict = {backend: {} for backend in settings.backends}
+    task_info, gains = {}, {}
+    for task in tasks:
+        rewrites = _rewrite(task, rewriter, settings) if rewriter else None
+        fallbacks = sum(r.fallback for r in rewrites) if rewrites else 0
+        task_info[task.name] = {"queries": len(task.query_ids), "documents": len(task.doc_ids),
+                                "rewrite_fallbacks": fallbacks}
+        variants = {ORIGINAL: list(task.queries)}
+        if rewrites:
+            variants[REWRITTEN] = [_combined(r, settings) for r in rewrites]
+        for backend in settings.backends:
+            retriever = make_retriever(backend, settings.cache_dir, settings.progress)
+            retriever.index(task.doc_ids, task.documents)
+            for variant, texts in variants.items():
+                run = _search(retriever, task, texts, settings, f"{backend} {variant} {task.name}")
+                means, per_query = evaluate(task.qrels, run)
+                results[backend].setdefault(variant, {})[task.name] = {"metrics": means, "per_query": per_query}
+                _write_trec(output / "runs" / f"{_safe(backend)}.{variant}.{task.name}.trec", run,
+                            f"tsqr-{_safe(backend)}-{variant}")
+        if rewrites and gain_encoder is not None:
+            gains[task.name] = _gains(task, rewrites, gain_encoder, results, settings.backends)
+    document = {
+        "tsqr_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "dataset": settings.dataset_label,
+        "rewriter": settings.rewriter_label,
+        "mode": settings.mode,
+        "k": settings.k,
+        "primary_metric": PRIMARY,
+        "empty_results_count_as": 0,
+        **settings.extra,
+        "tasks": task_info,
+        "results": results,
+    }
+    if gains:
+        document["rewrite_gain"] = gains
+    (output / "results.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
+    from .report import write_report
+
+    write_report(document, output)
+    return document
+
+
+def _rewrite(task: Task, rewriter: Rewriter, settings: EvalSettings):
+    from tqdm.auto import tqdm
+
+    rewrites = []
+    with tqdm(total=len(task.queries), desc=f"rewriting {task.name}", unit="query",
+              disable=not settings.progress, file=sys.stderr, leave=False) as bar:
+        for start in range(0, len(task.queries), settings.batch_size):
+            chunk = task.queries[start:start + settings.batch_size]
+            rewrites.extend(rewriter.rewrite_batch(chunk))
+            bar.update(len(chunk))
+    return rewrites
+
+
+def _combined(rewrite, settings: EvalSettings) -> str:
+    combined = rewrite.combined(settings.mode, settings.repeat)
+    if not isinstance(combined, str):  # "both" is for fusion-capable engines; score the rewrite
+        return rewrite.text
+    return combined
+
+
+def _search(retriever, task: Task, texts: list[str], settings: EvalSettings, label: str):
+    from tqdm.auto import tqdm
+
+    run: dict[str, dict[str, float]] = {}
+    with tqdm(total=len(texts), desc=f"searching {label}", unit="query", disable=not settings.progress,
+              file=sys.stderr, leave=False) as bar:
+        for start in range(0, len(texts), settings.search_chunk):
+            ids = task.query_ids[start:start + settings.search_chunk]
+            excluded = [task.excluded.get(qid, ()) for qid in ids]
+            hits = retriever.search_batch(texts[start:start + settings.search_chunk], settings.k, excluded)
+            for qid, ranked in zip(ids, hits):
+                run[qid] = {hit.doc_id: hit.score for hit in ranked}
+            bar.update(len(ids))
+    return run
+
+
+def _gains(task: Task, rewrites, encoder, results, backends) -> dict:
+    from ..gain import embedding_gain
+
+    known = set(task.doc_ids)
+    judged, positives = [], []
+    for i, qid in enumerate(task.query_ids):
+        docs = [task.doc_text(d) for d, rel in task.qrels.get(qid, {}).items() if rel > 0 and d in known]
+        if docs:
+            judged.append(i)
+            positives.append(docs)
+    # A fallback rewrite is the original query: its gain is 0, as it should be.
+    values = embedding_gain([task.queries[i] for i in judged], [rewrites[i].text for i in judged],
+                            positives, encoder)
+    per_query = {}
+    for i, gain in zip(judged, values):
+        qid = task.query_ids[i]
+        entry = {"gain": gain}
+        for backend in backends:
+            before = results[backend][ORIGINAL][task.name]["per_query"][qid][PRIMARY]
+            after = results[backend][REWRITTEN][task.name]["per_query"][qid][PRIMARY]
+            entry[f"{PRIMARY} change ({backend})"] = after - before
+        per_query[qid] = entry
+    mean = sum(values) / len(values) if values else 0.0
+    return {"mean": mean, "per_query": per_query}
+
+
+def _write_trec(path: Path, run: dict[str, dict[str, float]], tag: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for qid, docs in run.items():
+            for rank, (doc_id, score) in enumerate(docs.items(), 1):
+                handle.write(f"{qid} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
