@@ -94,7 +94,7 @@ def test_exclusions_ties_and_zero_score_padding():
 def test_batch_equals_single():
     index = small_index()
     queries = ["moths lamps", "cooking", "moon orientation", "nothing here"]
-    batch = index.search_batch(queries, k=5, chunk=3)
+    batch = index.search_batch(queries, k=5)
     assert batch == [index.search(q, k=5) for q in queries]
 
 

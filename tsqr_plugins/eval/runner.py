@@ -119,7 +119,7 @@ def _search(retriever, task: Task, texts: list[str], settings: EvalSettings, lab
             excluded = [task.excluded.get(qid, ()) for qid in ids]
             hits = retriever.search_batch(texts[start:start + settings.search_chunk], settings.k, excluded)
             for qid, ranked in zip(ids, hits):
-                run[qid] = {hit.doc_id: hit.score for hit in ranked}
+                run[qid] = ranked.as_dict() if hasattr(ranked, "as_dict") else {h.doc_id: h.score for h in ranked}
             bar.update(len(ids))
     return run
 

@@ -29,7 +29,7 @@ class Retriever(ABC):
     @abstractmethod
     def search_batch(self, queries: Sequence[str], k: int,
                      excluded: Sequence[Iterable[str]] | None = None) -> list[list[Hit]]:
-        """Ranked hits per query, best first, excluded documents left out."""
+        """Ranked hits per query (a sequence of ``Hit``), best first, excluded documents left out."""
 
 
 def make_retriever(spec: str, cache_dir: Path | None = None, progress: bool = False) -> Retriever:

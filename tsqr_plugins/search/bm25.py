@@ -18,6 +18,7 @@ import json
 import logging
 import math
 from array import array
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
@@ -34,6 +35,36 @@ INDEX_FORMAT = 1
 class Hit(NamedTuple):
     doc_id: str
     score: float
+
+
+class Ranking(Sequence[Hit]):
+    """Ranked results of one query, kept as two lists; a ``Hit`` is made only when indexed.
+
+    Building 1,000 result objects per query costs more than scoring it, so evaluation reads
+    ``doc_ids`` and ``scores`` directly (``as_dict``).
+    """
+
+    __slots__ = ("doc_ids", "scores")
+
+    def __init__(self, doc_ids: list[str], scores: list[float]):
+        self.doc_ids, self.scores = doc_ids, scores
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            return [Hit(d, s) for d, s in zip(self.doc_ids[item], self.scores[item])]
+        return Hit(self.doc_ids[item], self.scores[item])
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"Ranking({list(self)[:3]!r}{'...' if len(self) > 3 else ''})"
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(self.doc_ids, self.scores))
 
 
 class BM25Index:
@@ -99,50 +130,42 @@ class BM25Index:
 
     def query_vector(self, text: str) -> tuple[list[int], list[float]]:
         """Term ids and BM25 weights of a query (gensim's ``model[dictionary.doc2bow(q)]``)."""
-        counts: dict[int, int] = {}
-        for token in self.analyzer(text):
-            term_id = self.vocabulary.get(token)
-            if term_id is not None:
-                counts[term_id] = counts.get(term_id, 0) + 1
+        vocabulary = self.vocabulary
+        counts = {vocabulary[t]: c for t, c in Counter(self.analyzer(text)).items() if t in vocabulary}
         length = sum(counts.values())
         norm = self.k1 * (1.0 - self.b + self.b * length / self.avgdl)
         ids = list(counts)
         weights = [float(self.idf[t]) * (c / (c + norm)) for t, c in counts.items()]
         return ids, weights
 
-    def score_batch(self, texts: Sequence[str]):
-        """Dense scores, shape (len(texts), num_docs), float32 as in gensim's similarity index."""
+    def scores(self, text: str):
+        """Scores of every document for one query, float32 as in gensim's similarity index."""
         np = require("numpy", "eval", "the embedded BM25 engine")
-        vectors = [self.query_vector(text) for text in texts]
-        union = sorted({t for ids, _ in vectors for t in ids})
-        if not union:
-            return np.zeros((len(texts), self.num_docs), dtype=np.float32)
-        column = {t: i for i, t in enumerate(union)}
-        queries = np.zeros((len(union), len(texts)), dtype=np.float32)
-        for j, (ids, weights) in enumerate(vectors):
-            for t, w in zip(ids, weights):
-                queries[column[t], j] = w
-        # Rows keep ascending term ids: each score is summed in float32 in gensim's order.
-        sub = self.weights[:, union].tocsr()
-        sub.sort_indices()
-        return np.ascontiguousarray((sub @ queries).T)
+        ids, weights = self.query_vector(text)
+        if not ids:
+            return np.zeros(self.num_docs, dtype=np.float32)
+        order = np.argsort(ids)
+        # Columns in ascending term id: each document's score is summed in float32 in gensim's order.
+        columns = self.weights[:, np.asarray(ids)[order]]
+        return columns @ np.asarray(weights, dtype=np.float32)[order]
+
+    def score_batch(self, texts: Sequence[str]):
+        """Dense scores, shape (len(texts), num_docs)."""
+        np = require("numpy", "eval", "the embedded BM25 engine")
+        return np.vstack([self.scores(text) for text in texts]) if texts else np.zeros((0, self.num_docs))
 
     def search_batch(self, texts: Sequence[str], k: int = 1000,
-                     excluded: Sequence[Iterable[str]] | None = None,
-                     chunk: int = 64) -> list[list[Hit]]:
+                     excluded: Sequence[Iterable[str]] | None = None) -> list[Ranking]:
+        # One sparse product per query: a batched product would multiply every query by the union
+        # of all their terms, and transposing its result costs more than the scoring.
         np = require("numpy", "eval", "the embedded BM25 engine")
-        results = []
-        for start in range(0, len(texts), chunk):
-            scores = self.score_batch(texts[start:start + chunk])
-            for row, scores_row in enumerate(scores):
-                drop = excluded[start + row] if excluded is not None else ()
-                results.append(self._top(np, scores_row, k, drop))
-        return results
+        return [self._top(np, self.scores(text), k, excluded[i] if excluded is not None else ())
+                for i, text in enumerate(texts)]
 
-    def search(self, text: str, k: int = 1000, excluded: Iterable[str] = ()) -> list[Hit]:
+    def search(self, text: str, k: int = 1000, excluded: Iterable[str] = ()) -> Ranking:
         return self.search_batch([text], k, [excluded])[0]
 
-    def _top(self, np, scores, k, excluded) -> list[Hit]:
+    def _top(self, np, scores, k, excluded) -> Ranking:
         for doc_id in excluded:
             position = self._position.get(doc_id)
             if position is not None:
@@ -150,12 +173,12 @@ class BM25Index:
         available = int(np.isfinite(scores).sum())
         k = min(k, available)
         if k <= 0:
-            return []
+            return Ranking([], [])
         threshold = np.partition(scores, len(scores) - k)[len(scores) - k]
         candidates = np.flatnonzero(scores >= threshold)
         order = candidates[np.lexsort((candidates, -scores[candidates]))][:k]
         doc_ids = self.doc_ids
-        return [Hit(doc_ids[i], score) for i, score in zip(order.tolist(), scores[order].tolist())]
+        return Ranking([doc_ids[i] for i in order.tolist()], scores[order].tolist())
 
     # -- persistence ------------------------------------------------------------------------
 
