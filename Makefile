@@ -32,7 +32,7 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[transformers,serve,eval,dev]' $(TORCH)
 	# the references the tests compare against: pyserini's Lucene analyzer (Java 17) and gensim's BM25
-	$(BIN)/pip install -q $(PYSERINI) gensim $(TORCH)
+	$(BIN)/pip install -q $(PYSERINI) faiss-cpu gensim $(TORCH)
 	touch $@ $(VENV)/.core-installed
 
 $(VENV_VLLM)/.installed:

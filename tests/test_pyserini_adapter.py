@@ -1,0 +1,116 @@
+"""RewritingSearcher on a real Lucene index built by pyserini (Java 17, pyserini 0.25)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import skip_unless
+from tsqr_plugins import Rewriter
+from tsqr_plugins.backends.file import FileBackend
+from tsqr_plugins.errors import InputError
+from tsqr_plugins.lazy import is_installed
+
+CORPUS = {
+    "d1": "Transverse orientation: insects keep the moon at a fixed angle to fly straight.",
+    "d2": "Street lamps use sodium or LED bulbs and light the road at night.",
+    "d3": "Moth caterpillars eat leaves before they pupate.",
+    "d4": "The dorsal light response makes insects tilt their back toward the brightest light.",
+    "d5": "Lamps, lamps, lamps: a catalogue of street lamps and lamp posts.",
+    "d6": " ".join(f"zz{i}" for i in range(1500)),  # 1,500 distinct terms, past Lucene's 1,024-clause default
+}
+QUERY = "Why do moths circle street lamps?"
+REWRITE = "Insects use transverse orientation and the dorsal light response to the moon."
+
+
+@pytest.fixture(scope="module")
+def lucene_index(tmp_path_factory):
+    skip_unless(is_installed("pyserini"), "pyserini is not installed (make test installs pyserini 0.25 with Java 17)")
+    from tsqr_plugins.java import ensure_java_home
+
+    ensure_java_home()
+    root = tmp_path_factory.mktemp("pyserini")
+    (root / "docs").mkdir()
+    with open(root / "docs" / "corpus.jsonl", "w") as handle:
+        for doc_id, text in CORPUS.items():
+            handle.write(json.dumps({"id": doc_id, "contents": text}) + "\n")
+    subprocess.run(
+        [sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonCollection",
+         "--input", str(root / "docs"), "--index", str(root / "index"), "--generator",
+         "DefaultLuceneDocumentGenerator", "--threads", "1", "--storeRaw"],
+        check=True, capture_output=True, timeout=300,
+    )
+    return root / "index"
+
+
+def file_rewriter(tmp_path, on_missing="error", **kwargs):
+    path = tmp_path / "rewrites.json"
+    path.write_text(json.dumps({QUERY: REWRITE}))
+    return Rewriter(FileBackend(path, on_missing=on_missing), **kwargs)
+
+
+def test_rewrite_changes_what_bm25_retrieves(lucene_index, tmp_path):
+    from tsqr_plugins.adapters.pyserini import RewritingSearcher
+
+    original = RewritingSearcher(lucene_index, rewriter=None)
+    rewritten = RewritingSearcher(lucene_index, file_rewriter(tmp_path))
+    before = [hit.docid for hit in original.search(QUERY, k=3)]
+    after = [hit.docid for hit in rewritten.search(QUERY, k=3)]
+    assert before[0] in {"d2", "d3", "d5"}  # lexical matches on "moths" / "street lamps"
+    assert set(after[:2]) == {"d1", "d4"}  # the rewrite names what the relevant documents say
+    assert rewritten.last_rewrites[QUERY].original == QUERY
+    assert rewritten.doc("d1").raw()  # the LuceneSearcher surface passes through
+
+
+def test_query_side_bm25_matches_the_embedded_engine_ranking(lucene_index):
+    from tsqr_plugins.adapters.pyserini import RewritingSearcher
+    from tsqr_plugins.search.bm25 import BM25Index
+
+    searcher = RewritingSearcher(lucene_index, rewriter=None)
+    embedded = BM25Index.build(list(CORPUS), list(CORPUS.values()))
+    for query in (QUERY, REWRITE, "lamps lamps night"):
+        # Same query weights as BRIGHT's gensim recipe (the index statistics agree)...
+        ids, weights = embedded.query_vector(query)
+        by_id = dict(zip(ids, weights))
+        expected = {term: by_id[i] for term, i in embedded.vocabulary.items() if i in by_id}
+        assert searcher.query_weights(query) == pytest.approx(expected, rel=1e-9)
+        # ...and the ranking agrees on this corpus (Lucene quantises document lengths, so scores differ slightly).
+        lucene = [hit.docid for hit in searcher.search(query, k=3)]
+        assert lucene[0] == embedded.search(query, k=3)[0].doc_id
+
+
+def test_batch_and_single_agree_and_long_queries(lucene_index, tmp_path):
+    from tsqr_plugins.adapters.pyserini import RewritingSearcher
+
+    searcher = RewritingSearcher(lucene_index, file_rewriter(tmp_path, on_missing="fallback"))
+    long_query = "lamp " * 3000 + " ".join(f"zz{i}" for i in range(1500))  # 1,501 clauses
+    queries = [QUERY, "dorsal light", long_query]
+    batch = searcher.batch_search(queries, ["a", "b", "c"], k=5)
+    assert batch["c"][0].docid == "d6"
+    assert searcher.last_rewrites["b"].fallback  # missing from the file: the original query
+    assert searcher.last_rewrites["b"].original == "dorsal light" and not searcher.last_rewrites["a"].fallback
+    for qid, query in zip("abc", queries):
+        single = searcher.search(query, k=5)
+        assert [(h.docid, round(h.score, 5)) for h in batch[qid]] == [(h.docid, round(h.score, 5)) for h in single]
+    plain = RewritingSearcher(lucene_index, file_rewriter(tmp_path, on_missing="fallback"), scoring="bm25")
+    plain_batch = plain.batch_search(queries, ["a", "b", "c"], k=5, threads=2)
+    assert [h.docid for h in plain_batch["b"]] == [h.docid for h in plain.search("dorsal light", k=5)]
+
+
+def test_fail_open_and_clear_errors(lucene_index, tmp_path):
+    from tsqr_plugins.adapters.pyserini import RewritingSearcher
+
+    failing = RewritingSearcher(lucene_index, file_rewriter(tmp_path, on_missing="fallback"))
+    hits = failing.search("street lamps", k=2)  # not in the file: falls back, still answers
+    assert hits and failing.last_rewrites["street lamps"].fallback
+    with pytest.raises(InputError, match="non-empty string"):
+        failing.search("   ")
+    with pytest.raises(InputError, match="no Lucene index"):
+        RewritingSearcher(tmp_path / "missing", rewriter=None)
+    with pytest.raises(InputError, match="scoring must be one of"):
+        RewritingSearcher(lucene_index, rewriter=None, scoring="tfidf")
+    with pytest.raises(InputError, match="2 queries but 1 query ids"):
+        failing.batch_search(["a", "b"], ["1"])

@@ -1,0 +1,1 @@
+"""Adapters that put the rewriter into host frameworks, one module per host (imported on use)."""

@@ -1,0 +1,180 @@
+"""`RewritingSearcher`: pyserini's ``LuceneSearcher`` surface with TongSearch-QR rewriting in front.
+
+    from tsqr_plugins import Rewriter, load_backend
+    from tsqr_plugins.adapters.pyserini import RewritingSearcher
+
+    searcher = RewritingSearcher("indexes/my-index", Rewriter(load_backend("openai")))
+    hits = searcher.search("why do moths circle lamps?", k=10)
+    results = searcher.batch_search(queries, qids, k=100, threads=4)
+
+Scoring defaults to BRIGHT/TongSearch's query-side BM25 ("BM25Q"): Lucene BM25 (k1=0.9, b=0.4)
+on the documents, and each unique query term boosted by its own BM25 weight computed against the
+index (idf x tf / (tf + k1 (1 - b + b |q| / avgdl)), |q| counting query terms the index knows).
+pyserini >= 1.0 ships that as ``QuerySideBm25QueryGenerator``; pyserini 0.25 (the version that runs
+on Java 17) does not, so the adapter builds the same boosted ``BooleanQuery`` itself.
+``scoring="bm25"`` gives plain bag-of-words BM25 instead. The JVM starts on first use, never on import.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from typing import Any, Sequence
+
+from ..core import Rewrite, Rewriter
+from ..errors import InputError
+from ..lazy import require
+from ..search.analyzer import LuceneEnglishAnalyzer
+
+SCORINGS = ("bm25q", "bm25")
+MAX_CLAUSES = 65536  # a 500-token rewrite has far fewer unique terms; Lucene's default is 1,024
+
+
+def _pyserini():
+    """Import pyserini's searcher with a JVM ready, or say exactly what is missing."""
+    from ..java import ensure_java_home
+
+    ensure_java_home()
+    os.environ.setdefault("OPENAI_API_KEY", "unused")  # pyserini 1.x builds an OpenAI client at import
+    return require("pyserini.search.lucene", "pyserini", "the Pyserini adapter")
+
+
+class RewritingSearcher:
+    """``search`` / ``batch_search`` / ``doc`` / ``set_bm25`` of ``LuceneSearcher``, rewriting first.
+
+    ``searcher`` is an index path or an existing ``LuceneSearcher``. The rewrites of the latest call
+    are kept in ``last_rewrites`` (query id or query text -> ``Rewrite``, original included).
+    """
+
+    def __init__(self, searcher: Any, rewriter: Rewriter | None, mode: str = "replace", repeat: int = 5,
+                 scoring: str = "bm25q", k1: float = 0.9, b: float = 0.4, field: str = "contents"):
+        if scoring not in SCORINGS:
+            raise InputError(f"scoring must be one of {', '.join(SCORINGS)}, got {scoring!r}")
+        lucene = _pyserini()
+        if isinstance(searcher, (str, os.PathLike)):
+            if not os.path.isdir(searcher):
+                raise InputError(f"no Lucene index at {searcher}")
+            searcher = lucene.LuceneSearcher(str(searcher))
+        self.searcher = searcher
+        self.rewriter = rewriter
+        self.mode, self.repeat = mode, repeat
+        self.scoring = scoring
+        self.field = field
+        self.analyzer = LuceneEnglishAnalyzer()  # token for token pyserini's default analyzer
+        self.last_rewrites: dict[str, Rewrite] = {}
+        self._stats: dict[str, float] | None = None
+        self._df: dict[str, int] = {}
+        self.set_bm25(k1, b)
+        self._query_classes = _QueryClasses()
+
+    # -- the LuceneSearcher surface --------------------------------------------------------
+
+    def set_bm25(self, k1: float = 0.9, b: float = 0.4) -> None:
+        self.k1, self.b = float(k1), float(b)
+        self.searcher.set_bm25(self.k1, self.b)
+
+    def doc(self, docid):
+        return self.searcher.doc(docid)
+
+    def search(self, q: str, k: int = 10, **kwargs):
+        (text,) = self._rewrite([q], [q])
+        return self._search_one(text, k, **kwargs)
+
+    def batch_search(self, queries: Sequence[str], qids: Sequence[str], k: int = 10, threads: int = 1,
+                     **kwargs) -> dict[str, list]:
+        """Rewrites the whole batch in one backend call, then searches."""
+        if len(queries) != len(qids):
+            raise InputError(f"{len(queries)} queries but {len(qids)} query ids")
+        texts = self._rewrite(list(queries), [str(q) for q in qids])
+        if self.scoring == "bm25":
+            return self.searcher.batch_search(texts, [str(q) for q in qids], k=k, threads=threads, **kwargs)
+        # Query objects cannot go through pyserini's threaded batch_search; one search each.
+        return {str(qid): self._search_one(text, k) for qid, text in zip(qids, texts)}
+
+    def __getattr__(self, name):
+        # Everything else of LuceneSearcher (num_docs, close, ...) goes to the wrapped searcher.
+        return getattr(self.__dict__["searcher"], name)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _rewrite(self, queries: list[str], keys: list[str]) -> list[str]:
+        for query in queries:
+            if not isinstance(query, str) or not query.strip():
+                raise InputError(f"a query must be a non-empty string, got {query!r}")
+        if self.rewriter is None:
+            self.last_rewrites = {}
+            return queries
+        rewrites = self.rewriter.rewrite_batch(queries)
+        self.last_rewrites = dict(zip(keys, rewrites))
+        texts = []
+        for rewrite in rewrites:
+            combined = rewrite.combined(self.mode, self.repeat)
+            texts.append(combined if isinstance(combined, str) else rewrite.text)
+        return texts
+
+    def _search_one(self, text: str, k: int, **kwargs):
+        if self.scoring == "bm25":
+            return self.searcher.search(text, k=k, **kwargs)
+        query = self.query_side_bm25(text)
+        if query is None:
+            return []
+        return self.searcher.search(query, k=k)
+
+    def query_weights(self, text: str) -> dict[str, float]:
+        """Query-side BM25 weight of each query term the index knows (BRIGHT's gensim formula)."""
+        counts = {t: c for t, c in Counter(self.analyzer(text)).items() if self._doc_freq(t) > 0}
+        stats = self._index_stats()
+        length = sum(counts.values())
+        norm = self.k1 * (1.0 - self.b + self.b * length / stats["avgdl"])
+        n = stats["documents"]
+        return {t: (math.log(n + 1.0) - math.log(self._doc_freq(t) + 0.5)) * (c / (c + norm))
+                for t, c in counts.items()}
+
+    def query_side_bm25(self, text: str):
+        weights = self.query_weights(text)
+        if not weights:
+            return None
+        classes = self._query_classes
+        builder = classes.BooleanQueryBuilder()
+        for term, weight in weights.items():
+            clause = classes.BoostQuery(classes.TermQuery(classes.Term(self.field, term)), float(weight))
+            builder.add(clause, classes.SHOULD)
+        return builder.build()
+
+    def _index_stats(self) -> dict[str, float]:
+        if self._stats is None:
+            reader = self._reader()
+            stats = reader.stats()
+            documents = int(stats["documents"])
+            self._stats = {"documents": documents, "avgdl": int(stats["total_terms"]) / max(documents, 1)}
+        return self._stats
+
+    def _doc_freq(self, term: str) -> int:
+        df = self._df.get(term)
+        if df is None:
+            df, _ = self._reader().get_term_counts(term, analyzer=None)
+            self._df[term] = df = int(df or 0)
+        return df
+
+    def _reader(self):
+        reader = self.__dict__.get("_index_reader")
+        if reader is None:
+            index = require("pyserini.index.lucene", "pyserini", "the Pyserini adapter")
+            reader = self.__dict__["_index_reader"] = index.IndexReader(self.searcher.index_dir)
+        return reader
+
+
+class _QueryClasses:
+    """Lucene query classes through pyjnius, and the raised clause limit."""
+
+    def __init__(self):
+        from pyserini.pyclass import autoclass
+
+        self.Term = autoclass("org.apache.lucene.index.Term")
+        self.TermQuery = autoclass("org.apache.lucene.search.TermQuery")
+        self.BoostQuery = autoclass("org.apache.lucene.search.BoostQuery")
+        utils = autoclass("io.anserini.search.query.QueryGeneratorUtils")
+        self.BooleanQueryBuilder = utils.getBooleanQueryBuilder
+        self.SHOULD = utils.getBooleanClauseShould()
+        autoclass("org.apache.lucene.search.IndexSearcher").setMaxClauseCount(MAX_CLAUSES)
