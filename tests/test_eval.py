@@ -147,3 +147,13 @@ def test_transformers_rewriter_end_to_end(tiny_model, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert set(results["results"]["embedded"]) == {"original", "rewritten"}
     assert results["rewriter"] == "transformers"
+
+
+def test_malformed_bright_rows_name_the_missing_field(tmp_path, capsys):
+    root = tmp_path / "BRIGHT"
+    (root / "examples").mkdir(parents=True)
+    (root / "documents").mkdir()
+    (root / "examples" / "pony.jsonl").write_text(json.dumps({"id": "1", "query": "q"}) + "\n")
+    (root / "documents" / "pony.jsonl").write_text(json.dumps({"id": "d", "content": "c"}) + "\n")
+    assert run_eval("--dataset", "bright:pony", "--bright-dir", root, "--output", tmp_path / "x") == 2
+    assert "lacks a field" in capsys.readouterr().err

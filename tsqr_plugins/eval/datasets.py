@@ -103,6 +103,14 @@ def _bright_names(text: str) -> list[str]:
 # -- BRIGHT -----------------------------------------------------------------------------------
 
 def _bright_task(name, examples, documents, long_context) -> Task:
+    try:
+        return _bright_rows(name, examples, documents, long_context)
+    except (KeyError, TypeError) as error:
+        raise InputError(f"BRIGHT task {name!r}: a row lacks a field or has the wrong type ({error!r}); "
+                         "examples need id, query, excluded_ids, gold_ids, gold_ids_long; documents id, content") from error
+
+
+def _bright_rows(name, examples, documents, long_context) -> Task:
     gold_key = "gold_ids_long" if long_context else "gold_ids"
     doc_ids = [str(row["id"]) for row in documents]
     texts = [row["content"] if row["content"] is not None else "" for row in documents]

@@ -114,7 +114,6 @@ class BM25Index:
         shape = (len(lengths), max(len(vocabulary), 1))
         counts = sparse.coo_matrix((np.ones(len(cols), dtype=np.float64), (rows, cols)), shape=shape)
         tf = counts.tocsc()  # duplicates summed: term frequencies
-        tf.sum_duplicates()
         num_docs = len(lengths)
         avgdl = float(lengths.sum()) / num_docs or 1.0
         df = np.diff(tf.indptr).astype(np.float64)
