@@ -21,3 +21,9 @@ def combine(original: str, rewrite: str, mode: str = "replace", repeat: int = DE
     if mode == "both":
         return (original, rewrite)
     raise InputError(f"unknown combine mode {mode!r}; choose one of {list(MODES)}")
+
+
+def combine_text(original: str, rewrite: str, mode: str = "replace", repeat: int = DEFAULT_REPEAT) -> str:
+    """One query string for hosts that take a single text: ``both`` (a pair, for fusion) gives the rewrite."""
+    combined = combine(original, rewrite, mode, repeat)
+    return combined if isinstance(combined, str) else rewrite

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tsqr_plugins.backends.base import Backend, Completion
-from tsqr_plugins.combine import DEFAULT_REPEAT, combine
+from tsqr_plugins.combine import DEFAULT_REPEAT, combine, combine_text
 from tsqr_plugins.deadline import call_with_deadline
 from tsqr_plugins.errors import BackendError, EmptyQueryError, InputError
 from tsqr_plugins.params import GenerationParams
@@ -33,6 +33,10 @@ class Rewrite:
     def combined(self, mode: str = "replace", repeat: int = DEFAULT_REPEAT) -> str | tuple[str, str]:
         """The search query to send for ``mode`` (see :func:`tsqr_plugins.combine.combine`)."""
         return combine(self.original, self.text, mode, repeat)
+
+    def combined_text(self, mode: str = "replace", repeat: int = DEFAULT_REPEAT) -> str:
+        """One query string for ``mode`` (``both`` gives the rewrite; see :func:`combine_text`)."""
+        return combine_text(self.original, self.text, mode, repeat)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

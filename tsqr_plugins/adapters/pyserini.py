@@ -107,11 +107,7 @@ class RewritingSearcher:
             return queries
         rewrites = self.rewriter.rewrite_batch(queries)
         self.last_rewrites = dict(zip(keys, rewrites))
-        texts = []
-        for rewrite in rewrites:
-            combined = rewrite.combined(self.mode, self.repeat)
-            texts.append(combined if isinstance(combined, str) else rewrite.text)
-        return texts
+        return [rewrite.combined_text(self.mode, self.repeat) for rewrite in rewrites]
 
     def _search_one(self, text: str, k: int, **kwargs):
         if self.scoring == "bm25":

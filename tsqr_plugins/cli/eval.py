@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         backends=backends, output=args.output, k=args.k, mode=args.mode, repeat=args.repeat,
         batch_size=args.batch_size, cache_dir=args.index_cache or default_cache_dir(), progress=not args.quiet,
         rewriter_label=args.rewriter, dataset_label=args.dataset,
-        extra={"gain_model": args.gain_model or "BAAI/bge-base-en-v1.5"} if args.rewrite_gain else {},
+        extra={"gain_model": gain_encoder.model_name} if gain_encoder else {},
     )
     try:
         document = run_eval(tasks, settings, rewriter, gain_encoder)

@@ -124,11 +124,10 @@ def run(args: argparse.Namespace) -> int:
                 rewrites = rewriter.rewrite_batch([query.text for query in chunk])
                 rows = []
                 for query, rewrite in zip(chunk, rewrites):
-                    combined = rewrite.combined(args.mode, args.repeat)
                     rows.append({
                         "query_id": query.query_id,
                         "original": rewrite.original,
-                        "text": combined if isinstance(combined, str) else rewrite.text,
+                        "text": rewrite.combined_text(args.mode, args.repeat),
                         "fallback": rewrite.fallback,
                         "model": rewrite.model,
                         "prompt_id": rewrite.prompt_id,

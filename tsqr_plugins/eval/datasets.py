@@ -11,6 +11,7 @@ A dataset spec is one of:
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -53,10 +54,12 @@ class Task:
                     {q: self.qrels[q] for q in keep if q in self.qrels},
                     {q: self.excluded.get(q, set()) for q in keep})
 
+    @functools.cached_property
+    def doc_positions(self) -> dict[str, int]:
+        return {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
+
     def doc_text(self, doc_id: str) -> str:
-        if not hasattr(self, "_doc_index"):
-            self._doc_index = {d: i for i, d in enumerate(self.doc_ids)}
-        return self.documents[self._doc_index[doc_id]]
+        return self.documents[self.doc_positions[doc_id]]
 
 
 def sample_dir() -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +16,6 @@ from ..errors import InputError
 from ..search import make_retriever
 from .datasets import Task
 from .metrics import PRIMARY, evaluate
-
-log = logging.getLogger(__name__)
 
 ORIGINAL, REWRITTEN = "original", "rewritten"
 
@@ -54,7 +51,7 @@ def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter |
                                 "rewrite_fallbacks": fallbacks}
         variants = {ORIGINAL: list(task.queries)}
         if rewrites:
-            variants[REWRITTEN] = [_combined(r, settings) for r in rewrites]
+            variants[REWRITTEN] = [r.combined_text(settings.mode, settings.repeat) for r in rewrites]
         for backend in settings.backends:
             retriever = make_retriever(backend, settings.cache_dir, settings.progress)
             retriever.index(task.doc_ids, task.documents)
@@ -101,13 +98,6 @@ def _rewrite(task: Task, rewriter: Rewriter, settings: EvalSettings):
     return rewrites
 
 
-def _combined(rewrite, settings: EvalSettings) -> str:
-    combined = rewrite.combined(settings.mode, settings.repeat)
-    if not isinstance(combined, str):  # "both" is for fusion-capable engines; score the rewrite
-        return rewrite.text
-    return combined
-
-
 def _search(retriever, task: Task, texts: list[str], settings: EvalSettings, label: str):
     from tqdm.auto import tqdm
 
@@ -127,7 +117,7 @@ def _search(retriever, task: Task, texts: list[str], settings: EvalSettings, lab
 def _gains(task: Task, rewrites, encoder, results, backends) -> dict:
     from ..gain import embedding_gain
 
-    known = set(task.doc_ids)
+    known = task.doc_positions
     judged, positives = [], []
     for i, qid in enumerate(task.query_ids):
         docs = [task.doc_text(d) for d, rel in task.qrels.get(qid, {}).items() if rel > 0 and d in known]

@@ -165,12 +165,10 @@ class BM25Index:
         return self.search_batch([text], k, [excluded])[0]
 
     def _top(self, np, scores, k, excluded) -> Ranking:
-        for doc_id in excluded:
-            position = self._position.get(doc_id)
-            if position is not None:
-                scores[position] = -np.inf
-        available = int(np.isfinite(scores).sum())
-        k = min(k, available)
+        positions = {self._position[d] for d in excluded if d in self._position}
+        if positions:
+            scores[list(positions)] = -np.inf
+        k = min(k, len(scores) - len(positions))
         if k <= 0:
             return Ranking([], [])
         threshold = np.partition(scores, len(scores) - k)[len(scores) - k]
@@ -182,7 +180,7 @@ class BM25Index:
     # -- persistence ------------------------------------------------------------------------
 
     def settings(self) -> dict:
-        return {"format": INDEX_FORMAT, "k1": self.k1, "b": self.b, **self.analyzer.settings()}
+        return index_settings(self.k1, self.b, self.analyzer)
 
     def save(self, folder: Path) -> None:
         np = require("numpy", "eval", "the embedded BM25 engine")
@@ -208,7 +206,7 @@ class BM25Index:
         folder = Path(folder)
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         analyzer = analyzer or LuceneEnglishAnalyzer()
-        expected = {"format": INDEX_FORMAT, "k1": meta["k1"], "b": meta["b"], **analyzer.settings()}
+        expected = index_settings(meta["k1"], meta["b"], analyzer)
         if {key: meta.get(key) for key in expected} != expected:
             raise InputError(f"the index in {folder} was built with other settings: {meta}")
         terms = json.loads((folder / "terms.json").read_text(encoding="utf-8"))
@@ -217,6 +215,11 @@ class BM25Index:
         idf = np.load(folder / "idf.npy")
         vocabulary = {term: i for i, term in enumerate(terms)}
         return cls(doc_ids, vocabulary, idf, weights, meta["avgdl"], meta["k1"], meta["b"], analyzer)
+
+
+def index_settings(k1: float, b: float, analyzer) -> dict:
+    """Everything besides the corpus that changes an index: stored with it and in its cache key."""
+    return {"format": INDEX_FORMAT, "k1": k1, "b": b, **analyzer.settings()}
 
 
 def _idf(np, df, num_docs):
@@ -241,7 +244,7 @@ def load_or_build(doc_ids: Sequence[str], texts: Sequence[str], cache_dir: Path 
     analyzer = LuceneEnglishAnalyzer()
     if cache_dir is None:
         return BM25Index.build(doc_ids, texts, k1, b, analyzer, progress)
-    settings = {"format": INDEX_FORMAT, "k1": k1, "b": b, **analyzer.settings()}
+    settings = index_settings(k1, b, analyzer)
     folder = Path(cache_dir) / f"bm25-{corpus_key(doc_ids, texts, settings)}"
     if (folder / "meta.json").exists():
         try:

@@ -15,7 +15,7 @@ from typing import Any
 from tsqr_plugins.backends import Backend, load_backend
 from tsqr_plugins.backends.base import Completion
 from tsqr_plugins.cache import RewriteCache, cache_key
-from tsqr_plugins.combine import DEFAULT_REPEAT, MODES, combine
+from tsqr_plugins.combine import DEFAULT_REPEAT, MODES, combine_text
 from tsqr_plugins.errors import BackendError, BackendTimeout, InputError
 from tsqr_plugins.lazy import require
 from tsqr_plugins.params import GenerationParams
@@ -154,8 +154,7 @@ class RewriteService:
             logger.warning("rewrite fell back to the original query: %s", error)
             return {"original": query, "text": query, "fallback": True, "cached": False,
                     "reason": f"{type(error).__name__}: {error}"}
-        combined = combine(query, text, mode, repeat)
-        return {"original": query, "text": combined if isinstance(combined, str) else text,
+        return {"original": query, "text": combine_text(query, text, mode, repeat),
                 "fallback": False, "cached": cached}
 
     # ---- /v1/chat/completions
