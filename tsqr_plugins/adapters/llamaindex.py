@@ -1,0 +1,187 @@
+"""TongSearch-QR in LlamaIndex: a ``BaseQueryTransform`` and a retriever wrapper with real async.
+
+    from tsqr_plugins import Rewriter, load_backend
+    from tsqr_plugins.adapters.llamaindex import TongSearchQRQueryTransform, TongSearchQRRetriever
+
+    rewriter = Rewriter(load_backend("openai", base_url="http://127.0.0.1:8000/v1"))
+    engine = TransformQueryEngine(index.as_query_engine(), TongSearchQRQueryTransform(rewriter))
+    retriever = TongSearchQRRetriever(BM25Retriever.from_defaults(nodes=nodes), rewriter)
+    nodes = await retriever.aretrieve("why do moths circle lamps?")
+
+The rewrite goes into ``query_str`` (what BM25 and other lexical retrievers read) and into
+``custom_embedding_strs`` (what dense retrievers embed). Also importable as
+``llama_index.retrievers.tsqr`` once ``integrations/llamaindex`` is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from ..combine import DEFAULT_REPEAT, MODES
+from ..core import Rewrite, Rewriter
+from ..errors import InputError
+from ..lazy import require
+from ..prompts import Prompt
+
+require("llama_index.core", "llamaindex", "the LlamaIndex adapter")
+
+from llama_index.core.base.base_retriever import BaseRetriever  # noqa: E402
+from llama_index.core.indices.query.query_transform.base import BaseQueryTransform  # noqa: E402
+from llama_index.core.prompts import PromptTemplate  # noqa: E402
+from llama_index.core.schema import NodeWithScore, QueryBundle, QueryType  # noqa: E402
+
+PROMPT_KEY = "rewrite_prompt"
+RRF_K = 60  # the usual reciprocal-rank-fusion constant (Cormack et al.)
+
+
+def _as_bundle(query: QueryType) -> QueryBundle:
+    bundle = QueryBundle(query) if isinstance(query, str) else query
+    if not isinstance(bundle, QueryBundle):
+        raise InputError(f"a query must be a string or a QueryBundle, got {type(query).__name__}")
+    return bundle
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise InputError(f"unknown combine mode {mode!r}; choose one of {list(MODES)}")
+    return mode
+
+
+class TongSearchQRQueryTransform(BaseQueryTransform):
+    """Rewrites ``query_str`` with TongSearch-QR; use it wherever LlamaIndex takes a query transform.
+
+    ``mode``: ``replace`` (the paper: the rewrite alone), ``concat`` (the original ``repeat`` times,
+    then the rewrite) or ``both`` (``query_str`` is the rewrite; the original is embedded too).
+    ``include_original`` adds the original query to ``custom_embedding_strs`` in every mode
+    (LlamaIndex averages their embeddings). A failed rewrite leaves the query as it was unless the
+    rewriter is strict. The rewrites of the latest call are in ``last_rewrites``.
+    """
+
+    def __init__(self, rewriter: Rewriter, mode: str = "replace", repeat: int = DEFAULT_REPEAT,
+                 include_original: bool = False) -> None:
+        super().__init__()
+        if not isinstance(rewriter, Rewriter):
+            raise InputError(f"rewriter must be a tsqr_plugins.Rewriter, got {type(rewriter).__name__}")
+        self.rewriter = rewriter
+        self.mode = _check_mode(mode)
+        self.repeat = repeat
+        self.include_original = include_original
+        self.last_rewrites: list[Rewrite] = []
+
+    # -- BaseQueryTransform ------------------------------------------------------------------
+
+    def _run(self, query_bundle: QueryBundle, metadata: dict) -> QueryBundle:
+        (bundle,) = self.run_batch([query_bundle])
+        if metadata is not None:
+            metadata["tsqr_rewrite"] = self.last_rewrites[0]
+        return bundle
+
+    def _get_prompts(self) -> dict[str, PromptTemplate]:
+        prompt = self.rewriter.prompt
+        return {PROMPT_KEY: PromptTemplate(prompt.user_template.replace("{question}", "{query_str}"))}
+
+    def _update_prompts(self, prompts: dict[str, Any]) -> None:
+        if PROMPT_KEY not in prompts:
+            return
+        template = getattr(prompts[PROMPT_KEY], "template", None)
+        if not isinstance(template, str) or "{query_str}" not in template:
+            raise InputError(f"{PROMPT_KEY} must be a PromptTemplate with a {{query_str}} variable")
+        current = self.rewriter.prompt
+        user = template.replace("{query_str}", "{question}")
+        # A new id keeps cached rewrites of different prompts apart.
+        digest = hashlib.sha256(f"{current.system}\0{user}".encode()).hexdigest()[:12]
+        prompt = Prompt(f"{current.id}+custom-{digest}", current.system, user, current.think)
+        old = self.rewriter
+        self.rewriter = Rewriter(old.backend, prompt, old.params, strict=old.strict, timeout=old.timeout)
+
+    # -- batch path --------------------------------------------------------------------------
+
+    def run_batch(self, queries: Sequence[QueryType]) -> list[QueryBundle]:
+        """Transforms many queries with one backend call."""
+        bundles = [_as_bundle(query) for query in queries]
+        rewrites = self.rewriter.rewrite_batch([bundle.query_str for bundle in bundles])
+        self.last_rewrites = rewrites
+        return [self.transformed(bundle, rewrite) for bundle, rewrite in zip(bundles, rewrites)]
+
+    def transformed(self, bundle: QueryBundle, rewrite: Rewrite) -> QueryBundle:
+        """The bundle with ``rewrite`` applied (pure; the embedding is dropped, it no longer matches)."""
+        query_str = rewrite.combined_text(self.mode, self.repeat)
+        embedding_strs = [query_str]
+        if self.include_original or self.mode == "both":
+            embedding_strs.append(rewrite.original)
+        return QueryBundle(
+            query_str=query_str,
+            image_path=bundle.image_path,
+            custom_embedding_strs=list(dict.fromkeys(embedding_strs)),
+        )
+
+
+class TongSearchQRRetriever(BaseRetriever):
+    """Any LlamaIndex retriever with TongSearch-QR rewriting in front.
+
+    ``aretrieve`` rewrites in a worker thread, so the event loop keeps running while the model
+    generates, then awaits the inner retriever's own ``aretrieve``. ``retrieve_batch`` /
+    ``aretrieve_batch`` rewrite many queries in one backend call. ``mode="both"`` retrieves with
+    the original and the rewrite and fuses the two lists by reciprocal rank.
+    """
+
+    def __init__(self, retriever: BaseRetriever, rewriter: Rewriter, mode: str = "replace",
+                 repeat: int = DEFAULT_REPEAT, include_original: bool = False, **kwargs: Any) -> None:
+        if not isinstance(retriever, BaseRetriever):
+            raise InputError(f"retriever must be a LlamaIndex BaseRetriever, got {type(retriever).__name__}")
+        self._retriever = retriever
+        self.transform = TongSearchQRQueryTransform(rewriter, mode, repeat, include_original)
+        super().__init__(**kwargs)
+
+    @property
+    def last_rewrites(self) -> list[Rewrite]:
+        return self.transform.last_rewrites
+
+    def _get_prompt_modules(self) -> dict[str, Any]:
+        return {"query_transform": self.transform}
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        (bundle,) = self.transform.run_batch([query_bundle])
+        return self._search(query_bundle, bundle)
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        (bundle,) = await asyncio.to_thread(self.transform.run_batch, [query_bundle])
+        return await self._asearch(query_bundle, bundle)
+
+    def retrieve_batch(self, queries: Sequence[QueryType]) -> list[list[NodeWithScore]]:
+        """One rewrite call for all queries, then one retrieval each (results in query order)."""
+        originals = [_as_bundle(query) for query in queries]
+        bundles = self.transform.run_batch(originals)
+        return [self._search(original, bundle) for original, bundle in zip(originals, bundles)]
+
+    async def aretrieve_batch(self, queries: Sequence[QueryType]) -> list[list[NodeWithScore]]:
+        originals = [_as_bundle(query) for query in queries]
+        bundles = await asyncio.to_thread(self.transform.run_batch, originals)
+        return list(await asyncio.gather(*(self._asearch(o, b) for o, b in zip(originals, bundles))))
+
+    def _search(self, original: QueryBundle, bundle: QueryBundle) -> list[NodeWithScore]:
+        if self.transform.mode != "both":
+            return self._retriever.retrieve(bundle)
+        return reciprocal_rank_fusion([self._retriever.retrieve(original), self._retriever.retrieve(bundle)])
+
+    async def _asearch(self, original: QueryBundle, bundle: QueryBundle) -> list[NodeWithScore]:
+        if self.transform.mode != "both":
+            return await self._retriever.aretrieve(bundle)
+        lists = await asyncio.gather(self._retriever.aretrieve(original), self._retriever.aretrieve(bundle))
+        return reciprocal_rank_fusion(list(lists))
+
+
+def reciprocal_rank_fusion(rankings: list[list[NodeWithScore]], k: int = RRF_K) -> list[NodeWithScore]:
+    """One list from several: each node scores sum(1 / (k + rank)); ties keep first-seen order."""
+    scores: dict[str, float] = {}
+    nodes: dict[str, Any] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            node_id = hit.node.node_id
+            scores[node_id] = scores.get(node_id, 0.0) + 1.0 / (k + rank)
+            nodes.setdefault(node_id, hit.node)
+    order = sorted(scores, key=lambda node_id: -scores[node_id])
+    return [NodeWithScore(node=nodes[node_id], score=scores[node_id]) for node_id in order]
