@@ -1,0 +1,111 @@
+"""A real HTTP server, run inside the tests, that records every request it receives and answers the
+few Elasticsearch/OpenSearch APIs the stage uses. It is NOT Elasticsearch or OpenSearch: `_search`
+answers with a fixed empty hit list (the tests check what was sent), `_termvectors` answers with
+term and field statistics computed from a small in-memory corpus with the embedded Lucene-English
+analyzer (what the shipped index template configures), and everything else echoes the request.
+It sends `X-Elastic-Product: Elasticsearch` because the official client refuses servers without it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tsqr_plugins.search.analyzer import LuceneEnglishAnalyzer
+
+SEARCH_ANSWER = {"took": 1, "timed_out": False, "hits": {"total": {"value": 0, "relation": "eq"}, "hits": []}}
+
+
+class RecordingSearchServer:
+    def __init__(self, corpus: dict[str, str] | None = None, field: str = "text", fail_termvectors: bool = False):
+        self.analyzer = LuceneEnglishAnalyzer()
+        self.field = field
+        self.fail_termvectors = fail_termvectors
+        self.documents = {doc_id: Counter(self.analyzer(text)) for doc_id, text in (corpus or {}).items()}
+        self.requests: list[dict] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self):
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()
+
+    def searches(self) -> list[dict]:
+        return [r for r in self.requests if r["path"].split("?")[0].endswith("/_search")]
+
+    def termvectors(self, body: dict) -> dict:
+        """Term and field statistics for an artificial document, as `_termvectors` returns them."""
+        vectors = {}
+        for name in body.get("fields", []):
+            counts = Counter(self.analyzer(body["doc"].get(name, "")))
+            terms = {}
+            for term, tf in counts.items():
+                entry = {"term_freq": tf}
+                df = sum(1 for doc in self.documents.values() if term in doc)
+                if df:  # like Elasticsearch, no statistics for terms the index lacks
+                    entry.update(doc_freq=df, ttf=sum(doc[term] for doc in self.documents.values()))
+                terms[term] = entry
+            total = sum(sum(doc.values()) for doc in self.documents.values())
+            stats = {"sum_doc_freq": sum(len(doc) for doc in self.documents.values()),
+                     "doc_count": len(self.documents), "sum_ttf": total}
+            vectors[name] = {"field_statistics": stats, "terms": terms}
+        return {"_index": "docs", "found": True, "took": 1, "term_vectors": vectors}
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, payload, extra_headers=()):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("X-Elastic-Product", "Elasticsearch")
+                for name, value in extra_headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw.decode("latin-1")
+                record = {"method": self.command, "path": self.path, "headers": dict(self.headers.items()),
+                          "body": body, "raw": raw}
+                server.requests.append(record)
+                path = self.path.split("?")[0]
+                if path == "/":
+                    self._send(200, {"version": {"number": "9.0.0", "distribution": "recording"},
+                                     "tagline": "You Know, for Search"})
+                elif path.endswith("/_termvectors"):
+                    if server.fail_termvectors:
+                        self._send(500, {"error": "termvectors disabled in this test"})
+                    else:
+                        self._send(200, server.termvectors(body or {}))
+                elif path.endswith("/_search"):
+                    self._send(200, SEARCH_ANSWER)
+                elif path.startswith("/missing"):
+                    self._send(404, {"error": {"type": "index_not_found_exception"}, "status": 404},
+                               [("X-Upstream", "recording")])
+                else:
+                    self._send(200, {"echo": {"method": self.command, "path": self.path, "body": body}},
+                               [("X-Upstream", "recording")])
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
+
+        return Handler

@@ -1,0 +1,286 @@
+"""The Elasticsearch/OpenSearch query-transform stage: pure query building, and the Python client
+stages with the real `elasticsearch` and `opensearch-py` clients talking to a recording HTTP server
+(tests/search_server.py — not a search engine; live-server tests are in test_search_live.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tests.conftest import skip_unless
+from tests.search_server import RecordingSearchServer
+from tsqr_plugins import Rewriter
+from tsqr_plugins.adapters import querydsl, stage
+from tsqr_plugins.adapters.stage import StageSettings
+from tsqr_plugins.core import Rewrite
+from tsqr_plugins.errors import BackendError, InputError
+from tsqr_plugins.lazy import is_installed
+from tsqr_plugins.search.analyzer import tokenize
+from tsqr_plugins.testing.conformance import CORPUS, QUERY, REWRITE, FailingBackend, file_rewriter
+
+
+def rewrite(original: str, text: str, fallback: bool = False) -> Rewrite:
+    return Rewrite(original=original, text=text, fallback=fallback, reason="test" if fallback else None)
+
+
+def run_stage(query: dict, rewrites: dict[str, str], settings: StageSettings, server=None):
+    plan = stage.plan(query, settings)
+    plan.rewrites = [rewrite(t, rewrites[t]) if t in rewrites else rewrite(t, t, True) for t in plan.texts]
+    stats = {key: server.termvectors(querydsl.termvectors_body(key[0], list(key[1])))
+             for key in stage.stats_needed(plan, settings)} if server else {}
+    return stage.apply(plan, settings, stats)
+
+
+# -- finding the text queries ------------------------------------------------------------------
+
+
+def test_finds_text_queries_in_compound_queries_only():
+    query = {"bool": {
+        "must": [{"match": {"text": "moths"}}, {"term": {"match": {"value": "not a match query"}}}],
+        "should": {"dis_max": {"queries": [{"multi_match": {"query": "lamps", "fields": ["title^2", "text"]}}]}},
+        "filter": [{"function_score": {"query": {"match": {"title": {"query": "street", "boost": 2}}}}}],
+    }}
+    found = querydsl.find_text_queries({"query": query})
+    assert [(leaf.kind, leaf.text, leaf.fields) for leaf in found] == [
+        ("match", "moths", ["text"]), ("multi_match", "lamps", ["title^2", "text"]), ("match", "street", ["title"])]
+    assert found[2].boost == 2
+    only_text = querydsl.find_text_queries({"query": query}, fields=["text"])
+    assert [leaf.text for leaf in only_text] == ["moths", "lamps"]  # multi_match names text
+    with pytest.raises(InputError, match="JSON object"):
+        querydsl.find_text_queries({"query": "moths"})
+
+
+def test_the_callers_query_is_never_modified():
+    query = {"bool": {"must": [{"match": {"text": QUERY}}]}}
+    before = json.dumps(query)
+    new, info = run_stage(query, {QUERY: REWRITE}, StageSettings())
+    assert json.dumps(query) == before
+    assert new == {"bool": {"must": [{"match": {"text": {"query": REWRITE}}}]}}
+    assert info["rewritten"] == 1 and info["queries"][0]["rewrite"] == REWRITE
+
+
+# -- building ------------------------------------------------------------------------------------
+
+
+def test_modes_replace_concat_and_fusion():
+    query = {"match": {"text": {"query": QUERY, "fuzziness": "AUTO", "operator": "and", "boost": 3}}}
+    replaced, _ = run_stage(query, {QUERY: REWRITE}, StageSettings())
+    # fuzziness and operator are dropped (a 500-token rewrite with operator=and matches nothing); boost kept
+    assert replaced == {"bool": {"should": [{"match": {"text": {"query": REWRITE}}}], "boost": 3}}
+    concat, _ = run_stage(query, {QUERY: REWRITE}, StageSettings(mode="concat", repeat=2))
+    assert concat["bool"]["should"][0]["match"]["text"]["query"] == f"{QUERY} {QUERY} {REWRITE}"
+    both, _ = run_stage({"match": {"text": QUERY}}, {QUERY: REWRITE},
+                        StageSettings(mode="both", original_boost=2.0, rewrite_boost=1.0))
+    assert both == {"bool": {"should": [
+        {"bool": {"should": [{"match": {"text": {"query": QUERY}}}], "boost": 2.0}},
+        {"match": {"text": {"query": REWRITE}}},
+    ]}}
+
+
+def test_a_fallen_back_rewrite_leaves_the_query_as_the_caller_wrote_it():
+    query = {"bool": {"must": [{"match": {"text": {"query": "street lamps", "fuzziness": "AUTO"}}},
+                               {"match": {"text": QUERY}}]}}
+    new, info = run_stage(query, {QUERY: REWRITE}, StageSettings())
+    assert new["bool"]["must"][0] == query["bool"]["must"][0]
+    assert new["bool"]["must"][1] == {"match": {"text": {"query": REWRITE}}}
+    assert (info["rewritten"], info["fallback"]) == (1, 1)
+
+
+def test_bm25q_weights_from_termvectors_equal_brights_formula():
+    from tsqr_plugins.search.bm25 import BM25Index
+
+    server = RecordingSearchServer(CORPUS)
+    embedded = BM25Index.build(list(CORPUS), list(CORPUS.values()))
+    for text in (QUERY, REWRITE, "lamps lamps night unknownword"):
+        answer = server.termvectors(querydsl.termvectors_body(text, ["text"]))
+        ids, weights = embedded.query_vector(text)
+        by_id = dict(zip(ids, weights))
+        expected = {term: by_id[i] for term, i in embedded.vocabulary.items() if i in by_id}
+        assert querydsl.bm25q_weights(answer, "text") == pytest.approx(expected, rel=1e-6)
+
+    new, info = run_stage({"match": {"text": QUERY}}, {QUERY: REWRITE}, StageSettings(scoring="bm25q"), server)
+    clauses = new["bool"]["should"]
+    assert {c["term"]["text"]["value"] for c in clauses} == {"insect", "us", "transvers", "orient", "dorsal", "light",
+                                                             "respons", "moon"}
+    assert [c["term"]["text"]["boost"] for c in clauses] == sorted((c["term"]["text"]["boost"] for c in clauses),
+                                                                  reverse=True)
+    assert info["queries"][0]["scoring"] == "bm25q" and info["queries"][0]["dropped_terms"] == 0
+
+
+def test_bm25q_clause_cap_drops_the_lowest_weights_and_says_so():
+    corpus = {f"d{i}": f"term{i} " * (1 + i % 3) + "common" for i in range(3000)}
+    server = RecordingSearchServer(corpus)
+    text = " ".join(f"term{i}" for i in range(3000)) + " common common"
+    answer = server.termvectors(querydsl.termvectors_body(text, ["text"]))
+    weights = querydsl.bm25q_weights(answer, "text")
+    built = querydsl.bm25q_query(weights, "text", budget=1000)
+    assert querydsl.count_clauses(built.query) == 1000
+    assert built.info == {"scoring": "bm25q", "terms": 1000, "dropped_terms": 2001}
+    kept = {c["term"]["text"]["value"] for c in built.query["bool"]["should"]}
+    assert min(weights[t] for t in kept) >= max(w for t, w in weights.items() if t not in kept)
+    assert querydsl.bm25q_query({}, "text", 10).query == {"match_none": {}}  # an empty bool would match all
+
+
+def test_match_is_capped_by_lucene_tokens():
+    text = "lamp " * 10_000
+    built = querydsl.match_query(text, ["text"], budget=900)
+    assert len(built.query["match"]["text"]["query"].split()) == 900
+    assert built.info["dropped_tokens"] == 9100
+
+
+HOSTILE = [
+    'title:(moth OR lamp) AND NOT body:* OR _exists_:secret~2 "phrase"^10 /re.*gex/ [a TO z]',
+    '"}}, {"script": {"source": "System.exit(0)"}}, {"match_all": {',
+    '{"query_string": {"query": "*"}}',
+    "\\u0000 \x00 \ud83e\udd8b \ud800 蛾 灯 " + "x" * 300,  # a pair split in two, a lone surrogate
+    " ".join(f"tok{i}" for i in range(10_000)),
+]
+
+
+@pytest.mark.parametrize("scoring", ["match", "bm25q"])
+@pytest.mark.parametrize("mode", ["replace", "concat", "both"])
+def test_model_output_stays_a_value_and_the_body_stays_bounded(scoring, mode):
+    corpus = {"d1": HOSTILE[4], "d2": "moth lamp title secret phrase regex script system exit query"}
+    server = RecordingSearchServer(corpus)
+    settings = StageSettings(fields=("text",), scoring=scoring, mode=mode, clause_budget=1000)
+    for output in HOSTILE:
+        query = {"bool": {"must": [{"match": {"text": "moths"}}], "filter": [{"term": {"lang": "en"}}]}}
+        new, info = run_stage(query, {"moths": output}, settings, server)
+        encoded = json.dumps({"query": new, "tsqr": info})
+        assert json.loads(encoded)["query"] == new  # well formed
+        keys = {key for value in querydsl.walk_values(new) if isinstance(value, dict) for key in value}
+        assert not keys & {"query_string", "simple_query_string", "script", "script_score", "wrapper"}
+        fields = {name for value in querydsl.walk_values(new) if isinstance(value, dict)
+                  for kind in ("match", "term") if isinstance(value.get(kind), dict) for name in value[kind]}
+        assert fields <= {"text", "lang"}  # model output never becomes a field name
+        assert querydsl.count_clauses(new) <= 1000 + 1  # the caller's own term filter
+        for value in querydsl.walk_values(new):
+            if isinstance(value, str) and len(value) > 20:
+                clean = querydsl.clean_text(output)  # the output itself, or its first Lucene tokens
+                assert value == clean or value in " ".join(tokenize(clean)) or "moths" in value
+
+
+def test_settings_are_checked():
+    with pytest.raises(InputError, match="scoring must be one of"):
+        StageSettings(scoring="tfidf")
+    with pytest.raises(InputError, match="combine mode"):
+        StageSettings(mode="fuse")
+    with pytest.raises(InputError, match="clause_budget"):
+        StageSettings(clause_budget=0)
+
+
+# -- the Python client stages over HTTP ----------------------------------------------------------
+
+
+def search_of(server) -> dict:
+    (request,) = server.searches()
+    return request["body"]["query"]
+
+
+@pytest.fixture
+def es_client():
+    skip_unless(is_installed("elasticsearch"), "the elasticsearch client is not installed (the 'elasticsearch' extra)")
+
+    def make(server):
+        from elasticsearch import Elasticsearch
+
+        return Elasticsearch(server.url, request_timeout=10)
+    return make
+
+
+def test_elasticsearch_client_stage(es_client, tmp_path):
+    from tsqr_plugins.adapters.elasticsearch import RewritingElasticsearch
+
+    with RecordingSearchServer(CORPUS) as server:
+        es = RewritingElasticsearch(es_client(server), file_rewriter(tmp_path), fields=["text"])
+        response = es.search(index="docs", query={"match": {"text": QUERY}}, size=5)
+        assert search_of(server) == {"match": {"text": {"query": REWRITE}}}
+        assert server.searches()[0]["body"]["size"] == 5  # the rest of the request untouched
+        assert response["tsqr"]["queries"][0]["rewrite"] == REWRITE
+        assert es.last_rewrites[0].original == QUERY
+
+        server.requests.clear()
+        bm25q = RewritingElasticsearch(es_client(server), file_rewriter(tmp_path), scoring="bm25q")
+        bm25q.search(index="docs", body={"query": {"match": {"text": QUERY}}})  # body= style too
+        assert [r["path"].split("?")[0] for r in server.requests] == ["/docs/_termvectors", "/docs/_search"]
+        assert "term" in search_of(server)["bool"]["should"][0]
+
+        server.requests.clear()
+        bm25q.search(index="docs-*", query={"match": {"text": QUERY}})  # a pattern: no single _termvectors
+        assert search_of(server) == {"match": {"text": {"query": REWRITE}}}
+        assert es.info()["tagline"]  # every other method passes through
+
+    with pytest.raises(InputError, match="elasticsearch.Elasticsearch"):
+        RewritingElasticsearch(object(), file_rewriter(tmp_path))
+
+
+def test_elasticsearch_client_stage_fails_open(es_client, tmp_path):
+    from tsqr_plugins.adapters.elasticsearch import RewritingElasticsearch
+
+    query = {"match": {"text": {"query": QUERY, "fuzziness": "AUTO"}}}
+    with RecordingSearchServer(CORPUS, fail_termvectors=True) as server:
+        failing = RewritingElasticsearch(es_client(server), Rewriter(FailingBackend()))
+        response = failing.search(index="docs", query=query)
+        assert search_of(server) == query and response["tsqr"]["fallback"] == 1
+
+        server.requests.clear()
+        strict = RewritingElasticsearch(es_client(server), Rewriter(FailingBackend(), strict=True))
+        with pytest.raises(BackendError, match="unreachable"):
+            strict.search(index="docs", query=query)
+        assert server.searches() == []  # strict: nothing sent
+
+        server.requests.clear()
+        no_stats = RewritingElasticsearch(es_client(server), file_rewriter(tmp_path), scoring="bm25q")
+        response = no_stats.search(index="docs", query=query)  # _termvectors answers 500
+        assert search_of(server) == {"match": {"text": {"query": REWRITE}}}
+        assert response["tsqr"]["queries"][0]["stats_unavailable"] is True
+
+
+def test_async_elasticsearch_client_stage(tmp_path):
+    skip_unless(is_installed("elasticsearch") and is_installed("aiohttp"),
+                "elasticsearch[async] is not installed")
+    from elasticsearch import AsyncElasticsearch
+
+    from tsqr_plugins.adapters.elasticsearch import AsyncRewritingElasticsearch
+
+    async def main(server):
+        client = AsyncRewritingElasticsearch(AsyncElasticsearch(server.url), file_rewriter(tmp_path), scoring="bm25q")
+        try:
+            return await client.search(index="docs", query={"match": {"text": QUERY}})
+        finally:
+            await client.close()
+
+    with RecordingSearchServer(CORPUS) as server:
+        response = asyncio.run(main(server))
+        assert response["tsqr"]["queries"][0]["scoring"] == "bm25q"
+        assert {c["term"]["text"]["value"] for c in search_of(server)["bool"]["should"]} >= {"dorsal", "moon"}
+
+
+def test_opensearch_client_stage_sync_and_async(tmp_path):
+    skip_unless(is_installed("opensearchpy"), "opensearch-py is not installed (the 'opensearch' extra)")
+    from opensearchpy import AsyncOpenSearch, OpenSearch
+
+    from tsqr_plugins.adapters.opensearch import AsyncRewritingOpenSearch, RewritingOpenSearch
+
+    with RecordingSearchServer(CORPUS) as server:
+        client = RewritingOpenSearch(OpenSearch([server.url]), file_rewriter(tmp_path), mode="both")
+        response = client.search(index="docs", body={"query": {"match": {"text": QUERY}}, "size": 3})
+        assert search_of(server) == {"bool": {"should": [
+            {"match": {"text": {"query": QUERY}}}, {"match": {"text": {"query": REWRITE}}}]}}
+        assert response["tsqr"]["rewritten"] == 1
+
+        async def main():
+            wrapped = AsyncRewritingOpenSearch(AsyncOpenSearch([server.url]), Rewriter(FailingBackend()))
+            try:
+                return await wrapped.search(index="docs", body={"query": {"match": {"text": QUERY}}})
+            finally:
+                await wrapped.close()
+
+        server.requests.clear()
+        if is_installed("aiohttp"):
+            assert asyncio.run(main())["tsqr"]["fallback"] == 1
+            assert search_of(server) == {"match": {"text": QUERY}}
+    with pytest.raises(InputError, match="opensearchpy.OpenSearch"):
+        RewritingOpenSearch(object(), None)

@@ -1,0 +1,234 @@
+"""Query DSL for Elasticsearch and OpenSearch: find the text queries to rewrite, build their bodies.
+
+Pure functions, shared by both engines, the Python client stages and the ``_search`` proxy.
+Model output only ever becomes the value of a ``match``/``multi_match`` ``query`` or of a
+``term`` clause — never query-string syntax, a script or a field name — and every built query
+is bounded by a clause budget below the engines' ``max_clause_count`` (1,024 by default).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core import Rewrite
+from ..errors import InputError
+from ..search.analyzer import tokenize
+
+SCORINGS = ("match", "bm25q")
+MAX_CLAUSE_COUNT = 1024  # both engines' default boolean clause limit
+DEFAULT_CLAUSE_BUDGET = 1000  # leaves room for the clauses of the rest of the caller's query
+BM25_K1, BM25_B = 0.9, 0.4  # BRIGHT/TongSearch's query-side BM25 parameters
+
+# Compound queries and where their sub-queries live; anything else is left untouched.
+_CHILDREN = {
+    "bool": ("must", "should", "filter", "must_not"),
+    "dis_max": ("queries",),
+    "constant_score": ("filter",),
+    "function_score": ("query",),
+    "boosting": ("positive", "negative"),
+    "nested": ("query",),
+    "has_child": ("query",),
+    "has_parent": ("query",),
+}
+
+
+@dataclass
+class TextQuery:
+    """A ``match`` or ``multi_match`` leaf of the caller's query: what to rewrite and where."""
+
+    container: dict | list  # the parent holding the leaf, for replacement in place (in a copy)
+    key: Any
+    kind: str  # "match" | "multi_match"
+    text: str
+    fields: list[str]
+    boost: float | None = None
+    options: dict = field(default_factory=dict)  # the leaf's other parameters (multi_match type, ...)
+
+
+def _field_name(spec: str) -> str:
+    return spec.split("^", 1)[0]  # "title^2" -> "title"
+
+
+def _leaf(node: Any) -> tuple[str, str, list[str], dict] | None:
+    """(kind, text, fields, options) when ``node`` is a rewritable text query, else None."""
+    if not isinstance(node, dict) or len(node) != 1:
+        return None
+    (kind, spec), = node.items()
+    if kind == "match" and isinstance(spec, dict) and len(spec) == 1:
+        (name, value), = spec.items()
+        if isinstance(value, str):
+            return kind, value, [name], {}
+        if isinstance(value, dict) and isinstance(value.get("query"), str):
+            return kind, value["query"], [name], {k: v for k, v in value.items() if k != "query"}
+    if kind == "multi_match" and isinstance(spec, dict) and isinstance(spec.get("query"), str):
+        fields = spec.get("fields") or []
+        if isinstance(fields, list) and all(isinstance(f, str) for f in fields):
+            return kind, spec["query"], list(fields), {k: v for k, v in spec.items() if k != "query"}
+    return None
+
+
+def find_text_queries(holder: dict, fields: Iterable[str] | None = None) -> list[TextQuery]:
+    """The ``match``/``multi_match`` leaves of ``holder["query"]`` (query DSL) on the given fields.
+
+    ``fields=None`` takes every text query; otherwise a ``match`` on one of them, or a
+    ``multi_match`` naming one of them. Walks only the documented compound queries.
+    """
+    wanted = None if fields is None else set(fields)
+    found: list[TextQuery] = []
+
+    def visit(container, key):
+        node = container[key]
+        leaf = _leaf(node)
+        if leaf is not None:
+            kind, text, names, options = leaf
+            if wanted is None or wanted & {_field_name(n) for n in names}:
+                boost = options.get("boost") if isinstance(options.get("boost"), (int, float)) else None
+                found.append(TextQuery(container, key, kind, text, names, boost, options))
+            return
+        if not isinstance(node, dict) or len(node) != 1:
+            return
+        (kind, spec), = node.items()
+        if not isinstance(spec, dict):
+            return
+        for child_key in _CHILDREN.get(kind, ()):
+            child = spec.get(child_key)
+            if isinstance(child, list):
+                for index in range(len(child)):
+                    visit(child, index)
+            elif isinstance(child, dict):
+                visit(spec, child_key)
+
+    if not isinstance(holder.get("query"), dict):
+        raise InputError(f"a search query must be a JSON object, got {type(holder.get('query')).__name__}")
+    visit(holder, "query")
+    return found
+
+
+def copy_with_text_queries(query: dict, fields: Iterable[str] | None) -> tuple[dict, list[TextQuery]]:
+    """``{"query": <deep copy>}`` and its text queries: replacing them never touches the caller's query."""
+    holder = {"query": copy.deepcopy(query)}
+    return holder, find_text_queries(holder, fields)
+
+
+# -- building queries ------------------------------------------------------------------------
+
+
+@dataclass
+class Built:
+    """A built query and what was done to fit it (for the response metadata)."""
+
+    query: dict
+    info: dict
+
+
+def clean_text(text: str) -> str:
+    """Surrogate pairs joined, lone surrogates replaced: every JSON encoder and engine accepts the result."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def cap_tokens(text: str, max_tokens: int) -> tuple[str, int]:
+    """``text`` cut to its first ``max_tokens`` Lucene standard tokens, and how many were dropped.
+
+    Joining the kept tokens with spaces gives the same token stream under the standard tokenizer,
+    so a ``match`` on it cannot expand past the clause limit.
+    """
+    tokens = tokenize(text)
+    if len(tokens) <= max_tokens:
+        return text, 0
+    return " ".join(tokens[:max_tokens]), len(tokens) - max_tokens
+
+
+def match_query(text: str, fields: list[str], budget: int, options: dict | None = None, kind: str = "match") -> Built:
+    """Plain BM25: ``match`` (or ``multi_match`` keeping its fields and type), fuzziness off."""
+    kept, dropped = cap_tokens(text, max(1, budget // max(1, len(fields))))
+    info = {"scoring": "match", "dropped_tokens": dropped}
+    if kind == "multi_match":
+        spec = {k: v for k, v in (options or {}).items() if k in ("fields", "type", "tie_breaker", "analyzer")}
+        return Built({"multi_match": {**spec, "query": kept}}, info)
+    spec = {k: v for k, v in (options or {}).items() if k == "analyzer"}
+    return Built({"match": {fields[0]: {**spec, "query": kept}}}, info)
+
+
+def termvectors_body(text: str, fields: list[str]) -> dict:
+    """The ``_termvectors`` request analysing ``text`` as the index does, with document frequencies."""
+    return {
+        "doc": {name: text for name in fields},
+        "fields": fields,
+        "term_statistics": True,
+        "field_statistics": True,
+        "positions": False,
+        "offsets": False,
+        "payloads": False,
+    }
+
+
+def bm25q_weights(termvectors: dict, field_name: str, k1: float = BM25_K1, b: float = BM25_B) -> dict[str, float]:
+    """Each query term's query-side BM25 weight from a ``_termvectors`` answer (BRIGHT's formula).
+
+    weight = (ln(N + 1) - ln(df + 0.5)) * tf / (tf + k1 (1 - b + b |q| / avgdl)), with N and avgdl
+    from the field statistics, |q| counting the query terms the index knows; unknown terms drop out.
+    """
+    try:
+        vector = termvectors["term_vectors"][field_name]
+        stats = vector["field_statistics"]
+        documents, total = int(stats["doc_count"]), int(stats["sum_ttf"])
+        terms = {t: (int(v.get("term_freq", 0)), int(v.get("doc_freq", 0) or 0)) for t, v in vector["terms"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return {}
+    known = {t: (tf, df) for t, (tf, df) in terms.items() if df > 0 and tf > 0}
+    if not known or documents <= 0:
+        return {}
+    avgdl = total / documents
+    length = sum(tf for tf, _ in known.values())
+    norm = k1 * (1.0 - b + b * length / avgdl)
+    return {t: (math.log(documents + 1.0) - math.log(df + 0.5)) * (tf / (tf + norm)) for t, (tf, df) in known.items()}
+
+
+def bm25q_query(weights: dict[str, float], field_name: str, budget: int) -> Built:
+    """``bool.should`` of ``term`` clauses boosted by their weight, the lowest dropped past ``budget``."""
+    ranked = sorted(weights.items(), key=lambda item: (-item[1], item[0]))
+    kept = ranked[: max(1, budget)]
+    clauses = [{"term": {field_name: {"value": term, "boost": round(weight, 6)}}} for term, weight in kept]
+    info = {"scoring": "bm25q", "terms": len(kept), "dropped_terms": len(ranked) - len(kept)}
+    if not clauses:  # no term of the text is in the index (an empty bool would match everything)
+        return Built({"match_none": {}}, info)
+    return Built({"bool": {"should": clauses}}, info)
+
+
+def with_boost(query: dict, boost: float | None) -> dict:
+    if boost is None or boost == 1:
+        return query
+    return {"bool": {"should": [query], "boost": boost}}
+
+
+def fused(original: dict, rewritten: dict, original_boost: float = 1.0, rewrite_boost: float = 1.0) -> dict:
+    """Original and rewrite in one ``bool.should``: documents matching either, scores summed with boosts."""
+    return {"bool": {"should": [with_boost(original, original_boost), with_boost(rewritten, rewrite_boost)]}}
+
+
+def leaf_texts(rewrite: Rewrite, mode: str, repeat: int) -> list[str]:
+    """The texts to search for one rewrite: one, or the original and the rewrite for ``both``."""
+    combined = rewrite.combined(mode, repeat)
+    return list(combined) if isinstance(combined, tuple) else [combined]
+
+
+def walk_values(node: Any) -> Iterator[Any]:
+    """Every value inside a JSON-like structure (for tests and checks)."""
+    yield node
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from walk_values(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk_values(value)
+
+
+def count_clauses(query: Any) -> int:
+    """Leaf query clauses in a built query (``term``/``match``/``multi_match``)."""
+    return sum(1 for value in walk_values(query) if isinstance(value, dict) and len(value) == 1
+               and next(iter(value)) in ("term", "match", "multi_match"))
+

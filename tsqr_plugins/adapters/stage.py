@@ -1,0 +1,146 @@
+"""The query-transform stage shared by the Elasticsearch/OpenSearch clients and the ``_search`` proxy.
+
+A search is rewritten in three steps, so that sync clients, async clients and the proxy share
+everything but the I/O: ``plan`` (find the text queries; their texts go to the rewriter in one
+batch), ``stats_needed`` (the ``_termvectors`` lookups BM25Q scoring needs), ``apply`` (build the
+new query from the rewrites and the statistics). Fail-open: a fallen-back rewrite leaves its text
+query exactly as the caller wrote it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..combine import DEFAULT_REPEAT, MODES
+from ..core import Rewrite
+from ..errors import InputError
+from . import querydsl
+from .querydsl import Built, TextQuery
+
+StatsKey = tuple[str, tuple[str, ...]]  # (text, field names)
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """How text queries are rewritten. ``fields=None`` rewrites every ``match``/``multi_match``."""
+
+    fields: tuple[str, ...] | None = None
+    scoring: str = "match"
+    mode: str = "replace"
+    repeat: int = DEFAULT_REPEAT
+    clause_budget: int = querydsl.DEFAULT_CLAUSE_BUDGET
+    original_boost: float = 1.0
+    rewrite_boost: float = 1.0
+    k1: float = querydsl.BM25_K1
+    b: float = querydsl.BM25_B
+
+    def __post_init__(self):
+        if self.scoring not in querydsl.SCORINGS:
+            raise InputError(f"scoring must be one of {', '.join(querydsl.SCORINGS)}, got {self.scoring!r}")
+        if self.mode not in MODES:
+            raise InputError(f"unknown combine mode {self.mode!r}; choose one of {list(MODES)}")
+        if not 1 <= self.clause_budget <= querydsl.MAX_CLAUSE_COUNT * 64:
+            raise InputError(f"clause_budget must be between 1 and {querydsl.MAX_CLAUSE_COUNT * 64}")
+        if isinstance(self.fields, str):
+            object.__setattr__(self, "fields", (self.fields,))
+
+
+@dataclass
+class Plan:
+    """The caller's query copied, and its text queries to rewrite."""
+
+    holder: dict
+    leaves: list[TextQuery]
+    rewrites: list[Rewrite] = field(default_factory=list)
+
+    @property
+    def texts(self) -> list[str]:
+        return [leaf.text for leaf in self.leaves]
+
+
+def plan(query: dict, settings: StageSettings) -> Plan:
+    holder, leaves = querydsl.copy_with_text_queries(query, settings.fields)
+    # Empty text queries are the caller's own business: leave them to the engine.
+    return Plan(holder, [leaf for leaf in leaves if isinstance(leaf.text, str) and leaf.text.strip()])
+
+
+def _field_names(leaf: TextQuery) -> tuple[str, ...]:
+    return tuple(querydsl._field_name(name) for name in leaf.fields)
+
+
+def _texts(rewrite: Rewrite, settings: StageSettings) -> list[str]:
+    return querydsl.leaf_texts(rewrite, settings.mode, settings.repeat)
+
+
+def stats_needed(plan: Plan, settings: StageSettings) -> list[StatsKey]:
+    """The (text, fields) pairs whose ``_termvectors`` BM25Q needs, each once."""
+    if settings.scoring != "bm25q":
+        return []
+    keys: dict[StatsKey, None] = {}
+    for leaf, rewrite in zip(plan.leaves, plan.rewrites):
+        if not rewrite.fallback:
+            for text in _texts(rewrite, settings):
+                keys[(text, _field_names(leaf))] = None
+    return list(keys)
+
+
+def apply(plan: Plan, settings: StageSettings, stats: dict[StatsKey, dict | None] | None = None) -> tuple[dict, dict]:
+    """The rewritten query and the metadata saying what was done (per text query)."""
+    stats = stats or {}
+    rewritten = [(leaf, rw) for leaf, rw in zip(plan.leaves, plan.rewrites) if not rw.fallback]
+    per_leaf = settings.clause_budget // max(1, len(rewritten))
+    entries = []
+    for leaf, rewrite in zip(plan.leaves, plan.rewrites):
+        entry: dict[str, Any] = {"original": rewrite.original, "fallback": rewrite.fallback}
+        if rewrite.fallback:
+            entry["reason"] = rewrite.reason
+        else:
+            texts = _texts(rewrite, settings)
+            built = [_build(text, leaf, max(1, per_leaf // len(texts)), settings, stats) for text in texts]
+            query = built[0].query if len(built) == 1 else querydsl.fused(
+                built[0].query, built[1].query, settings.original_boost, settings.rewrite_boost)
+            leaf.container[leaf.key] = querydsl.with_boost(query, leaf.boost)
+            entry.update(rewrite=rewrite.text, **_merged_info(built))
+        entries.append(entry)
+    info = {
+        "rewritten": sum(not e["fallback"] for e in entries),
+        "fallback": sum(e["fallback"] for e in entries),
+        "queries": entries,
+    }
+    return plan.holder["query"], info
+
+
+def _merged_info(built: list[Built]) -> dict:
+    merged: dict[str, Any] = {}
+    for item in built:
+        for key, value in item.info.items():
+            counted = isinstance(value, int) and not isinstance(value, bool)
+            merged[key] = merged.get(key, 0) + value if counted else value
+    return merged
+
+
+def _build(text: str, leaf: TextQuery, budget: int, settings: StageSettings,
+           stats: dict[StatsKey, dict | None]) -> Built:
+    names = _field_names(leaf)
+    text = querydsl.clean_text(text)
+    if settings.scoring == "bm25q":
+        termvectors = stats.get((text, names))
+        if termvectors is not None:
+            return _bm25q(termvectors, names, budget, settings)
+    built = querydsl.match_query(text, list(leaf.fields), budget, leaf.options, leaf.kind)
+    if settings.scoring == "bm25q":
+        built.info["stats_unavailable"] = True  # e.g. several indices: no single _termvectors
+    return built
+
+
+def _bm25q(termvectors: dict, names: Iterable[str], budget: int, settings: StageSettings) -> Built:
+    names = list(names)
+    per_field = max(1, budget // len(names))
+    built = [querydsl.bm25q_query(querydsl.bm25q_weights(termvectors, name, settings.k1, settings.b), name, per_field)
+             for name in names]
+    if len(built) == 1:
+        return built[0]
+    # Several fields: the best field's score, as multi_match's default best_fields does.
+    return Built({"dis_max": {"queries": [b.query for b in built]}}, _merged_info(built))
