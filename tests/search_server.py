@@ -85,7 +85,8 @@ class RecordingSearchServer:
                     body = json.loads(raw) if raw else None
                 except ValueError:
                     body = raw.decode("latin-1")
-                record = {"method": self.command, "path": self.path, "headers": dict(self.headers.items()),
+                record = {"method": self.command, "path": self.path,
+                          "headers": {k.lower(): v for k, v in self.headers.items()},
                           "body": body, "raw": raw}
                 server.requests.append(record)
                 path = self.path.split("?")[0]

@@ -1,4 +1,5 @@
-"""Run the rewrite service in a background thread on a free loopback port (tests, benchmarks)."""
+"""Run an ASGI app (the rewrite service, the search proxy) in a background thread on a free
+loopback port, for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -15,32 +16,40 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class RunningService:
-    """``with RunningService(config, engine) as service: httpx.post(service.url + "/v1/rewrite", …)``"""
+class RunningApp:
+    """``with RunningApp(app) as running: httpx.get(running.url + "/…")``"""
 
-    def __init__(self, config: ServiceConfig, engine=None) -> None:
+    def __init__(self, app, port: int | None = None) -> None:
         import uvicorn
 
-        config.host, config.port = "127.0.0.1", free_port()
-        self.config = config
-        self.app = create_app(config, engine)
-        self.url = f"http://127.0.0.1:{config.port}"
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host=config.host, port=config.port, log_level="warning"))
+        self.app = app
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
-    @property
-    def service(self):
-        return self.app.state.service
-
-    def __enter__(self) -> RunningService:
+    def __enter__(self):
         self._thread.start()
         deadline = time.monotonic() + 30
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the rewrite service did not start")
+                raise RuntimeError(f"{type(self.app).__name__} did not start on port {self.port}")
             time.sleep(0.02)
         return self
 
     def __exit__(self, *exc_info) -> None:
         self._server.should_exit = True
         self._thread.join(30)
+
+
+class RunningService(RunningApp):
+    """``with RunningService(config, engine) as service: httpx.post(service.url + "/v1/rewrite", …)``"""
+
+    def __init__(self, config: ServiceConfig, engine=None) -> None:
+        config.host, config.port = "127.0.0.1", free_port()
+        self.config = config
+        super().__init__(create_app(config, engine), config.port)
+
+    @property
+    def service(self):
+        return self.app.state.service

@@ -1,0 +1,127 @@
+"""`tsqr proxy` over real HTTP: the proxy runs under uvicorn on a loopback port in front of a recording
+HTTP server (tests/search_server.py — it records what it receives; it is not a search engine)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.search_server import RecordingSearchServer
+from tsqr_plugins import Rewriter
+from tsqr_plugins.adapters.stage import StageSettings
+from tsqr_plugins.errors import InputError
+from tsqr_plugins.testing.conformance import CORPUS, QUERY, REWRITE, FailingBackend, file_rewriter
+
+pytest.importorskip("starlette", reason="tsqr proxy needs the 'serve' extra")
+pytest.importorskip("uvicorn", reason="tsqr proxy needs the 'serve' extra")
+
+from tsqr_plugins.proxy import SearchProxy, create_proxy_app, is_search_path  # noqa: E402
+from tsqr_plugins.testing.service import RunningApp, free_port  # noqa: E402
+
+
+def running_proxy(upstream_url, rewriter, **settings):
+    max_body = settings.pop("max_body_bytes", 10 * 1024 * 1024)
+    proxy = SearchProxy(upstream_url, rewriter, StageSettings(**settings), max_body_bytes=max_body)
+    return RunningApp(create_proxy_app(proxy))
+
+
+SEARCH = {"query": {"match": {"text": QUERY}}, "size": 3}
+
+
+def test_search_bodies_are_rewritten(tmp_path):
+    with RecordingSearchServer(CORPUS) as upstream, running_proxy(upstream.url, file_rewriter(tmp_path)) as proxy:
+        response = httpx.post(f"{proxy.url}/docs/_search?pretty=true", json=SEARCH)
+        assert response.status_code == 200 and response.json()["hits"]["hits"] == []
+        assert response.headers["X-Tsqr-Rewritten"] == "1" and response.headers["X-Tsqr-Fallback"] == "0"
+        (sent,) = upstream.searches()
+        assert sent["path"] == "/docs/_search?pretty=true"
+        assert sent["body"] == {"query": {"match": {"text": {"query": REWRITE}}}, "size": 3}
+
+        upstream.requests.clear()
+        response = httpx.request("GET", f"{proxy.url}/_search", content=json.dumps(SEARCH))  # GET with a body
+        assert upstream.searches()[0]["body"]["query"] == {"match": {"text": {"query": REWRITE}}}
+
+
+def test_bm25q_asks_termvectors_with_the_callers_credentials(tmp_path):
+    with RecordingSearchServer(CORPUS) as upstream, \
+            running_proxy(upstream.url, file_rewriter(tmp_path), scoring="bm25q") as proxy:
+        response = httpx.post(f"{proxy.url}/docs/_search", json=SEARCH, headers={"Authorization": "ApiKey abc"})
+        assert response.status_code == 200
+        termvectors, search = upstream.requests
+        assert termvectors["path"] == "/docs/_termvectors" and termvectors["headers"]["authorization"] == "ApiKey abc"
+        assert search["headers"]["authorization"] == "ApiKey abc"
+        assert {c["term"]["text"]["value"] for c in search["body"]["query"]["bool"]["should"]} >= {"dorsal", "moon"}
+        assert response.headers["X-Tsqr-Dropped-Terms"] == "0"
+
+
+def test_everything_else_passes_through_unchanged(tmp_path):
+    big = b"x" * (3 * 1024 * 1024)
+    with RecordingSearchServer(CORPUS) as upstream, running_proxy(upstream.url, file_rewriter(tmp_path)) as proxy:
+        response = httpx.put(f"{proxy.url}/docs/_doc/1?refresh=true", content=b'{"text": "a moth"}',
+                             headers={"X-Custom": "kept", "Content-Type": "application/json"})
+        assert response.status_code == 200 and response.headers["X-Upstream"] == "recording"
+        (sent,) = upstream.requests
+        assert (sent["method"], sent["path"], sent["raw"]) == ("PUT", "/docs/_doc/1?refresh=true", b'{"text": "a moth"}')
+        assert sent["headers"]["x-custom"] == "kept"
+        assert response.json()["echo"]["body"] == {"text": "a moth"}
+
+        missing = httpx.get(f"{proxy.url}/missing/_doc/1")
+        assert missing.status_code == 404 and missing.json()["error"]["type"] == "index_not_found_exception"
+
+        upstream.requests.clear()
+        msearch = b'{"index": "docs"}\n{"query": {"match": {"text": "moths"}}}\n'
+        httpx.post(f"{proxy.url}/_msearch", content=msearch, headers={"Content-Type": "application/x-ndjson"})
+        assert upstream.requests[0]["raw"] == msearch  # not a _search body: untouched
+
+        upstream.requests.clear()
+        httpx.post(f"{proxy.url}/docs/_search", content=b"not json {")
+        assert upstream.requests[0]["raw"] == b"not json {"  # the engine answers for malformed bodies
+
+        upstream.requests.clear()
+        httpx.post(f"{proxy.url}/docs/_bulk", content=big)
+        assert upstream.requests[0]["raw"] == big  # streamed through intact
+
+        upstream.requests.clear()
+        httpx.get(f"{proxy.url}//evil.example/x")
+        # Sent to the upstream, nowhere else (http.server itself folds the leading "//").
+        assert upstream.requests[0]["path"].endswith("/evil.example/x")
+
+
+def test_fail_open_strict_and_limits(tmp_path):
+    body = json.dumps(SEARCH).encode()
+    with RecordingSearchServer(CORPUS) as upstream:
+        with running_proxy(upstream.url, Rewriter(FailingBackend())) as proxy:
+            response = httpx.post(f"{proxy.url}/docs/_search", content=body)
+            assert response.status_code == 200 and response.headers["X-Tsqr-Fallback"] == "1"
+            assert upstream.searches()[0]["raw"] == body  # the caller's bytes, as they came
+        upstream.requests.clear()
+        with running_proxy(upstream.url, Rewriter(FailingBackend(), strict=True)) as proxy:
+            response = httpx.post(f"{proxy.url}/docs/_search", content=body)
+            assert response.status_code == 502 and "unreachable" in response.json()["error"]
+            assert upstream.requests == []
+        with running_proxy(upstream.url, file_rewriter(tmp_path), max_body_bytes=100) as proxy:
+            response = httpx.post(f"{proxy.url}/docs/_search", json={"query": {"match": {"text": "x" * 200}}})
+            assert response.status_code == 413
+
+    with running_proxy(f"http://127.0.0.1:{free_port()}", file_rewriter(tmp_path)) as proxy:
+        response = httpx.post(f"{proxy.url}/docs/_search", json=SEARCH)
+        assert response.status_code == 502 and "unreachable" in response.json()["error"]
+
+
+def test_search_paths_and_upstream_checks():
+    assert is_search_path("/_search") and is_search_path("/docs/_search") and is_search_path("/a,b/_search")
+    assert not any(is_search_path(p) for p in ("/_msearch", "/_search/scroll", "/docs/_search/template",
+                                               "/_all/_doc/_search", "/_nodes/_search"))
+    with pytest.raises(InputError, match="http"):
+        SearchProxy("ftp://127.0.0.1:9200", None)
+
+
+def test_cli_rejects_a_bad_upstream_before_serving(tmp_path, capsys):
+    from tsqr_plugins.cli import main
+
+    rewrites = tmp_path / "r.json"
+    rewrites.write_text(json.dumps({QUERY: REWRITE}))
+    assert main(["proxy", "--upstream", "localhost:9200", "--backend", f"file:{rewrites}", "--no-cache"]) == 2
+    assert "--upstream must be an http(s) URL" in capsys.readouterr().err

@@ -1,0 +1,54 @@
+"""`tsqr proxy`: the rewriting stage as an HTTP proxy in front of Elasticsearch or OpenSearch."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tsqr_plugins.adapters.querydsl import DEFAULT_CLAUSE_BUDGET, SCORINGS
+from tsqr_plugins.cli.rewrite import add_backend_options, add_rewriter_options, build_backend, build_rewriter
+from tsqr_plugins.lazy import require
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "proxy",
+        help="rewrite _search requests on their way to Elasticsearch/OpenSearch",
+        description="Rewrites the match/multi_match queries of GET/POST <index>/_search bodies and passes "
+        "every other request through unchanged, to --upstream only. Binds 127.0.0.1:9201 by default. "
+        "Point the backend at a shared `tsqr serve` with --backend openai --base-url http://127.0.0.1:8000/v1.",
+    )
+    parser.add_argument("--upstream", required=True, help="the engine's URL, e.g. http://127.0.0.1:9200")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=9201, help="port (default 9201)")
+    parser.add_argument("--backend", default="openai", help="rewriting backend: openai (default), transformers, "
+                        "vllm, file:<rewrites.json>")
+    parser.add_argument("--field", action="append", dest="fields",
+                        help="rewrite text queries on this field (repeatable; default: every match/multi_match)")
+    parser.add_argument("--scoring", choices=SCORINGS, default="match",
+                        help="match: plain BM25 on the rewrite; bm25q: BRIGHT's query-side BM25 via _termvectors")
+    parser.add_argument("--clause-budget", type=int, default=DEFAULT_CLAUSE_BUDGET,
+                        help=f"most clauses a rewrite may add (default {DEFAULT_CLAUSE_BUDGET}; engines allow 1,024)")
+    parser.add_argument("--original-boost", type=float, default=1.0, help="--mode both: boost of the original")
+    parser.add_argument("--rewrite-boost", type=float, default=1.0, help="--mode both: boost of the rewrite")
+    parser.add_argument("--max-body-mb", type=float, default=10.0, help="largest _search body read (default 10)")
+    add_backend_options(parser)
+    add_rewriter_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tsqr_plugins.adapters.stage import StageSettings
+    from tsqr_plugins.proxy import SearchProxy, create_proxy_app
+
+    settings = StageSettings(
+        fields=tuple(args.fields) if args.fields else None, scoring=args.scoring, mode=args.mode,
+        repeat=args.repeat, clause_budget=args.clause_budget, original_boost=args.original_boost,
+        rewrite_boost=args.rewrite_boost,
+    )
+    uvicorn = require("uvicorn", "serve", "tsqr proxy")
+    rewriter = build_rewriter(args, build_backend(args))
+    proxy = SearchProxy(args.upstream, rewriter, settings, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+    uvicorn.run(create_proxy_app(proxy), host=args.host, port=args.port, log_level="warning",
+                timeout_graceful_shutdown=30)
+    return 0

@@ -1,0 +1,180 @@
+"""`tsqr proxy`: a ``_search`` proxy that puts the rewriting stage in front of Elasticsearch/OpenSearch
+for callers in any language.
+
+``GET``/``POST`` ``/_search`` and ``/<index>/_search`` bodies have their text queries rewritten
+(the same stage as the Python clients); every other request, and every search the stage leaves
+alone, goes to the configured upstream unchanged — method, path, query string, headers, body — and
+its answer comes back unchanged, streamed both ways. Requests only ever go to that upstream. The
+answer to a rewritten search carries ``X-Tsqr-Rewritten`` / ``X-Tsqr-Fallback`` /
+``X-Tsqr-Dropped-Terms`` headers; its body is the engine's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from .adapters import querydsl, stage
+from .adapters.stage import StageSettings
+from .core import Rewriter, as_backend_error
+from .errors import InputError
+from .lazy import require
+
+logger = logging.getLogger(__name__)
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+              "transfer-encoding", "upgrade", "host", "content-length"}
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+SEARCH_METHODS = ("GET", "POST")
+STAGE_HEADERS = ("authorization", "cookie", "x-opaque-id")  # what our own _termvectors calls carry along
+
+
+def is_search_path(path: str) -> bool:
+    """``/_search`` or ``/<index>/_search`` (not ``_msearch``, ``_search/scroll``, templates, ...)."""
+    parts = [part for part in path.split("/") if part]
+    return parts == ["_search"] or (len(parts) == 2 and parts[1] == "_search" and not parts[0].startswith("_"))
+
+
+def forwarded_headers(headers) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in headers.items() if name.lower() not in HOP_BY_HOP]
+
+
+class SearchProxy:
+    """The proxy's request handling (a Starlette app is built around it by :func:`create_proxy_app`)."""
+
+    def __init__(self, upstream: str, rewriter: Rewriter | None, settings: StageSettings | None = None,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, timeout: float = 60.0) -> None:
+        import httpx
+
+        url = httpx.URL(upstream)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise InputError(f"--upstream must be an http(s) URL like http://127.0.0.1:9200, got {upstream!r}")
+        self.upstream = url
+        self.rewriter = rewriter
+        self.settings = settings or StageSettings()
+        self.max_body_bytes = max_body_bytes
+        self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+
+    def target(self, raw_path: str, query: str) -> Any:
+        """The upstream URL for a request path; only ever on the configured upstream."""
+        base = self.upstream.raw_path.decode().rstrip("/")
+        path = raw_path if raw_path.startswith("/") else "/" + raw_path
+        return self.upstream.copy_with(raw_path=(base + path + (f"?{query}" if query else "")).encode())
+
+    async def handle(self, request):
+        from starlette.responses import JSONResponse
+
+        path, method = request.url.path, request.method
+        if method in SEARCH_METHODS and is_search_path(path) and self.rewriter is not None:
+            body = await self._read_limited(request)
+            if body is None:
+                return JSONResponse({"error": f"request body over {self.max_body_bytes} bytes"}, status_code=413)
+            try:
+                new_body, headers = await self._rewrite(body, path, request.headers)
+            except Exception as error:  # strict rewriter: the search does not go out
+                return JSONResponse({"error": f"query rewriting failed: {error}"}, status_code=502)
+            return await self._forward(request, new_body, headers)
+        has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
+        return await self._forward(request, request.stream() if has_body else None, {})
+
+    async def _read_limited(self, request) -> bytes | None:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _rewrite(self, body: bytes, path: str, incoming) -> tuple[bytes, dict[str, str]]:
+        """The body with its text queries rewritten, and the headers saying what was done.
+
+        Anything the stage cannot read (no body, not JSON, no query) goes out as it came.
+        """
+        try:
+            document = json.loads(body) if body.strip() else None
+        except ValueError:
+            return body, {}
+        if not isinstance(document, dict) or not isinstance(document.get("query"), dict):
+            return body, {}
+        try:
+            plan = stage.plan(document["query"], self.settings)
+            if not plan.leaves:
+                return body, {}
+            plan.rewrites = await asyncio.to_thread(self.rewriter.rewrite_batch, plan.texts)
+            index = path.strip("/").split("/")[0] if path.strip("/") != "_search" else None
+            keys = stage.stats_needed(plan, self.settings)
+            auth = {name: value for name, value in incoming.items() if name.lower() in STAGE_HEADERS}
+            answers = await asyncio.gather(*(self._termvectors(index, key, auth) for key in keys))
+            query, info = stage.apply(plan, self.settings, dict(zip(keys, answers)))
+        except Exception as error:
+            if self.rewriter.strict:
+                raise as_backend_error(error) from error
+            logger.warning("query rewriting failed; forwarding the original search (%s)", error)
+            return body, {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": "1"}
+        if not info["rewritten"]:  # every rewrite fell back: the caller's bytes go out as they came
+            return body, {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(info["fallback"])}
+        dropped = sum(entry.get("dropped_terms", 0) + entry.get("dropped_tokens", 0) for entry in info["queries"])
+        headers = {"X-Tsqr-Rewritten": str(info["rewritten"]), "X-Tsqr-Fallback": str(info["fallback"]),
+                   "X-Tsqr-Dropped-Terms": str(dropped)}
+        return json.dumps({**document, "query": query}).encode(), headers
+
+    async def _termvectors(self, index: str | None, key, headers: dict[str, str]) -> dict | None:
+        from .adapters.searchclient import single_index
+
+        index = single_index(index)
+        if index is None:
+            return None
+        text, fields = key
+        url = self.target(f"/{index}/_termvectors", "")
+        try:
+            response = await self.client.post(url, json=querydsl.termvectors_body(text, list(fields)), headers=headers)
+            response.raise_for_status()
+            return response.json()
+        except Exception as error:  # the search still goes out, with match scoring
+            logger.warning("_termvectors on %s failed, BM25Q falls back to match (%s)", index, error)
+            return None
+
+    async def _forward(self, request, content, extra_headers: dict[str, str]):
+        from starlette.background import BackgroundTask
+        from starlette.responses import JSONResponse, StreamingResponse
+
+        url = self.target(request.scope.get("raw_path", b"").decode() or request.url.path,
+                          request.url.query)
+        headers = forwarded_headers(request.headers)
+        if not isinstance(content, bytes) and "content-length" in request.headers:
+            # A streamed body keeps its length (no chunked encoding that some servers refuse).
+            headers.append(("content-length", request.headers["content-length"]))
+        outgoing = self.client.build_request(request.method, url, headers=headers, content=content)
+        try:
+            upstream = await self.client.send(outgoing, stream=True)
+        except Exception as error:
+            return JSONResponse({"error": f"upstream {self.upstream} unreachable: {type(error).__name__}"},
+                                status_code=502)
+        headers = dict(forwarded_headers(upstream.headers))
+        if "content-length" in upstream.headers:  # raw bytes are relayed, so the length still holds
+            headers["content-length"] = upstream.headers["content-length"]
+        headers.update(extra_headers)
+        return StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code, headers=headers,
+                                 background=BackgroundTask(upstream.aclose))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def create_proxy_app(proxy: SearchProxy):
+    require("starlette", "serve", "tsqr proxy")
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        await proxy.aclose()
+
+    methods = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"]
+    return Starlette(routes=[Route("/{path:path}", proxy.handle, methods=methods)], lifespan=lifespan)
