@@ -1,0 +1,161 @@
+"""The JSON documents for Elasticsearch/OpenSearch: schema-level checks against the documented APIs,
+the files in integrations/ equal to what the code builds, and a contract test of the OpenSearch
+connector against a real `tsqr serve`."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+from tsqr_plugins.adapters import engine_configs as configs
+from tsqr_plugins.errors import InputError
+
+BUILTIN_FILTERS = {"lowercase", "porter_stem"}
+
+
+def test_integrations_folder_matches_the_code(tmp_path):
+    """integrations/ is rendered from engine_configs (`tsqr opensearch render`); they never drift."""
+    for relative, document in configs.rendered_documents().items():
+        path = REPO / "integrations" / relative
+        assert path.is_file(), f"{relative} is missing: run `tsqr opensearch render --out integrations`"
+        assert path.read_text(encoding="utf-8") == configs.as_file_text(document), f"{relative} is stale"
+
+
+def test_index_template_schema():
+    template = configs.index_template("tsqr", "body")
+    assert set(template) >= {"index_patterns", "template", "priority"}
+    settings = template["template"]["settings"]
+    assert settings["index"]["similarity"]["default"] == {"type": "BM25", "k1": 0.9, "b": 0.4}
+    assert settings["number_of_shards"] == 1  # _termvectors statistics must be the whole index's
+    analysis = settings["analysis"]
+    analyzer = analysis["analyzer"][configs.ANALYZER]
+    assert analyzer["tokenizer"] == "standard"
+    for name in analyzer["filter"]:  # every filter is built in or defined here
+        assert name in BUILTIN_FILTERS or name in analysis["filter"]
+    # Lucene's EnglishAnalyzer order: possessive, lowercase, stop, Porter.
+    assert [analysis["filter"].get(n, {}).get("type", n) for n in analyzer["filter"]] == \
+        ["stemmer", "lowercase", "stop", "porter_stem"]
+    assert template["template"]["mappings"]["properties"]["body"] == {"type": "text", "analyzer": configs.ANALYZER}
+
+
+def test_ingest_pipeline_schema():
+    pipeline = configs.ingest_pipeline("body")
+    kinds = [next(iter(p)) for p in pipeline["processors"]]
+    assert kinds == ["set", "rename"]
+    assert pipeline["processors"][0]["set"]["value"] == "{{{id}}}"
+    assert pipeline["processors"][1]["rename"] == {"field": "content", "target_field": "body", "ignore_missing": True}
+
+
+def render_connector_request(connector: dict, parameters: dict) -> tuple[str, str]:
+    """What ml-commons sends: ${parameters.x} substituted (values from ml_inference are toJson'ed)."""
+    (action,) = connector["actions"]
+    merged = {**connector.get("parameters", {}), **parameters}
+    body = re.sub(r"\$\{parameters\.(\w+)\}", lambda m: merged[m.group(1)], action["request_body"])
+    return action["url"], body
+
+
+def read_json_path(document, path: str):
+    """A JSONPath subset: $.key[0].key ..."""
+    value = document
+    for key, index in re.findall(r"\.(\w+)|\[(\d+)\]", path.removeprefix("$")):
+        value = value[key] if key else value[int(index)]
+    return value
+
+
+def test_connector_and_pipeline_schema():
+    connector = configs.connector("http://10.0.0.5:8000/v1", api_key="secret")
+    assert set(connector) >= {"name", "description", "version", "protocol", "parameters", "actions", "credential"}
+    (action,) = connector["actions"]
+    assert action["action_type"] == "predict" and action["method"] == "POST"
+    assert action["url"] == "http://10.0.0.5:8000/v1/rewrite"
+    assert action["headers"]["Authorization"] == "Bearer ${credential.api_key}"
+    assert "Instructions" not in action["request_body"]  # no prompt text: the service builds it
+
+    pipeline = configs.rewrite_pipeline("model-1", "body")
+    (processor,) = pipeline["request_processors"]
+    inference = processor["ml_inference"]
+    assert inference["ignore_failure"] is True and inference["ignore_missing"] is True
+    assert len(inference["input_map"]) == len(inference["output_map"]) == 1
+    (model_input, query_path), = inference["input_map"][0].items()
+    (out_path, model_path), = inference["output_map"][0].items()
+    assert model_input == "query" and "${parameters.query}" in action["request_body"]
+    assert query_path == out_path == "query.match.body.query"  # write in place
+    assert inference["full_response_path"] is True and model_path == configs.REWRITE_PATH
+
+    template = configs.template_pipeline("model-1")["request_processors"][0]["ml_inference"]
+    (variable, _), = template["output_map"][0].items()
+    search = configs.template_search("q", "body")
+    assert f'"${{{variable}}}"' in json.dumps(search)  # the placeholder the processor fills
+    assert template["input_map"][0]["query"] == "ext.ml_inference.query" and search["ext"]["ml_inference"]["query"] == "q"
+
+
+def test_cluster_settings_keep_existing_trust_and_enable_private_ips():
+    settings = configs.cluster_settings("http://127.0.0.1:8000", ["^https://api\\.openai\\.com/.*$"])
+    persistent = settings["persistent"]
+    regexes = persistent["plugins.ml_commons.trusted_connector_endpoints_regex"]
+    assert regexes[0] == "^https://api\\.openai\\.com/.*$"
+    assert re.match(regexes[1], "http://127.0.0.1:8000/v1/rewrite")
+    assert not re.match(regexes[1], "http://127.0.0.1:8000/v1/rewrite/../admin")
+    assert persistent["plugins.ml_commons.connector.private_ip_enabled"] is True
+    public = configs.cluster_settings("https://rewriter.example.com")["persistent"]
+    assert "plugins.ml_commons.connector.private_ip_enabled" not in public
+
+
+def test_bad_names_and_urls_are_refused():
+    with pytest.raises(InputError, match="name"):
+        configs.connector("http://127.0.0.1:8000", name='tsqr"}, {"x')
+    with pytest.raises(InputError, match="field name"):
+        configs.rewrite_pipeline("m", field="text.query}${x")
+    with pytest.raises(InputError, match="http"):
+        configs.connector("127.0.0.1:8000")
+
+
+def test_elasticsearch_inference_endpoint():
+    endpoint = configs.elasticsearch_inference_endpoint("http://127.0.0.1:8000/v1")
+    assert endpoint["service"] == "openai"
+    assert endpoint["service_settings"]["url"] == "http://127.0.0.1:8000/v1/chat/completions"
+
+
+@pytest.mark.parametrize("query", [
+    "Why do moths circle street lamps?",
+    'A "quoted" query with \\backslashes\\, a tab\t, a newline\n and ${parameters.mode} and {"json": 1}',
+])
+def test_connector_contract_with_a_real_service(query, tmp_path):
+    """Render the connector request as ml-commons' substitution would, send it to a real
+    `tsqr serve`, and read the answer with the pipeline's output_map path."""
+    pytest.importorskip("uvicorn", reason="tsqr serve needs the 'serve' extra")
+    from tsqr_plugins.service import ServiceConfig
+    from tsqr_plugins.testing.service import RunningService
+
+    rewrites = tmp_path / "rewrites.json"
+    rewrites.write_text(json.dumps({query: "insects, light, transverse orientation"}))
+    with RunningService(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True)) as service:
+        connector = configs.connector(service.url)
+        url, body = render_connector_request(connector, {"query": json.dumps(query)})  # toJson(value)
+        assert json.loads(body)["queries"] == [query]  # still valid JSON, the query intact
+        answer = httpx.post(url, content=body, headers=connector["actions"][0]["headers"], timeout=30)
+        assert answer.status_code == 200
+        model_output = {"inference_results": [{"output": [{"name": "response", "dataAsMap": answer.json()}],
+                                               "status_code": 200}]}
+        rewrite = read_json_path(model_output, configs.REWRITE_PATH)
+        assert rewrite == "insects, light, transverse orientation"
+
+        # The output_map write: the value lands in the match query, and the search stays valid JSON.
+        search = {"query": {"match": {"text": {"query": query}}}}
+        inference = configs.rewrite_pipeline("m")["request_processors"][0]["ml_inference"]
+        (path, _), = inference["output_map"][0].items()
+        *parents, leaf = path.split(".")
+        node = search
+        for key in parents:
+            node = node[key]
+        node[leaf] = rewrite
+        assert json.loads(json.dumps(search))["query"]["match"]["text"]["query"] == rewrite
+
+        # An unknown query: the service falls back to the original, so the search runs as sent.
+        _, body = render_connector_request(connector, {"query": json.dumps("not in the file")})
+        fallback = httpx.post(url, content=body, headers={"Content-Type": "application/json"}, timeout=30).json()
+        assert fallback["rewrites"][0]["text"] == "not in the file" and fallback["rewrites"][0]["fallback"]

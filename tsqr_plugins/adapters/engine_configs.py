@@ -1,0 +1,272 @@
+"""The JSON documents users install on Elasticsearch/OpenSearch: index template, ingest pipeline,
+OpenSearch ml-commons connector/model/search pipelines, the Elasticsearch ``_inference`` endpoint.
+
+Pure builders. ``tsqr opensearch install`` sends them; ``render_integrations`` writes them to
+``integrations/`` (with placeholders) for users who apply them by hand, and a test keeps those
+files equal to what these functions build. No model output is ever placed in any of them: the
+connector sends the *query* to ``tsqr serve``, which builds the prompt server-side.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ..errors import InputError
+from . import querydsl
+
+DEFAULT_NAME = "tsqr"
+DEFAULT_FIELD = "text"
+ANALYZER = "tsqr_english"
+# The model output inside ml-commons' answer: the service's answer is the remote model's dataAsMap.
+REWRITE_PATH = "$.inference_results[0].output[0].dataAsMap.rewrites[0].text"
+PLACEHOLDER_SERVICE_URL = "http://127.0.0.1:8000"
+
+
+def _check_name(name: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]{0,99}", name):
+        raise InputError(f"a name must be lowercase letters, digits, '-' or '_', got {name!r}")
+    return name
+
+
+def _check_field(field: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_\-.]{0,199}", field):
+        raise InputError(f"a field name must be letters, digits, '_', '-' or '.', got {field!r}")
+    return field
+
+
+def service_endpoint(service_url: str) -> str:
+    """``<service>/v1/rewrite`` for a service base URL (with or without ``/v1``)."""
+    parts = urlsplit(service_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"the service URL must be http(s)://host:port, got {service_url!r}")
+    base = service_url.rstrip("/")
+    base = base[: -len("/v1")] if base.endswith("/v1") else base
+    return f"{base}/v1/rewrite"
+
+
+def is_private_host(service_url: str) -> bool:
+    """Loopback or private addresses need ml-commons' ``private_ip_enabled`` setting."""
+    host = urlsplit(service_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a DNS name: ml-commons resolves it; the install output says what to set if refused
+    return address.is_private or address.is_loopback
+
+
+def trusted_endpoint_regex(service_url: str) -> str:
+    """A regex matching exactly the service's rewrite endpoint."""
+    return "^" + re.escape(service_endpoint(service_url)) + "$"
+
+
+# -- index side (both engines) -----------------------------------------------------------------
+
+
+def index_template(name: str = DEFAULT_NAME, field: str = DEFAULT_FIELD, patterns: tuple[str, ...] = ("tsqr-*",)) -> dict:
+    """BM25 k1=0.9 b=0.4 and Lucene's EnglishAnalyzer chain (what BRIGHT/pyserini index with);
+    one shard so that ``_termvectors`` statistics are the whole index's (BM25Q needs them)."""
+    _check_name(name)
+    return {
+        "index_patterns": list(patterns),
+        "priority": 100,
+        "_meta": {"description": f"{name}: BRIGHT/TongSearch BM25 settings", "managed_by": "tsqr"},
+        "template": {
+            "settings": {
+                "number_of_shards": 1,
+                "index": {"similarity": {"default": {"type": "BM25", "k1": querydsl.BM25_K1, "b": querydsl.BM25_B}}},
+                "analysis": {
+                    "filter": {
+                        "tsqr_possessive": {"type": "stemmer", "language": "possessive_english"},
+                        "tsqr_stop": {"type": "stop", "stopwords": "_english_"},
+                    },
+                    "analyzer": {
+                        ANALYZER: {
+                            "type": "custom",
+                            "tokenizer": "standard",
+                            "filter": ["tsqr_possessive", "lowercase", "tsqr_stop", "porter_stem"],
+                        }
+                    },
+                },
+            },
+            "mappings": {
+                "properties": {
+                    "id": {"type": "keyword"},
+                    _check_field(field): {"type": "text", "analyzer": ANALYZER},
+                }
+            },
+        },
+    }
+
+
+def ingest_pipeline(field: str = DEFAULT_FIELD) -> dict:
+    """BRIGHT-style documents ``{"id", "content"}`` → ``_id`` = id, ``content`` renamed to ``field``."""
+    return {
+        "description": "tsqr: BRIGHT-style documents (id, content) to the index template's fields",
+        "processors": [
+            {"set": {"field": "_id", "value": "{{{id}}}", "ignore_empty_value": True}},
+            {"rename": {"field": "content", "target_field": _check_field(field), "ignore_missing": True}},
+        ],
+    }
+
+
+# -- OpenSearch ml-commons ------------------------------------------------------------------------
+
+
+def connector(service_url: str, name: str = DEFAULT_NAME, mode: str = "replace", api_key: str | None = None) -> dict:
+    """An HTTP connector to the service's ``/v1/rewrite``.
+
+    ``${parameters.query}`` is substituted already JSON-encoded by the ``ml_inference`` processor
+    (ml-commons serialises mapped query values with ``toJson``), hence no quotes around it.
+    """
+    headers = {"Content-Type": "application/json"}
+    document = {
+        "name": _check_name(name),
+        "description": "TongSearch-QR query rewriting through tsqr serve (prompt built server-side)",
+        "version": 1,
+        "protocol": "http",
+        "parameters": {"mode": mode},
+        "actions": [{
+            "action_type": "predict",
+            "method": "POST",
+            "url": service_endpoint(service_url),
+            "headers": headers,
+            "request_body": '{ "queries": [${parameters.query}], "mode": "${parameters.mode}" }',
+        }],
+    }
+    if api_key:
+        headers["Authorization"] = "Bearer ${credential.api_key}"
+        document["credential"] = {"api_key": api_key}
+    return document
+
+
+def model_registration(connector_id: str, name: str = DEFAULT_NAME) -> dict:
+    return {
+        "name": _check_name(name),
+        "function_name": "remote",
+        "description": "TongSearch-QR query rewriter (remote, through tsqr serve)",
+        "connector_id": connector_id,
+    }
+
+
+def rewrite_pipeline(model_id: str, field: str = DEFAULT_FIELD) -> dict:
+    """Write-in-place (2.16+): ``{"match": {field: {"query": ...}}}`` gets the rewrite as its value.
+
+    ``ignore_failure`` and ``ignore_missing``: when the service fails, or the search has no such
+    match query, the search runs as sent.
+    """
+    path = f"query.match.{_check_field(field)}.query"
+    return {
+        "description": "tsqr: rewrite the match query text with TongSearch-QR (fail-open)",
+        "request_processors": [{
+            "ml_inference": {
+                "tag": "tsqr_rewrite",
+                "model_id": model_id,
+                "function_name": "remote",
+                "full_response_path": True,
+                "input_map": [{"query": path}],
+                "output_map": [{path: REWRITE_PATH}],
+                "ignore_missing": True,
+                "ignore_failure": True,
+            }
+        }],
+    }
+
+
+def template_pipeline(model_id: str) -> dict:
+    """Template-query variant (2.19+): the query is read from ``ext.ml_inference.query`` and the
+    rewrite fills ``"${tsqr_rewrite}"`` in a ``template`` query, next to the original."""
+    return {
+        "description": "tsqr: rewrite into a template query that keeps the original (2.19+)",
+        "request_processors": [{
+            "ml_inference": {
+                "tag": "tsqr_rewrite_template",
+                "model_id": model_id,
+                "function_name": "remote",
+                "full_response_path": True,
+                "input_map": [{"query": "ext.ml_inference.query"}],
+                "output_map": [{"tsqr_rewrite": REWRITE_PATH}],
+                "ignore_missing": True,
+                "ignore_failure": True,
+            }
+        }],
+    }
+
+
+def template_search(query: str, field: str = DEFAULT_FIELD, original_boost: float = 1.0) -> dict:
+    """A search body for the template pipeline: original and rewrite in one ``bool.should``."""
+    _check_field(field)
+    return {
+        "query": {"template": {"bool": {"should": [
+            {"match": {field: {"query": query, "boost": original_boost}}},
+            {"match": {field: {"query": "${tsqr_rewrite}"}}},
+        ]}}},
+        "ext": {"ml_inference": {"query": query}},
+    }
+
+
+def cluster_settings(service_url: str, existing_regexes: list[str] | None = None) -> dict:
+    """Trust the service's endpoint (kept alongside existing entries) and allow private IPs if needed."""
+    regexes = list(existing_regexes or [])
+    wanted = trusted_endpoint_regex(service_url)
+    if wanted not in regexes:
+        regexes.append(wanted)
+    persistent: dict = {"plugins.ml_commons.trusted_connector_endpoints_regex": regexes}
+    if is_private_host(service_url):
+        persistent["plugins.ml_commons.connector.private_ip_enabled"] = True
+    return {"persistent": persistent}
+
+
+# -- Elasticsearch ----------------------------------------------------------------------------
+
+
+def elasticsearch_inference_endpoint(service_url: str, model: str = "tsqr") -> dict:
+    """``PUT _inference/completion/<id>``: the openai service with a custom url at the service's
+    OpenAI-compatible endpoint. Limits: Elasticsearch sends its own prompt shape and cannot set
+    temperature or max tokens; use the client stage or the proxy for the paper's exact sampling."""
+    base = service_endpoint(service_url)[: -len("/v1/rewrite")]
+    return {
+        "service": "openai",
+        "service_settings": {"api_key": "<TSQR_API_KEY or any string>", "model_id": model,
+                             "url": f"{base}/v1/chat/completions"},
+    }
+
+
+# -- rendering for integrations/ ----------------------------------------------------------------
+
+
+def rendered_documents() -> dict[str, dict]:
+    """Every document with placeholders, by the path it has under ``integrations/``."""
+    url = PLACEHOLDER_SERVICE_URL
+    return {
+        "elasticsearch/index-template.json": index_template(),
+        "elasticsearch/ingest-pipeline.json": ingest_pipeline(),
+        "elasticsearch/inference-endpoint.json": elasticsearch_inference_endpoint(url),
+        "opensearch/index-template.json": index_template(),
+        "opensearch/ingest-pipeline.json": ingest_pipeline(),
+        "opensearch/cluster-settings.json": cluster_settings(url),
+        "opensearch/connector.json": connector(url),
+        "opensearch/model.json": model_registration("<connector_id>"),
+        "opensearch/search-pipeline-rewrite.json": rewrite_pipeline("<model_id>"),
+        "opensearch/search-pipeline-template.json": template_pipeline("<model_id>"),
+        "opensearch/search-template-example.json": template_search("Why do moths circle street lamps?"),
+    }
+
+
+def as_file_text(document: dict) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_integrations(root: Path) -> list[Path]:
+    written = []
+    for relative, document in rendered_documents().items():
+        path = Path(root) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(as_file_text(document), encoding="utf-8")
+        written.append(path)
+    return written

@@ -1,0 +1,69 @@
+"""`tsqr opensearch install|uninstall|render`: the native OpenSearch search-pipeline stage."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from tsqr_plugins.adapters import engine_configs as configs
+from tsqr_plugins.errors import InputError
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "opensearch",
+        help="install the rewriting stage as OpenSearch search pipelines (no Python in the search path)",
+        description="install: ml-commons connector to `tsqr serve`, remote model, search pipelines "
+        "<name>-rewrite (2.16+) and <name>-rewrite-template (2.19+), index template and ingest pipeline. "
+        "uninstall: remove them. render: write the JSON documents to a folder to read or apply by hand.",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action in ("install", "uninstall"):
+        sub = actions.add_parser(action)
+        sub.add_argument("--url", default=os.environ.get("TSQR_OPENSEARCH_URL", "http://127.0.0.1:9200"),
+                         help="OpenSearch URL (default $TSQR_OPENSEARCH_URL or http://127.0.0.1:9200)")
+        sub.add_argument("--user", help="basic auth user (password from $TSQR_OPENSEARCH_PASSWORD)")
+        sub.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
+        sub.add_argument("--name", default=configs.DEFAULT_NAME, help="prefix of everything created (default tsqr)")
+        sub.add_argument("--no-index-template", action="store_true", help="leave index template and ingest pipeline alone")
+        if action == "install":
+            sub.add_argument("--service-url", required=True, help="tsqr serve, as OpenSearch reaches it (http://host:8000)")
+            sub.add_argument("--field", default=configs.DEFAULT_FIELD, help="text field of the match queries (default text)")
+            sub.add_argument("--service-api-key-env", default="TSQR_API_KEY",
+                             help="environment variable holding the service's bearer token (default TSQR_API_KEY)")
+    render = actions.add_parser("render")
+    render.add_argument("--out", type=Path, default=Path("integrations"), help="folder (default integrations)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "render":
+        for path in configs.render_integrations(args.out):
+            print(path)
+        return 0
+    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
+
+    auth = None
+    if args.user:
+        password = os.environ.get("TSQR_OPENSEARCH_PASSWORD")
+        if password is None:
+            raise InputError("--user needs the password in $TSQR_OPENSEARCH_PASSWORD")
+        auth = (args.user, password)
+    installer = OpenSearchInstaller(args.url, auth=auth, verify=not args.insecure)
+    try:
+        if args.action == "install":
+            installed = installer.install(args.service_url, args.name, args.field,
+                                          os.environ.get(args.service_api_key_env), not args.no_index_template)
+            for key, value in installed.items():
+                print(f"{key}: {value}")
+            print(f"search with: GET /<index>/_search?search_pipeline={args.name}-rewrite "
+                  f'{{"query": {{"match": {{"{args.field}": {{"query": "..."}}}}}}}}')
+        else:
+            removed = installer.uninstall(args.name, not args.no_index_template)
+            print("\n".join(removed) if removed else "nothing to remove")
+            print("cluster settings (trusted endpoints) were left as they are")
+    finally:
+        installer.close()
+    return 0
