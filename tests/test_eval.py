@@ -130,7 +130,7 @@ def test_clear_errors(tmp_path, capsys, monkeypatch):
     assert run_eval("--dataset", "bright:biology", "--output", tmp_path / "x") == 2
     assert "--bright-dir" in capsys.readouterr().err  # offline: says how to get the data
     assert run_eval("--dataset", "sample", "--backend", "lucene9", "--output", tmp_path / "x") == 2
-    assert "valid: embedded" in capsys.readouterr().err
+    assert "valid: dense, elasticsearch, embedded, opensearch, pyserini" in capsys.readouterr().err
     assert run_eval("--dataset", "sample", "--rewriter", "file:/no/such.json", "--output", tmp_path / "x") == 2
     bad = tmp_path / "bad"
     write_beir(bad, {"d1": "x"}, {"q1": "x"}, {"q1": {"d1": 1}})

@@ -24,7 +24,9 @@ def add_parser(commands: Any) -> None:
         ),
     )
     parser.add_argument("--dataset", help="sample | bright:<task>[,<task>] | bright:all | <BEIR or BRIGHT folder>")
-    parser.add_argument("--backend", default="embedded", help="retrieval backends, comma separated (default embedded)")
+    parser.add_argument("--backend", default="embedded",
+                        help="retrieval backends, comma separated: embedded (default), pyserini[:bm25], "
+                        "dense:<model> (dense:minilm offline), elasticsearch[:<url>], opensearch[:<url>]")
     parser.add_argument("--rewriter", default="none",
                         help="none | file:<rewrites.json> | transformers | vllm | openai (default none)")
     parser.add_argument("--output", type=Path, help="result folder (created)")

@@ -16,6 +16,10 @@ from .bm25 import Hit
 
 RETRIEVERS = {
     "embedded": "tsqr_plugins.search.embedded:EmbeddedBM25",
+    "pyserini": "tsqr_plugins.search.lucene:PyseriniBM25",
+    "dense": "tsqr_plugins.search.dense:DenseRetriever",
+    "elasticsearch": "tsqr_plugins.search.engine:ElasticsearchBM25",
+    "opensearch": "tsqr_plugins.search.engine:OpenSearchBM25",
 }
 
 
@@ -23,8 +27,9 @@ class Retriever(ABC):
     NAME = ""
 
     @abstractmethod
-    def index(self, doc_ids: Sequence[str], texts: Sequence[str]) -> None:
-        """Make the corpus searchable (from a cache when it was indexed before)."""
+    def index(self, doc_ids: Sequence[str], texts: Sequence[str], task: str | None = None) -> None:
+        """Make the corpus searchable (from a cache when it was indexed before); ``task`` names
+        the BRIGHT task, for backends whose queries carry task instructions."""
 
     @abstractmethod
     def search_batch(self, queries: Sequence[str], k: int,
@@ -42,4 +47,31 @@ def make_retriever(spec: str, cache_dir: Path | None = None, progress: bool = Fa
     return cls(argument or None, cache_dir=cache_dir, progress=progress)
 
 
-__all__ = ["Hit", "Retriever", "RETRIEVERS", "make_retriever"]
+def top_k_excluding(ranked: Iterable[Hit], k: int, excluded: Iterable[str] | None) -> list[Hit]:
+    """The first ``k`` hits not in ``excluded`` (backends that cannot filter at the source)."""
+    skip = set(excluded or ())
+    kept = []
+    for hit in ranked:
+        if hit.doc_id not in skip:
+            kept.append(hit)
+            if len(kept) == k:
+                break
+    return kept
+
+
+def pad_with_zero_scores(hits: list[Hit], k: int, doc_ids: Sequence[str], excluded: Iterable[str] | None) -> list[Hit]:
+    """BRIGHT ranks every document (gensim scores them all): engines that return only matching
+    documents are padded, in corpus order, with score 0 — as the embedded engine does."""
+    if len(hits) >= k:
+        return hits
+    seen = {hit.doc_id for hit in hits} | set(excluded or ())
+    padded = list(hits)
+    for doc_id in doc_ids:
+        if doc_id not in seen:
+            padded.append(Hit(doc_id, 0.0))
+            if len(padded) == k:
+                break
+    return padded
+
+
+__all__ = ["Hit", "Retriever", "RETRIEVERS", "make_retriever", "pad_with_zero_scores", "top_k_excluding"]

