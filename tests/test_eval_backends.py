@@ -83,9 +83,14 @@ def test_dense_retriever_exclusions_and_instructions():
     (hits,) = retriever.search_batch([task.queries[0]], k=5)
     (filtered,) = retriever.search_batch([task.queries[0]], k=5, excluded=[{hits[0].doc_id}])
     assert filtered[0].doc_id == hits[1].doc_id and len(filtered) == 5
-    assert query_instruction("BAAI/bge-base-en-v1.5", "earth_science") == \
-        "Represent this earth science post for searching relevant passages: "
-    assert query_instruction("minilm", "biology") == ""
+    # BRIGHT's configs, with the task name as its code formats it.
+    assert query_instruction("BAAI/bge-large-en-v1.5", "earth_science") == \
+        "Represent this earth_science post for searching relevant passages: "
+    assert query_instruction("BAAI/bge-base-en-v1.5", "theoremqa_theorems") == \
+        "Represent this Math problem for searching relevant examples: "
+    assert query_instruction("intfloat/e5-mistral-7b-instruct", "pony") == \
+        "Instruct: Given a pony question, retrieve relevant passages that help answer the question\nQuery: "
+    assert query_instruction("minilm", "biology") == "" and query_instruction("BAAI/bge-base-en-v1.5", "mine") == ""
     with pytest.raises(InputError, match="needs a model"):
         make_retriever("dense")
 

