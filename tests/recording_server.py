@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class RecordingOpenAIServer:
-    def __init__(self, answer=None, fail_first=0, fail_status=503, delay=0.0, malformed=False, api_key=None):
+    def __init__(self, answer=None, fail_first=0, fail_status=503, delay=0.0, malformed=False, api_key=None, port=0):
         self.answer = answer or (lambda body: "rewrite of " + body["messages"][-1]["content"].split("Query: ")[-1].strip())
         self.fail_first = fail_first
         self.fail_status = fail_status
@@ -23,7 +23,7 @@ class RecordingOpenAIServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 

@@ -132,7 +132,9 @@ class OpenAIBackend(Backend):
             try:
                 response = self._client.post("/chat/completions", json=body)
             except self._httpx.HTTPError as error:
-                failure: Exception = BackendError(f"request to {self.base_url} failed: {type(error).__name__}: {error}")
+                # Unreachable (not a bad answer): a replica pool fails over on this type.
+                failure: Exception = ServerUnavailableError(
+                    f"request to {self.base_url} failed: {type(error).__name__}: {error}")
             else:
                 if response.status_code == 200:
                     return parse_chat_response(response)

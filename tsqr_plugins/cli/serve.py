@@ -20,7 +20,11 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--engine", choices=ENGINES)
     parser.add_argument("--model", help="transformers/vllm: path or hub id; openai: model name upstream")
     parser.add_argument("--rewrites", help="file engine: published rewrites (.json or .jsonl)")
-    parser.add_argument("--upstream", action="append", help="openai engine: base URL of a `vllm serve` (…/v1)")
+    parser.add_argument("--upstream", action="append",
+                        help="openai engine: base URL of a `vllm serve` (…/v1); repeat for several replicas")
+    parser.add_argument("--upstream-strategy", choices=("least-busy", "round-robin"),
+                        help="several upstreams: how batches are spread (default least-busy)")
+    parser.add_argument("--health-interval", type=float, help="several upstreams: seconds between health checks (default 5)")
     parser.add_argument("--served-model-name", help="name reported by /v1/models")
     parser.add_argument("--host", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")

@@ -46,8 +46,13 @@ def build_engine(config: ServiceConfig) -> Backend:
     if config.engine == "vllm":
         return load_backend("vllm", model=config.model, dtype=config.dtype, max_model_len=config.max_model_len,
                             gpu_memory_utilization=config.gpu_memory_utilization)
-    return load_backend("openai", base_url=config.upstream[0], model=config.model,
-                        max_concurrency=config.max_batch_size * config.concurrent_batches)
+    concurrency = config.max_batch_size * config.concurrent_batches
+    if len(config.upstream) > 1:
+        from tsqr_plugins.backends.replicas import ReplicaPool
+
+        return ReplicaPool(config.upstream, model=config.model, strategy=config.upstream_strategy,
+                           health_interval=config.health_interval, max_concurrency=concurrency)
+    return load_backend("openai", base_url=config.upstream[0], model=config.model, max_concurrency=concurrency)
 
 
 class RewriteService:
@@ -214,7 +219,13 @@ class RewriteService:
             return Completion.failed(error)
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "engine": self.config.engine, "model": self.model_name, "queue_depth": self.batcher.depth}
+        answer = {"status": "ok", "engine": self.config.engine, "model": self.model_name, "queue_depth": self.batcher.depth}
+        states = getattr(self.engine, "states", None)
+        if callable(states):  # several upstreams: each one's health and load
+            answer["upstreams"] = states()
+            if not any(state["healthy"] for state in answer["upstreams"]):
+                answer["status"] = "degraded"  # requests still answer, with the original query
+        return answer
 
     def models(self) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "tsqr"}]}

@@ -19,6 +19,8 @@ class ServiceConfig:
     model: str | None = None  # transformers/vllm: path or hub id; openai: served name upstream
     rewrites: str | None = None  # file engine: published rewrites
     upstream: list[str] = field(default_factory=list)  # openai engine: base URLs of `vllm serve`
+    upstream_strategy: str = "least-busy"  # several upstreams: least-busy or round-robin
+    health_interval: float = 5.0  # seconds between health checks of several upstreams
     served_model_name: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
@@ -49,10 +51,8 @@ class ServiceConfig:
             raise InputError("--engine file needs --rewrites <published.json>")
         if self.engine == "openai" and not self.upstream:
             raise InputError("--engine openai needs --upstream http://127.0.0.1:8001/v1")
-        if len(self.upstream) > 1:
-            # Replica balancing is planned (issue 3); refuse rather than silently use one replica.
-            raise InputError("several --upstream replicas are not supported yet; give one, or put the replicas "
-                             "behind a load balancer and give its URL")
+        if self.upstream_strategy not in ("least-busy", "round-robin"):
+            raise InputError(f"--upstream-strategy must be least-busy or round-robin, got {self.upstream_strategy!r}")
         if self.api_key is None:
             self.api_key = os.environ.get("TSQR_API_KEY") or None
         if self.concurrent_batches is None:

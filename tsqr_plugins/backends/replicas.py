@@ -1,0 +1,152 @@
+"""Several OpenAI-compatible upstreams (e.g. `vllm serve` replicas) behind one backend.
+
+Each batch goes to one healthy replica, chosen least-busy (fewest batches in flight, ties in
+turn) or round-robin. A replica whose requests fail to connect is marked down and the batch is
+retried on the next one; a background thread re-checks every replica's ``/models`` every
+``health_interval`` seconds and brings recovered ones back. All replicas must serve the same model
+(the cache treats them as one engine).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InputError, ServerUnavailableError
+from ..params import GenerationParams
+from ..prompts import Prompt
+from .base import Backend, Completion
+from .openai import OpenAIBackend
+
+logger = logging.getLogger(__name__)
+STRATEGIES = ("least-busy", "round-robin")
+
+
+@dataclass
+class Replica:
+    url: str
+    backend: OpenAIBackend | None = None
+    healthy: bool = False
+    in_flight: int = 0
+    served: int = 0
+    failures: int = 0
+    last_error: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def state(self) -> dict[str, Any]:
+        return {"url": self.url, "healthy": self.healthy, "in_flight": self.in_flight, "served": self.served,
+                "failures": self.failures, "last_error": self.last_error}
+
+
+def _unreachable(completions: list[Completion]) -> bool:
+    """Every item failed to reach the server (as opposed to the server answering badly)."""
+    return bool(completions) and all(isinstance(c.error, ServerUnavailableError) for c in completions)
+
+
+class ReplicaPool(Backend):
+    NAME = "openai"  # the same engine as one OpenAI-compatible server, for the cache
+    EXTRA = "openai"
+    REQUIRES = ("httpx",)
+
+    def __init__(self, base_urls: Sequence[str], model: str | None = None, strategy: str = "least-busy",
+                 health_interval: float = 5.0, startup_timeout: float = 30.0, **options: Any) -> None:
+        if len(base_urls) < 1:
+            raise InputError("a replica pool needs at least one upstream URL")
+        if strategy not in STRATEGIES:
+            raise InputError(f"unknown upstream strategy {strategy!r}; choose one of {list(STRATEGIES)}")
+        self.strategy = strategy
+        self.options = {"max_retries": 1, **options}  # fail over quickly instead of retrying one replica
+        self.model = model
+        self.replicas = [Replica(url.rstrip("/")) for url in dict.fromkeys(base_urls)]
+        self._turn = itertools.count()
+        self._choose_lock = threading.Lock()
+        for replica in self.replicas:
+            self._connect(replica, timeout=startup_timeout if replica is self.replicas[-1] and not self.healthy() else 2.0)
+        if not self.healthy():
+            raise ServerUnavailableError("no upstream answered: " + "; ".join(f"{r.url}: {r.last_error}" for r in self.replicas))
+        self.model_id = f"{self.model}@{len(self.replicas)}-replicas"
+        self._stop = threading.Event()
+        self._checker = threading.Thread(target=self._check_loop, args=(health_interval,), daemon=True)
+        self._checker.start()
+
+    # -- health ----------------------------------------------------------------------------
+
+    def healthy(self) -> list[Replica]:
+        return [r for r in self.replicas if r.healthy]
+
+    def _connect(self, replica: Replica, timeout: float) -> None:
+        try:
+            if replica.backend is None:
+                replica.backend = OpenAIBackend(replica.url, model=self.model, health_timeout=timeout, **self.options)
+                self.model = self.model or replica.backend.model
+            served = replica.backend.check_server(timeout)
+            if served and self.model not in served:
+                raise ServerUnavailableError(f"serves {served}, not {self.model!r}")
+        except Exception as error:  # down or wrong model: kept out until a check passes
+            replica.healthy, replica.last_error = False, f"{type(error).__name__}: {error}"[:300]
+            return
+        if not replica.healthy:
+            logger.info("upstream %s is healthy", replica.url)
+        replica.healthy, replica.last_error = True, ""
+
+    def _check_loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            for replica in self.replicas:
+                self._connect(replica, timeout=2.0)
+
+    def states(self) -> list[dict[str, Any]]:
+        return [replica.state() for replica in self.replicas]
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def _choose(self, exclude: set[str]) -> Replica | None:
+        with self._choose_lock:
+            candidates = [r for r in self.healthy() if r.url not in exclude]
+            if not candidates:
+                return None
+            turn = next(self._turn)
+            order = candidates[turn % len(candidates):] + candidates[:turn % len(candidates)]
+            chosen = order[0] if self.strategy == "round-robin" else min(order, key=lambda r: r.in_flight)
+            chosen.in_flight += 1
+            return chosen
+
+    def _route(self, call) -> list[Completion]:
+        tried: set[str] = set()
+        last: list[Completion] | None = None
+        while True:
+            replica = self._choose(tried)
+            if replica is None:
+                if last is not None:
+                    return last
+                raise ServerUnavailableError("every upstream is down: " + "; ".join(
+                    f"{r.url}: {r.last_error or 'down'}" for r in self.replicas))
+            tried.add(replica.url)
+            try:
+                completions = call(replica.backend)
+            finally:
+                with self._choose_lock:
+                    replica.in_flight -= 1
+            if not _unreachable(completions):
+                replica.served += 1
+                return completions
+            replica.healthy, replica.failures = False, replica.failures + 1
+            replica.last_error = str(completions[0].error)[:300]
+            logger.warning("upstream %s is unreachable; trying another (%s)", replica.url, replica.last_error)
+            last = completions
+
+    def generate(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[Completion]:
+        return self._route(lambda backend: backend.generate(queries, prompt, params))
+
+    def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
+        return self._route(lambda backend: backend.chat(conversations, params))
+
+    def close(self) -> None:
+        self._stop.set()
+        for replica in self.replicas:
+            if replica.backend is not None:
+                replica.backend.close()
+
