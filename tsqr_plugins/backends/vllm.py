@@ -80,3 +80,77 @@ class VLLMBackend(Backend):
 
     def close(self) -> None:
         self.llm = None
+
+
+class AsyncVLLMBackend(VLLMBackend):
+    """vLLM's async engine (``AsyncLLMEngine``) on its own event loop in a background thread.
+
+    ``generate`` may be called from several threads at once (the service keeps several batches in
+    flight): every query becomes its own engine request, so concurrent batches are interleaved by
+    vLLM's continuous batching instead of waiting for each other. Same defaults and sampling as
+    :class:`VLLMBackend`; prefix caching on.
+    """
+
+    NAME = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        dtype: str = "auto",
+        max_model_len: int = 16000,
+        gpu_memory_utilization: float = 0.6,
+        tensor_parallel_size: int = 1,
+        enable_prefix_caching: bool = True,
+        trust_remote_code: bool = False,
+        startup_timeout: float = 900.0,
+        **engine_kwargs: Any,
+    ) -> None:
+        import asyncio
+        import itertools
+        import threading
+
+        vllm = require("vllm", self.EXTRA, "the vllm backend")
+        self._vllm = vllm
+        self.model_id = model_identity(model)
+        self.context_length = max_model_len
+        self._ids = itertools.count()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tsqr-vllm-async", daemon=True)
+        self._thread.start()
+        args = vllm.AsyncEngineArgs(
+            model=model, dtype=dtype, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=enable_prefix_caching,
+            trust_remote_code=trust_remote_code, **engine_kwargs,
+        )
+
+        async def start():
+            return vllm.AsyncLLMEngine.from_engine_args(args)
+
+        self.engine = asyncio.run_coroutine_threadsafe(start(), self._loop).result(startup_timeout)
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+
+    def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
+        import asyncio
+
+        sampling = self.sampling_params(params)
+        texts = [self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                 for messages in conversations]
+
+        async def one(text: str) -> Completion:
+            final = None
+            async for output in self.engine.generate({"prompt": text}, sampling, f"tsqr-{next(self._ids)}"):
+                final = output
+            return Completion(text=final.outputs[0].text if final is not None else "")
+
+        async def batch() -> list[Completion]:
+            return list(await asyncio.gather(*(one(text) for text in texts)))
+
+        return asyncio.run_coroutine_threadsafe(batch(), self._loop).result()
+
+    def close(self) -> None:
+        engine, self.engine = getattr(self, "engine", None), None
+        if engine is not None:
+            engine.shutdown()
+        self._loop.call_soon_threadsafe(self._loop.stop)

@@ -36,7 +36,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--max-batch-size", type=int, help="queries per engine batch (default 32)")
     parser.add_argument("--max-wait-ms", type=float, help="extra wait for a batch to fill, in ms (default 0: batches form while the engine is busy)")
     parser.add_argument("--max-queue", type=int, help="queued queries before 429 (default 1024)")
-    parser.add_argument("--concurrent-batches", type=int, help="engine batches in flight (default 1; openai 8)")
+    parser.add_argument("--concurrent-batches", type=int, help="engine batches in flight (default 1; openai 8; vllm 4)")
     parser.add_argument("--timeout", type=float, help="per-request time budget in seconds (default 30)")
     parser.add_argument("--max-queries-per-request", type=int)
     parser.add_argument("--max-query-chars", type=int)

@@ -44,8 +44,11 @@ def build_engine(config: ServiceConfig) -> Backend:
     if config.engine == "transformers":
         return load_backend("transformers", model=config.model, device=config.device, dtype=config.dtype)
     if config.engine == "vllm":
-        return load_backend("vllm", model=config.model, dtype=config.dtype, max_model_len=config.max_model_len,
-                            gpu_memory_utilization=config.gpu_memory_utilization)
+        # The async engine: concurrent batches interleave in vLLM's continuous batching.
+        from tsqr_plugins.backends.vllm import AsyncVLLMBackend
+
+        return AsyncVLLMBackend(config.model, dtype=config.dtype, max_model_len=config.max_model_len,
+                                gpu_memory_utilization=config.gpu_memory_utilization)
     concurrency = config.max_batch_size * config.concurrent_batches
     if len(config.upstream) > 1:
         from tsqr_plugins.backends.replicas import ReplicaPool

@@ -32,7 +32,7 @@ class ServiceConfig:
     max_batch_size: int = 32
     max_wait_ms: float = 0.0
     max_queue: int = 1024
-    concurrent_batches: int | None = None  # engine batches in flight; default 1, openai 8
+    concurrent_batches: int | None = None  # engine batches in flight; default 1, openai 8, vllm 4
     timeout: float = 30.0  # per-request time budget in seconds
     max_queries_per_request: int = 256
     max_query_chars: int = 32_000
@@ -56,7 +56,8 @@ class ServiceConfig:
         if self.api_key is None:
             self.api_key = os.environ.get("TSQR_API_KEY") or None
         if self.concurrent_batches is None:
-            self.concurrent_batches = 8 if self.engine == "openai" else 1
+            # openai: HTTP requests in flight; vllm: the async engine interleaves concurrent batches.
+            self.concurrent_batches = {"openai": 8, "vllm": 4}.get(self.engine, 1)
         for name in ("max_batch_size", "max_queue", "max_queries_per_request", "max_query_chars", "concurrent_batches"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
