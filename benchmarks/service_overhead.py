@@ -48,6 +48,17 @@ def in_process(count: int) -> list[float]:
     return samples
 
 
+async def http_floor(url: str, count: int) -> list[float]:
+    """The same client and server doing no work (GET /health): what HTTP itself costs here."""
+    samples = []
+    async with httpx.AsyncClient(timeout=60) as http:
+        for _ in range(count):
+            start = time.perf_counter()
+            await http.get(url + "/health")
+            samples.append(time.perf_counter() - start)
+    return samples
+
+
 async def over_http(url: str, count: int, clients: int, prefix: str) -> list[float]:
     samples: list[float] = []
 
@@ -79,10 +90,14 @@ def main() -> None:
                 rows.append((f"service, {clients} client(s), cache miss", p50, p99))
             p50, p99 = percentiles(asyncio.run(over_http(running.url, args.requests, 1, "miss 1")))
             rows.append(("service, 1 client, cache hit", p50, p99))
+            floor_p50, floor_p99 = percentiles(asyncio.run(http_floor(running.url, args.requests)))
+            rows.append(("HTTP floor: GET /health, 1 client", floor_p50, floor_p99))
     print(f"# service overhead, {args.requests} requests per row, {platform.machine()}, {time.strftime('%Y-%m-%d')}")
     print(f"{'':<40} {'p50 ms':>8} {'p99 ms':>8} {'added p50 ms':>13} {'p50 ratio':>10}")
     for name, p50, p99 in rows:
         print(f"{name:<40} {p50:>8.3f} {p99:>8.3f} {p50 - base_p50:>13.3f} {p50 / base_p50:>10.1f}")
+    hit = next(p50 for name, p50, _ in rows if name.endswith("cache hit"))
+    print(f"cache hit over the HTTP floor: {hit - floor_p50:.3f} ms p50 ({hit / floor_p50:.2f}x the floor)")
 
 
 if __name__ == "__main__":
