@@ -93,6 +93,16 @@ def test_dense_retriever_exclusions_and_instructions():
     assert query_instruction("minilm", "biology") == "" and query_instruction("BAAI/bge-base-en-v1.5", "mine") == ""
     with pytest.raises(InputError, match="needs a model"):
         make_retriever("dense")
+    if is_installed("faiss"):  # the approximate indexes agree with exact search on a small corpus
+        exact = [h.doc_id for h in hits]
+        for index_type in ("hnsw", "ivf"):
+            approximate = make_retriever("dense:minilm", index_type=index_type)
+            approximate.index(task.doc_ids, task.documents, task="biology")
+            (found,) = approximate.search_batch([task.queries[0]], k=5)
+            assert [h.doc_id for h in found] == exact, index_type
+    with pytest.raises(InputError, match="dense index must be one of"):
+        make_retriever("dense:minilm", index_type="lsh")
+    assert make_retriever("embedded", index_type="hnsw").NAME == "embedded"  # options a backend lacks are not passed
 
 
 @pytest.mark.integration

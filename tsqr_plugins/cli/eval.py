@@ -27,6 +27,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--backend", default="embedded",
                         help="retrieval backends, comma separated: embedded (default), pyserini[:bm25], "
                         "dense:<model> (dense:minilm offline), elasticsearch[:<url>], opensearch[:<url>]")
+    parser.add_argument("--dense-index", choices=("flat", "hnsw", "ivf"), default="flat",
+                        help="dense backends: exact inner product (flat, default) or approximate HNSW/IVF for large corpora")
     parser.add_argument("--rewriter", default="none",
                         help="none | file:<rewrites.json> | transformers | vllm | openai (default none)")
     parser.add_argument("--output", type=Path, help="result folder (created)")
@@ -77,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, cache_dir=args.index_cache or default_cache_dir(), progress=not args.quiet,
         rewriter_label=args.rewriter, dataset_label=args.dataset,
         extra={"gain_model": gain_encoder.model_name} if gain_encoder else {},
+        retriever_options={"index_type": args.dense_index},
     )
     try:
         document = run_eval(tasks, settings, rewriter, gain_encoder)

