@@ -169,7 +169,38 @@ def test_two_grpo_steps_then_the_checkpoint_rewrites(tmp_path, tiny_model, monke
     assert summary["steps"] == 2 and len(summary["reward"]) == 2  # two optimiser steps, rewards logged
     assert all(isinstance(r, float) for r in summary["reward"])
 
+    # With the optional BM25 reward as well: both rewards logged, weighted by reward_weights.
+    import yaml
+
+    recipe = yaml.safe_load((REPO / "training" / "configs" / "tiny.yaml").read_text())
+    recipe["reward"]["bm25_weight"] = 0.5
+    both = tmp_path / "both.yaml"
+    both.write_text(yaml.safe_dump(recipe))
+    assert main(["train", "grpo", "--config", str(both), "--model", str(base), "--dataset", str(train),
+                 "--output-dir", str(tmp_path / "both"), "--max-steps", "1"]) == 0
+    both_summary = json.loads((tmp_path / "both" / "training_summary.json").read_text())
+    assert both_summary["steps"] == 1
+    assert set(both_summary["reward_by_function"]) == {"embedding_gain", "bm25_ndcg_gain"}
+
     backend = TransformersBackend(str(output), device="cpu", batch_size=2)
     (rewrite,) = Rewriter(backend, params="greedy").rewrite_batch(["Why do moths circle street lamps?"])
     assert rewrite.original == "Why do moths circle street lamps?" and rewrite.model == str(output)
     backend.close()
+
+
+def test_bm25_reward_rewards_finding_the_positives():
+    from tsqr_plugins.training.reward import get_bm25_reward, ndcg_at_10
+
+    assert ndcg_at_10(["a", "b", "c"], {"b"}) == pytest.approx(1 / __import__("math").log2(3))
+    documents = ["Insects keep the moon at a fixed angle: transverse orientation.",
+                 "Street lamps use sodium bulbs.", "Lamp posts and street lamps of the city.",
+                 "Compost needs air and dry leaves."]
+    reward = get_bm25_reward(documents)
+    scores = reward(["transverse orientation of insects and the moon", "street lamps", ""],
+                    query=["Why do moths circle street lamps?"] * 3, positives=[[documents[0]]] * 3)
+    # The question ranks the positive third (after the two lamp documents; BRIGHT pads zero scores in
+    # corpus order): nDCG@10 = 1/log2(4) = 0.5. The first rewrite ranks it first (1.0); the second
+    # ranks as the question does; the empty one is invalid.
+    assert scores == pytest.approx([0.5, 0.0, -1.0])
+    with pytest.raises(InputError, match="needs documents"):
+        get_bm25_reward([])

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import InputError
 from ..lazy import require
 from .recipe import Recipe, trl_config
-from .reward import get_embedding_reward
+from .reward import get_bm25_reward, get_embedding_reward
 
 logger = logging.getLogger(__name__)
 REQUIRED_COLUMNS = ("prompt", "query", "positives")
@@ -44,10 +44,16 @@ def resolve_model(recipe: Recipe) -> str:
 
 def train_grpo(recipe: Recipe, encoder=None) -> Path:
     trl = require("trl", "train", "GRPO training")
-    config = trl_config("grpo", recipe.grpo, recipe.output_dir)  # checked before anything heavy loads
+    bm25_weight = float(recipe.reward.get("bm25_weight", 0.0))
+    settings = dict(recipe.grpo)
+    if bm25_weight > 0:
+        settings.setdefault("reward_weights", [1.0, bm25_weight])
+    config = trl_config("grpo", settings, recipe.output_dir)  # checked before anything heavy loads
     dataset = load_training_data(recipe.dataset)
-    reward = get_embedding_reward(recipe.embedding_model, encoder=encoder, device=recipe.reward.get("device"))
-    trainer = trl.GRPOTrainer(model=resolve_model(recipe), reward_funcs=[reward], args=config, train_dataset=dataset)
+    rewards = [get_embedding_reward(recipe.embedding_model, encoder=encoder, device=recipe.reward.get("device"))]
+    if bm25_weight > 0:  # off by default: the paper trains on the embedding reward alone
+        rewards.append(get_bm25_reward([d for docs in dataset["positives"] for d in docs]))
+    trainer = trl.GRPOTrainer(model=resolve_model(recipe), reward_funcs=rewards, args=config, train_dataset=dataset)
     trainer.train()
     return _save(trainer, recipe)
 
@@ -83,6 +89,11 @@ def summary(trainer: Any, recipe: Recipe) -> dict[str, Any]:
         "steps": trainer.state.global_step,
         "step_time_s": [entry.get("step_time") for entry in history],
         "reward": [entry.get("reward") for entry in history],
+        "reward_by_function": {
+            key[len("rewards/"):-len("/mean")]: [entry.get(key) for entry in history]
+            for key in dict.fromkeys(k for entry in history for k in entry)
+            if key.startswith("rewards/") and key.endswith("/mean")
+        },
         "loss": [entry.get("loss") for entry in history],
     }
 

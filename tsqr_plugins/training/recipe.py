@@ -3,7 +3,7 @@
     model: Qwen/Qwen2.5-1.5B-Instruct      # or a local path, or "tiny" (a random Qwen2 built here)
     dataset: data/train.parquet            # `tsqr train data` output
     output_dir: checkpoints/tsqr-grpo
-    reward: {embedding_model: BAAI/bge-base-en-v1.5, device: null}
+    reward: {embedding_model: BAAI/bge-base-en-v1.5, device: null, bm25_weight: 0.0}
     grpo: {learning_rate: 1.0e-6, beta: 0.008, ...}   # GRPOConfig fields, checked against TRL
     sft: {...}                                         # SFTConfig fields (the SFT baseline)
 

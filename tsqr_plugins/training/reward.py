@@ -59,3 +59,51 @@ def get_embedding_reward(model: str = DEFAULT_EMBEDDING_MODEL, encoder: Encoder 
 
     embedding_reward.__name__ = "embedding_gain"  # the name TRL logs the reward under
     return embedding_reward
+
+
+def ndcg_at_10(ranked_ids: Sequence[str], relevant: set[str]) -> float:
+    """Binary-relevance nDCG@10."""
+    import math
+
+    dcg = sum(1.0 / math.log2(rank + 2) for rank, doc in enumerate(ranked_ids[:10]) if doc in relevant)
+    ideal = sum(1.0 / math.log2(rank + 2) for rank in range(min(len(relevant), 10)))
+    return dcg / ideal if ideal else 0.0
+
+
+def get_bm25_reward(documents: Sequence[str]) -> Callable[..., list[float]]:
+    """Optional second reward: the BM25Q nDCG@10 gain of the rewrite over the original query.
+
+    ``documents`` is the pool searched: every positive document of the training data (each
+    question's positives compete with every other question's, as BRIGHT's corpora do), plus any
+    extra negatives. The pool is indexed once with the embedded engine (BRIGHT's scoring). An
+    empty or unparseable completion scores -1, as in the embedding reward.
+    """
+    from ..search.bm25 import BM25Index
+
+    pool = list(dict.fromkeys(d for d in documents if isinstance(d, str) and d.strip()))
+    if not pool:
+        raise InputError("the BM25 reward needs documents to search")
+    ids = {text: str(i) for i, text in enumerate(pool)}
+    index = BM25Index.build(list(ids.values()), pool)
+    original_scores: dict[str, float] = {}
+
+    def score(text: str, relevant: set[str]) -> float:
+        return ndcg_at_10(index.search(text, k=10).doc_ids, relevant)
+
+    def bm25_reward(completions: Sequence[Any], query: Sequence[str], positives: Sequence[Sequence[str]],
+                    think: Sequence[bool] | None = None, **_: Any) -> list[float]:
+        flags = think if think is not None else [False] * len(completions)
+        rewards = []
+        for completion, original, docs, flag in zip(completions, query, positives, flags):
+            rewrite = rewrite_of(completion, bool(flag))
+            if rewrite is None or not rewrite.strip():
+                rewards.append(INVALID_REWRITE_SCORE)
+                continue
+            relevant = {ids[d] for d in docs if d in ids}
+            if original not in original_scores:
+                original_scores[original] = score(original, relevant)
+            rewards.append(score(rewrite, relevant) - original_scores[original])
+        return rewards
+
+    bm25_reward.__name__ = "bm25_ndcg_gain"
+    return bm25_reward
