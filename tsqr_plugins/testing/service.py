@@ -25,7 +25,10 @@ class RunningApp:
         self.app = app
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning"))
+        # A long keep-alive: on a loaded 2-core machine a pooled connection can sit idle past uvicorn's
+        # 5 s default and be closed just as the client reuses it (a ReadError that is not the service's).
+        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning",
+                                                     timeout_keep_alive=60))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def __enter__(self):
