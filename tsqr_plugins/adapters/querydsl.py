@@ -48,8 +48,12 @@ class TextQuery:
     boost: float | None = None
     options: dict = field(default_factory=dict)  # the leaf's other parameters (multi_match type, ...)
 
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(field_name(spec) for spec in self.fields)
 
-def _field_name(spec: str) -> str:
+
+def field_name(spec: str) -> str:
     return spec.split("^", 1)[0]  # "title^2" -> "title"
 
 
@@ -85,7 +89,7 @@ def find_text_queries(holder: dict, fields: Iterable[str] | None = None) -> list
         leaf = _leaf(node)
         if leaf is not None:
             kind, text, names, options = leaf
-            if wanted is None or wanted & {_field_name(n) for n in names}:
+            if wanted is None or wanted & {field_name(n) for n in names}:
                 boost = options.get("boost") if isinstance(options.get("boost"), (int, float)) else None
                 found.append(TextQuery(container, key, kind, text, names, boost, options))
             return
@@ -166,14 +170,14 @@ def termvectors_body(text: str, fields: list[str]) -> dict:
     }
 
 
-def bm25q_weights(termvectors: dict, field_name: str, k1: float = BM25_K1, b: float = BM25_B) -> dict[str, float]:
+def bm25q_weights(termvectors: dict, text_field: str, k1: float = BM25_K1, b: float = BM25_B) -> dict[str, float]:
     """Each query term's query-side BM25 weight from a ``_termvectors`` answer (BRIGHT's formula).
 
     weight = (ln(N + 1) - ln(df + 0.5)) * tf / (tf + k1 (1 - b + b |q| / avgdl)), with N and avgdl
     from the field statistics, |q| counting the query terms the index knows; unknown terms drop out.
     """
     try:
-        vector = termvectors["term_vectors"][field_name]
+        vector = termvectors["term_vectors"][text_field]
         stats = vector["field_statistics"]
         documents, total = int(stats["doc_count"]), int(stats["sum_ttf"])
         terms = {t: (int(v.get("term_freq", 0)), int(v.get("doc_freq", 0) or 0)) for t, v in vector["terms"].items()}
@@ -188,11 +192,11 @@ def bm25q_weights(termvectors: dict, field_name: str, k1: float = BM25_K1, b: fl
     return {t: (math.log(documents + 1.0) - math.log(df + 0.5)) * (tf / (tf + norm)) for t, (tf, df) in known.items()}
 
 
-def bm25q_query(weights: dict[str, float], field_name: str, budget: int) -> Built:
+def bm25q_query(weights: dict[str, float], text_field: str, budget: int) -> Built:
     """``bool.should`` of ``term`` clauses boosted by their weight, the lowest dropped past ``budget``."""
     ranked = sorted(weights.items(), key=lambda item: (-item[1], item[0]))
     kept = ranked[: max(1, budget)]
-    clauses = [{"term": {field_name: {"value": term, "boost": round(weight, 6)}}} for term, weight in kept]
+    clauses = [{"term": {text_field: {"value": term, "boost": round(weight, 6)}}} for term, weight in kept]
     info = {"scoring": "bm25q", "terms": len(kept), "dropped_terms": len(ranked) - len(kept)}
     if not clauses:  # no term of the text is in the index (an empty bool would match everything)
         return Built({"match_none": {}}, info)

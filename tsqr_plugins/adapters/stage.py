@@ -66,10 +66,6 @@ def plan(query: dict, settings: StageSettings) -> Plan:
     return Plan(holder, [leaf for leaf in leaves if isinstance(leaf.text, str) and leaf.text.strip()])
 
 
-def _field_names(leaf: TextQuery) -> tuple[str, ...]:
-    return tuple(querydsl._field_name(name) for name in leaf.fields)
-
-
 def _texts(rewrite: Rewrite, settings: StageSettings) -> list[str]:
     return querydsl.leaf_texts(rewrite, settings.mode, settings.repeat)
 
@@ -82,7 +78,7 @@ def stats_needed(plan: Plan, settings: StageSettings) -> list[StatsKey]:
     for leaf, rewrite in zip(plan.leaves, plan.rewrites):
         if not rewrite.fallback:
             for text in _texts(rewrite, settings):
-                keys[(text, _field_names(leaf))] = None
+                keys[(text, leaf.field_names)] = None
     return list(keys)
 
 
@@ -123,7 +119,7 @@ def _merged_info(built: list[Built]) -> dict:
 
 def _build(text: str, leaf: TextQuery, budget: int, settings: StageSettings,
            stats: dict[StatsKey, dict | None]) -> Built:
-    names = _field_names(leaf)
+    names = leaf.field_names
     text = querydsl.clean_text(text)
     if settings.scoring == "bm25q":
         termvectors = stats.get((text, names))
