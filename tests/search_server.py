@@ -100,6 +100,10 @@ class RecordingSearchServer:
                         self._send(200, server.termvectors(body or {}))
                 elif path.endswith("/_search"):
                     self._send(200, SEARCH_ANSWER)
+                elif path.endswith("/_msearch"):
+                    lines = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+                    record["ndjson"] = lines
+                    self._send(200, {"took": 1, "responses": [SEARCH_ANSWER] * (len(lines) // 2)})
                 elif path.startswith("/missing"):
                     self._send(404, {"error": {"type": "index_not_found_exception"}, "status": 404},
                                [("X-Upstream", "recording")])

@@ -21,7 +21,9 @@ from tests.conftest import skip_unless
 from tsqr_plugins import Rewriter
 from tsqr_plugins.lazy import is_installed
 from tsqr_plugins.search.bulk import BulkIndexer
-from tsqr_plugins.testing.conformance import CORPUS, QUERY, REWRITE, RELEVANT, FailingBackend, file_rewriter
+from tsqr_plugins.testing.conformance import (
+    CORPUS, K, QUERY, RELEVANT, REWRITE, AdapterConformance, FailingBackend, file_rewriter,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -111,3 +113,29 @@ def test_opensearch_pipeline_live(tmp_path):
             installer.uninstall(name, index_template=False)
             httpx.delete(f"{OPENSEARCH_URL}/{index}")
             installer.close()
+
+
+class TestElasticsearchConformance(AdapterConformance):
+    """The shared adapter checks on a live Elasticsearch (skipped without one)."""
+
+    @pytest.fixture
+    def make_adapter(self, es_index):
+        from elasticsearch import Elasticsearch
+
+        from tsqr_plugins.adapters.elasticsearch import RewritingElasticsearch
+
+        self.index = es_index
+        client = Elasticsearch(ES_URL)
+        return lambda rewriter: RewritingElasticsearch(client, rewriter, scoring="bm25q")
+
+    def search(self, adapter, queries):
+        return [ids(adapter.search(index=self.index, query={"match": {"text": q}}, size=K)) for q in queries]
+
+    def search_batch(self, adapter, queries):
+        searches = []
+        for query in queries:
+            searches += [{"index": self.index}, {"query": {"match": {"text": query}}, "size": K}]
+        return [ids(response) for response in adapter.msearch(searches=searches)["responses"]]
+
+    def last_rewrites(self, adapter):
+        return adapter.last_rewrites

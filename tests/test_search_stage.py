@@ -216,6 +216,36 @@ def test_elasticsearch_client_stage(es_client, tmp_path):
         RewritingElasticsearch(object(), file_rewriter(tmp_path))
 
 
+def test_msearch_rewrites_the_whole_batch_in_one_call(es_client, tmp_path):
+    from tsqr_plugins.adapters.elasticsearch import RewritingElasticsearch
+    from tsqr_plugins.backends.file import FileBackend
+
+    calls = []
+
+    class CountingBackend(FileBackend):
+        def generate(self, queries, prompt, params):
+            calls.append(list(queries))
+            return super().generate(queries, prompt, params)
+
+    path = tmp_path / "rewrites.json"
+    path.write_text(json.dumps({QUERY: REWRITE, "lamp posts": "street lighting columns"}))
+    with RecordingSearchServer(CORPUS) as server:
+        es = RewritingElasticsearch(es_client(server), Rewriter(CountingBackend(path, on_missing="fallback")),
+                                    scoring="bm25q")
+        searches = [{"index": "docs"}, {"query": {"match": {"text": QUERY}}, "size": 2},
+                    {"index": "docs"}, {"query": {"term": {"id": "d1"}}},  # nothing to rewrite: as sent
+                    {"index": "docs"}, {"query": {"match": {"text": "lamp posts"}}}]
+        response = es.msearch(searches=searches)
+        assert calls == [[QUERY, "lamp posts"]]  # one rewriter call for the batch
+        (sent,) = [r for r in server.requests if r["path"].split("?")[0].endswith("/_msearch")]
+        lines = sent["ndjson"]
+        assert lines[0] == {"index": "docs"} and lines[1]["size"] == 2
+        assert "term" in lines[1]["query"]["bool"]["should"][0]  # BM25Q from _termvectors
+        assert lines[3] == {"query": {"term": {"id": "d1"}}}
+        assert [info["rewritten"] for info in response["tsqr"]] == [1, 0, 1]
+        assert len(response["responses"]) == 3
+
+
 def test_elasticsearch_client_stage_fails_open(es_client, tmp_path):
     from tsqr_plugins.adapters.elasticsearch import RewritingElasticsearch
 

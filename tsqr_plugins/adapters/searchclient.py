@@ -1,14 +1,17 @@
 """Client-side query-transform stage around an Elasticsearch or OpenSearch Python client.
 
 ``search()`` rewrites the text of the ``match``/``multi_match`` queries in the request (the
-fields are configurable) and sends everything else untouched; every other client method is
-passed through. The engine-specific classes are in ``elasticsearch.py`` and ``opensearch.py``.
+fields are configurable) and sends everything else untouched; ``msearch()`` does the same for
+every search of the batch with one rewriter call; every other client method is passed through.
+The engine-specific classes are in ``elasticsearch.py`` and ``opensearch.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..core import Rewrite, Rewriter, as_backend_error
@@ -38,12 +41,55 @@ def single_index(index: Any) -> str | None:
     return None
 
 
-def annotate(response: Any, info: dict) -> Any:
+def annotate(response: Any, info: Any) -> Any:
     """Add the stage's metadata to a search response under ``"tsqr"``."""
     body = response if isinstance(response, dict) else getattr(response, "body", None)
     if isinstance(body, dict):
         body["tsqr"] = info
     return response
+
+
+@dataclass
+class Job:
+    """The searches of one call: a plan (or None: untouched) and the index of each, and how to
+    rebuild the call's keyword arguments from the new queries."""
+
+    plans: list[Plan | None]
+    indexes: list[str | None]
+    rebuild: Callable[[list[dict | None]], dict]
+    single: bool  # search() answers one info dict, msearch() a list
+
+    @property
+    def texts(self) -> list[str]:
+        return [text for plan in self.plans if plan for text in plan.texts]
+
+    def assign(self, rewrites: list[Rewrite]) -> None:
+        start = 0
+        for plan in self.plans:
+            if plan:
+                plan.rewrites = rewrites[start:start + len(plan.leaves)]
+                start += len(plan.leaves)
+
+    def stats_keys(self, settings: StageSettings) -> list[tuple[str | None, StatsKey]]:
+        keys = {}
+        for plan, index in zip(self.plans, self.indexes):
+            if plan:
+                for key in stage.stats_needed(plan, settings):
+                    keys[(index, key)] = None
+        return list(keys)
+
+    def finish(self, settings: StageSettings, stats: dict) -> tuple[dict, Any]:
+        queries, infos = [], []
+        for plan, index in zip(self.plans, self.indexes):
+            if plan is None:
+                queries.append(None)
+                infos.append({"rewritten": 0, "fallback": 0, "queries": []})
+                continue
+            own = {key: value for (where, key), value in stats.items() if where == index}
+            query, info = stage.apply(plan, settings, own)
+            queries.append(query)
+            infos.append(info)
+        return self.rebuild(queries), (infos[0] if self.single else infos)
 
 
 class _Stage:
@@ -65,56 +111,97 @@ class _Stage:
         # Every other client method (index, bulk, indices, close, ...) is the wrapped client's.
         return getattr(self.__dict__["client"], name)
 
-    def _plan(self, kwargs: dict) -> Plan | None:
-        query, _ = _query_of(kwargs)
-        if query is None or self.rewriter is None:
+    def _plan(self, query: Any) -> Plan | None:
+        if not isinstance(query, dict):
             return None
         plan = stage.plan(query, self.settings)
         return plan if plan.leaves else None
 
-    def _finish(self, plan: Plan, kwargs: dict, stats: dict[StatsKey, dict | None]) -> tuple[dict, dict]:
-        new_query, info = stage.apply(plan, self.settings, stats)
-        _, rebuild = _query_of(kwargs)
-        return rebuild(new_query), info
+    def _search_job(self, kwargs: dict) -> Job | None:
+        query, rebuild = _query_of(kwargs)
+        plan = self._plan(query) if self.rewriter is not None else None
+        if plan is None:
+            return None
+        return Job([plan], [single_index(kwargs.get("index"))], lambda queries: rebuild(queries[0]), single=True)
 
-    def _failed(self, error: Exception) -> dict:
-        """Fail-open for anything our stage breaks on: the caller's search goes out untouched."""
+    def _msearch_job(self, kwargs: dict) -> Job | None:
+        """``msearch(searches=[header, body, ...])`` (or ``body=`` as such a list); NDJSON strings pass."""
+        key = "searches" if isinstance(kwargs.get("searches"), list) else "body"
+        items = kwargs.get(key)
+        if self.rewriter is None or not isinstance(items, list) or len(items) % 2:
+            return None
+        headers, bodies = items[0::2], items[1::2]
+        plans = [self._plan(body.get("query")) if isinstance(body, dict) else None for body in bodies]
+        if not any(plans):
+            return None
+        default = kwargs.get("index")
+        indexes = [single_index(h.get("index", default) if isinstance(h, dict) else default) for h in headers]
+
+        def rebuild(queries: list[dict | None]) -> dict:
+            new_items = []
+            for header, body, query in zip(headers, bodies, queries):
+                new_items += [header, body if query is None else {**body, "query": query}]
+            return {**kwargs, key: new_items}
+
+        return Job(plans, indexes, rebuild, single=False)
+
+    def _failed(self, error: Exception, single: bool, size: int) -> Any:
+        """Fail-open for anything our stage breaks on: the caller's searches go out untouched."""
         if isinstance(error, InputError):
             raise error
         if self.rewriter is not None and self.rewriter.strict:
             raise as_backend_error(error)
         logger.warning("query rewriting failed; searching with the original query (%s: %s)",
                        type(error).__name__, error)
-        return {"rewritten": 0, "fallback": 1, "error": f"{type(error).__name__}: {error}"}
+        info = {"rewritten": 0, "fallback": 1, "error": f"{type(error).__name__}: {error}"}
+        return info if single else [info] * size
 
-    def _termvectors_failed(self, index: str, error: Exception) -> None:
+    def _termvectors_request(self, index: str | None, key: StatsKey) -> dict | None:
+        if index is None:
+            return None
+        text, fields = key
+        return {"index": index, "body": querydsl.termvectors_body(text, list(fields))}
+
+    @staticmethod
+    def _termvectors_failed(index: str, error: Exception) -> None:
         logger.warning("_termvectors on %s failed, BM25Q falls back to match (%s)", index, error)
+
+    def _respond(self, response: Any, info: Any) -> Any:
+        return annotate(response, info) if info is not None and self.annotate_response else response
 
 
 class RewritingSearchClient(_Stage):
     """A synchronous client (``elasticsearch.Elasticsearch`` or ``opensearchpy.OpenSearch``) with rewriting."""
 
     def search(self, **kwargs):
+        return self._run(self._search_job, self.client.search, kwargs)
+
+    def msearch(self, **kwargs):
+        """Every search of the batch rewritten with one rewriter call."""
+        return self._run(self._msearch_job, self.client.msearch, kwargs)
+
+    def _run(self, make_job, send, kwargs):
         request, info = kwargs, None
+        job = None
         try:
-            plan = self._plan(kwargs)
-            if plan is not None:
-                plan.rewrites = self.rewriter.rewrite_batch(plan.texts)
-                self.last_rewrites = plan.rewrites
-                index = single_index(kwargs.get("index"))
-                stats = {key: self._termvectors(index, key) for key in stage.stats_needed(plan, self.settings)}
-                request, info = self._finish(plan, kwargs, stats)
+            job = make_job(kwargs)
+            if job is not None:
+                rewrites = self.rewriter.rewrite_batch(job.texts)
+                self.last_rewrites = rewrites
+                job.assign(rewrites)
+                stats = {where: self._termvectors(*where) for where in job.stats_keys(self.settings)}
+                request, info = job.finish(self.settings, stats)
         except Exception as error:
-            request, info = kwargs, self._failed(error)
-        response = self.client.search(**request)
-        return annotate(response, info) if info is not None and self.annotate_response else response
+            request = kwargs
+            info = self._failed(error, job.single if job else True, len(job.plans) if job else 1)
+        return self._respond(send(**request), info)
 
     def _termvectors(self, index: str | None, key: StatsKey) -> dict | None:
-        if index is None:
+        request = self._termvectors_request(index, key)
+        if request is None:
             return None
-        text, fields = key
         try:
-            response = self.client.termvectors(index=index, body=querydsl.termvectors_body(text, list(fields)))
+            response = self.client.termvectors(**request)
         except Exception as error:  # the search still goes out, with match scoring
             self._termvectors_failed(index, error)
             return None
@@ -126,27 +213,34 @@ class AsyncRewritingSearchClient(_Stage):
     thread, so the event loop keeps serving while the model generates."""
 
     async def search(self, **kwargs):
+        return await self._run(self._search_job, self.client.search, kwargs)
+
+    async def msearch(self, **kwargs):
+        return await self._run(self._msearch_job, self.client.msearch, kwargs)
+
+    async def _run(self, make_job, send, kwargs):
         request, info = kwargs, None
+        job = None
         try:
-            plan = self._plan(kwargs)
-            if plan is not None:
-                plan.rewrites = await asyncio.to_thread(self.rewriter.rewrite_batch, plan.texts)
-                self.last_rewrites = plan.rewrites
-                index = single_index(kwargs.get("index"))
-                keys = stage.stats_needed(plan, self.settings)
-                answers = await asyncio.gather(*(self._termvectors(index, key) for key in keys))
-                request, info = self._finish(plan, kwargs, dict(zip(keys, answers)))
+            job = make_job(kwargs)
+            if job is not None:
+                rewrites = await asyncio.to_thread(self.rewriter.rewrite_batch, job.texts)
+                self.last_rewrites = rewrites
+                job.assign(rewrites)
+                keys = job.stats_keys(self.settings)
+                answers = await asyncio.gather(*(self._termvectors(*where) for where in keys))
+                request, info = job.finish(self.settings, dict(zip(keys, answers)))
         except Exception as error:
-            request, info = kwargs, self._failed(error)
-        response = await self.client.search(**request)
-        return annotate(response, info) if info is not None and self.annotate_response else response
+            request = kwargs
+            info = self._failed(error, job.single if job else True, len(job.plans) if job else 1)
+        return self._respond(await send(**request), info)
 
     async def _termvectors(self, index: str | None, key: StatsKey) -> dict | None:
-        if index is None:
+        request = self._termvectors_request(index, key)
+        if request is None:
             return None
-        text, fields = key
         try:
-            response = await self.client.termvectors(index=index, body=querydsl.termvectors_body(text, list(fields)))
+            response = await self.client.termvectors(**request)
         except Exception as error:
             self._termvectors_failed(index, error)
             return None
