@@ -217,3 +217,23 @@ def test_bm25_reward_rewards_finding_the_positives():
     assert scores == pytest.approx([0.5, 0.0, -1.0])
     with pytest.raises(InputError, match="needs documents"):
         get_bm25_reward([])
+
+
+def test_sft_baseline_on_the_same_data(tmp_path, tiny_model, monkeypatch):
+    pytest.importorskip("trl", reason="training needs the 'train' extra")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from tsqr_plugins.cli import main
+
+    train = tmp_path / "train.parquet"
+    assert main(["train", "data", "--from-jsonl", str(REPO / "training" / "examples" / "tiny.jsonl"),
+                 "--output", str(train)]) == 0
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    output = tmp_path / "sft"
+    assert main(["train", "sft", "--config", str(REPO / "training" / "configs" / "tiny.yaml"), "--model", str(base),
+                 "--dataset", str(train), "--output-dir", str(output)]) == 0
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["steps"] == 2 and all(isinstance(loss, float) for loss in summary["loss"] if loss is not None)
+    from tsqr_plugins.backends.transformers import TransformersBackend
+
+    TransformersBackend(str(output), device="cpu").close()  # the checkpoint loads in the rewriter
