@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.background_server import BackgroundServer
 
 
-class RecordingOpenAIServer:
+class RecordingOpenAIServer(BackgroundServer):
     def __init__(self, answer=None, fail_first=0, fail_status=503, delay=0.0, malformed=False, api_key=None, port=0):
         self.answer = answer or (lambda body: "rewrite of " + body["messages"][-1]["content"].split("Query: ")[-1].strip())
         self.fail_first = fail_first
@@ -23,17 +25,8 @@ class RecordingOpenAIServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self._server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def __enter__(self):
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(port)
+        self.base_url = f"{self.url}/v1"
 
     def _handler(self):
         server = self

@@ -9,33 +9,23 @@ It sends `X-Elastic-Product: Elasticsearch` because the official client refuses 
 from __future__ import annotations
 
 import json
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
+from tests.background_server import BackgroundServer
 from tsqr_plugins.search.analyzer import LuceneEnglishAnalyzer
 
 SEARCH_ANSWER = {"took": 1, "timed_out": False, "hits": {"total": {"value": 0, "relation": "eq"}, "hits": []}}
 
 
-class RecordingSearchServer:
+class RecordingSearchServer(BackgroundServer):
     def __init__(self, corpus: dict[str, str] | None = None, field: str = "text", fail_termvectors: bool = False):
         self.analyzer = LuceneEnglishAnalyzer()
         self.field = field
         self.fail_termvectors = fail_termvectors
         self.documents = {doc_id: Counter(self.analyzer(text)) for doc_id, text in (corpus or {}).items()}
         self.requests: list[dict] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self):
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__()
 
     def searches(self) -> list[dict]:
         return [r for r in self.requests if r["path"].split("?")[0].endswith("/_search")]

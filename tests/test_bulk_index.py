@@ -6,17 +6,17 @@ exercised in test_search_live.py when TSQR_ES_URL / TSQR_OPENSEARCH_URL are set.
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from tests.background_server import BackgroundServer
 from tsqr_plugins.adapters import engine_configs
 from tsqr_plugins.errors import InputError
 from tsqr_plugins.search.bulk import BulkIndexer
 
 
-class ScriptedBulkServer:
+class ScriptedBulkServer(BackgroundServer):
     def __init__(self, refuse_first_request=False, refuse_every_third_item=False, refuse_id=None, lose_one=False):
         self.indexes: dict[str, dict] = {}
         self.documents: dict[str, dict[str, dict]] = {}
@@ -26,16 +26,7 @@ class ScriptedBulkServer:
         self.lose_one = lose_one
         self.bulk_calls = 0
         self.seen_items: set[str] = set()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self):
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__()
 
     def bulk(self, lines: list[str]):
         self.bulk_calls += 1

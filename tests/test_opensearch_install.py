@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from tests.background_server import BackgroundServer
 from tsqr_plugins.adapters.opensearch_install import TRUSTED, OpenSearchInstaller
 from tsqr_plugins.errors import InputError, ServerUnavailableError
 from tsqr_plugins.testing.service import free_port
 
 
-class ScriptedMLCommons:
+class ScriptedMLCommons(BackgroundServer):
     def __init__(self):
         self.settings = {TRUSTED: ["^https://api\\.openai\\.com/.*$"]}
         self.connectors, self.models, self.deployed = {}, {}, set()
@@ -26,16 +26,7 @@ class ScriptedMLCommons:
         self.log: list[tuple[str, str]] = []
         ids = itertools.count(1)
         self.next_id = lambda prefix: f"{prefix}{next(ids)}"
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self):
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__()
 
     def answer(self, method: str, path: str, body):
         path = path.split("?")[0]

