@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from .adapters import querydsl, stage
+from .adapters.searchclient import single_index
 from .adapters.stage import StageSettings
 from .core import Rewriter, as_backend_error
 from .errors import InputError
@@ -104,7 +105,7 @@ class SearchProxy:
             if not plan.leaves:
                 return body, {}
             plan.rewrites = await asyncio.to_thread(self.rewriter.rewrite_batch, plan.texts)
-            index = path.strip("/").split("/")[0] if path.strip("/") != "_search" else None
+            index = single_index(path.strip("/").split("/")[0]) if path.strip("/") != "_search" else None
             keys = stage.stats_needed(plan, self.settings)
             auth = {name: value for name, value in incoming.items() if name.lower() in STAGE_HEADERS}
             answers = await asyncio.gather(*(self._termvectors(index, key, auth) for key in keys))
@@ -122,9 +123,6 @@ class SearchProxy:
         return json.dumps({**document, "query": query}).encode(), headers
 
     async def _termvectors(self, index: str | None, key, headers: dict[str, str]) -> dict | None:
-        from .adapters.searchclient import single_index
-
-        index = single_index(index)
         if index is None:
             return None
         text, fields = key

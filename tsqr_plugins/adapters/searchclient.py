@@ -102,7 +102,6 @@ class _Stage:
             raise InputError(f"rewriter must be a tsqr_plugins.Rewriter, got {type(rewriter).__name__}")
         self.client = client
         self.rewriter = rewriter
-        fields = None if fields is None else tuple([fields] if isinstance(fields, str) else fields)
         self.settings = StageSettings(fields, scoring, mode, repeat, clause_budget, original_boost, rewrite_boost)
         self.annotate_response = annotate_response
         self.last_rewrites: list[Rewrite] = []

@@ -43,8 +43,9 @@ class StageSettings:
             raise InputError(f"unknown combine mode {self.mode!r}; choose one of {list(MODES)}")
         if not 1 <= self.clause_budget <= querydsl.MAX_CLAUSE_COUNT * 64:
             raise InputError(f"clause_budget must be between 1 and {querydsl.MAX_CLAUSE_COUNT * 64}")
-        if isinstance(self.fields, str):
-            object.__setattr__(self, "fields", (self.fields,))
+        if self.fields is not None:  # one name or any sequence of names, kept as a tuple
+            names = (self.fields,) if isinstance(self.fields, str) else tuple(self.fields)
+            object.__setattr__(self, "fields", names)
 
 
 @dataclass
