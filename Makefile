@@ -18,7 +18,12 @@ TEST_DEPS += $(VENV_VLLM)/.installed
 TEST_ENV += TSQR_VLLM_PYTHON=$(abspath $(VENV_VLLM))/bin/python
 endif
 
-.PHONY: demo test clean
+# Real Elasticsearch 9 and OpenSearch 2.19 / 3.x nodes from Maven Central (engines/engines.py):
+# `make test` starts them, runs every live test against them, and stops them. `make test ENGINES=0`
+# runs without them (the live tests then skip, saying why).
+ENGINES ?= 1
+
+.PHONY: demo test clean engines engines-stop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,8 +59,21 @@ demo: $(VENV)/.core-installed
 	$(BIN)/tsqr eval --dataset sample --backend embedded \
 		--rewriter file:tsqr_plugins/data/bright-sample/rewrites.json --output runs/demo
 
+engines:
+	$(PYTHON) engines/engines.py start
+
+engines-stop:
+	$(PYTHON) engines/engines.py stop
+
+ifeq ($(ENGINES),1)
+test: $(TEST_DEPS)
+	$(PYTHON) engines/engines.py start
+	set -a && . ./.engines/env && set +a && TSQR_ENGINES_REQUIRED=1 $(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS); \
+		status=$$?; $(PYTHON) engines/engines.py stop; exit $$status
+else
 test: $(TEST_DEPS)
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+endif
 
-clean:
-	rm -rf $(VENV) $(VENV_VLLM) runs
+clean: engines-stop
+	rm -rf $(VENV) $(VENV_VLLM) runs .engines

@@ -17,6 +17,27 @@ def skip_unless(condition: bool, reason: str) -> None:
         pytest.skip(reason)
 
 
+ENGINES_REQUIRED = os.environ.get("TSQR_ENGINES_REQUIRED") == "1"
+ENGINE_URLS = {  # what `make engines` writes into .engines/env
+    "elasticsearch": "TSQR_ES_URL",
+    "opensearch": "TSQR_OPENSEARCH_URL",
+    "opensearch3": "TSQR_OPENSEARCH3_URL",
+}
+
+
+def engine_url(engine: str) -> str:
+    """The live engine's URL; skips without one, but fails when `make test` started the engines
+    (TSQR_ENGINES_REQUIRED=1): in CI no live test may skip."""
+    variable = ENGINE_URLS[engine]
+    url = os.environ.get(variable)
+    if not url:
+        reason = f"{variable} is not set: no {engine} node (`make engines` starts one from Maven Central)"
+        if ENGINES_REQUIRED:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return url.rstrip("/")
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache_dir(tmp_path, monkeypatch):
     """The default rewrite cache goes under the test's tmp dir, never the user's home."""

@@ -1,25 +1,22 @@
-"""Integration tests against real Elasticsearch / OpenSearch servers.
+"""The Elasticsearch/OpenSearch stages against real nodes: Elasticsearch 9, OpenSearch 2.19 and 3.x.
 
-They run when TSQR_ES_URL / TSQR_OPENSEARCH_URL are set (e.g. `docker compose -f
-integrations/compose.yaml up -d`, then TSQR_ES_URL=http://127.0.0.1:9200
-TSQR_OPENSEARCH_URL=http://127.0.0.1:9201) and skip with the reason otherwise: no such server can
-be installed on the machines this project is built on. The OpenSearch pipeline test also needs
-TSQR_SERVICE_HOST: the host name OpenSearch uses to reach this machine (host.docker.internal with
-the compose file); the test's `tsqr serve` then listens on all interfaces.
+`make test` starts the nodes from Maven Central (engines/engines.py) and passes their URLs in
+TSQR_ES_URL / TSQR_OPENSEARCH_URL / TSQR_OPENSEARCH3_URL; there none of these tests may skip
+(TSQR_ENGINES_REQUIRED=1 turns a missing node into a failure). Run alone, they skip with the
+reason when a URL is not set.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import asyncio
 import uuid
 
 import httpx
 import pytest
 
-from tests.conftest import skip_unless
+from tests.conftest import engine_url
 from tsqr_plugins import Rewriter
-from tsqr_plugins.lazy import is_installed
+from tsqr_plugins.errors import BackendError
 from tsqr_plugins.search.bulk import BulkIndexer
 from tsqr_plugins.testing.conformance import (
     CORPUS, K, QUERY, RELEVANT, REWRITE, AdapterConformance, FailingBackend, file_rewriter,
@@ -27,115 +24,156 @@ from tsqr_plugins.testing.conformance import (
 
 pytestmark = pytest.mark.integration
 
-ES_URL = os.environ.get("TSQR_ES_URL")
-OPENSEARCH_URL = os.environ.get("TSQR_OPENSEARCH_URL")
-
-
-@pytest.fixture(scope="module")
-def es_index():
-    skip_unless(bool(ES_URL), "TSQR_ES_URL is not set: no Elasticsearch server (see integrations/compose.yaml)")
-    skip_unless(is_installed("elasticsearch"), "the elasticsearch client is not installed")
-    name = f"tsqr-test-{uuid.uuid4().hex[:8]}"
-    indexer = BulkIndexer(ES_URL)
-    indexer.create_index(name)
-    indexer.index(name, list(CORPUS), list(CORPUS.values()), progress=False)
-    yield name
-    httpx.delete(f"{ES_URL}/{name}")
-    indexer.close()
+ENGINES = ["elasticsearch", "opensearch", "opensearch3"]
 
 
 def ids(response) -> list[str]:
     return [hit["_id"] for hit in response["hits"]["hits"]]
 
 
-def test_elasticsearch_client_stage_live(es_index, tmp_path):
-    from elasticsearch import Elasticsearch
+@pytest.fixture(scope="module", params=ENGINES)
+def live(request):
+    """(engine, url, index) with CORPUS indexed through the shipped template's settings."""
+    engine = request.param
+    url = engine_url(engine)
+    name = f"tsqr-test-{uuid.uuid4().hex[:8]}"
+    indexer = BulkIndexer(url)
+    indexer.create_index(name)
+    indexer.index(name, list(CORPUS), list(CORPUS.values()), progress=False)
+    yield engine, url, name
+    httpx.delete(f"{url}/{name}")
+    indexer.close()
 
-    from tsqr_plugins.adapters.elasticsearch import RewritingElasticsearch
 
-    client = Elasticsearch(ES_URL)
-    query = {"match": {"text": QUERY}}
-    before = ids(client.search(index=es_index, query=query, size=3))
+def python_client(engine: str, url: str, asynchronous: bool = False):
+    if engine == "elasticsearch":
+        from elasticsearch import AsyncElasticsearch, Elasticsearch
+
+        return (AsyncElasticsearch if asynchronous else Elasticsearch)(url)
+    from opensearchpy import AsyncOpenSearch, OpenSearch
+
+    return (AsyncOpenSearch if asynchronous else OpenSearch)(url)
+
+
+def stage(engine: str, client, rewriter, asynchronous: bool = False, **options):
+    if engine == "elasticsearch":
+        from tsqr_plugins.adapters.elasticsearch import AsyncRewritingElasticsearch, RewritingElasticsearch
+
+        cls = AsyncRewritingElasticsearch if asynchronous else RewritingElasticsearch
+    else:
+        from tsqr_plugins.adapters.opensearch import AsyncRewritingOpenSearch, RewritingOpenSearch
+
+        cls = AsyncRewritingOpenSearch if asynchronous else RewritingOpenSearch
+    return cls(client, rewriter, **options)
+
+
+def search(engine: str, client, index: str, body: dict):
+    """One search call in each client's own style (ES 9 takes keywords, opensearch-py a body)."""
+    if engine == "elasticsearch":
+        return client.search(index=index, **body)
+    return client.search(index=index, body=body)
+
+
+def msearch(engine: str, client, searches: list[dict]):
+    if engine == "elasticsearch":
+        return client.msearch(searches=searches)
+    return client.msearch(body=searches)
+
+
+@pytest.mark.parametrize("scoring", ["match", "bm25q"])
+def test_client_stage_rewrites_search_and_msearch(live, tmp_path, scoring):
+    engine, url, index = live
+    client = python_client(engine, url)
+    body = {"query": {"match": {"text": QUERY}}, "size": 3}
+    before = ids(search(engine, client, index, body))
     assert before[0] not in RELEVANT
-    for scoring in ("match", "bm25q"):
-        stage = RewritingElasticsearch(client, file_rewriter(tmp_path), scoring=scoring)
-        response = stage.search(index=es_index, query=query, size=3)
-        assert set(ids(response)[:2]) == RELEVANT, scoring
-        assert response["tsqr"]["queries"][0]["rewrite"] == REWRITE
-    failing = RewritingElasticsearch(client, Rewriter(FailingBackend()))
-    assert ids(failing.search(index=es_index, query=query, size=3)) == before  # fail-open
+    rewriting = stage(engine, client, file_rewriter(tmp_path), scoring=scoring)
+    response = search(engine, rewriting, index, body)
+    assert set(ids(response)[:2]) == RELEVANT
+    assert response["tsqr"]["queries"][0]["rewrite"] == REWRITE
+    searches = [{"index": index}, body, {"index": index}, {"query": {"match": {"text": "lamp posts"}}, "size": 3}]
+    responses = msearch(engine, rewriting, searches)["responses"]
+    assert set(ids(responses[0])[:2]) == RELEVANT
+    assert ids(responses[1]) == ids(search(engine, client, index, searches[3]))  # not in the file: as sent
 
 
-def test_proxy_live(es_index, tmp_path):
-    from tsqr_plugins.adapters.stage import StageSettings
-    from tsqr_plugins.proxy import SearchProxy, create_proxy_app
-    from tsqr_plugins.testing.service import RunningApp
+def test_bm25q_weights_from_the_nodes_termvectors_equal_the_embedded_engines(live):
+    """BM25Q's query weights, computed from the node's own analyzer and statistics (one
+    `_termvectors` call), equal the embedded engine's on the same documents: same tokens, same df."""
+    from tsqr_plugins.adapters import querydsl
+    from tsqr_plugins.search.bm25 import BM25Index
 
-    proxy = SearchProxy(ES_URL, file_rewriter(tmp_path), StageSettings(scoring="bm25q"))
-    with RunningApp(create_proxy_app(proxy)) as running:
-        response = httpx.post(f"{running.url}/{es_index}/_search", json={"query": {"match": {"text": QUERY}}, "size": 3})
-        assert response.status_code == 200 and response.headers["X-Tsqr-Rewritten"] == "1"
-        assert set(ids(response.json())[:2]) == RELEVANT
-        assert httpx.get(f"{running.url}/{es_index}/_count").json()["count"] == len(CORPUS)  # pass-through
+    engine, url, index = live
+    embedded = BM25Index.build(list(CORPUS), list(CORPUS.values()))
+    for text in (QUERY, REWRITE, "lamps lamps night unknownword"):
+        answer = httpx.post(f"{url}/{index}/_termvectors", json=querydsl.termvectors_body(text, ["text"])).json()
+        term_ids, weights = embedded.query_vector(text)
+        by_id = dict(zip(term_ids, weights))
+        expected = {term: by_id[i] for term, i in embedded.vocabulary.items() if i in by_id}
+        assert querydsl.bm25q_weights(answer, "text") == pytest.approx(expected, rel=1e-6), (engine, text)
 
 
-def test_opensearch_pipeline_live(tmp_path):
-    skip_unless(bool(OPENSEARCH_URL), "TSQR_OPENSEARCH_URL is not set: no OpenSearch server (see integrations/compose.yaml)")
-    skip_unless(bool(os.environ.get("TSQR_SERVICE_HOST")),
-                "TSQR_SERVICE_HOST is not set: how OpenSearch reaches this machine's tsqr serve")
-    pytest.importorskip("uvicorn")
-    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
-    from tsqr_plugins.service import ServiceConfig, create_app
-    from tsqr_plugins.testing.service import RunningApp
+@pytest.mark.parametrize("mode", ["replace", "concat", "both"])
+def test_modes(live, tmp_path, mode):
+    engine, url, index = live
+    rewriting = stage(engine, python_client(engine, url), file_rewriter(tmp_path), scoring="bm25q", mode=mode)
+    response = search(engine, rewriting, index, {"query": {"match": {"text": QUERY}}, "size": 3})
+    assert RELEVANT <= set(ids(response)), mode
+    assert response["tsqr"]["rewritten"] == 1, mode
 
-    rewrites = tmp_path / "rewrites.json"
-    rewrites.write_text(json.dumps({QUERY: REWRITE}))
-    app = create_app(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True))
-    name = f"tsqr-test-{uuid.uuid4().hex[:6]}"
-    index = f"{name}-docs"
-    with RunningApp(app, host="0.0.0.0") as service:
-        installer = OpenSearchInstaller(OPENSEARCH_URL)
-        service_url = f"http://{os.environ['TSQR_SERVICE_HOST']}:{service.port}"
+
+def test_fail_open_sends_the_callers_query_and_strict_raises(live):
+    engine, url, index = live
+    client = python_client(engine, url)
+    body = {"query": {"bool": {"must": [{"match": {"text": {"query": QUERY, "operator": "or"}}}]}}, "size": 3}
+    direct = search(engine, client, index, body)
+    failing = stage(engine, client, Rewriter(FailingBackend()))
+    answer = search(engine, failing, index, body)
+    assert ids(answer) == ids(direct)
+    assert [h["_score"] for h in answer["hits"]["hits"]] == [h["_score"] for h in direct["hits"]["hits"]]
+    assert answer["tsqr"]["queries"][0]["fallback"] is True
+    strict = stage(engine, client, Rewriter(FailingBackend(), strict=True))
+    with pytest.raises(BackendError):
+        search(engine, strict, index, body)
+
+
+def test_async_client_stage(live, tmp_path):
+    engine, url, index = live
+
+    async def run():
+        client = python_client(engine, url, asynchronous=True)
         try:
-            installer.install(service_url, name=name, index_template=False)
-            indexer = BulkIndexer(OPENSEARCH_URL)
-            indexer.create_index(index)
-            indexer.index(index, list(CORPUS), list(CORPUS.values()), progress=False)
-            body = {"query": {"match": {"text": {"query": QUERY}}}, "size": 3}
-            plain = ids(httpx.post(f"{OPENSEARCH_URL}/{index}/_search", json=body).json())
-            rewritten = ids(httpx.post(f"{OPENSEARCH_URL}/{index}/_search?search_pipeline={name}-rewrite",
-                                       json=body).json())
-            assert plain[0] not in RELEVANT and set(rewritten[:2]) == RELEVANT
-            unknown = {"query": {"match": {"text": {"query": "lamp posts"}}}, "size": 3}
-            answer = httpx.post(f"{OPENSEARCH_URL}/{index}/_search?search_pipeline={name}-rewrite", json=unknown)
-            assert answer.status_code == 200  # fallback: the service answers the original query
+            rewriting = stage(engine, client, file_rewriter(tmp_path), asynchronous=True, scoring="bm25q")
+            body = {"query": {"match": {"text": QUERY}}, "size": 3}
+            if engine == "elasticsearch":
+                return await rewriting.search(index=index, **body)
+            return await rewriting.search(index=index, body=body)
         finally:
-            installer.uninstall(name, index_template=False)
-            httpx.delete(f"{OPENSEARCH_URL}/{index}")
-            installer.close()
+            await client.close()
+
+    assert set(ids(asyncio.run(run()))[:2]) == RELEVANT
 
 
-class TestElasticsearchConformance(AdapterConformance):
-    """The shared adapter checks on a live Elasticsearch (skipped without one)."""
+class TestLiveConformance(AdapterConformance):
+    """The shared adapter checks on each live engine."""
+
+    empty_query_passes_through = True
 
     @pytest.fixture
-    def make_adapter(self, es_index):
-        from elasticsearch import Elasticsearch
-
-        from tsqr_plugins.adapters.elasticsearch import RewritingElasticsearch
-
-        self.index = es_index
-        client = Elasticsearch(ES_URL)
-        return lambda rewriter: RewritingElasticsearch(client, rewriter, scoring="bm25q")
+    def make_adapter(self, live):
+        self.engine, url, self.index = live
+        client = python_client(self.engine, url)
+        return lambda rewriter: stage(self.engine, client, rewriter, scoring="bm25q")
 
     def search(self, adapter, queries):
-        return [ids(adapter.search(index=self.index, query={"match": {"text": q}}, size=K)) for q in queries]
+        return [ids(search(self.engine, adapter, self.index, {"query": {"match": {"text": q}}, "size": K}))
+                for q in queries]
 
     def search_batch(self, adapter, queries):
         searches = []
         for query in queries:
             searches += [{"index": self.index}, {"query": {"match": {"text": query}}, "size": K}]
-        return [ids(response) for response in adapter.msearch(searches=searches)["responses"]]
+        return [ids(response) for response in msearch(self.engine, adapter, searches)["responses"]]
 
     def last_rewrites(self, adapter):
         return adapter.last_rewrites

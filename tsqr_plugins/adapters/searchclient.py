@@ -182,6 +182,7 @@ class RewritingSearchClient(_Stage):
     def _run(self, make_job, send, kwargs):
         request, info = kwargs, None
         job = None
+        self.last_rewrites = []
         try:
             job = make_job(kwargs)
             if job is not None:
@@ -220,6 +221,7 @@ class AsyncRewritingSearchClient(_Stage):
     async def _run(self, make_job, send, kwargs):
         request, info = kwargs, None
         job = None
+        self.last_rewrites = []
         try:
             job = make_job(kwargs)
             if job is not None:
