@@ -51,10 +51,13 @@ def test_ingest_pipeline_schema():
 
 
 def render_connector_request(connector: dict, parameters: dict) -> tuple[str, str]:
-    """What ml-commons sends: ${parameters.x} substituted (values from ml_inference are toJson'ed)."""
+    """What ml-commons sends, as its source reads (2.19, RemoteConnectorExecutor / StringUtils):
+    each parameter value JSON-escaped but not quoted, then ``${parameters.x}`` substituted by
+    commons-text StringSubstitutor. The real nodes check the same in test_opensearch_pipeline_live."""
     (action,) = connector["actions"]
     merged = {**connector.get("parameters", {}), **parameters}
-    body = re.sub(r"\$\{parameters\.(\w+)\}", lambda m: merged[m.group(1)], action["request_body"])
+    escaped = {key: json.dumps(value)[1:-1] for key, value in merged.items()}
+    body = re.sub(r"\$\{parameters\.(\w+)\}", lambda m: escaped[m.group(1)], action["request_body"])
     return action["url"], body
 
 
@@ -122,7 +125,7 @@ def test_elasticsearch_inference_endpoint():
 
 @pytest.mark.parametrize("query", [
     "Why do moths circle street lamps?",
-    'A "quoted" query with \\backslashes\\, a tab\t, a newline\n and ${parameters.mode} and {"json": 1}',
+    'A "quoted" query with \\backslashes\\, a tab\t, a newline\n and {"json": 1}',
 ])
 def test_connector_contract_with_a_real_service(query, tmp_path):
     """Render the connector request as ml-commons' substitution would, send it to a real
@@ -135,7 +138,7 @@ def test_connector_contract_with_a_real_service(query, tmp_path):
     rewrites.write_text(json.dumps({query: "insects, light, transverse orientation"}))
     with RunningService(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True)) as service:
         connector = configs.connector(service.url)
-        url, body = render_connector_request(connector, {"query": json.dumps(query)})  # toJson(value)
+        url, body = render_connector_request(connector, {"query": query})
         assert json.loads(body)["queries"] == [query]  # still valid JSON, the query intact
         answer = httpx.post(url, content=body, headers=connector["actions"][0]["headers"], timeout=30)
         assert answer.status_code == 200
@@ -156,6 +159,6 @@ def test_connector_contract_with_a_real_service(query, tmp_path):
         assert json.loads(json.dumps(search))["query"]["match"]["text"]["query"] == rewrite
 
         # An unknown query: the service falls back to the original, so the search runs as sent.
-        _, body = render_connector_request(connector, {"query": json.dumps("not in the file")})
+        _, body = render_connector_request(connector, {"query": "not in the file"})
         fallback = httpx.post(url, content=body, headers={"Content-Type": "application/json"}, timeout=30).json()
         assert fallback["rewrites"][0]["text"] == "not in the file" and fallback["rewrites"][0]["fallback"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -49,15 +50,20 @@ def service_endpoint(service_url: str) -> str:
 
 
 def is_private_host(service_url: str) -> bool:
-    """Loopback or private addresses need ml-commons' ``private_ip_enabled`` setting."""
+    """Whether ml-commons will see a loopback or private address (it then needs
+    ``private_ip_enabled``). ml-commons resolves a host name when it calls, so a name
+    (``host.docker.internal``, a Kubernetes service) is resolved here too; resolution from this
+    machine is what can be checked, and a name that does not resolve here counts as public."""
     host = urlsplit(service_url).hostname or ""
-    if host == "localhost":
-        return True
     try:
-        address = ipaddress.ip_address(host)
+        addresses = [ipaddress.ip_address(host)]
     except ValueError:
-        return False  # a DNS name: ml-commons resolves it; the install output says what to set if refused
-    return address.is_private or address.is_loopback
+        try:
+            addresses = [ipaddress.ip_address(info[4][0].split("%")[0])
+                         for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)]
+        except (OSError, UnicodeError):
+            return False
+    return any(address.is_private or address.is_loopback or address.is_link_local for address in addresses)
 
 
 def trusted_endpoint_regex(service_url: str) -> str:
@@ -118,31 +124,36 @@ def ingest_pipeline(field: str = DEFAULT_FIELD) -> dict:
 # -- OpenSearch ml-commons ------------------------------------------------------------------------
 
 
+# ml-commons 2.19+ refuses a connector without credentials ("Connector credential is null or empty
+# list"); a service without a key gets this placeholder, never sent anywhere.
+NO_CREDENTIAL = "unused"
+
+
 def connector(service_url: str, name: str = DEFAULT_NAME, mode: str = "replace", api_key: str | None = None) -> dict:
     """An HTTP connector to the service's ``/v1/rewrite``.
 
-    ``${parameters.query}`` is substituted already JSON-encoded by the ``ml_inference`` processor
-    (ml-commons serialises mapped query values with ``toJson``), hence no quotes around it.
+    ml-commons substitutes ``${parameters.query}`` with the query text JSON-escaped but *not*
+    quoted (``StringUtils.toJson`` returns a string unchanged; the remote executor's
+    ``escapeJson`` adds no quotes), so the body template quotes it itself.
     """
     headers = {"Content-Type": "application/json"}
-    document = {
+    if api_key:
+        headers["Authorization"] = "Bearer ${credential.api_key}"
+    return {
         "name": _check_name(name),
         "description": "TongSearch-QR query rewriting through tsqr serve (prompt built server-side)",
         "version": 1,
         "protocol": "http",
         "parameters": {"mode": mode},
+        "credential": {"api_key": api_key or NO_CREDENTIAL},
         "actions": [{
             "action_type": "predict",
             "method": "POST",
             "url": service_endpoint(service_url),
             "headers": headers,
-            "request_body": '{ "queries": [${parameters.query}], "mode": "${parameters.mode}" }',
+            "request_body": '{ "queries": ["${parameters.query}"], "mode": "${parameters.mode}" }',
         }],
     }
-    if api_key:
-        headers["Authorization"] = "Bearer ${credential.api_key}"
-        document["credential"] = {"api_key": api_key}
-    return document
 
 
 def model_registration(connector_id: str, name: str = DEFAULT_NAME) -> dict:
@@ -160,7 +171,9 @@ def rewrite_pipeline(model_id: str, field: str = DEFAULT_FIELD) -> dict:
     ``ignore_failure`` and ``ignore_missing``: when the service fails, or the search has no such
     match query, the search runs as sent.
     """
-    path = f"query.match.{_check_field(field)}.query"
+    # JsonPath: each dot nests, so a dotted field name (title.en) goes in brackets.
+    field = _check_field(field)
+    path = f"query.match['{field}'].query" if "." in field else f"query.match.{field}.query"
     return {
         "description": "tsqr: rewrite the match query text with TongSearch-QR (fail-open)",
         "request_processors": [{

@@ -9,7 +9,9 @@ and, optionally, the index template and BRIGHT ingest pipeline. Every document s
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -19,6 +21,15 @@ from . import engine_configs as configs
 logger = logging.getLogger(__name__)
 
 TRUSTED = "plugins.ml_commons.trusted_connector_endpoints_regex"
+PRIVATE_IP = "plugins.ml_commons.connector.private_ip_enabled"
+# ml-commons tasks that will not change state again (ml-commons MLTaskState).
+FINAL_TASK_STATES = ("FAILED", "CANCELLED", "COMPLETED_WITH_ERROR", "EXPIRED", "UNREACHABLE")
+# Before ml-commons 2.19.1.0 the ml_inference processor never sees `ignore_failure` (core strips it
+# from the config before the factory reads it; fixed by ml-commons #3564): a failing service fails
+# the search instead of falling back to the original query.
+FAIL_OPEN_SINCE = (2, 19, 1)
+# Where install records the settings it found, to restore them on uninstall.
+RESTORE_PARAMETER = "tsqr_restore"
 
 
 class OpenSearchInstaller:
@@ -49,8 +60,11 @@ class OpenSearchInstaller:
     def install(self, service_url: str, name: str = configs.DEFAULT_NAME, field: str = configs.DEFAULT_FIELD,
                 api_key: str | None = None, index_template: bool = True) -> dict[str, str]:
         configs.service_endpoint(service_url)  # a bad URL fails before anything is changed
-        self.trust(service_url)
-        connector_id = self.ensure_connector(service_url, name, api_key)
+        self.warn_if_not_fail_open()
+        previous = self._installed_connector(name)
+        restore = json.loads(previous["parameters"][RESTORE_PARAMETER]) if previous else None
+        settings_before = self.trust(service_url)
+        connector_id = self.ensure_connector(service_url, name, api_key, restore or settings_before)
         model_id = self.ensure_model(connector_id, name)
         self.deploy(model_id)
         pipelines = {f"{name}-rewrite": configs.rewrite_pipeline(model_id, field),
@@ -64,26 +78,97 @@ class OpenSearchInstaller:
             installed.update(index_template=name, ingest_pipeline=f"{name}-bright")
         return installed
 
-    def trust(self, service_url: str) -> None:
-        current = self._call("GET", "/_cluster/settings?flat_settings=true")
-        existing = []
-        for scope in ("persistent", "transient"):
-            value = current.get(scope, {}).get(TRUSTED)
-            if isinstance(value, list):
-                existing += [v for v in value if v not in existing]
-        self._call("PUT", "/_cluster/settings", configs.cluster_settings(service_url, existing))
+    def versions(self) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+        """(OpenSearch version, ml-commons version or None when the plugin is absent)."""
+        engine = _version(self._call("GET", "/").get("version", {}).get("number", "0"))
+        plugins = self._call("GET", "/_cat/plugins?format=json")
+        ml = [_version(p.get("version", "0")) for p in plugins if p.get("component") == "opensearch-ml"]
+        return engine, (ml[0] if ml else None)
 
-    def ensure_connector(self, service_url: str, name: str, api_key: str | None) -> str:
-        wanted = configs.connector(service_url, name, api_key=api_key)
+    def warn_if_not_fail_open(self) -> None:
+        engine, ml = self.versions()
+        if ml is None:
+            raise InputError(f"OpenSearch {_dotted(engine)} at {self.url} has no ml-commons plugin "
+                             "(opensearch-ml); the search pipeline needs it")
+        if ml[:3] < FAIL_OPEN_SINCE:
+            logger.warning("ml-commons %s ignores ignore_failure in search pipelines (fixed in 2.19.1.0): "
+                           "when tsqr serve fails, pipeline searches fail instead of using the original query",
+                           _dotted(ml))
+
+    def _settings(self) -> dict[str, dict]:
+        answer = self._call("GET", "/_cluster/settings?include_defaults=true&flat_settings=true")
+        return {scope: answer.get(scope, {}) for scope in ("persistent", "transient", "defaults")}
+
+    @staticmethod
+    def _effective(settings: dict[str, dict], key: str) -> tuple[str, Any]:
+        """(scope that decides, its value): transient overrides persistent overrides defaults."""
+        for scope in ("transient", "persistent", "defaults"):
+            if key in settings[scope]:
+                return scope, settings[scope][key]
+        return "defaults", None
+
+    def trust(self, service_url: str) -> dict:
+        """Add the service to the effective trusted endpoints (built-in defaults kept) and allow
+        private addresses when the service resolves to one. Returns what it found, to restore."""
+        settings = self._settings()
+        before = {key: {**{scope: settings[scope].get(key) for scope in ("persistent", "transient")},
+                        "effective": self._effective(settings, key)[1]}
+                  for key in (TRUSTED, PRIVATE_IP)}
+        scope, regexes = self._effective(settings, TRUSTED)
+        regexes = list(regexes or [])
+        wanted = configs.trusted_endpoint_regex(service_url)
+        target = "transient" if scope == "transient" else "persistent"
+        update: dict[str, dict] = {}
+        if wanted not in regexes:
+            update.setdefault(target, {})[TRUSTED] = regexes + [wanted]
+        if configs.is_private_host(service_url):
+            scope, enabled = self._effective(settings, PRIVATE_IP)
+            if str(enabled).lower() != "true":
+                update.setdefault("transient" if scope == "transient" else "persistent", {})[PRIVATE_IP] = True
+        if update:
+            self._call("PUT", "/_cluster/settings", update)
+        return before
+
+    def restore_settings(self, before: dict, endpoint_regex: str) -> None:
+        """Undo ``trust``: our regex leaves the list; each scope we changed gets its value back
+        (unset, if it was) unless someone changed it since, then only our entry is removed."""
+        settings = self._settings()
+        update: dict[str, dict] = {}
+        recorded = before.get(TRUSTED, {})
+        for scope in ("persistent", "transient"):
+            current = settings[scope].get(TRUSTED)
+            if current is None or endpoint_regex not in current:
+                continue
+            remaining = [r for r in current if r != endpoint_regex]
+            unchanged_since = remaining == list(recorded.get("effective") or [])
+            update.setdefault(scope, {})[TRUSTED] = recorded.get(scope) if unchanged_since else remaining
+        for scope in ("persistent", "transient"):
+            old = before.get(PRIVATE_IP, {}).get(scope)
+            if settings[scope].get(PRIVATE_IP) != old:
+                update.setdefault(scope, {})[PRIVATE_IP] = old
+        if update:
+            self._call("PUT", "/_cluster/settings", update)
+
+    def _installed_connector(self, name: str) -> dict | None:
         for hit in self._search("/_plugins/_ml/connectors/_search", name):
             source = hit.get("_source", {})
-            urls = [action.get("url") for action in source.get("actions", [])]
-            if urls == [wanted["actions"][0]["url"]]:
-                return hit["_id"]
-            raise InputError(f"a connector named {name!r} exists for {urls}; run `tsqr opensearch uninstall "
-                             f"--name {name}` first or choose another --name")
-        return self._call("POST", "/_plugins/_ml/connectors/_create", wanted)["connector_id"]
+            if RESTORE_PARAMETER in source.get("parameters", {}):
+                return {"_id": hit["_id"], **source}
+        return None
 
+    def ensure_connector(self, service_url: str, name: str, api_key: str | None, restore: dict) -> str:
+        wanted = configs.connector(service_url, name, api_key=api_key)
+        wanted["parameters"][RESTORE_PARAMETER] = json.dumps(restore, sort_keys=True)
+        for hit in self._search("/_plugins/_ml/connectors/_search", name):
+            source = hit.get("_source", {})
+            if RESTORE_PARAMETER not in source.get("parameters", {}):
+                raise InputError(f"a connector named {name!r} exists that tsqr did not create; choose another --name")
+            if _same_connector(source, wanted) and api_key is None:
+                return hit["_id"]
+            # outdated (another URL, body or version of tsqr) or a key we cannot compare: replace it
+            self._remove_models_and_connector(name)
+            break
+        return self._call("POST", "/_plugins/_ml/connectors/_create", wanted)["connector_id"]
     def ensure_model(self, connector_id: str, name: str) -> str:
         for hit in self._search("/_plugins/_ml/models/_search", name):
             if hit.get("_source", {}).get("connector_id") == connector_id:
@@ -106,7 +191,7 @@ class OpenSearchInstaller:
             state = task.get("state")
             if state == "COMPLETED":
                 return task
-            if state in ("FAILED", "CANCELLED", "COMPLETED_WITH_ERROR"):
+            if state in FINAL_TASK_STATES:
                 raise InputError(f"ml-commons task {task_id} {state}: {task.get('error', '')}")
             if time.monotonic() > end:
                 raise ServerUnavailableError(f"ml-commons task {task_id} still {state} after {deadline_s:.0f} s")
@@ -121,11 +206,27 @@ class OpenSearchInstaller:
     # -- uninstall ----------------------------------------------------------------------------
 
     def uninstall(self, name: str = configs.DEFAULT_NAME, index_template: bool = True) -> list[str]:
-        """Remove what install created (cluster settings stay: other connectors may rely on them)."""
+        """Remove what install created and put the cluster settings it changed back as they were."""
         removed = []
         for pipeline in (f"{name}-rewrite", f"{name}-rewrite-template"):
             if self._call("DELETE", f"/_search/pipeline/{pipeline}", missing_ok=True):
                 removed.append(f"search pipeline {pipeline}")
+        connector = self._installed_connector(name)
+        removed += self._remove_models_and_connector(name)
+        if connector is not None:
+            before = json.loads(connector["parameters"][RESTORE_PARAMETER])
+            for action in connector.get("actions", []):
+                self.restore_settings(before, "^" + re.escape(action["url"]) + "$")
+            removed.append("cluster settings restored")
+        if index_template:
+            if self._call("DELETE", f"/_index_template/{name}", missing_ok=True):
+                removed.append(f"index template {name}")
+            if self._call("DELETE", f"/_ingest/pipeline/{name}-bright", missing_ok=True):
+                removed.append(f"ingest pipeline {name}-bright")
+        return removed
+
+    def _remove_models_and_connector(self, name: str) -> list[str]:
+        removed = []
         for hit in self._search("/_plugins/_ml/models/_search", name):
             self._call("POST", f"/_plugins/_ml/models/{hit['_id']}/_undeploy", missing_ok=True)
             self._call("DELETE", f"/_plugins/_ml/models/{hit['_id']}", missing_ok=True)
@@ -133,9 +234,26 @@ class OpenSearchInstaller:
         for hit in self._search("/_plugins/_ml/connectors/_search", name):
             self._call("DELETE", f"/_plugins/_ml/connectors/{hit['_id']}", missing_ok=True)
             removed.append(f"connector {hit['_id']}")
-        if index_template:
-            if self._call("DELETE", f"/_index_template/{name}", missing_ok=True):
-                removed.append(f"index template {name}")
-            if self._call("DELETE", f"/_ingest/pipeline/{name}-bright", missing_ok=True):
-                removed.append(f"ingest pipeline {name}-bright")
         return removed
+
+
+def _same_connector(stored: dict, wanted: dict) -> bool:
+    """Everything but the credential (ml-commons stores it encrypted) and the restore record."""
+    def comparable(document: dict) -> dict:
+        parameters = {k: v for k, v in document.get("parameters", {}).items() if k != RESTORE_PARAMETER}
+        return {"description": document.get("description"), "version": str(document.get("version")),
+                "protocol": document.get("protocol"), "parameters": parameters,
+                # ml-commons stores the action type upper-cased (PREDICT)
+                "actions": [{"action_type": str(a.get("action_type")).upper(), "method": str(a.get("method")).upper(),
+                             **{k: a.get(k) for k in ("url", "headers", "request_body")}}
+                            for a in document.get("actions", [])]}
+
+    return comparable(stored) == comparable(wanted)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", str(text))[:4]) or (0,)
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))

@@ -58,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             removed = installer.uninstall(args.name, not args.no_index_template)
             print("\n".join(removed) if removed else "nothing to remove")
-            print("cluster settings (trusted endpoints) were left as they are")
     finally:
         installer.close()
     return 0

@@ -1,0 +1,160 @@
+"""The native OpenSearch stage end to end on real nodes (2.19 and 3.x, with ml-commons):
+`tsqr opensearch install` against the node and a real `tsqr serve`, searches through the
+pipelines, fail-open with the service stopped, and an uninstall that leaves the cluster as found.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+import pytest
+
+from tests.conftest import engine_url
+from tsqr_plugins.search.bulk import BulkIndexer
+from tsqr_plugins.testing.conformance import CORPUS, QUERY, RELEVANT, REWRITE
+
+pytestmark = pytest.mark.integration
+
+TRUSTED = "plugins.ml_commons.trusted_connector_endpoints_regex"
+# Reaches the service intact only if ml-commons' substitution leaves valid JSON.
+HOSTILE = 'moths "quoted", \\back\\slashes, a tab\t, a newline\n and {"json": 1}'
+
+
+def ids(response: dict) -> list[str]:
+    assert "hits" in response, response
+    return [hit["_id"] for hit in response["hits"]["hits"]]
+
+
+@pytest.fixture(scope="module", params=["opensearch", "opensearch3"])
+def node(request):
+    url = engine_url(request.param)
+    index = f"tsqr-pipeline-{uuid.uuid4().hex[:6]}"
+    indexer = BulkIndexer(url)
+    indexer.create_index(index)
+    indexer.index(index, list(CORPUS), list(CORPUS.values()), progress=False)
+    yield url, index
+    httpx.delete(f"{url}/{index}")
+    indexer.close()
+
+
+@pytest.fixture
+def service(tmp_path):
+    pytest.importorskip("uvicorn")
+    from tsqr_plugins.service import ServiceConfig, create_app
+    from tsqr_plugins.testing.service import RunningApp
+
+    rewrites = tmp_path / "rewrites.json"
+    rewrites.write_text(json.dumps({QUERY: REWRITE, HOSTILE: REWRITE}))
+    with RunningApp(create_app(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True))) as running:
+        yield running
+
+
+def effective_settings(url: str) -> dict:
+    answer = httpx.get(f"{url}/_cluster/settings", params={"include_defaults": "true", "flat_settings": "true"}).json()
+    return {scope: answer.get(scope, {}) for scope in ("persistent", "transient", "defaults")}
+
+
+def search(url: str, index: str, body: dict, pipeline: str | None = None) -> dict:
+    params = {"search_pipeline": pipeline} if pipeline else None
+    return httpx.post(f"{url}/{index}/_search", json=body, params=params, timeout=60).json()
+
+
+def test_pipeline_search_equals_searching_for_the_rewrite(node, service):
+    from tsqr_plugins.adapters import engine_configs
+    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
+
+    url, index = node
+    name = f"tsqr-{uuid.uuid4().hex[:6]}"
+    before = effective_settings(url)
+    installer = OpenSearchInstaller(url)
+    try:
+        installer.install(service.url, name=name, index_template=False)
+        body = {"query": {"match": {"text": {"query": QUERY}}}, "size": 3}
+        plain = ids(search(url, index, body))
+        rewritten = search(url, index, body, f"{name}-rewrite")
+        wanted = search(url, index, {"query": {"match": {"text": {"query": REWRITE}}}, "size": 3})
+        assert plain[0] not in RELEVANT
+        assert ids(rewritten) == ids(wanted) and set(ids(rewritten)[:2]) == RELEVANT
+        hostile = {"query": {"match": {"text": {"query": HOSTILE}}}, "size": 3}
+        assert ids(search(url, index, hostile, f"{name}-rewrite")) == ids(wanted)
+
+        # the template variant keeps the original beside the rewrite
+        templated = search(url, index, engine_configs.template_search(QUERY), f"{name}-rewrite-template")
+        assert set(ids(templated)[:2]) == RELEVANT
+    finally:
+        installer.uninstall(name, index_template=False)
+        installer.close()
+    after = effective_settings(url)
+    assert after["persistent"] == before["persistent"] and after["transient"] == before["transient"]
+    assert httpx.get(f"{url}/_search/pipeline/{name}-rewrite").status_code == 404
+
+
+def test_reinstall_is_idempotent_replaces_an_outdated_connector_and_handles_dotted_fields(node, service, tmp_path):
+    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
+    from tsqr_plugins.errors import InputError
+
+    url, _ = node
+    index = f"tsqr-dotted-{uuid.uuid4().hex[:6]}"
+    name = f"tsqr-{uuid.uuid4().hex[:6]}"
+    mapping = {"mappings": {"properties": {"title": {"properties": {"en": {"type": "text"}}}}}}
+    assert httpx.put(f"{url}/{index}", json=mapping).status_code == 200
+    for doc_id, text in CORPUS.items():
+        httpx.put(f"{url}/{index}/_doc/{doc_id}", params={"refresh": "true"}, json={"title": {"en": text}})
+    installer = OpenSearchInstaller(url)
+    try:
+        first = installer.install(service.url, name=name, field="title.en", index_template=False)
+        assert installer.install(service.url, name=name, field="title.en", index_template=False) == first
+        body = {"query": {"match": {"title.en": {"query": QUERY}}}, "size": 3}
+        assert set(ids(search(url, index, body, f"{name}-rewrite"))[:2]) == RELEVANT
+
+        # a connector left by an older install (another body) is replaced, not reused
+        connector = httpx.get(f"{url}/_plugins/_ml/connectors/{first['connector_id']}").json()
+        assert connector["actions"][0]["request_body"].count('"${parameters.query}"') == 1
+        httpx.put(f"{url}/_plugins/_ml/models/{first['model_id']}/_undeploy")
+        stale = {**connector, "actions": [{**connector["actions"][0], "request_body": "{}"}]}
+        stale.pop("connector_id", None)
+        httpx.delete(f"{url}/_plugins/_ml/models/{first['model_id']}")
+        httpx.delete(f"{url}/_plugins/_ml/connectors/{first['connector_id']}")
+        stale_id = httpx.post(f"{url}/_plugins/_ml/connectors/_create",
+                              json={**{k: v for k, v in stale.items() if k not in ("created_time", "last_updated_time")},
+                                    "credential": {"api_key": "unused"}}).json()["connector_id"]
+        again = installer.install(service.url, name=name, field="title.en", index_template=False)
+        assert again["connector_id"] != stale_id
+        assert set(ids(search(url, index, body, f"{name}-rewrite"))[:2]) == RELEVANT
+
+        other = f"{name}-foreign"
+        httpx.post(f"{url}/_plugins/_ml/connectors/_create", json={
+            "name": other, "protocol": "http", "version": 1, "credential": {"api_key": "x"},
+            "actions": [{"action_type": "predict", "method": "POST", "url": "https://api.openai.com/v1/x",
+                         "request_body": "{}"}]})
+        with pytest.raises(InputError, match="did not create"):
+            installer.install(service.url, name=other, index_template=False)
+    finally:
+        installer.uninstall(name, index_template=False)
+        installer.close()
+        httpx.delete(f"{url}/{index}")
+
+
+def test_pipeline_search_falls_back_to_the_original_query_when_the_service_is_down(node, tmp_path):
+    """ignore_failure is honoured from ml-commons 2.19.1.0 on; both lines tested here are newer."""
+    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
+    from tsqr_plugins.service import ServiceConfig, create_app
+    from tsqr_plugins.testing.service import RunningApp
+
+    url, index = node
+    name = f"tsqr-{uuid.uuid4().hex[:6]}"
+    rewrites = tmp_path / "rewrites.json"
+    rewrites.write_text(json.dumps({QUERY: REWRITE}))
+    installer = OpenSearchInstaller(url)
+    body = {"query": {"match": {"text": {"query": QUERY}}}, "size": 3}
+    try:
+        with RunningApp(create_app(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True))) as running:
+            installer.install(running.url, name=name, index_template=False)
+        # the service is gone now
+        answer = search(url, index, body, f"{name}-rewrite")
+        assert ids(answer) == ids(search(url, index, body))
+    finally:
+        installer.uninstall(name, index_template=False)
+        installer.close()
