@@ -177,3 +177,82 @@ class TestLiveConformance(AdapterConformance):
 
     def last_rewrites(self, adapter):
         return adapter.last_rewrites
+
+
+def test_proxy_rewrites_search_and_passes_everything_else_through(live, tmp_path):
+    """`tsqr proxy` in front of the node: `_search` rewritten; any other request answers exactly as
+    the node answers it directly (status, headers, body)."""
+    from tsqr_plugins.adapters.stage import StageSettings
+    from tsqr_plugins.proxy import SearchProxy, create_proxy_app
+    from tsqr_plugins.testing.service import RunningApp
+
+    engine, url, index = live
+    proxy = SearchProxy(url, file_rewriter(tmp_path), StageSettings(scoring="bm25q"))
+    body = {"query": {"match": {"text": QUERY}}, "size": 3}
+    ndjson = {"Content-Type": "application/x-ndjson"}
+    bulk = (f'{{"index": {{"_index": "{index}-bulk", "_id": "x1"}}}}\n{{"text": "lamp"}}\n'
+            f'{{"delete": {{"_index": "{index}-bulk", "_id": "nope"}}}}\n')
+    msearch = f'{{"index": "{index}"}}\n{{"query": {{"match": {{"text": "lamps"}}}}, "size": 2}}\n'
+    requests = [
+        ("GET", f"/{index}/_doc/d1", None, {}),
+        ("GET", f"/{index}/_doc/missing", None, {}),
+        ("HEAD", f"/{index}", None, {}),
+        ("GET", f"/{index}/_mapping", None, {}),
+        ("GET", f"/{index}/_count", None, {}),
+        ("POST", f"/{index}/_count", b'{"query": {"match": {"text": "lamps"}}}', {"Content-Type": "application/json"}),
+        ("POST", "/_msearch", msearch.encode(), ndjson),
+        ("POST", f"/{index}/_search", b"{not json", {"Content-Type": "application/json"}),
+        ("DELETE", "/no-such-index-tsqr", None, {}),
+        ("GET", "/_cat/indices/no-such-index-tsqr?format=json", None, {}),
+    ]
+    with RunningApp(create_proxy_app(proxy)) as running, httpx.Client() as http:
+        answer = http.post(f"{running.url}/{index}/_search", json=body)
+        assert answer.status_code == 200 and answer.headers["X-Tsqr-Rewritten"] == "1"
+        assert set(ids(answer.json())[:2]) == RELEVANT
+        for method, path, content, headers in requests:
+            direct = http.request(method, url + path, content=content, headers=headers)
+            proxied = http.request(method, running.url + path, content=content, headers=headers)
+            assert proxied.status_code == direct.status_code, (method, path)
+            assert without_timings(proxied.content) == without_timings(direct.content), (method, path)
+            timed = b"\"took\"" in direct.content
+            assert comparable_headers(proxied, timed) == comparable_headers(direct, timed), (method, path)
+
+        # _bulk (its answer carries a timing) and scroll pass through and work
+        proxied = http.post(f"{running.url}/_bulk?refresh=true", content=bulk.encode(), headers=ndjson)
+        assert proxied.status_code == 200 and [next(iter(i)) for i in proxied.json()["items"]] == ["index", "delete"]
+        first = http.post(f"{running.url}/{index}/_search?scroll=1m",
+                          json={"query": {"match_all": {}}, "size": 2, "sort": ["_doc"]}).json()
+        scroll_id, seen = first["_scroll_id"], ids(first)
+        while True:
+            page = http.post(f"{running.url}/_search/scroll", json={"scroll": "1m", "scroll_id": scroll_id}).json()
+            if not page["hits"]["hits"]:
+                break
+            seen += ids(page)
+            scroll_id = page["_scroll_id"]
+        assert sorted(seen) == sorted(CORPUS)
+        http.request("DELETE", f"{running.url}/_search/scroll", json={"scroll_id": scroll_id})
+        http.delete(f"{url}/{index}-bulk")
+
+
+def comparable_headers(response, timed: bool) -> list[tuple[str, str]]:
+    """Headers an intermediary relays (RFC 9110 7.6.1: not hop-by-hop), as a sorted multiset; a
+    body with a timing in it has its own length each time."""
+    skipped = {"connection", "keep-alive", "transfer-encoding", "date", "server"} | ({"content-length"} if timed else set())
+    return sorted((k.lower(), v) for k, v in response.headers.multi_items() if k.lower() not in skipped)
+
+
+def without_timings(content: bytes) -> bytes:
+    """The body with every "took" (milliseconds, different each call) removed."""
+    import json
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "took"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    try:
+        return json.dumps(strip(json.loads(content))).encode()
+    except ValueError:
+        return content
