@@ -50,7 +50,8 @@ def test_bm25q_asks_termvectors_with_the_callers_credentials(tmp_path):
         response = httpx.post(f"{proxy.url}/docs/_search", json=SEARCH, headers={"Authorization": "ApiKey abc"})
         assert response.status_code == 200
         termvectors, search = upstream.requests
-        assert termvectors["path"] == "/docs/_termvectors" and termvectors["headers"]["authorization"] == "ApiKey abc"
+        # routed: one shard's statistics, the same shard every time
+        assert termvectors["path"] == "/docs/_termvectors?routing=tsqr" and termvectors["headers"]["authorization"] == "ApiKey abc"
         assert search["headers"]["authorization"] == "ApiKey abc"
         assert {c["term"]["text"]["value"] for c in search["body"]["query"]["bool"]["should"]} >= {"dorsal", "moon"}
         assert response.headers["X-Tsqr-Dropped-Terms"] == "0"

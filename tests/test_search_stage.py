@@ -42,12 +42,38 @@ def test_finds_text_queries_in_compound_queries_only():
         "should": {"dis_max": {"queries": [{"multi_match": {"query": "lamps", "fields": ["title^2", "text"]}}]}},
         "filter": [{"function_score": {"query": {"match": {"title": {"query": "street", "boost": 2}}}}}],
     }}
-    found = querydsl.find_text_queries({"query": query})
+    found = querydsl.find_text_queries({"query": query}, include_filters=True)
     assert [(leaf.kind, leaf.text, leaf.fields) for leaf in found] == [
         ("match", "moths", ["text"]), ("multi_match", "lamps", ["title^2", "text"]), ("match", "street", ["title"])]
     assert found[2].boost == 2
     only_text = querydsl.find_text_queries({"query": query}, fields=["text"])
     assert [leaf.text for leaf in only_text] == ["moths", "lamps"]  # multi_match names text
+
+
+def test_filter_contexts_are_left_alone_by_default():
+    """A long rewrite under must_not/filter/negative would exclude far more documents."""
+    query = {"bool": {
+        "must": [{"match": {"text": "moths"}}],
+        "must_not": [{"match": {"text": "caterpillars"}}],
+        "filter": [{"match": {"text": "insects"}}],
+        "should": [{"boosting": {"positive": {"match": {"text": "lamps"}}, "negative": {"match": {"text": "LED"}},
+                                 "negative_boost": 0.5}},
+                   {"constant_score": {"filter": {"match": {"text": "night"}}}}],
+    }}
+    assert [leaf.text for leaf in querydsl.find_text_queries({"query": query})] == ["moths", "lamps"]
+    everything = querydsl.find_text_queries({"query": query}, include_filters=True)
+    assert sorted(leaf.text for leaf in everything) == sorted(["moths", "caterpillars", "insects", "lamps", "LED", "night"])
+    new, info = run_stage(query, {"moths": REWRITE, "caterpillars": REWRITE}, StageSettings())
+    assert new["bool"]["must_not"] == query["bool"]["must_not"] and info["rewritten"] == 1
+
+
+def test_bm25q_without_concrete_fields_falls_back_to_match_and_says_why():
+    server = RecordingSearchServer(CORPUS)
+    for fields, reason in (([], "no field names"), (["te*"], "wildcard")):
+        spec = {"query": QUERY, **({"fields": fields} if fields else {})}
+        new, info = run_stage({"multi_match": spec}, {QUERY: REWRITE}, StageSettings(scoring="bm25q"), server)
+        assert new == {"multi_match": {**({"fields": fields} if fields else {}), "query": REWRITE}}
+        assert reason in info["queries"][0]["stats_unavailable"]
     with pytest.raises(InputError, match="JSON object"):
         querydsl.find_text_queries({"query": "moths"})
 
@@ -265,7 +291,7 @@ def test_elasticsearch_client_stage_fails_open(es_client, tmp_path):
         no_stats = RewritingElasticsearch(es_client(server), file_rewriter(tmp_path), scoring="bm25q")
         response = no_stats.search(index="docs", query=query)  # _termvectors answers 500
         assert search_of(server) == {"match": {"text": {"query": REWRITE}}}
-        assert response["tsqr"]["queries"][0]["stats_unavailable"] is True
+        assert "_termvectors failed" in response["tsqr"]["queries"][0]["stats_unavailable"]
 
 
 def test_async_elasticsearch_client_stage(tmp_path):

@@ -126,7 +126,7 @@ class SearchProxy:
         if index is None:
             return None
         text, fields = key
-        url = self.target(f"/{index}/_termvectors", "")
+        url = self.target(f"/{index}/_termvectors", f"routing={querydsl.TERMVECTORS_ROUTING}")
         try:
             response = await self.client.post(url, json=querydsl.termvectors_body(text, list(fields)), headers=headers)
             response.raise_for_status()

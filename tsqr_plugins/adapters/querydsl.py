@@ -23,6 +23,13 @@ MAX_CLAUSE_COUNT = 1024  # both engines' default boolean clause limit
 DEFAULT_CLAUSE_BUDGET = 1000  # leaves room for the clauses of the rest of the caller's query
 BM25_K1, BM25_B = 0.9, 0.4  # BRIGHT/TongSearch's query-side BM25 parameters
 
+# Sub-queries that only exclude or filter documents: a long rewrite there would change which
+# documents are excluded, not how they rank, so they are left alone unless asked for.
+FILTER_CONTEXTS = {("bool", "filter"), ("bool", "must_not"), ("boosting", "negative"), ("constant_score", "filter")}
+# _termvectors on an artificial document reads one shard's statistics, chosen at random unless the
+# request is routed: a fixed routing value makes BM25Q weights the same on every call.
+TERMVECTORS_ROUTING = "tsqr"
+
 # Compound queries and where their sub-queries live; anything else is left untouched.
 _CHILDREN = {
     "bool": ("must", "should", "filter", "must_not"),
@@ -75,11 +82,13 @@ def _leaf(node: Any) -> tuple[str, str, list[str], dict] | None:
     return None
 
 
-def find_text_queries(holder: dict, fields: Iterable[str] | None = None) -> list[TextQuery]:
+def find_text_queries(holder: dict, fields: Iterable[str] | None = None,
+                      include_filters: bool = False) -> list[TextQuery]:
     """The ``match``/``multi_match`` leaves of ``holder["query"]`` (query DSL) on the given fields.
 
     ``fields=None`` takes every text query; otherwise a ``match`` on one of them, or a
-    ``multi_match`` naming one of them. Walks only the documented compound queries.
+    ``multi_match`` naming one of them. Walks only the documented compound queries, and not into
+    filter contexts (``FILTER_CONTEXTS``) unless ``include_filters``.
     """
     wanted = None if fields is None else set(fields)
     found: list[TextQuery] = []
@@ -99,6 +108,8 @@ def find_text_queries(holder: dict, fields: Iterable[str] | None = None) -> list
         if not isinstance(spec, dict):
             return
         for child_key in _CHILDREN.get(kind, ()):
+            if (kind, child_key) in FILTER_CONTEXTS and not include_filters:
+                continue
             child = spec.get(child_key)
             if isinstance(child, list):
                 for index in range(len(child)):
@@ -112,10 +123,17 @@ def find_text_queries(holder: dict, fields: Iterable[str] | None = None) -> list
     return found
 
 
-def copy_with_text_queries(query: dict, fields: Iterable[str] | None) -> tuple[dict, list[TextQuery]]:
+def copy_with_text_queries(query: dict, fields: Iterable[str] | None,
+                           include_filters: bool = False) -> tuple[dict, list[TextQuery]]:
     """``{"query": <deep copy>}`` and its text queries: replacing them never touches the caller's query."""
     holder = {"query": copy.deepcopy(query)}
-    return holder, find_text_queries(holder, fields)
+    return holder, find_text_queries(holder, fields, include_filters)
+
+
+def concrete_fields(names: Iterable[str]) -> bool:
+    """Whether ``_termvectors`` can take these field names: at least one, no wildcard patterns."""
+    names = list(names)
+    return bool(names) and not any("*" in name or "?" in name for name in names)
 
 
 # -- building queries ------------------------------------------------------------------------

@@ -97,12 +97,14 @@ class _Stage:
 
     def __init__(self, client: Any, rewriter: Rewriter | None, *, fields=None, scoring: str = "match",
                  mode: str = "replace", repeat: int = 5, clause_budget: int = querydsl.DEFAULT_CLAUSE_BUDGET,
-                 original_boost: float = 1.0, rewrite_boost: float = 1.0, annotate_response: bool = True):
+                 original_boost: float = 1.0, rewrite_boost: float = 1.0, annotate_response: bool = True,
+                 include_filters: bool = False):
         if rewriter is not None and not isinstance(rewriter, Rewriter):
             raise InputError(f"rewriter must be a tsqr_plugins.Rewriter, got {type(rewriter).__name__}")
         self.client = client
         self.rewriter = rewriter
-        self.settings = StageSettings(fields, scoring, mode, repeat, clause_budget, original_boost, rewrite_boost)
+        self.settings = StageSettings(fields, scoring, mode, repeat, clause_budget, original_boost, rewrite_boost,
+                                      include_filters=include_filters)
         self.annotate_response = annotate_response
         self.last_rewrites: list[Rewrite] = []
 
@@ -159,7 +161,8 @@ class _Stage:
         if index is None:
             return None
         text, fields = key
-        return {"index": index, "body": querydsl.termvectors_body(text, list(fields))}
+        return {"index": index, "body": querydsl.termvectors_body(text, list(fields)),
+                "routing": querydsl.TERMVECTORS_ROUTING}
 
     @staticmethod
     def _termvectors_failed(index: str, error: Exception) -> None:

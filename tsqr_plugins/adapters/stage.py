@@ -35,6 +35,7 @@ class StageSettings:
     rewrite_boost: float = 1.0
     k1: float = querydsl.BM25_K1
     b: float = querydsl.BM25_B
+    include_filters: bool = False  # also rewrite text queries under filter/must_not/negative
 
     def __post_init__(self):
         if self.scoring not in querydsl.SCORINGS:
@@ -62,7 +63,7 @@ class Plan:
 
 
 def plan(query: dict, settings: StageSettings) -> Plan:
-    holder, leaves = querydsl.copy_with_text_queries(query, settings.fields)
+    holder, leaves = querydsl.copy_with_text_queries(query, settings.fields, settings.include_filters)
     # Empty text queries are the caller's own business: leave them to the engine.
     return Plan(holder, [leaf for leaf in leaves if isinstance(leaf.text, str) and leaf.text.strip()])
 
@@ -77,9 +78,9 @@ def stats_needed(plan: Plan, settings: StageSettings) -> list[StatsKey]:
         return []
     keys: dict[StatsKey, None] = {}
     for leaf, rewrite in zip(plan.leaves, plan.rewrites):
-        if not rewrite.fallback:
+        if not rewrite.fallback and querydsl.concrete_fields(leaf.field_names):
             for text in _texts(rewrite, settings):
-                keys[(text, leaf.field_names)] = None
+                keys[(querydsl.clean_text(text), leaf.field_names)] = None
     return list(keys)
 
 
@@ -127,8 +128,11 @@ def _build(text: str, leaf: TextQuery, budget: int, settings: StageSettings,
         if termvectors is not None:
             return _bm25q(termvectors, names, budget, settings)
     built = querydsl.match_query(text, list(leaf.fields), budget, leaf.options, leaf.kind)
-    if settings.scoring == "bm25q":
-        built.info["stats_unavailable"] = True  # e.g. several indices: no single _termvectors
+    if settings.scoring == "bm25q":  # BM25Q needs one index's statistics for named fields
+        built.info["stats_unavailable"] = (
+            "no field names (the index's default fields)" if not names
+            else "wildcard field names" if not querydsl.concrete_fields(names)
+            else "no single index to ask (several indices, a pattern or an alias), or _termvectors failed")
     return built
 
 

@@ -31,6 +31,9 @@ def add_parser(commands: Any) -> None:
                         help=f"most clauses a rewrite may add (default {DEFAULT_CLAUSE_BUDGET}; engines allow 1,024)")
     parser.add_argument("--original-boost", type=float, default=1.0, help="--mode both: boost of the original")
     parser.add_argument("--rewrite-boost", type=float, default=1.0, help="--mode both: boost of the rewrite")
+    parser.add_argument("--rewrite-filters", action="store_true",
+                        help="also rewrite text queries under bool filter/must_not, boosting negative and "
+                        "constant_score (left alone by default: they exclude documents, they do not rank them)")
     parser.add_argument("--max-body-mb", type=float, default=10.0, help="largest _search body read (default 10)")
     add_backend_options(parser)
     add_rewriter_options(parser)
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     settings = StageSettings(
         fields=tuple(args.fields) if args.fields else None, scoring=args.scoring, mode=args.mode,
         repeat=args.repeat, clause_budget=args.clause_budget, original_boost=args.original_boost,
-        rewrite_boost=args.rewrite_boost,
+        rewrite_boost=args.rewrite_boost, include_filters=args.rewrite_filters,
     )
     uvicorn = require("uvicorn", "serve", "tsqr proxy")
     rewriter = build_rewriter(args, build_backend(args))
