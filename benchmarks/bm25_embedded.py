@@ -66,7 +66,7 @@ def main() -> None:
 
 def compare(shared: Path, passage_words: int) -> None:
 
-    from tsqr_plugins.search.analyzer import LuceneEnglishAnalyzer
+    from tsqr_plugins.analyzer import LuceneEnglishAnalyzer
     from tsqr_plugins.search.bm25 import BM25Index
 
     data = shared / "data" / "tongsearch-qr"

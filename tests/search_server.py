@@ -13,7 +13,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler
 
 from tests.background_server import BackgroundServer
-from tsqr_plugins.search.analyzer import LuceneEnglishAnalyzer
+from tsqr_plugins.analyzer import LuceneEnglishAnalyzer
 
 SEARCH_ANSWER = {"took": 1, "timed_out": False, "hits": {"total": {"value": 0, "relation": "eq"}, "hits": []}}
 

@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import SHARED_REWRITES, published_texts, skip_unless
 
 pytest.importorskip("regex", reason="the analyzer needs the 'eval' extra")
-from tsqr_plugins.search.analyzer import LuceneEnglishAnalyzer, tokenize  # noqa: E402
+from tsqr_plugins.analyzer import LuceneEnglishAnalyzer, tokenize  # noqa: E402
 
 # Outputs recorded from pyserini 0.25's default analyzer (Lucene 9.9).
 KNOWN = {

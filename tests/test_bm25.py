@@ -11,7 +11,7 @@ from tests.conftest import PUBLISHED_7B, published_texts, skip_unless
 np = pytest.importorskip("numpy", reason="the embedded engine needs the 'eval' extra")
 pytest.importorskip("scipy", reason="the embedded engine needs the 'eval' extra")
 from tsqr_plugins.errors import InputError  # noqa: E402
-from tsqr_plugins.search.analyzer import LuceneEnglishAnalyzer  # noqa: E402
+from tsqr_plugins.analyzer import LuceneEnglishAnalyzer  # noqa: E402
 from tsqr_plugins.search.bm25 import BM25Index, load_or_build  # noqa: E402
 
 

@@ -17,7 +17,7 @@ from tsqr_plugins.testing.conformance import CORPUS, QUERY, REWRITE, FailingBack
 pytest.importorskip("starlette", reason="tsqr proxy needs the 'serve' extra")
 pytest.importorskip("uvicorn", reason="tsqr proxy needs the 'serve' extra")
 
-from tsqr_plugins.proxy import SearchProxy, create_proxy_app, is_search_path  # noqa: E402
+from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app, is_search_path  # noqa: E402
 from tsqr_plugins.testing.service import RunningApp, free_port  # noqa: E402
 
 

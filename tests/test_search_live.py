@@ -183,7 +183,7 @@ def test_proxy_rewrites_search_and_passes_everything_else_through(live, tmp_path
     """`tsqr proxy` in front of the node: `_search` rewritten; any other request answers exactly as
     the node answers it directly (status, headers, body)."""
     from tsqr_plugins.adapters.stage import StageSettings
-    from tsqr_plugins.proxy import SearchProxy, create_proxy_app
+    from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app
     from tsqr_plugins.testing.service import RunningApp
 
     engine, url, index = live

@@ -17,7 +17,7 @@ from tsqr_plugins.adapters.stage import StageSettings
 from tsqr_plugins.core import Rewrite
 from tsqr_plugins.errors import BackendError, InputError
 from tsqr_plugins.lazy import is_installed
-from tsqr_plugins.search.analyzer import tokenize
+from tsqr_plugins.analyzer import tokenize
 from tsqr_plugins.testing.conformance import CORPUS, QUERY, REWRITE, FailingBackend, file_rewriter
 
 

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from ..core import Rewrite, Rewriter
 from ..errors import InputError
 from ..lazy import require
-from ..search.analyzer import LuceneEnglishAnalyzer
+from ..analyzer import LuceneEnglishAnalyzer
 
 SCORINGS = ("bm25q", "bm25")
 MAX_CLAUSES = 65536  # a 500-token rewrite has far fewer unique terms; Lucene's default is 1,024

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..core import Rewrite
 from ..errors import InputError
-from ..search.analyzer import tokenize
+from ..analyzer import tokenize
 
 SCORINGS = ("match", "bm25q")
 MAX_CLAUSE_COUNT = 1024  # both engines' default boolean clause limit

@@ -42,7 +42,7 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tsqr_plugins.adapters.stage import StageSettings
-    from tsqr_plugins.proxy import SearchProxy, create_proxy_app
+    from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app
 
     settings = StageSettings(
         fields=tuple(args.fields) if args.fields else None, scoring=args.scoring, mode=args.mode,

@@ -24,7 +24,7 @@ from typing import Iterable, NamedTuple, Sequence
 
 from ..errors import InputError
 from ..lazy import require
-from .analyzer import LuceneEnglishAnalyzer
+from ..analyzer import LuceneEnglishAnalyzer
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import functools
 import re
 from typing import Iterable
 
-from ..lazy import require
+from .lazy import require
 
 ENGLISH_STOP_WORDS = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the their "

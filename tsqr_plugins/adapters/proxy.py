@@ -16,12 +16,12 @@ import json
 import logging
 from typing import Any
 
-from .adapters import querydsl, stage
-from .adapters.searchclient import single_index
-from .adapters.stage import StageSettings
-from .core import Rewriter, as_backend_error
-from .errors import InputError
-from .lazy import require
+from . import querydsl, stage
+from .searchclient import single_index
+from .stage import StageSettings
+from ..core import Rewriter, as_backend_error
+from ..errors import InputError
+from ..lazy import require
 
 logger = logging.getLogger(__name__)
 
