@@ -155,6 +155,13 @@ def test_pipeline_search_falls_back_to_the_original_query_when_the_service_is_do
         # the service is gone now
         answer = search(url, index, body, f"{name}-rewrite")
         assert ids(answer) == ids(search(url, index, body))
+        # The template variant is not fail-open: the unresolved placeholder fails the search (seen on
+        # 2.19.6 and 3.6.0; the README says so). This notices if a version starts answering.
+        from tsqr_plugins.adapters import engine_configs
+
+        templated = httpx.post(f"{url}/{index}/_search", params={"search_pipeline": f"{name}-rewrite-template"},
+                               json=engine_configs.template_search(QUERY), timeout=60)
+        assert templated.status_code == 400 and "Variable not found: tsqr_rewrite" in templated.text
     finally:
         installer.uninstall(name, index_template=False)
         installer.close()

@@ -229,3 +229,31 @@ def test_load_64_clients_every_response_matches_its_query(tmp_path):
         metrics = httpx.get(running.url + "/metrics").text
     assert sum(mismatches) == 0
     assert 'tsqr_requests_total{endpoint="rewrite",status="200"} 64000' in metrics
+
+
+def test_elasticsearch_inference_endpoint_calls_are_answered_with_the_rewrite(tmp_path):
+    """What Elasticsearch's openai service sends for `completion` (x-pack inference,
+    OpenAiUnifiedChatCompletionRequestEntity: messages, model, n, stream=false), first with the
+    validation input "how big" when the endpoint is created: answered with any engine."""
+    import json as _json
+
+    import httpx
+
+    from tsqr_plugins.adapters.engine_configs import elasticsearch_inference_endpoint
+    from tsqr_plugins.service import ServiceConfig
+    from tsqr_plugins.testing.service import RunningService
+
+    rewrites = tmp_path / "rewrites.json"
+    rewrites.write_text(_json.dumps({"why do moths circle lamps?": "transverse orientation"}))
+    model = elasticsearch_inference_endpoint("http://127.0.0.1:8000")["service_settings"]["model_id"]
+    with RunningService(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True)) as service:
+        def ask(content):
+            body = {"messages": [{"content": content, "role": "user"}], "model": model, "n": 1, "stream": False}
+            return httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=30)
+
+        validation = ask("how big")
+        assert validation.status_code == 200
+        assert validation.json()["choices"][0]["message"]["content"] == "how big"  # not in the file: fail-open
+        answer = ask([{"type": "text", "text": "why do moths circle lamps?"}])
+        assert answer.json()["choices"][0]["message"]["content"] == "transverse orientation"
+        assert model in [m["id"] for m in httpx.get(f"{service.url}/v1/models").json()["data"]]

@@ -238,10 +238,12 @@ def cluster_settings(service_url: str, existing_regexes: list[str] | None = None
 # -- Elasticsearch ----------------------------------------------------------------------------
 
 
-def elasticsearch_inference_endpoint(service_url: str, model: str = "tsqr") -> dict:
+def elasticsearch_inference_endpoint(service_url: str, model: str = "tsqr-rewrite") -> dict:
     """``PUT _inference/completion/<id>``: the openai service with a custom url at the service's
-    OpenAI-compatible endpoint. Limits: Elasticsearch sends its own prompt shape and cannot set
-    temperature or max tokens; use the client stage or the proxy for the paper's exact sampling."""
+    OpenAI-compatible endpoint, model ``tsqr-rewrite``: the input text is a query and the answer
+    its rewrite (the paper's prompt and sampling, server-side; the query itself if rewriting fails).
+    Elasticsearch calls the endpoint once when it is created ("how big"), so start ``tsqr serve``
+    first. Limits: Elasticsearch cannot set temperature or max tokens per call."""
     base = service_endpoint(service_url)[: -len("/v1/rewrite")]
     return {
         "service": "openai",

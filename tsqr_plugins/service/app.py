@@ -26,6 +26,9 @@ from tsqr_plugins.service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
+# The chat model id whose conversations are queries to rewrite (what Elasticsearch's inference
+# endpoint is configured with; see engine_configs.elasticsearch_inference_endpoint).
+REWRITE_MODEL = "tsqr-rewrite"
 CHAT_SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "stop", "seed")
 
 
@@ -172,6 +175,7 @@ class RewriteService:
         if body.get("stream"):
             raise HTTPProblem(400, "streaming is not supported; send stream=false")
         messages = body["messages"]
+        messages = [{**m, "content": text_content(m.get("content"))} if isinstance(m, dict) else m for m in messages]
         if not all(isinstance(m, dict) and isinstance(m.get("content"), str) and isinstance(m.get("role"), str) for m in messages):
             raise HTTPProblem(400, "each message needs string 'role' and 'content'")
         try:
@@ -181,6 +185,8 @@ class RewriteService:
             params = self.default_params.replace(**overrides)
         except (InputError, TypeError) as error:
             raise HTTPProblem(400, str(error)) from error
+        if body.get("model") == REWRITE_MODEL:  # Elasticsearch's _inference endpoint, or any chat client
+            return await self._chat_rewrite(messages)
         query, prompt = self._as_rewrite(messages)
         if query is not None:  # our own prompt: batched, coalesced and cached like /v1/rewrite
             completion, _ = (await self._complete([query], prompt, params, strict=True))[0]
@@ -189,13 +195,19 @@ class RewriteService:
         if completion.error is not None:
             status = 504 if isinstance(completion.error, BackendTimeout) else 502
             raise HTTPProblem(status, f"the engine failed: {completion.error}")
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": self.model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text}, "finish_reason": "stop"}],
-        }
+        return chat_completion(self.model_name, completion.text)
+
+    async def _chat_rewrite(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        """Model ``tsqr-rewrite``: the last user message is a query, the answer its rewrite
+        (fail-open: the query itself when rewriting fails), whatever the engine. Elasticsearch's
+        ``PUT _inference/completion/<id>`` checks the endpoint with such a call ("how big")."""
+        users = [m["content"] for m in messages if m["role"] == "user" and m["content"].strip()]
+        if not users:
+            raise HTTPProblem(400, f"model {REWRITE_MODEL} rewrites the last user message; there is none")
+        if len(users[-1]) > self.config.max_query_chars:
+            raise HTTPProblem(413, f"the query has {len(users[-1])} characters; the limit is {self.config.max_query_chars}")
+        answer = await self.rewrite({"queries": [users[-1]]})
+        return chat_completion(REWRITE_MODEL, answer["rewrites"][0]["text"])
 
     def _as_rewrite(self, messages: list[dict[str, str]]):
         system = next((m["content"] for m in messages if m["role"] == "system"), "")
@@ -231,7 +243,25 @@ class RewriteService:
         return answer
 
     def models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "tsqr"}]}
+        return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "tsqr"}
+                                           for name in (self.model_name, REWRITE_MODEL)]}
+
+
+def chat_completion(model: str, text: str) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+    }
+
+
+def text_content(content: Any) -> Any:
+    """A message's text: a string, or OpenAI's list of content parts (``{"type": "text", ...}``)."""
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        return "".join(str(p.get("text", "")) for p in content)
+    return content
 
 
 def create_app(config: ServiceConfig, engine: Backend | None = None):
