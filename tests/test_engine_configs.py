@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 
 import httpx
 import pytest
@@ -162,3 +163,29 @@ def test_connector_contract_with_a_real_service(query, tmp_path):
         _, body = render_connector_request(connector, {"query": "not in the file"})
         fallback = httpx.post(url, content=body, headers={"Content-Type": "application/json"}, timeout=30).json()
         assert fallback["rewrites"][0]["text"] == "not in the file" and fallback["rewrites"][0]["fallback"]
+
+
+def test_a_service_host_name_is_private_when_it_resolves_to_a_private_address():
+    """ml-commons resolves the connector's host when it calls, and refuses private addresses
+    unless private_ip_enabled: a name that resolves to loopback needs it as an IP would."""
+    assert configs.is_private_host("http://localhost:8000")
+    assert configs.is_private_host(f"http://{socket.gethostname()}:8000")  # this machine's own name
+    assert configs.is_private_host("http://10.1.2.3:8000") and configs.is_private_host("http://[::1]:8000")
+    assert not configs.is_private_host("http://8.8.8.8:8000")
+    assert not configs.is_private_host("http://no-such-host.invalid:8000")  # unresolvable here: public
+
+
+def test_install_warns_when_ml_commons_ignores_ignore_failure(caplog):
+    """Before ml-commons 2.19.1.0 a failing service fails pipeline searches; install says so."""
+    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
+
+    installer = OpenSearchInstaller("http://127.0.0.1:1")
+    for ml, warned in (((2, 16, 0, 0), True), ((2, 19, 0, 0), True), ((2, 19, 1, 0), False), ((3, 6, 0, 0), False)):
+        caplog.clear()
+        installer.versions = lambda ml=ml: ((ml[0], ml[1], ml[2]), ml)
+        installer.warn_if_not_fail_open()
+        assert ("ignore_failure" in caplog.text) == warned, ml
+    installer.versions = lambda: ((2, 19, 0), None)
+    with pytest.raises(InputError, match="no ml-commons"):
+        installer.warn_if_not_fail_open()
+    installer.close()
