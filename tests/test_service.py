@@ -257,3 +257,29 @@ def test_elasticsearch_inference_endpoint_calls_are_answered_with_the_rewrite(tm
         answer = ask([{"type": "text", "text": "why do moths circle lamps?"}])
         assert answer.json()["choices"][0]["message"]["content"] == "transverse orientation"
         assert model in [m["id"] for m in httpx.get(f"{service.url}/v1/models").json()["data"]]
+
+
+def test_repeat_strict_and_both_are_checked_and_answered_as_documented(tmp_path):
+    import json as _json
+
+    import httpx
+
+    from tsqr_plugins.service import ServiceConfig
+    from tsqr_plugins.testing.service import RunningService
+
+    rewrites = tmp_path / "rewrites.json"
+    rewrites.write_text(_json.dumps({"q": "rewrite of q"}))
+    with RunningService(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True)) as service:
+        def ask(**body):
+            return httpx.post(f"{service.url}/v1/rewrite", json={"queries": ["q"], **body}, timeout=30)
+
+        for bad, field in (({"repeat": 10**6, "mode": "concat"}, "repeat"), ({"repeat": True}, "repeat"),
+                           ({"strict": "false"}, "strict"), ({"strict": 1}, "strict")):
+            answer = ask(**bad)
+            assert answer.status_code == 400 and field in answer.json()["error"]["message"], bad
+        big = httpx.post(f"{service.url}/v1/rewrite", timeout=30, json={
+            "queries": ["x" * 30_000] * 100, "mode": "concat", "repeat": 20})  # under the body limit
+        assert big.status_code == 413 and "repeat" in big.json()["error"]["message"]
+        (both,) = ask(mode="both").json()["rewrites"]
+        assert both["texts"] == ["q", "rewrite of q"] and both["text"] == "rewrite of q"
+        assert ask(strict=False).status_code == 200

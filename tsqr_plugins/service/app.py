@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 # The chat model id whose conversations are queries to rewrite (what Elasticsearch's inference
 # endpoint is configured with; see engine_configs.elasticsearch_inference_endpoint).
 REWRITE_MODEL = "tsqr-rewrite"
+MAX_REPEAT = 20  # query2doc uses 5
+MAX_ANSWER_CHARS = 8_000_000  # what mode concat may echo back in one answer
 CHAT_SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "stop", "seed")
 
 
@@ -108,8 +110,16 @@ class RewriteService:
         if mode not in MODES:
             raise HTTPProblem(400, f"unknown mode {mode!r}; choose one of {list(MODES)}")
         repeat = body.get("repeat", DEFAULT_REPEAT)
-        if not isinstance(repeat, int) or repeat < 1:
-            raise HTTPProblem(400, "'repeat' must be an integer >= 1")
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= MAX_REPEAT:
+            raise HTTPProblem(400, f"'repeat' must be an integer from 1 to {MAX_REPEAT}")
+        strict = body.get("strict", False)
+        if not isinstance(strict, bool):
+            raise HTTPProblem(400, "'strict' must be true or false")
+        if mode == "concat":  # every query comes back `repeat` times: bound the answer, not just the request
+            answer_chars = repeat * sum(len(query) + 1 for query in queries)
+            if answer_chars > MAX_ANSWER_CHARS:
+                raise HTTPProblem(413, f"mode concat with repeat {repeat} would answer {answer_chars} characters; "
+                                       f"the limit is {MAX_ANSWER_CHARS} (send fewer queries or a smaller 'repeat')")
         try:
             prompt = get_prompt(body.get("prompt_id", self.config.prompt))
             overrides = body.get("params") or {}
@@ -118,7 +128,7 @@ class RewriteService:
             params = self.default_params.replace(**overrides)
         except (InputError, TypeError) as error:
             raise HTTPProblem(400, str(error)) from error
-        return queries, mode, repeat, prompt, params, bool(body.get("strict", False))
+        return queries, mode, repeat, prompt, params, strict
 
     async def _complete(self, queries: list[str], prompt, params, strict: bool) -> list[tuple[Completion, bool]]:
         """Cache hits first; misses through the batcher, each within the request's time budget."""
@@ -163,10 +173,13 @@ class RewriteService:
                 raise HTTPProblem(status, f"rewrite failed (strict): {type(error).__name__}: {error}")
             self.metrics.count("fallbacks")
             logger.warning("rewrite fell back to the original query: %s", error)
-            return {"original": query, "text": query, "fallback": True, "cached": False,
-                    "reason": f"{type(error).__name__}: {error}"}
-        return {"original": query, "text": combine_text(query, text, mode, repeat),
-                "fallback": False, "cached": cached}
+            fallback = {"original": query, "text": query, "fallback": True, "cached": False,
+                        "reason": f"{type(error).__name__}: {error}"}
+            return {**fallback, "texts": [query, query]} if mode == "both" else fallback
+        answer = {"original": query, "text": combine_text(query, text, mode, repeat), "fallback": False, "cached": cached}
+        if mode == "both":  # both texts, for the caller to fuse; "text" stays the rewrite
+            answer["texts"] = [query, text]
+        return answer
 
     # ---- /v1/chat/completions
     async def chat(self, body: Any) -> dict[str, Any]:
