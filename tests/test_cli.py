@@ -104,3 +104,39 @@ def test_progress_bar_goes_to_stderr_and_quiet_silences_it(tmp_path):
     assert "rewriting" in loud.stderr and loud.stdout == ""
     quiet = subprocess.run(command + ["--quiet"], capture_output=True, text=True, check=True)
     assert quiet.stderr == "" and quiet.stdout == ""
+
+
+def test_outputs_that_would_lose_data_or_fail_late_are_refused_before_any_work(tmp_path, capsys):
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"query_id": "1", "text": "Why do moths circle street lamps?"}\n')
+    original = queries.read_text()
+    backend = f"file:{SAMPLE / 'rewrites.json'}"
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "afile").write_text("x")
+    for output, message in ((queries, "is the input file"), (tmp_path / "sub" / ".." / "q.jsonl", "is the input file"),
+                            (tmp_path / "sub", "is a directory"), (tmp_path / "afile" / "out.jsonl", "is a file")):
+        assert run_cli("rewrite", "--backend", backend, "--input", queries, "--output", output, "--quiet",
+                       "--on-missing", "fallback") == 2, output
+        assert message in capsys.readouterr().err
+    assert queries.read_text() == original
+
+
+def test_unreadable_inputs_are_clear(tmp_path, capsys):
+    backend = f"file:{SAMPLE / 'rewrites.json'}"
+    latin1 = tmp_path / "q.txt"
+    latin1.write_bytes("caf\xe9 au lait?\n".encode("latin-1"))
+    assert run_cli("rewrite", "--backend", backend, "--input", latin1, "--output", tmp_path / "o.jsonl") == 2
+    assert "q.txt:1: not UTF-8" in capsys.readouterr().err
+    assert run_cli("rewrite", "--backend", backend, "--input", tmp_path, "--output", tmp_path / "o.jsonl") == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_a_lone_surrogate_query_is_written_not_crashed_on(tmp_path):
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"query_id": "1", "text": "moths \\ud800 lamps"}\n')
+    output = tmp_path / "o.jsonl"
+    assert run_cli("rewrite", "--backend", f"file:{SAMPLE / 'rewrites.json'}", "--on-missing", "fallback",
+                   "--input", queries, "--output", output, "--quiet") == 0
+    (row,) = read_rows(output)
+    assert row["original"] == "moths \ud800 lamps" and row["fallback"] is True
+    assert not (tmp_path / "o.jsonl.partial").exists()

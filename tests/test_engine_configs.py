@@ -22,7 +22,7 @@ def test_integrations_folder_matches_the_code(tmp_path):
     """integrations/ is rendered from engine_configs (`tsqr opensearch render`); they never drift."""
     for relative, document in configs.rendered_documents().items():
         path = REPO / "integrations" / relative
-        assert path.is_file(), f"{relative} is missing: run `tsqr opensearch render --out integrations`"
+        assert path.is_file(), f"{relative} is missing: run `tsqr opensearch render --output integrations`"
         assert path.read_text(encoding="utf-8") == configs.as_file_text(document), f"{relative} is stale"
 
 

@@ -41,5 +41,14 @@ def test_cli_install_uninstall_and_render(capsys, tmp_path, monkeypatch):
     assert httpx.get(f"{url}/_index_template/{name}").status_code == 404
     after = httpx.get(f"{url}/_cluster/settings", params={"flat_settings": "true"}).json()["persistent"]
     assert "plugins.ml_commons.connector.private_ip_enabled" not in after
-    assert main(["opensearch", "render", "--out", str(tmp_path)]) == 0
+    assert main(["opensearch", "render", "--output", str(tmp_path)]) == 0
     assert (tmp_path / "opensearch" / "connector.json").is_file()
+
+
+def test_render_needs_an_output_folder(capsys):
+    """From a clone, a default of ./integrations would rewrite the tracked files."""
+    from tsqr_plugins.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["opensearch", "render"])
+    assert "--output" in capsys.readouterr().err

@@ -39,9 +39,16 @@ def read_queries(path: str | Path) -> list[Query]:
     naming the file and line, so nothing is silently dropped.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"query file {path} is a directory; pass the file of queries")
     if not path.is_file():
         raise InputError(f"query file {path} does not exist")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: not UTF-8 text (byte {error.object[error.start]:#x}); "
+                         "save the file as UTF-8") from None
     kind = detect_format(path, next((line for line in lines if line.strip()), ""))
     parse = {"jsonl": parse_jsonl_line, "tsv": parse_tsv_line, "text": parse_text_line}[kind]
     queries: list[Query] = []
@@ -85,6 +92,24 @@ def parse_text_line(line: str, number: int, where: str) -> Query:
     return Query(str(number), line)
 
 
+def check_output(path: str | Path, *inputs: str | Path) -> Path:
+    """Refuse, before any work, an output that would replace an input or cannot be written."""
+    path = Path(path)
+    for source in inputs:
+        if Path(source).exists() and path.exists() and path.resolve() == Path(source).resolve():
+            raise InputError(f"--output {path} is the input file; choose another path")
+    if path.is_dir():
+        raise InputError(f"--output {path} is a directory; name a file inside it")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"--output {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"--output {path}: {parent} is not writable")
+    return path
+
+
 @contextmanager
 def atomic_output(path: str | Path) -> Iterator[IO[str]]:
     """A file written under a temporary name and renamed into place only when complete."""
@@ -100,4 +125,9 @@ def atomic_output(path: str | Path) -> Iterator[IO[str]]:
 
 def write_jsonl(handle: IO[str], rows: Iterable[dict[str, Any]]) -> None:
     for row in rows:
-        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        line = json.dumps(row, ensure_ascii=False)
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (from a "\ud800" escape): keep it, escaped
+            line = json.dumps(row)
+        handle.write(line + "\n")

@@ -33,13 +33,15 @@ def add_parser(commands: Any) -> None:
             sub.add_argument("--service-api-key-env", default="TSQR_API_KEY",
                              help="environment variable holding the service's bearer token (default TSQR_API_KEY)")
     render = actions.add_parser("render")
-    render.add_argument("--out", type=Path, default=Path("integrations"), help="folder (default integrations)")
+    # No default: from a clone, ./integrations holds the tracked copies of these files.
+    render.add_argument("--output", "--out", dest="output", type=Path, required=True,
+                        help="folder to write the JSON documents into")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "render":
-        for path in configs.render_integrations(args.out):
+        for path in configs.render_integrations(args.output):
             print(path)
         return 0
     from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller

@@ -14,7 +14,7 @@ from tsqr_plugins.core import Rewriter
 from tsqr_plugins.errors import InputError
 from tsqr_plugins.params import PRESETS, GenerationParams
 from tsqr_plugins.prompts import DEFAULT_PROMPT_ID, PROMPTS
-from tsqr_plugins.queryfile import atomic_output, read_queries, write_jsonl
+from tsqr_plugins.queryfile import atomic_output, check_output, read_queries, write_jsonl
 
 
 def add_parser(commands: Any) -> None:
@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_output(args.output, args.input)
     queries = read_queries(args.input)
     backend = build_backend(args)
     rewriter = build_rewriter(args, backend)
