@@ -57,7 +57,7 @@ $(VENV_VLLM)/.installed: tools/pip_requirements.py
 
 demo: $(VENV)/.core-installed
 	$(BIN)/tsqr eval --dataset sample --backend embedded \
-		--rewriter file:tsqr_plugins/data/bright-sample/rewrites.json --output runs/demo
+		--rewriter file:tsqr_plugins/data/bright-sample/rewrites.json --output runs/demo --overwrite
 
 engines:
 	$(PYTHON) engines/engines.py start

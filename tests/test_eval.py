@@ -157,3 +157,20 @@ def test_malformed_bright_rows_name_the_missing_field(tmp_path, capsys):
     (root / "documents" / "pony.jsonl").write_text(json.dumps({"id": "d", "content": "c"}) + "\n")
     assert run_eval("--dataset", "bright:pony", "--bright-dir", root, "--output", tmp_path / "x") == 2
     assert "lacks a field" in capsys.readouterr().err
+
+
+def test_an_output_folder_with_results_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ("--dataset", "sample", "--rewriter", f"file:{SAMPLE_REWRITES}", "--output", out)
+    assert run_eval(*args) == 0
+    stale = out / "runs" / "old-experiment.trec"
+    stale.write_text("q 0 d 1 1.0 old\n")
+    assert run_eval(*args) == 2
+    assert "--overwrite" in capsys.readouterr().err and stale.exists()
+    assert run_eval(*args, "--overwrite") == 0
+    assert not stale.exists() and (out / "results.json").is_file()
+
+
+def test_rewriter_errors_name_the_rewriter_flag(tmp_path, capsys):
+    assert run_eval("--dataset", "sample", "--rewriter", "transformers", "--output", tmp_path / "x") == 2
+    assert "--rewriter transformers needs --model" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ def add_parser(commands: Any) -> None:
                         help="dense backends: exact inner product (flat, default) or approximate HNSW/IVF for large corpora")
     parser.add_argument("--rewriter", default="none",
                         help="none | file:<rewrites.json> | transformers | vllm | openai (default none)")
-    parser.add_argument("--output", type=Path, help="result folder (created)")
+    parser.add_argument("--output", type=Path, help="result folder (created; an existing one needs --overwrite)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results of an earlier run in --output (its runs/, results.json, report.md, plot.png)")
     parser.add_argument("--bright-dir", type=Path, help="local copy of the BRIGHT dataset (default $TSQR_BRIGHT_DIR, else the hub)")
     parser.add_argument("--long-context", action="store_true", help="BRIGHT long documents and gold_ids_long")
     parser.add_argument("--limit", type=int, help="only the first N queries of each task")
@@ -61,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("tsqr eval needs --dataset and --output (or --compare DIR...)")
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be >= 1, got {args.limit}")
+    prepare_output(args.output, args.overwrite)
     from tsqr_plugins.eval.datasets import load_tasks
     from tsqr_plugins.eval.runner import EvalSettings, run_eval
 
@@ -83,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         document = run_eval(tasks, settings, rewriter, gain_encoder)
+    except BaseException:
+        clear_results(args.output)  # no half-written folder that a later run would have to --overwrite
+        raise
     finally:
         if backend is not None:
             backend.close()
@@ -97,6 +104,27 @@ def _rewriter(args: argparse.Namespace):
         return None, None
     backend_args = copy.copy(args)
     backend_args.backend = args.rewriter
-    backend = build_backend(backend_args)
+    backend = build_backend(backend_args, flag="--rewriter")
     return build_rewriter(args, backend), backend
 
+
+RESULT_FILES = ("results.json", "report.md", "plot.png")
+
+
+def prepare_output(output: Path, overwrite: bool) -> None:
+    """An empty or new result folder: an earlier run's files are never mixed with this one's."""
+    if output.exists() and not output.is_dir():
+        raise InputError(f"--output {output} is a file; name a folder")
+    if output.is_dir() and any(output.iterdir()):
+        if not overwrite:
+            raise InputError(f"--output {output} already holds results; pass --overwrite to replace them "
+                             "or choose another folder")
+        clear_results(output)
+
+
+def clear_results(output: Path) -> None:
+    for name in RESULT_FILES:
+        (output / name).unlink(missing_ok=True)
+    shutil.rmtree(output / "runs", ignore_errors=True)
+    if output.is_dir() and not any(output.iterdir()):
+        output.rmdir()

@@ -68,10 +68,11 @@ def add_rewriter_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--timeout", type=float, help="time budget per batch in seconds; past it, fall back")
 
 
-def build_backend(args: argparse.Namespace) -> Backend:
+def build_backend(args: argparse.Namespace, flag: str = "--backend") -> Backend:
+    """The rewriting backend ``args.backend`` names; ``flag`` is the option the user typed it with."""
     name = args.backend.partition(":")[0]
     if name in ("transformers", "vllm") and not args.model:
-        raise InputError(f"--backend {name} needs --model <path-or-hub-id>")
+        raise InputError(f"{flag} {name} needs --model <path-or-hub-id>")
     options: dict[str, Any] = {
         "file": {"on_missing": args.on_missing},
         "transformers": {"model": args.model, "device": args.device, "dtype": args.dtype},
