@@ -239,3 +239,18 @@ def test_sft_baseline_on_the_same_data(tmp_path, tiny_model, monkeypatch):
     from tsqr_plugins.backends.transformers import TransformersBackend
 
     TransformersBackend(str(output), device="cpu").close()  # the checkpoint loads in the rewriter
+
+    # A second run into the same folder would replace this checkpoint: refused unless asked.
+    assert train_tiny("sft", base, train, output, extra=["--max-steps", "1"]) == 2
+    assert json.loads((output / "training_summary.json").read_text())["steps"] == 2
+    assert train_tiny("sft", base, train, output, extra=["--max-steps", "1", "--overwrite"]) == 0
+    assert json.loads((output / "training_summary.json").read_text())["steps"] == 1
+
+
+def test_grpo_and_sft_save_to_different_folders_by_default():
+    from tsqr_plugins.training.recipe import Recipe
+
+    for config in sorted((REPO / "training" / "configs").glob("*.yaml")):
+        recipe = Recipe.load(config)
+        assert recipe.output_for("grpo") != recipe.output_for("sft"), config.name
+    assert Recipe("m", "d", "out/grpo/").output_for("sft") == "out/grpo-sft"

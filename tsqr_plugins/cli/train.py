@@ -34,7 +34,11 @@ def add_parser(commands: Any) -> None:
         run.add_argument("--config", required=True, type=Path, help="recipe YAML (training/configs/)")
         run.add_argument("--model", help="override the recipe's model")
         run.add_argument("--dataset", help="override the recipe's dataset")
-        run.add_argument("--output-dir", help="override the recipe's output_dir")
+        run.add_argument("--output-dir", help=f"override where {name} saves (the recipe's "
+                         f"{'sft_output_dir' if name == 'sft' else 'output_dir'})")
+        again = run.add_mutually_exclusive_group()
+        again.add_argument("--overwrite", action="store_true", help="replace what the output folder holds")
+        again.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
         run.add_argument("--max-steps", type=int, help="override the number of optimiser steps")
     parser.set_defaults(run=run_command)
 
@@ -42,13 +46,18 @@ def add_parser(commands: Any) -> None:
 def run_command(args: argparse.Namespace) -> int:
     if args.action == "data":
         return _data(args)
-    from tsqr_plugins.training.grpo import next_step_command, train_grpo, train_sft
+    from tsqr_plugins.training.grpo import check_output_dir, next_step_command, train_grpo, train_sft
     from tsqr_plugins.training.recipe import Recipe
 
-    recipe = Recipe.load(args.config, model=args.model, dataset=args.dataset, output_dir=args.output_dir)
+    where = "sft_output_dir" if args.action == "sft" else "output_dir"
+    recipe = Recipe.load(args.config, model=args.model, dataset=args.dataset, **{where: args.output_dir})
     if args.max_steps is not None:
         getattr(recipe, args.action)["max_steps"] = args.max_steps
-    output = train_grpo(recipe) if args.action == "grpo" else train_sft(recipe)
+    check_output_dir(recipe.output_for(args.action), overwrite=args.overwrite, resume=args.resume)
+    if args.action == "grpo":
+        output = train_grpo(recipe, resume=args.resume)
+    else:
+        output = train_sft(recipe, resume=args.resume)
     print(f"saved {output}")
     print(f"evaluate it with: {next_step_command(output)}")
     return 0

@@ -33,45 +33,55 @@ def load_training_data(path: str):
     return dataset
 
 
-def resolve_model(recipe: Recipe) -> str:
+def resolve_model(recipe: Recipe, kind: str = "grpo") -> str:
     """The model path; ``tiny`` builds a random-weight Qwen2 (CPU smoke runs, no hub)."""
     if recipe.model != "tiny":
         return recipe.model
     from ..testing.tiny_model import build_tiny_qwen2
 
-    return str(build_tiny_qwen2(Path(recipe.output_dir) / "tiny-base"))
+    return str(build_tiny_qwen2(Path(recipe.output_for(kind)) / "tiny-base"))
 
 
-def train_grpo(recipe: Recipe, encoder=None) -> Path:
+def check_output_dir(output: str | Path, overwrite: bool = False, resume: bool = False) -> None:
+    """A folder holding files is another run's checkpoint: refused unless asked to replace or resume it."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise InputError(f"output_dir {output} is a file")
+    if output.is_dir() and any(output.iterdir()) and not (overwrite or resume):
+        raise InputError(f"output_dir {output} already holds files (another run's checkpoint?); pass --overwrite "
+                         "to replace it, --resume to continue from its last checkpoint, or another --output-dir")
+
+
+def train_grpo(recipe: Recipe, encoder=None, resume: bool = False) -> Path:
     trl = require("trl", "train", "GRPO training")
     bm25_weight = float(recipe.reward.get("bm25_weight", 0.0))
     settings = dict(recipe.grpo)
     if bm25_weight > 0:
         settings.setdefault("reward_weights", [1.0, bm25_weight])
-    config = trl_config("grpo", settings, recipe.output_dir)  # checked before anything heavy loads
+    config = trl_config("grpo", settings, recipe.output_for("grpo"))  # checked before anything heavy loads
     dataset = load_training_data(recipe.dataset)
     rewards = [get_embedding_reward(recipe.embedding_model, encoder=encoder, device=recipe.reward.get("device"))]
     if bm25_weight > 0:  # off by default: the paper trains on the embedding reward alone
         rewards.append(get_bm25_reward([d for docs in dataset["positives"] for d in docs]))
     trainer = trl.GRPOTrainer(model=resolve_model(recipe), reward_funcs=rewards, args=config, train_dataset=dataset)
-    trainer.train()
-    return _save(trainer, recipe)
+    trainer.train(resume_from_checkpoint=resume or None)
+    return _save(trainer, recipe, "grpo")
 
 
-def train_sft(recipe: Recipe) -> Path:
+def train_sft(recipe: Recipe, resume: bool = False) -> Path:
     """The paper's SFT ablation: the same prompts, the positive document as the target completion."""
     trl = require("trl", "train", "SFT training")
-    config = trl_config("sft", recipe.sft, recipe.output_dir)
+    config = trl_config("sft", recipe.sft, recipe.output_for("sft"))
     dataset = load_training_data(recipe.dataset)
     dataset = dataset.map(lambda row: {"completion": [{"role": "assistant", "content": row["positives"][0]}]},
                           remove_columns=[c for c in dataset.column_names if c != "prompt"])
-    trainer = trl.SFTTrainer(model=resolve_model(recipe), args=config, train_dataset=dataset)
-    trainer.train()
-    return _save(trainer, recipe)
+    trainer = trl.SFTTrainer(model=resolve_model(recipe, "sft"), args=config, train_dataset=dataset)
+    trainer.train(resume_from_checkpoint=resume or None)
+    return _save(trainer, recipe, "sft")
 
 
-def _save(trainer: Any, recipe: Recipe) -> Path:
-    output = Path(recipe.output_dir)
+def _save(trainer: Any, recipe: Recipe, kind: str) -> Path:
+    output = Path(recipe.output_for(kind))
     trainer.save_model(str(output))
     tokenizer = getattr(trainer, "processing_class", None)
     if tokenizer is not None:

@@ -2,7 +2,7 @@
 
     model: Qwen/Qwen2.5-1.5B-Instruct      # or a local path, or "tiny" (a random Qwen2 built here)
     dataset: data/train.parquet            # `tsqr train data` output
-    output_dir: checkpoints/tsqr-grpo
+    output_dir: checkpoints/tsqr-grpo      # GRPO's checkpoint; sft_output_dir (default <output_dir>-sft) for SFT
     reward: {embedding_model: BAAI/bge-base-en-v1.5, device: null, bm25_weight: 0.0}
     grpo: {learning_rate: 1.0e-6, beta: 0.008, ...}   # GRPOConfig fields, checked against TRL
     sft: {...}                                         # SFTConfig fields (the SFT baseline)
@@ -32,11 +32,17 @@ KNOWN_RENAMES = {  # what older recipes may still say, and what to write instead
 class Recipe:
     model: str
     dataset: str
-    output_dir: str
+    output_dir: str  # where `tsqr train grpo` saves
+    sft_output_dir: str = ""  # where `tsqr train sft` saves (default: output_dir + "-sft"), never the GRPO one
     reward: dict[str, Any] = field(default_factory=dict)
     grpo: dict[str, Any] = field(default_factory=dict)
     sft: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+
+    def output_for(self, kind: str) -> str:
+        if kind == "sft":
+            return self.sft_output_dir or f"{self.output_dir.rstrip('/')}-sft"
+        return self.output_dir
 
     @property
     def embedding_model(self) -> str:
@@ -59,7 +65,7 @@ class Recipe:
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)} - {"source"}
         if unknown:
             raise InputError(f"{path}: unknown settings {sorted(unknown)}; known: model, dataset, output_dir, "
-                             "reward, grpo, sft")
+                             "sft_output_dir, reward, grpo, sft")
         missing = [name for name in ("model", "dataset", "output_dir") if not data.get(name)]
         if missing:
             raise InputError(f"{path}: missing {', '.join(missing)} (or pass --{missing[0].replace('_', '-')})")
