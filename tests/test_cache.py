@@ -42,6 +42,24 @@ def test_a_cache_of_another_model_is_refused(tmp_path):
         RewriteCache(path, {**IDENTITY, "model": "/models/other"})
 
 
+def test_damaged_or_foreign_cache_files_are_a_clear_error(tmp_path):
+    good = tmp_path / "good.sqlite"
+    cache = RewriteCache(good, IDENTITY)
+    cache.put_many([(cache.key("p", "{}", f"q{i}"), "p", "{}", f"q{i}", "x" * 500) for i in range(200)])
+    cache.close()
+    truncated = tmp_path / "truncated.sqlite"
+    truncated.write_bytes(good.read_bytes()[:3000])
+    text = tmp_path / "text.sqlite"
+    text.write_text("these are not the rewrites you are looking for\n" * 100)
+    foreign = tmp_path / "foreign.sqlite"
+    with sqlite3.connect(foreign) as other:
+        other.execute("CREATE TABLE meta (id INTEGER PRIMARY KEY, blob BLOB)")
+    for path in (truncated, text, foreign, tmp_path):
+        with pytest.raises(CacheMismatchError, match=str(path.name)) as raised:
+            RewriteCache(path, IDENTITY)
+        assert "--cache" in str(raised.value) or "directory" in str(raised.value), path
+
+
 def test_failed_generations_are_not_stored(tmp_path):
     from tests.test_rewriter import RaisingBackend
 

@@ -43,10 +43,25 @@ class RewriteCache:
         self.identity = dict(identity)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._connection = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False, isolation_level=None)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=NORMAL")
-        self._check_identity()
+        if self.path.is_dir():
+            raise CacheMismatchError(f"rewrite cache {self.path} is a directory; name a file (or pass --no-cache)")
+        try:
+            self._connection = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False,
+                                               isolation_level=None)
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("PRAGMA synchronous=NORMAL")
+            self._check_identity()
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error) or "busy" in str(error):
+                raise  # another process holds it: a real condition, not a damaged file
+            raise self._unusable(error) from None
+        except sqlite3.DatabaseError as error:  # not a database, truncated, or another program's tables
+            raise self._unusable(error) from None
+
+    def _unusable(self, error: Exception) -> CacheMismatchError:
+        return CacheMismatchError(
+            f"rewrite cache {self.path} is damaged or not a tsqr cache ({error}); delete it to start a "
+            "new one, or pass another --cache (or --no-cache)")
 
     def _check_identity(self) -> None:
         wanted = {**self.identity, "schema": SCHEMA_VERSION}
