@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -140,3 +141,20 @@ def test_a_lone_surrogate_query_is_written_not_crashed_on(tmp_path):
     (row,) = read_rows(output)
     assert row["original"] == "moths \ud800 lamps" and row["fallback"] is True
     assert not (tmp_path / "o.jsonl.partial").exists()
+
+
+def test_a_timed_out_transformers_generation_is_stopped_and_the_process_exits_cleanly(tiny_model, tmp_path):
+    """--timeout falls back at the deadline; the abandoned generation must stop too, or the
+    interpreter exits under a running torch thread ("terminate called...", exit 134)."""
+    queries = tmp_path / "q.txt"
+    queries.write_text("why do moths fly to light\n")
+    output = tmp_path / "o.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "tsqr_plugins.cli", "rewrite", "--backend", "transformers", "--model", str(tiny_model),
+         "--device", "cpu", "--max-tokens", "800", "--timeout", "0.3", "--no-cache", "--quiet",
+         "--input", str(queries), "--output", str(output)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "terminate called" not in done.stderr
+    (row,) = read_rows(output)
+    assert row["fallback"] is True

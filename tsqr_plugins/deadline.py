@@ -1,37 +1,66 @@
-"""Run a call with a time budget, for fail-open rewriting."""
+"""Run a call with a time budget, for fail-open rewriting.
+
+The call runs in a worker thread. Python cannot stop a thread, so the worker carries its
+deadline (``expired()`` reads it) and backends that can stop early check it: the transformers
+backend ends generation at the deadline instead of running on, abandoned, until the process exits
+under it (which aborts the interpreter: "terminate called without an active exception").
+"""
 
 from __future__ import annotations
 
+import atexit
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from tsqr_plugins.errors import BackendTimeout
 
 T = TypeVar("T")
+EXIT_GRACE_S = 30.0  # how long the process waits at exit for abandoned workers to notice their deadline
+
+_local = threading.local()
+_abandoned: set[threading.Thread] = set()
+
+
+def expired() -> bool:
+    """Whether the current thread runs a call whose time budget is spent."""
+    deadline = getattr(_local, "deadline", None)
+    return deadline is not None and time.monotonic() >= deadline
 
 
 def call_with_deadline(function: Callable[[], T], seconds: float | None) -> T:
-    """Return ``function()``, or raise BackendTimeout after ``seconds``.
-
-    The call runs in a daemon thread; Python cannot stop it, so a timed-out generation finishes in
-    the background and its result is dropped. ``seconds=None`` calls directly.
-    """
+    """Return ``function()``, or raise BackendTimeout after ``seconds``. ``seconds=None`` calls directly."""
     if seconds is None:
         return function()
     outcome: dict[str, object] = {}
+    deadline = time.monotonic() + seconds
 
     def target() -> None:
+        _local.deadline = deadline
         try:
-            outcome["value"] = function()
+            value = function()
+            if expired():  # stopped at the deadline: a cut-short answer is no answer
+                raise BackendTimeout(f"the backend did not answer within the time budget of {seconds:g} s")
+            outcome["value"] = value
         except BaseException as error:  # handed to the caller's thread below
             outcome["error"] = error
+        finally:
+            _abandoned.discard(threading.current_thread())
 
     worker = threading.Thread(target=target, name="tsqr-deadline", daemon=True)
     worker.start()
     worker.join(seconds)
     if worker.is_alive():
+        _abandoned.add(worker)
         raise BackendTimeout(f"the backend did not answer within the time budget of {seconds:g} s")
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["value"]  # type: ignore[return-value]
+
+
+@atexit.register
+def _wait_for_abandoned_workers() -> None:
+    end = time.monotonic() + EXIT_GRACE_S
+    for worker in list(_abandoned):
+        worker.join(max(0.0, end - time.monotonic()))

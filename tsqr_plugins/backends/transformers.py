@@ -9,6 +9,8 @@ from typing import Any
 
 from tsqr_plugins.backends.base import Backend, Completion, cut_at_stop
 from tsqr_plugins.backends.truncation import fit_query
+from tsqr_plugins.deadline import expired
+from tsqr_plugins.errors import BackendTimeout
 from tsqr_plugins.lazy import require
 from tsqr_plugins.params import GenerationParams
 from tsqr_plugins.prompts import Prompt
@@ -72,6 +74,9 @@ class TransformersBackend(Backend):
         results: list[Completion] = []
         for start in range(0, len(conversations), self.batch_size):
             batch = conversations[start : start + self.batch_size]
+            if expired():  # the caller has given up on this call: generate nothing more
+                results.extend(Completion.failed(BackendTimeout("the time budget was spent")) for _ in batch)
+                continue
             try:
                 results.extend(Completion(text=text) for text in self._generate_batch(batch, params))
             except Exception as error:  # one failed batch fails its own items only
@@ -89,10 +94,22 @@ class TransformersBackend(Backend):
         if params.seed is not None:
             torch.manual_seed(params.seed)
         with torch.inference_mode():
-            output = self.model.generate(**encoded, **self._sampling_kwargs(params))
+            output = self.model.generate(**encoded, **self._sampling_kwargs(params),
+                                         stopping_criteria=self._stop_at_deadline())
         new_tokens = output[:, encoded["input_ids"].shape[1] :]
         decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [cut_at_stop(text, params.stop) for text in decoded]
+
+    def _stop_at_deadline(self):
+        """Generation ends once the caller's time budget is spent (its result is dropped anyway)."""
+        transformers = require("transformers", "transformers", "the transformers backend")
+        torch = self._torch
+
+        class PastDeadline(transformers.StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), expired(), dtype=torch.bool, device=input_ids.device)
+
+        return transformers.StoppingCriteriaList([PastDeadline()])
 
     def _sampling_kwargs(self, params: GenerationParams) -> dict[str, Any]:
         stop_ids = [self.tokenizer.convert_tokens_to_ids(token) for token in params.stop]
