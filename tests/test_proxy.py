@@ -126,3 +126,86 @@ def test_cli_rejects_a_bad_upstream_before_serving(tmp_path, capsys):
     rewrites.write_text(json.dumps({QUERY: REWRITE}))
     assert main(["proxy", "--upstream", "localhost:9200", "--backend", f"file:{rewrites}", "--no-cache"]) == 2
     assert "--upstream must be an http(s) URL" in capsys.readouterr().err
+
+
+class HeaderUpstream:
+    """An HTTP server that answers with repeated and connection-specific fields and records the
+    fields it received (HTTP-intermediary behaviour; nothing engine-specific)."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler
+
+        from tests.background_server import BackgroundServer
+
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                received.append({k.lower(): v for k, v in self.headers.items()})
+                body = b'{"ok": true}'
+                self.send_response(200)
+                for field, value in (("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2; Path=/"),
+                                     ("Connection", "X-Hop"), ("X-Hop", "secret"), ("Proxy-Connection", "keep-alive"),
+                                     ("Content-Type", "application/json"), ("Content-Length", str(len(body)))):
+                    self.send_header(field, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+        class Server(BackgroundServer):
+            def _handler(self):
+                return Handler
+
+        self.server = Server()
+        self.url = self.server.url
+
+    def __enter__(self):
+        self.server.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.__exit__(*exc)
+
+
+def test_the_cli_proxy_relays_fields_as_an_http_intermediary_must(tmp_path):
+    """RFC 9110 7.6.1: repeated fields kept, connection-specific ones dropped, no Accept-Encoding the
+    client did not send, one Server/Date (the upstream's)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    with HeaderUpstream() as upstream:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tsqr_plugins.cli", "proxy", "--upstream", upstream.url, "--port", str(port),
+             "--backend", f"file:{tmp_path / 'none.json'}", "--on-missing", "fallback"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        (tmp_path / "none.json").write_text("{}")
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/x", timeout=2)
+                    break
+                except httpx.TransportError:
+                    assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+                    time.sleep(0.2)
+            upstream.received.clear()
+            with httpx.Client(headers={"Accept-Encoding": ""}) as bare:
+                request = bare.build_request("GET", f"http://127.0.0.1:{port}/x")
+                del request.headers["accept-encoding"]
+                answer = bare.send(request)
+            assert answer.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2; Path=/"]
+            assert "x-hop" not in answer.headers and "proxy-connection" not in answer.headers
+            assert len(answer.headers.get_list("server")) <= 1 and len(answer.headers.get_list("date")) <= 1
+            assert "accept-encoding" not in upstream.received[-1]
+            httpx.get(f"http://127.0.0.1:{port}/x", headers={"Accept-Encoding": "gzip"})
+            assert upstream.received[-1]["accept-encoding"] == "gzip"
+        finally:
+            process.terminate()
+            process.wait(30)

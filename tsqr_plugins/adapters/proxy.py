@@ -25,8 +25,10 @@ from ..lazy import require
 
 logger = logging.getLogger(__name__)
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-              "transfer-encoding", "upgrade", "host", "content-length"}
+# RFC 9110 7.6.1: connection-specific fields an intermediary never relays (plus host and length,
+# which the next hop sets itself), and every field the Connection header names.
+HOP_BY_HOP = {"connection", "proxy-connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+              "trailer", "transfer-encoding", "upgrade", "host", "content-length"}
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 SEARCH_METHODS = ("GET", "POST")
 STAGE_HEADERS = ("authorization", "cookie", "x-opaque-id")  # what our own _termvectors calls carry along
@@ -39,7 +41,11 @@ def is_search_path(path: str) -> bool:
 
 
 def forwarded_headers(headers) -> list[tuple[str, str]]:
-    return [(name, value) for name, value in headers.items() if name.lower() not in HOP_BY_HOP]
+    """The end-to-end fields of a message, every occurrence kept (several Set-Cookie stay several)."""
+    items = headers.multi_items() if hasattr(headers, "multi_items") else list(headers.items())
+    named = {token.strip().lower() for name, value in items if name.lower() in ("connection", "proxy-connection")
+             for token in value.split(",")}
+    return [(name, value) for name, value in items if name.lower() not in HOP_BY_HOP | named]
 
 
 class SearchProxy:
@@ -57,6 +63,10 @@ class SearchProxy:
         self.settings = settings or StageSettings()
         self.max_body_bytes = max_body_bytes
         self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        # Only the client's own fields go upstream: no Accept-Encoding (so no compressed answers to a
+        # client that never asked for them), User-Agent or Accept that httpx would add by itself.
+        for name in ("accept-encoding", "user-agent", "accept"):
+            self.client.headers.pop(name, None)
 
     def target(self, raw_path: str, query: str) -> Any:
         """The upstream URL for a request path; only ever on the configured upstream."""
@@ -151,12 +161,15 @@ class SearchProxy:
         except Exception as error:
             return JSONResponse({"error": f"upstream {self.upstream} unreachable: {type(error).__name__}"},
                                 status_code=502)
-        headers = dict(forwarded_headers(upstream.headers))
+        relayed = forwarded_headers(upstream.headers)
         if "content-length" in upstream.headers:  # raw bytes are relayed, so the length still holds
-            headers["content-length"] = upstream.headers["content-length"]
-        headers.update(extra_headers)
-        return StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code, headers=headers,
-                                 background=BackgroundTask(upstream.aclose))
+            relayed.append(("content-length", upstream.headers["content-length"]))
+        relayed += list(extra_headers.items())
+        response = StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code,
+                                     background=BackgroundTask(upstream.aclose))
+        # raw headers, not a mapping: repeated fields (Set-Cookie) must not be folded into one
+        response.raw_headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in relayed]
+        return response
 
     async def aclose(self) -> None:
         await self.client.aclose()

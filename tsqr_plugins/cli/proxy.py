@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     uvicorn = require("uvicorn", "serve", "tsqr proxy")
     rewriter = build_rewriter(args, build_backend(args))
     proxy = SearchProxy(args.upstream, rewriter, settings, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+    # The upstream's Server and Date fields are relayed; uvicorn's own would duplicate them.
     uvicorn.run(create_proxy_app(proxy), host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=30)
+                timeout_graceful_shutdown=30, server_header=False, date_header=False)
     return 0
