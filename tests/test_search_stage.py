@@ -340,3 +340,16 @@ def test_opensearch_client_stage_sync_and_async(tmp_path):
             assert search_of(server) == {"match": {"text": QUERY}}
     with pytest.raises(InputError, match="opensearchpy.OpenSearch"):
         RewritingOpenSearch(object(), None)
+
+
+def test_a_malformed_termvectors_answer_falls_back_to_match_and_says_so():
+    """Not match_none with rewritten=1 (silently empty results): the rewrite goes out with match
+    scoring and the metadata names the reason."""
+    class Garbled(RecordingSearchServer):
+        def termvectors(self, body):
+            return {"term_vectors": {"text": {"terms": {"moon": {"tf": 1}}}}}  # no statistics
+
+    new, info = run_stage({"match": {"text": QUERY}}, {QUERY: REWRITE}, StageSettings(scoring="bm25q"), Garbled(CORPUS))
+    assert new == {"match": {"text": {"query": REWRITE}}}
+    assert "malformed _termvectors" in info["queries"][0]["stats_unavailable"]
+    assert querydsl.bm25q_weights({"found": True, "term_vectors": {}}, "text") == {}  # only stop words: no terms

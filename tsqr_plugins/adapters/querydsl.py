@@ -188,19 +188,30 @@ def termvectors_body(text: str, fields: list[str]) -> dict:
     }
 
 
+class MalformedTermVectors(ValueError):
+    """A ``_termvectors`` answer without the statistics BM25Q needs."""
+
+
 def bm25q_weights(termvectors: dict, text_field: str, k1: float = BM25_K1, b: float = BM25_B) -> dict[str, float]:
     """Each query term's query-side BM25 weight from a ``_termvectors`` answer (BRIGHT's formula).
 
     weight = (ln(N + 1) - ln(df + 0.5)) * tf / (tf + k1 (1 - b + b |q| / avgdl)), with N and avgdl
     from the field statistics, |q| counting the query terms the index knows; unknown terms drop out.
+    An answer for a text none of whose terms the field holds has no term vector for it (``{}``);
+    an answer without the statistics raises MalformedTermVectors.
     """
+    if not isinstance(termvectors, dict) or not isinstance(termvectors.get("term_vectors", {}), dict) \
+            or not ("term_vectors" in termvectors or "found" in termvectors):
+        raise MalformedTermVectors("not a _termvectors answer")
+    if text_field not in termvectors.get("term_vectors", {}):
+        return {}  # the analysed text left no term in this field (all stop words, say)
     try:
         vector = termvectors["term_vectors"][text_field]
         stats = vector["field_statistics"]
         documents, total = int(stats["doc_count"]), int(stats["sum_ttf"])
-        terms = {t: (int(v.get("term_freq", 0)), int(v.get("doc_freq", 0) or 0)) for t, v in vector["terms"].items()}
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return {}
+        terms = {t: (int(v["term_freq"]), int(v.get("doc_freq", 0) or 0)) for t, v in vector["terms"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise MalformedTermVectors(f"{type(error).__name__}: {error}") from None
     known = {t: (tf, df) for t, (tf, df) in terms.items() if df > 0 and tf > 0}
     if not known or documents <= 0:
         return {}

@@ -123,13 +123,17 @@ def _build(text: str, leaf: TextQuery, budget: int, settings: StageSettings,
            stats: dict[StatsKey, dict | None]) -> Built:
     names = leaf.field_names
     text = querydsl.clean_text(text)
+    malformed = None
     if settings.scoring == "bm25q":
         termvectors = stats.get((text, names))
         if termvectors is not None:
-            return _bm25q(termvectors, names, budget, settings)
+            try:
+                return _bm25q(termvectors, names, budget, settings)
+            except querydsl.MalformedTermVectors as error:
+                malformed = f"malformed _termvectors answer ({error})"
     built = querydsl.match_query(text, list(leaf.fields), budget, leaf.options, leaf.kind)
     if settings.scoring == "bm25q":  # BM25Q needs one index's statistics for named fields
-        built.info["stats_unavailable"] = (
+        built.info["stats_unavailable"] = malformed or (
             "no field names (the index's default fields)" if not names
             else "wildcard field names" if not querydsl.concrete_fields(names)
             else "no single index to ask (several indices, a pattern or an alias), or _termvectors failed")

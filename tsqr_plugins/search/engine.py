@@ -48,7 +48,10 @@ class _EngineBM25(Retriever):
         answer = self.http.post(f"/{self.index_name}/_termvectors", json=querydsl.termvectors_body(text, [FIELD]))
         if answer.status_code >= 400:
             raise InputError(f"_termvectors failed on {self.index_name} ({answer.status_code}): {answer.text[:300]}")
-        weights = querydsl.bm25q_weights(answer.json(), FIELD)
+        try:
+            weights = querydsl.bm25q_weights(answer.json(), FIELD)
+        except (ValueError, querydsl.MalformedTermVectors) as error:
+            raise InputError(f"_termvectors on {self.index_name} gave no statistics ({error}): {answer.text[:300]}") from None
         return querydsl.bm25q_query(weights, FIELD, querydsl.DEFAULT_CLAUSE_BUDGET).query
 
     def search_batch(self, queries: Sequence[str], k: int,
