@@ -209,3 +209,30 @@ def test_the_cli_proxy_relays_fields_as_an_http_intermediary_must(tmp_path):
         finally:
             process.terminate()
             process.wait(30)
+
+
+def test_a_slow_upstream_is_a_504_within_the_proxys_time_budget(tmp_path):
+    import time
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.background_server import BackgroundServer
+
+    class Slow(BackgroundServer):
+        def _handler(self):
+            class Handler(BaseHTTPRequestHandler):
+                def log_message(self, *args):
+                    pass
+
+                def do_GET(self):
+                    time.sleep(3)
+                    self.send_response(200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+
+            return Handler
+
+    with Slow() as upstream:
+        proxy = SearchProxy(upstream.url, file_rewriter(tmp_path), timeout=0.5)
+        with RunningApp(create_proxy_app(proxy)) as running:
+            answer = httpx.get(f"{running.url}/_cluster/health", timeout=30)
+            assert answer.status_code == 504 and "did not answer within 0.5 s" in answer.json()["error"]

@@ -62,6 +62,7 @@ class SearchProxy:
         self.rewriter = rewriter
         self.settings = settings or StageSettings()
         self.max_body_bytes = max_body_bytes
+        self.timeout = timeout
         self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         # Only the client's own fields go upstream: no Accept-Encoding (so no compressed answers to a
         # client that never asked for them), User-Agent or Accept that httpx would add by itself.
@@ -156,8 +157,13 @@ class SearchProxy:
             # A streamed body keeps its length (no chunked encoding that some servers refuse).
             headers.append(("content-length", request.headers["content-length"]))
         outgoing = self.client.build_request(request.method, url, headers=headers, content=content)
+        import httpx
+
         try:
             upstream = await self.client.send(outgoing, stream=True)
+        except httpx.TimeoutException:
+            return JSONResponse({"error": f"upstream {self.upstream} did not answer within {self.timeout:g} s "
+                                          "(--upstream-timeout)"}, status_code=504)
         except Exception as error:
             return JSONResponse({"error": f"upstream {self.upstream} unreachable: {type(error).__name__}"},
                                 status_code=502)

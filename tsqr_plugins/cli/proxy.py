@@ -7,6 +7,7 @@ from typing import Any
 
 from tsqr_plugins.adapters.querydsl import DEFAULT_CLAUSE_BUDGET, SCORINGS
 from tsqr_plugins.cli.rewrite import add_backend_options, add_rewriter_options, build_backend, build_rewriter
+from tsqr_plugins.errors import InputError
 from tsqr_plugins.lazy import require
 
 
@@ -34,6 +35,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--rewrite-filters", action="store_true",
                         help="also rewrite text queries under bool filter/must_not, boosting negative and "
                         "constant_score (left alone by default: they exclude documents, they do not rank them)")
+    parser.add_argument("--upstream-timeout", type=float, default=60.0,
+                        help="seconds to wait for the engine (default 60); past it the answer is 504")
     parser.add_argument("--max-body-mb", type=float, default=10.0, help="largest _search body read (default 10)")
     add_backend_options(parser)
     add_rewriter_options(parser)
@@ -51,7 +54,10 @@ def run(args: argparse.Namespace) -> int:
     )
     uvicorn = require("uvicorn", "serve", "tsqr proxy")
     rewriter = build_rewriter(args, build_backend(args))
-    proxy = SearchProxy(args.upstream, rewriter, settings, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+    if args.upstream_timeout <= 0:
+        raise InputError(f"--upstream-timeout must be > 0, got {args.upstream_timeout}")
+    proxy = SearchProxy(args.upstream, rewriter, settings, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                        timeout=args.upstream_timeout)
     # The upstream's Server and Date fields are relayed; uvicorn's own would duplicate them.
     uvicorn.run(create_proxy_app(proxy), host=args.host, port=args.port, log_level="warning",
                 timeout_graceful_shutdown=30, server_header=False, date_header=False)
