@@ -1,18 +1,64 @@
-"""Finding a JVM for pyserini, and saying exactly what to install when there is none."""
+"""Finding a JVM for pyserini, and saying exactly what to install when there is none.
+
+pyserini 0.25 runs on Java 17+ (Debian's default here); pyserini >= 1.0 needs Java 21+ (its
+Anserini jar is built for class file version 65). When the Java that ``JAVA_HOME`` or ``PATH``
+names is too old for the installed pyserini, an installed JDK that is new enough is used instead
+(``/usr/lib/jvm/*``, ``TSQR_JAVA_HOME``), so a user with both JDKs needs no configuration. Nothing
+here starts the JVM: ``ensure_java_home`` only sets ``JAVA_HOME`` before pyjnius reads it.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MissingDependencyError
 
-INSTALL_HINT = (
-    "pyserini 0.25 needs a Java 17+ JDK: on Debian/Ubuntu `apt-get install openjdk-17-jdk-headless`, "
-    "or set JAVA_HOME to an installed JDK (pyserini >= 1.0 needs Java 21)"
-)
+JVM_DIRS = (Path("/usr/lib/jvm"), Path("/usr/local/lib/jvm"), Path("/opt/java"))
+
+
+@dataclass(frozen=True)
+class JavaPairing:
+    """The installed pyserini, the Java it needs, and the Java that will be used (or None)."""
+
+    pyserini: str | None
+    needed: int
+    found: Path | None  # what JAVA_HOME / PATH name
+    found_version: int | None
+    chosen: Path | None  # the JDK pyserini will run on, None when none suits
+    chosen_version: int | None
+
+    @property
+    def works(self) -> bool:
+        return self.chosen is not None
+
+    def describe(self) -> str:
+        found = f"Java {self.found_version} at {self.found}" if self.found else "no Java on JAVA_HOME or PATH"
+        if self.pyserini is None:
+            return f"pyserini not installed; {found}"
+        if self.chosen is None:
+            return f"pyserini {self.pyserini} needs Java {self.needed}+; {found}: will NOT work"
+        if self.chosen == self.found:
+            return f"pyserini {self.pyserini} on Java {self.chosen_version} at {self.chosen}: works"
+        return (f"pyserini {self.pyserini} needs Java {self.needed}+; {found} is too old, "
+                f"so Java {self.chosen_version} at {self.chosen} is used: works")
+
+
+def pyserini_version() -> str | None:
+    try:
+        return importlib.metadata.version("pyserini")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def java_needed(version: str | None) -> int:
+    major = re.match(r"(\d+)", version or "0")
+    return 21 if major and int(major.group(1)) >= 1 else 17
 
 
 def java_home() -> Path | None:
@@ -30,20 +76,47 @@ def java_version(home: Path) -> int | None:
         result = subprocess.run([str(home / "bin" / "java"), "-version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    for token in result.stderr.replace('"', " ").split():
-        head = token.split(".")[0]
-        if head.isdigit() and "." in token or token.isdigit():
-            return int(head)
-    return None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', result.stderr)
+    if not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
 
 
-def ensure_java_home(minimum: int = 17) -> Path:
-    """Set JAVA_HOME for pyjnius (before the JVM starts), or raise naming what to install."""
-    home = java_home()
-    if home is None or not (home / "bin" / "java").exists():
-        raise MissingDependencyError(f"no Java found (JAVA_HOME unset and no `java` on PATH). {INSTALL_HINT}")
-    version = java_version(home)
-    if version is not None and version < minimum:
-        raise MissingDependencyError(f"Java {version} at {home} is too old. {INSTALL_HINT}")
-    os.environ["JAVA_HOME"] = str(home)
-    return home
+def installed_jdks() -> list[Path]:
+    """JDK homes on this machine, besides the one JAVA_HOME / PATH name."""
+    homes = [Path(os.environ["TSQR_JAVA_HOME"])] if os.environ.get("TSQR_JAVA_HOME") else []
+    for root in JVM_DIRS:
+        if root.is_dir():
+            homes += sorted((p for p in root.iterdir() if p.is_dir() and not p.is_symlink()), reverse=True)
+    return [home for home in homes if (home / "bin" / "java").is_file()]
+
+
+def pairing(minimum: int | None = None) -> JavaPairing:
+    version = pyserini_version()
+    needed = minimum or java_needed(version)
+    found = java_home()
+    found_version = java_version(found) if found and (found / "bin" / "java").exists() else None
+    if found_version is not None and found_version >= needed:
+        return JavaPairing(version, needed, found, found_version, found, found_version)
+    for home in installed_jdks():
+        candidate = java_version(home)
+        if candidate is not None and candidate >= needed:
+            return JavaPairing(version, needed, found, found_version, home, candidate)
+    return JavaPairing(version, needed, found, found_version, None, None)
+
+
+def ensure_java_home(minimum: int | None = None) -> Path:
+    """Set JAVA_HOME for pyjnius (before the JVM starts) to a JDK the installed pyserini runs on,
+    or raise naming pyserini's version, the Java found, and both ways out."""
+    chosen = pairing(minimum)
+    if not chosen.works:
+        found = f"Java {chosen.found_version} at {chosen.found}" if chosen.found else "no Java (JAVA_HOME unset, no `java` on PATH)"
+        raise MissingDependencyError(
+            f"pyserini {chosen.pyserini or '(not installed)'} needs Java {chosen.needed}+, and this machine has {found}"
+            " and no newer JDK under /usr/lib/jvm. Either install a Java "
+            f"{chosen.needed}+ JDK (e.g. Temurin) and set JAVA_HOME or TSQR_JAVA_HOME to it, or "
+            + ("use pyserini 0.25, which runs on Java 17: pip install 'pyserini==0.25.0'"
+               if chosen.needed > 17 else "on Debian/Ubuntu: apt-get install openjdk-17-jdk-headless"))
+    os.environ["JAVA_HOME"] = str(chosen.chosen)
+    return chosen.chosen

@@ -63,11 +63,10 @@ def server_status(base_url: str) -> str:
 
 
 def java_version() -> str:
-    java = shutil.which("java")
-    if java is None:
-        return "not found (pyserini needs Java: apt-get install openjdk-17-jre-headless)"
-    output = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
-    return (output.stderr or output.stdout).splitlines()[0]
+    """Which Java the installed pyserini will run on, honouring JAVA_HOME, and whether that works."""
+    from tsqr_plugins.java import pairing
+
+    return pairing().describe()
 
 
 def build_report(base_url: str) -> dict[str, Any]:
