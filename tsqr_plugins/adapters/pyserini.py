@@ -9,9 +9,16 @@
 
 Scoring defaults to BRIGHT/TongSearch's query-side BM25 ("BM25Q"): Lucene BM25 (k1=0.9, b=0.4)
 on the documents, and each unique query term boosted by its own BM25 weight computed against the
-index (idf x tf / (tf + k1 (1 - b + b |q| / avgdl)), |q| counting query terms the index knows).
-pyserini >= 1.0 ships that as ``QuerySideBm25QueryGenerator``; pyserini 0.25 (the version that runs
-on Java 17) does not, so the adapter builds the same boosted ``BooleanQuery`` itself.
+index (idf x tf / (tf + k1 (1 - b + b |q| / avgdl))).
+
+- pyserini >= 1.0 (Java 21+): Anserini's own ``QuerySideBm25QueryGenerator`` (what pyserini's
+  ``--bm25qs`` uses), through pyserini's threaded ``batch_search``. It counts every query token in
+  |q|, also those the index does not hold; BRIGHT's gensim recipe counts only known ones, so for
+  queries with out-of-vocabulary tokens the weights are slightly smaller (equal when every token is
+  known). ``native=False`` builds BRIGHT's exact weights instead.
+- pyserini 0.25 (Java 17) has no such generator: the adapter builds the boosted ``BooleanQuery``
+  itself with BRIGHT's weights (equal to the embedded engine's, tested).
+
 ``scoring="bm25"`` gives plain bag-of-words BM25 instead. The JVM starts on first use, never on import.
 """
 
@@ -48,7 +55,8 @@ class RewritingSearcher:
     """
 
     def __init__(self, searcher: Any, rewriter: Rewriter | None, mode: str = "replace", repeat: int = 5,
-                 scoring: str = "bm25q", k1: float = 0.9, b: float = 0.4, field: str = "contents"):
+                 scoring: str = "bm25q", k1: float = 0.9, b: float = 0.4, field: str = "contents",
+                 native: bool | None = None):
         if scoring not in SCORINGS:
             raise InputError(f"scoring must be one of {', '.join(SCORINGS)}, got {scoring!r}")
         lucene = _pyserini()
@@ -65,6 +73,12 @@ class RewritingSearcher:
         self.last_rewrites: dict[str, Rewrite] = {}
         self._stats: dict[str, float] | None = None
         self._df: dict[str, int] = {}
+        # Anserini's generator where pyserini has it (>= 1.0) and the field is the one it reads
+        available = hasattr(lucene, "JQuerySideBm25QueryGenerator") and field == "contents"
+        if native and not available:
+            raise InputError("native query-side BM25 needs pyserini >= 1.0 and field='contents'")
+        self.native = available if native is None else bool(native)
+        self._generator = None
         self.set_bm25(k1, b)
         self._query_classes = _QueryClasses()
 
@@ -73,6 +87,7 @@ class RewritingSearcher:
     def set_bm25(self, k1: float = 0.9, b: float = 0.4) -> None:
         self.k1, self.b = float(k1), float(b)
         self.searcher.set_bm25(self.k1, self.b)
+        self._generator = None  # query-side weights use the same k1, b
 
     def doc(self, docid):
         return self.searcher.doc(docid)
@@ -89,7 +104,10 @@ class RewritingSearcher:
         texts = self._rewrite(list(queries), [str(q) for q in qids])
         if self.scoring == "bm25":
             return self.searcher.batch_search(texts, [str(q) for q in qids], k=k, threads=threads, **kwargs)
-        # Query objects cannot go through pyserini's threaded batch_search; one search each.
+        if self.native:
+            return self.searcher.batch_search(texts, [str(q) for q in qids], k=k, threads=threads,
+                                              query_generator=self.query_generator())
+        # pyserini 0.25: query objects cannot go through its threaded batch_search; one search each.
         return {str(qid): self._search_one(text, k) for qid, text in zip(qids, texts)}
 
     def __getattr__(self, name):
@@ -112,10 +130,19 @@ class RewritingSearcher:
     def _search_one(self, text: str, k: int, **kwargs):
         if self.scoring == "bm25":
             return self.searcher.search(text, k=k, **kwargs)
+        if self.native:
+            return self.searcher.search(text, k=k, query_generator=self.query_generator())
         query = self.query_side_bm25(text)
         if query is None:
             return []
         return self.searcher.search(query, k=k)
+
+    def query_generator(self):
+        """Anserini's ``QuerySideBm25QueryGenerator`` on this index (pyserini >= 1.0)."""
+        if self._generator is None:
+            lucene = require("pyserini.search.lucene", "pyserini", "the Pyserini adapter")
+            self._generator = lucene.JQuerySideBm25QueryGenerator(self.k1, self.b, self._reader().reader)
+        return self._generator
 
     def query_weights(self, text: str) -> dict[str, float]:
         """Query-side BM25 weight of each query term the index knows (BRIGHT's gensim formula)."""
@@ -156,8 +183,12 @@ class RewritingSearcher:
     def _reader(self):
         reader = self.__dict__.get("_index_reader")
         if reader is None:
-            index = require("pyserini.index.lucene", "pyserini", "the Pyserini adapter")
-            reader = self.__dict__["_index_reader"] = index.IndexReader(self.searcher.index_dir)
+            reader = getattr(self.searcher, "index_reader", None)  # pyserini >= 1.0 keeps one
+            if reader is None:
+                index = require("pyserini.index.lucene", "pyserini", "the Pyserini adapter")
+                reader_class = getattr(index, "LuceneIndexReader", None) or index.IndexReader  # renamed in 1.0
+                reader = reader_class(self.searcher.index_dir)
+            self.__dict__["_index_reader"] = reader
         return reader
 
 
