@@ -55,7 +55,11 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
             clients = [threading.Thread(target=ask, args=(f"q{i}",)) for i in range(3)]
             for client in clients:
                 client.start()
-            while upstream.in_flight == 0:  # the requests are with the engine now
+            # SIGTERM once all three requests are with the engine (upstream delay 2 s): a request still
+            # on its way to the service when it stops listening would be refused, not drained.
+            deadline = time.monotonic() + 60
+            while upstream.in_flight < 3:
+                assert time.monotonic() < deadline, f"{len(upstream.requests)} of 3 requests reached the engine"
                 time.sleep(0.02)
             process.send_signal(signal.SIGTERM)
             for client in clients:
