@@ -14,11 +14,13 @@ from tests.background_server import BackgroundServer
 
 
 class RecordingOpenAIServer(BackgroundServer):
-    def __init__(self, answer=None, fail_first=0, fail_status=503, delay=0.0, malformed=False, api_key=None, port=0):
+    def __init__(self, answer=None, fail_first=0, fail_status=503, delay=0.0, malformed=False, api_key=None, port=0,
+                 hold=None):
         self.answer = answer or (lambda body: "rewrite of " + body["messages"][-1]["content"].split("Query: ")[-1].strip())
         self.fail_first = fail_first
         self.fail_status = fail_status
         self.delay = delay
+        self.hold = hold  # a threading.Event: every answer waits for it (30 s at most)
         self.malformed = malformed
         self.api_key = api_key
         self.requests: list[dict] = []
@@ -68,6 +70,8 @@ class RecordingOpenAIServer(BackgroundServer):
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
                     time.sleep(server.delay)
+                    if server.hold is not None:
+                        server.hold.wait(30)
                     if number <= server.fail_first:
                         self._send(server.fail_status, {"error": "scripted failure"})
                     elif server.malformed:

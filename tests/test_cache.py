@@ -108,7 +108,14 @@ def test_a_writer_killed_mid_write_leaves_a_consistent_cache(tmp_path):
     path = tmp_path / "killed.sqlite"
     writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
     assert writer.stdout.readline().strip() == "ready"
-    time.sleep(1.0)
+    deadline = time.monotonic() + 60
+    while True:  # kill it once some transactions are in, while it writes more
+        reader = sqlite3.connect(path, timeout=30)
+        committed = reader.execute("SELECT COUNT(*) FROM rewrites").fetchone()[0]
+        reader.close()
+        if committed >= 400 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     os.kill(writer.pid, signal.SIGKILL)
     writer.wait()
     connection = sqlite3.connect(path)

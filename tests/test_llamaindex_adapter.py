@@ -160,44 +160,44 @@ def test_rewrite_changes_a_dense_vector_index_too(tmp_path, monkeypatch):
     assert set(ids(engine.retrieve(QueryBundle(QUERY)))) == {"d1", "d4"}
 
 
-class SlowBackend(Backend):
-    """Answers after a delay, from the thread it is called on (to see the event loop run meanwhile)."""
+class LoopWatchingBackend(Backend):
+    """Generates only after the caller's event loop has ticked while the generation waits: a rewrite
+    that blocked the loop would wait its full 30 s and record that it never saw a tick."""
 
-    NAME = "slow"
-    model_id = "slow"
+    NAME = "loop-watching"
+    model_id = "loop-watching"
 
-    def __init__(self, delay: float):
-        self.delay = delay
+    def __init__(self):
+        self.ticked = threading.Event()
+        self.saw_ticks: list[bool] = []
         self.threads: list[int] = []
 
     def generate(self, queries, prompt, params):
         self.threads.append(threading.get_ident())
-        time.sleep(self.delay)
+        self.ticked.clear()
+        self.saw_ticks.append(self.ticked.wait(30))
         return [Completion(text=REWRITE if q == QUERY else q) for q in queries]
 
 
 def test_aretrieve_does_not_block_the_event_loop(bm25):
-    backend = SlowBackend(delay=0.5)
+    backend = LoopWatchingBackend()
     retriever = TongSearchQRRetriever(bm25, Rewriter(backend))
 
     async def main():
-        ticks = 0
-
         async def ticker():
-            nonlocal ticks
             while True:
                 await asyncio.sleep(0.01)
-                ticks += 1
+                backend.ticked.set()
 
         task = asyncio.create_task(ticker())
         single = await retriever.aretrieve(QUERY)
         batch = await retriever.aretrieve_batch([QUERY, "lamp posts at night"])
         task.cancel()
-        return single, batch, ticks
+        return single, batch
 
-    single, batch, ticks = asyncio.run(main())
+    single, batch = asyncio.run(main())
     assert set(ids(single)[:2]) == {"d1", "d4"} and ids(batch[0]) == ids(single)
-    assert ticks > 20  # ~1 s of generation; a blocked loop would not tick at all
+    assert backend.saw_ticks == [True, True]  # the loop kept running during both generations
     assert threading.get_ident() not in backend.threads
     assert len(backend.threads) == 2  # the batch was one backend call
 

@@ -5,6 +5,7 @@ Rewriter, which must handle them.
 """
 
 import logging
+import threading
 import time
 
 import pytest
@@ -23,12 +24,19 @@ class RaisingBackend(Backend):
         raise ConnectionError("server went away")
 
 
-class SleepingBackend(Backend):
-    NAME = "sleeping"
-    model_id = "sleeping"
+class HeldBackend(Backend):
+    """Answers only when released (or after 30 s): the caller's time budget runs out first, always."""
+
+    NAME = "held"
+    model_id = "held"
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.answered = threading.Event()
 
     def generate(self, queries, prompt, params):
-        time.sleep(2)
+        self.release.wait(30)
+        self.answered.set()
         return [Completion(text="late") for _ in queries]
 
 
@@ -83,12 +91,15 @@ def test_strict_raises_backend_errors():
 
 
 def test_time_budget_falls_back_or_raises_when_strict():
-    start = time.monotonic()
-    result = Rewriter(SleepingBackend(), timeout=0.2).rewrite("slow query")
+    backend = HeldBackend()
+    result = Rewriter(backend, timeout=0.2).rewrite("slow query")
     assert result.fallback and "time budget" in result.reason
-    assert time.monotonic() - start < 1.5
+    assert not backend.answered.is_set()  # the fallback came while the backend still had no answer
+    backend.release.set()
+    held = HeldBackend()
     with pytest.raises(BackendTimeout):
-        Rewriter(SleepingBackend(), timeout=0.2, strict=True).rewrite("slow query")
+        Rewriter(held, timeout=0.2, strict=True).rewrite("slow query")
+    held.release.set()
 
 
 def test_one_failed_item_does_not_sink_the_batch():

@@ -31,15 +31,20 @@ class CountingEngine(Backend):
     NAME = "counting"
     model_id = "counting"
 
-    def __init__(self, delay=0.0, fail=False):
-        self.delay, self.fail = delay, fail
+    def __init__(self, delay=0.0, fail=False, hold=None):
+        self.delay, self.fail, self.hold = delay, fail, hold
         self.batches = []
+        self.answered = 0
         self._lock = threading.Lock()
 
     def generate(self, queries, prompt, params):
         with self._lock:
             self.batches.append(list(queries))
         time.sleep(self.delay)
+        if self.hold is not None:  # answers only once released (30 s at most)
+            self.hold.wait(30)
+        with self._lock:
+            self.answered += 1
         if self.fail:
             raise RuntimeError("engine exploded")
         return [Completion(text=f"rw: {q}") for q in queries]
@@ -123,16 +128,25 @@ def test_engine_failure_falls_back_and_strict_gets_502(tmp_path):
 
 
 def test_time_budget_falls_back_and_the_late_answer_is_cached(tmp_path):
-    engine = CountingEngine(delay=1.0)
+    hold = threading.Event()
+    engine = CountingEngine(hold=hold)
     with RunningService(engine_config(tmp_path, timeout=0.2), engine) as running:
-        start = time.monotonic()
         rewrite = post(running.url, {"queries": ["slow"]}).json()["rewrites"][0]
-        assert time.monotonic() - start < 0.9
         assert rewrite["fallback"] and "time budget" in rewrite["reason"]
-        time.sleep(1.2)
-        later = post(running.url, {"queries": ["slow"]}).json()["rewrites"][0]
+        assert engine.answered == 0  # the fallback came while the engine still held its answer
+        hold.set()
+        deadline = time.monotonic() + 30
+        while engine.answered == 0 and time.monotonic() < deadline:  # the late answer arrives...
+            time.sleep(0.05)
+        for _ in range(100):  # ...and is stored (the batcher writes it after the engine returns)
+            later = post(running.url, {"queries": ["slow"]}).json()["rewrites"][0]
+            if later["cached"]:
+                break
+            time.sleep(0.05)
         assert later["cached"] and later["text"] == "rw: slow"
+        hold.clear()
         assert post(running.url, {"queries": ["slower"], "strict": True}).status_code == 504
+        hold.set()
 
 
 def test_overload_answers_429_with_retry_after(tmp_path):
