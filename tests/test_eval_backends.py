@@ -181,8 +181,12 @@ def test_rewrite_gain_with_a_real_sentence_model(tmp_path, monkeypatch):
     rewrites = json.loads(open(SAMPLE_REWRITES).read())
     query = task.queries[0]
     gold = [task.doc_text(d) for d, rel in task.qrels[qid].items() if rel > 0]
-    encoder = sentence_encoder(model)
-    vectors = encoder([query, rewrites[query], *gold])
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    # encoded with sentence-transformers directly and normalised here, not through tsqr's encoder
+    raw = SentenceTransformer(model, device="cpu").encode([query, rewrites[query], *gold], convert_to_numpy=True)
+    vectors = raw / np.linalg.norm(raw, axis=1, keepdims=True)
     by_hand = 10 * sum(float(vectors[1] @ v) - float(vectors[0] @ v) for v in vectors[2:]) / len(gold)
     assert entry["gain"] == pytest.approx(by_hand, abs=1e-4)
-    assert embedding_gain([query], [""], [gold], encoder) == [-1.0]  # an empty rewrite
+    assert embedding_gain([query], [""], [gold], sentence_encoder(model)) == [-1.0]  # an empty rewrite
