@@ -207,7 +207,7 @@ def test_two_grpo_steps_then_the_checkpoint_rewrites(tmp_path, tiny_model, monke
 
     python, memory = vllm_python()
     if python is not None:
-        assert len(run_vllm_script(python, memory, SCRIPT, output)) == 3
+        assert len(run_vllm_script(python, memory, SCRIPT, output)["greedy"]) == 3
 
 
 def test_bm25_reward_rewards_finding_the_positives():

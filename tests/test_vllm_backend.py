@@ -16,10 +16,20 @@ import json, sys
 from tsqr_plugins import Rewriter, GenerationParams
 from tsqr_plugins.backends.vllm import VLLMBackend
 backend = VLLMBackend(sys.argv[1], dtype="float32", max_model_len=1024, gpu_memory_utilization=float(sys.argv[2]))
-params = GenerationParams.preset("greedy", max_tokens=12)
+calls = []  # every call into vLLM's engine, with the SamplingParams it received
+engine_chat = backend.llm.chat
+def counted_chat(conversations, sampling_params=None, **kwargs):
+    calls.append({"conversations": len(conversations), "top_k": sampling_params.top_k,
+                  "repetition_penalty": sampling_params.repetition_penalty, "seed": sampling_params.seed})
+    return engine_chat(conversations, sampling_params=sampling_params, **kwargs)
+backend.llm.chat = counted_chat
 queries = ["why do moths fly to light", "sort a dict in python", "why do moths fly to light"]
-results = Rewriter(backend, params=params, strict=True).rewrite_batch(queries)
-print("RESULT " + json.dumps([r.to_dict() for r in results]))
+greedy = Rewriter(backend, params=GenerationParams.preset("greedy", max_tokens=12), strict=True).rewrite_batch(queries)
+sampled = GenerationParams.preset("paper", max_tokens=12, seed=123)  # top_k 20, repetition_penalty 1.05
+first = Rewriter(backend, params=sampled, strict=True).rewrite_batch(queries[:2])
+second = Rewriter(backend, params=sampled, strict=True).rewrite_batch(queries[:2])
+print("RESULT " + json.dumps({"greedy": [r.to_dict() for r in greedy], "calls": calls,
+                              "sampled": [[r.text for r in first], [r.text for r in second]]}))
 """
 
 
@@ -57,10 +67,16 @@ def vllm_result(script: str, model) -> list:
 
 @pytest.mark.slow
 def test_vllm_backend_rewrites_a_batch_in_one_call(tiny_model):
-    rewrites = vllm_result(SCRIPT, tiny_model)
+    result = vllm_result(SCRIPT, tiny_model)
+    rewrites, calls = result["greedy"], result["calls"]
     assert [r["original"] for r in rewrites] == ["why do moths fly to light", "sort a dict in python", "why do moths fly to light"]
     assert all(not r["fallback"] and r["text"] for r in rewrites)
-    assert rewrites[0]["text"] == rewrites[2]["text"]
+    # one engine call per batch; the repeated query was generated once (the rewriter dedups)
+    assert len(calls) == 3 and calls[0]["conversations"] == 2
+    # the paper's sampling reaches the real engine, and a seeded sampled run repeats exactly
+    assert (calls[1]["top_k"], calls[1]["repetition_penalty"], calls[1]["seed"]) == (20, 1.05, 123)
+    first, second = result["sampled"]
+    assert first == second and all(first)
 
 
 SERVICE_SCRIPT = """
