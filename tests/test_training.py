@@ -184,6 +184,11 @@ def test_two_grpo_steps_then_the_checkpoint_rewrites(tmp_path, tiny_model, monke
     summary = json.loads((output / "training_summary.json").read_text())
     assert summary["steps"] == 2 and len(summary["reward"]) == 2  # two optimiser steps, rewards logged
     assert all(isinstance(r, float) for r in summary["reward"])
+    import trl
+
+    assert "tsqr train grpo: effective batch: 2 completions = 1 prompts x 2 generations" in out
+    assert summary["effective_batch"]["completions"] == 2 and summary["trl_version"] == trl.__version__
+    assert summary["algorithm"]["loss_type"] and "vllm_importance_sampling_mode" in summary["algorithm"]
 
     # With the optional BM25 reward as well: both rewards logged, weighted by reward_weights.
     import yaml
@@ -345,3 +350,18 @@ def test_sft_trains_on_the_first_positive_document(tmp_path, tiny_model, monkeyp
     assert [row["prompt"] for row in seen] == [row["prompt"] for row in rows]
     before, after = load_file(str(base / "model.safetensors")), load_file(str(output / "model.safetensors"))
     assert any(not np.array_equal(before[name], after[name]) for name in before if name in after)
+
+
+@pytest.mark.parametrize("processes, per_device, accumulation", [(1, 16, 12), (3, 16, 4), (8, 12, 2)])
+def test_the_paper_recipe_keeps_the_released_effective_batch(processes, per_device, accumulation):
+    """The released run: 3 processes x 16 x 4 = 192 completions = 12 prompts per step."""
+    from tsqr_plugins.training.recipe import Recipe, plan_batch
+
+    paper = Recipe.load(REPO / "training" / "configs" / "paper-1.5b.yaml")
+    batch = plan_batch(paper.grpo, processes, paper.effective_batch)
+    assert (batch.completions, batch.prompts) == (192, 12)
+    assert (batch.per_device, batch.accumulation) == (per_device, accumulation)
+    assert batch.processes * batch.per_device * batch.accumulation == 192
+    assert "192 completions = 12 prompts x 16 generations" in batch.describe()
+    with pytest.raises(InputError, match="cannot be split over 5 processes"):
+        plan_batch(paper.grpo, 5, paper.effective_batch)

@@ -6,14 +6,16 @@ rewriter backend loads it (``--backend transformers --model <output_dir>``, ``vl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 from ..lazy import require
-from .recipe import Recipe, trl_config
+from .recipe import Recipe, plan_batch, trl_config
 from .reward import get_bm25_reward, get_embedding_reward
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,10 @@ def train_grpo(recipe: Recipe, encoder=None, resume: bool = False) -> Path:
     trl = require("trl", "train", "GRPO training")
     bm25_weight = float(recipe.reward.get("bm25_weight", 0.0))
     settings = dict(recipe.grpo)
+    batch = plan_batch(settings, processes(), recipe.effective_batch)
+    settings.update(per_device_train_batch_size=batch.per_device, gradient_accumulation_steps=batch.accumulation)
+    if is_main_process():
+        print(f"tsqr train grpo: {batch.describe()}", flush=True)
     if bm25_weight > 0:
         settings.setdefault("reward_weights", [1.0, bm25_weight])
     config = trl_config("grpo", settings, recipe.output_for("grpo"))  # checked before anything heavy loads
@@ -65,7 +71,8 @@ def train_grpo(recipe: Recipe, encoder=None, resume: bool = False) -> Path:
         rewards.append(get_bm25_reward([d for docs in dataset["positives"] for d in docs]))
     trainer = trl.GRPOTrainer(model=resolve_model(recipe), reward_funcs=rewards, args=config, train_dataset=dataset)
     trainer.train(resume_from_checkpoint=resume or None)
-    return _save(trainer, recipe, "grpo")
+    return _save(trainer, recipe, "grpo", {"effective_batch": dataclasses.asdict(batch) | {"prompts": batch.prompts},
+                                          **algorithm(trainer)})
 
 
 def train_sft(recipe: Recipe, resume: bool = False) -> Path:
@@ -80,14 +87,39 @@ def train_sft(recipe: Recipe, resume: bool = False) -> Path:
     return _save(trainer, recipe, "sft")
 
 
-def _save(trainer: Any, recipe: Recipe, kind: str) -> Path:
+def processes() -> int:
+    """Processes of this run (accelerate/torchrun set WORLD_SIZE)."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _save(trainer: Any, recipe: Recipe, kind: str, extra: dict[str, Any] | None = None) -> Path:
     output = Path(recipe.output_for(kind))
     trainer.save_model(str(output))
     tokenizer = getattr(trainer, "processing_class", None)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(output))
-    (output / "training_summary.json").write_text(json.dumps(summary(trainer, recipe), indent=2))
+    (output / "training_summary.json").write_text(json.dumps({**summary(trainer, recipe), **(extra or {})}, indent=2))
     return output
+
+
+# GRPO settings whose defaults moved between TRL releases and change what is optimised
+# (TRL 0.23: token-level importance-sampling truncation, cap 2.0; 1.16: sequence mask, clip 3.0;
+# loss_type and reward scaling defaults changed too): recorded with the TRL version in every summary.
+ALGORITHM_SETTINGS = ("loss_type", "beta", "epsilon", "epsilon_high", "scale_rewards", "importance_sampling_level",
+                      "mask_truncated_completions", "vllm_importance_sampling_correction",
+                      "vllm_importance_sampling_mode", "vllm_importance_sampling_cap",
+                      "vllm_importance_sampling_clip_min", "vllm_importance_sampling_clip_max")
+
+
+def algorithm(trainer: Any) -> dict[str, Any]:
+    import trl
+
+    settings = {name: getattr(trainer.args, name) for name in ALGORITHM_SETTINGS if hasattr(trainer.args, name)}
+    return {"trl_version": trl.__version__, "algorithm": settings}
 
 
 def summary(trainer: Any, recipe: Recipe) -> dict[str, Any]:

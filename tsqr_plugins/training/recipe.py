@@ -33,6 +33,8 @@ class Recipe:
     model: str
     dataset: str
     output_dir: str  # where `tsqr train grpo` saves
+    # Completions per optimiser step, kept whatever the number of processes (None: as configured).
+    effective_batch: int | None = None
     sft_output_dir: str = ""  # where `tsqr train sft` saves (default: output_dir + "-sft"), never the GRPO one
     reward: dict[str, Any] = field(default_factory=dict)
     grpo: dict[str, Any] = field(default_factory=dict)
@@ -65,11 +67,49 @@ class Recipe:
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)} - {"source"}
         if unknown:
             raise InputError(f"{path}: unknown settings {sorted(unknown)}; known: model, dataset, output_dir, "
-                             "sft_output_dir, reward, grpo, sft")
+                             "sft_output_dir, effective_batch, reward, grpo, sft")
         missing = [name for name in ("model", "dataset", "output_dir") if not data.get(name)]
         if missing:
             raise InputError(f"{path}: missing {', '.join(missing)} (or pass --{missing[0].replace('_', '-')})")
         return cls(**data, source=str(path))
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How ``effective_batch`` completions per optimiser step are split over the processes."""
+
+    completions: int
+    generations: int
+    processes: int
+    per_device: int
+    accumulation: int
+
+    @property
+    def prompts(self) -> int:
+        return self.completions // self.generations
+
+    def describe(self) -> str:
+        return (f"effective batch: {self.completions} completions = {self.prompts} prompts x {self.generations} "
+                f"generations per optimiser step ({self.processes} processes x {self.per_device} per device x "
+                f"{self.accumulation} accumulation steps)")
+
+
+def plan_batch(grpo: dict[str, Any], processes: int, effective_batch: int | None) -> BatchPlan:
+    """Keep ``effective_batch`` for any number of processes: the per-device batch is the largest
+    divisor of each process's share not above the recipe's, and accumulation makes up the rest."""
+    generations = int(grpo.get("num_generations", 8))
+    per_device = int(grpo.get("per_device_train_batch_size", 8))
+    accumulation = int(grpo.get("gradient_accumulation_steps", 1))
+    if effective_batch is None:
+        return BatchPlan(processes * per_device * accumulation, generations, processes, per_device, accumulation)
+    if effective_batch % generations:
+        raise InputError(f"effective_batch {effective_batch} is not a whole number of prompts x {generations} generations")
+    if effective_batch % processes:
+        raise InputError(f"effective_batch {effective_batch} cannot be split over {processes} processes; "
+                         f"use a number of processes that divides it")
+    share = effective_batch // processes
+    per_device = max(d for d in range(1, min(per_device, share) + 1) if share % d == 0)
+    return BatchPlan(effective_batch, generations, processes, per_device, share // per_device)
 
 
 def trl_config(kind: str, settings: dict[str, Any], output_dir: str):
