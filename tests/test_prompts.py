@@ -45,3 +45,17 @@ def test_plain_mode_returns_the_completion_unchanged_and_rejects_empty():
 def test_unknown_prompt_lists_valid_ids():
     with pytest.raises(InputError, match="tsqr-v1"):
         get_prompt("nope")
+
+
+def test_the_published_and_released_prompts_are_their_own_ids():
+    """The published BRIGHT rewrites were made with 'Query:{q}' (2025-05 evaluation script), the
+    2025-09 release evaluates with 'Query: {q}', its training data say 'Question: {q}': each has its
+    own id, so the cache never mixes their rewrites."""
+    from tsqr_plugins.prompts import PROMPTS, get_prompt
+
+    user = {pid: get_prompt(pid).messages("Q?")[1]["content"] for pid in PROMPTS}
+    assert user["tsqr-v1"].endswith("Query: Q?\n\n") and user["tsqr-v1-published"].endswith("Query:Q?\n\n")
+    assert user["tsqr-train-released"].endswith("Question: Q?")
+    assert len({(get_prompt(p).system, user[p]) for p in PROMPTS}) == len(PROMPTS)  # no two alike
+    assert "respectively" in get_prompt("tsqr-think-v1-published").system
+    assert "respectively" not in get_prompt("tsqr-think-v1").system  # as the 2025-09 evaluation script

@@ -99,6 +99,13 @@ def test_h4_sampling_filters_and_positives(tmp_path):
 
     v1 = data.sample_h4(rows, data.SamplingSettings(), reasoning={"How do birds navigate?": "magnetic sense, sun"})
     assert [(e.query, e.positives) for e in v1] == [("How do birds navigate?", ("magnetic sense, sun",))]
+    # the released raw data key each text by the sampler's instruction-prefixed question
+    from tsqr_plugins.prompts import get_prompt
+
+    released_key = get_prompt("tsqr-train-released").messages("How do birds navigate?")[1]["content"]
+    assert released_key.startswith("Instructions:\n1. Identify") and released_key.endswith("Question: How do birds navigate?")
+    v1 = data.sample_h4(rows, data.SamplingSettings(), reasoning={released_key: "magnetic sense, sun"})
+    assert [(e.query, e.positives) for e in v1] == [("How do birds navigate?", ("magnetic sense, sun",))]
 
 
 def test_data_cli_writes_prompts_and_ground_truth(tmp_path):
@@ -113,7 +120,14 @@ def test_data_cli_writes_prompts_and_ground_truth(tmp_path):
     assert len(table) == 2 + 1 + 1
     row = table[0]
     assert set(row) == {"prompt", "query", "positives", "think", "domain", "qid"}
-    assert row["prompt"] == get_prompt("tsqr-think-v1").messages(row["query"]) and row["think"] is True
+    # the released builder's prompt: think system turn with "respectively", the sampler's user turn
+    assert row["prompt"] == get_prompt("tsqr-think-train-released").messages(row["query"]) and row["think"] is True
+    assert "tags, respectively, i.e." in row["prompt"][0]["content"]
+    assert row["prompt"][1]["content"].endswith("Question: " + row["query"])
+    assert main(["train", "data", "--h4", str(write_h4(tmp_path)), "--per-domain", "2", "--prompt", "eval",
+                 "--output", str(output)]) == 0
+    row = pyarrow.read_table(output).to_pylist()[0]
+    assert row["prompt"] == get_prompt("tsqr-v1").messages(row["query"])
 
     mine = tmp_path / "mine.jsonl"
     mine.write_text('{"query": "q1", "positives": ["d1", "d2"]}\n{"query": "q2", "positive": "d3"}\n')

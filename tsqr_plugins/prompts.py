@@ -11,15 +11,22 @@ from dataclasses import dataclass
 
 from tsqr_plugins.errors import InputError, UnparseableCompletion
 
-# The user turn of the released evaluation code (scripts/evaluation/question_rewriting.py).
-PAPER_USER_TEMPLATE = (
+INSTRUCTIONS = (
     "Instructions:\n"
     "1. Identify the essential problem.\n"
     "2. Think step by step to reason and describe what information could be relevant and helpful "
     "to address the questions in detail.\n"
     "3. Draft an answer with as many thoughts as you have.\n"
-    "Query: {question}\n\n"
 )
+# The user turn of the released evaluation code (bigai-nlco/TongSearch-QR, 2025-09,
+# scripts/evaluation/question_rewriting.py line 39).
+PAPER_USER_TEMPLATE = INSTRUCTIONS + "Query: {question}\n\n"
+# The user turn that produced the published BRIGHT rewrites (../shared/data/tongsearch-qr): the
+# evaluation script of 2025-05/06 (Evaluation/run_reasoner_offline.py line 42) had no space.
+PUBLISHED_USER_TEMPLATE = INSTRUCTIONS + "Query:{question}\n\n"
+# The user turn the released training data carries: the sampler's text verbatim
+# (scripts/data_process/sample_stackexchange.py DEFAULT_INSTRUCTION + question).
+TRAINING_USER_TEMPLATE = INSTRUCTIONS + "Question: {question}"
 
 # The system prompt of the paper's think mode.
 THINK_SYSTEM_PROMPT = (
@@ -30,6 +37,10 @@ THINK_SYSTEM_PROMPT = (
     "The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, "
     "i.e., <think> reasoning process here </think> <answer> answer here </answer>."
 )
+
+# The think system prompt of the released training builder (scripts/data_process/build_dataset.py)
+# and of the 2025-05 evaluation: the same with "respectively".
+THINK_SYSTEM_PROMPT_RELEASED = THINK_SYSTEM_PROMPT.replace("</answer> tags, ", "</answer> tags, respectively, ")
 
 THINK_PATTERN = re.compile(r"<think>.*?</think>\s*<answer>(.*?)</answer>", re.DOTALL)
 
@@ -71,6 +82,14 @@ class Prompt:
 PROMPTS: dict[str, Prompt] = {
     "tsqr-v1": Prompt("tsqr-v1", "", PAPER_USER_TEMPLATE, think=False),
     "tsqr-think-v1": Prompt("tsqr-think-v1", THINK_SYSTEM_PROMPT, PAPER_USER_TEMPLATE, think=True),
+    # exactly what produced the published BRIGHT rewrites, to regenerate them
+    "tsqr-v1-published": Prompt("tsqr-v1-published", "", PUBLISHED_USER_TEMPLATE, think=False),
+    "tsqr-think-v1-published": Prompt("tsqr-think-v1-published", THINK_SYSTEM_PROMPT_RELEASED,
+                                      PUBLISHED_USER_TEMPLATE, think=True),
+    # the released training data's prompts (`tsqr train data` default)
+    "tsqr-train-released": Prompt("tsqr-train-released", "", TRAINING_USER_TEMPLATE, think=False),
+    "tsqr-think-train-released": Prompt("tsqr-think-train-released", THINK_SYSTEM_PROMPT_RELEASED,
+                                        TRAINING_USER_TEMPLATE, think=True),
 }
 DEFAULT_PROMPT_ID = "tsqr-v1"
 

@@ -27,6 +27,9 @@ def add_parser(commands: Any) -> None:
     data.add_argument("--max-query-chars", type=int, default=4000, help="longer questions are dropped (default 4000)")
     data.add_argument("--domains", help="comma-separated domains to keep (default all), e.g. biology,economics")
     data.add_argument("--think", action="store_true", help="the paper's think prompt (rewards parse <answer>)")
+    data.add_argument("--prompt", choices=("released", "eval"), default="released",
+                      help="released: the released training data's user turn ('Instructions: ... Question: <q>'; "
+                      "default); eval: the evaluation prompt ('Query: <q>')")
     data.add_argument("--output", type=Path, required=True, help="parquet file to write")
 
     for name, help_text in (("grpo", "the paper's GRPO recipe on TRL"), ("sft", "the SFT baseline on TRL")):
@@ -83,7 +86,7 @@ def _data(args: argparse.Namespace) -> int:
         settings = data.SamplingSettings(args.per_domain, args.seed, args.max_query_chars, domains)
         source = None if args.h4 == "hub" else args.h4
         examples = data.sample_h4(data.iter_h4_rows(source), settings, reasoning)
-    path = data.write_parquet(data.to_records(examples, think=args.think), args.output)
+    path = data.write_parquet(data.to_records(examples, think=args.think, prompt_family=args.prompt), args.output)
     domains = sorted({e.domain for e in examples if e.domain})
     print(f"{path}: {len(examples)} examples" + (f" from {len(domains)} domains" if domains else ""), file=sys.stdout)
     return 0

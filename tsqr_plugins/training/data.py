@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from ..errors import InputError
 from ..lazy import require
-from ..prompts import DEFAULT_PROMPT_ID, get_prompt
+from ..prompts import DEFAULT_PROMPT_ID, TRAINING_USER_TEMPLATE, get_prompt
 
 H4_DATASET = "HuggingFaceH4/stack-exchange-preferences"
 IMAGE_MARKERS = re.compile(r"<img\b|!\[[^\]]*\]\(|i\.stack\.imgur\.com|\.(png|jpe?g|gif)\b", re.IGNORECASE)
@@ -104,6 +104,8 @@ def sample_h4(rows: Iterable[dict], settings: SamplingSettings, reasoning: dict[
     ``reasoning`` (V1): the positive is the larger model's text for the question; questions it
     does not cover are skipped. Otherwise (V2) the best answer is the positive.
     """
+    if reasoning is not None:
+        reasoning = bare_question_keys(reasoning)
     rng = random.Random(settings.seed)
     reservoirs: dict[str, list[Example]] = {}
     seen: dict[str, int] = {}
@@ -129,6 +131,15 @@ def sample_h4(rows: Iterable[dict], settings: SamplingSettings, reasoning: dict[
     return [example for domain in sorted(reservoirs) for example in reservoirs[domain]]
 
 
+RELEASED_QUESTION_PREFIX = TRAINING_USER_TEMPLATE.split("{question}")[0]
+
+
+def bare_question_keys(reasoning: dict[str, str]) -> dict[str, str]:
+    """Reasoning files keyed by the released sampler's text ("Instructions: ... Question: <q>", as
+    the released raw data are) or by the bare question: both looked up by the bare question."""
+    return {key.removeprefix(RELEASED_QUESTION_PREFIX).strip(): text for key, text in reasoning.items()}
+
+
 def read_user_jsonl(path: str | Path) -> list[Example]:
     """``{"query": ..., "positives": [...]}`` per line (also ``"positive": "..."``)."""
     examples = []
@@ -152,8 +163,15 @@ def read_user_jsonl(path: str | Path) -> list[Example]:
     return examples
 
 
-def to_records(examples: Iterable[Example], think: bool = False) -> list[dict[str, Any]]:
-    prompt = get_prompt("tsqr-think-v1" if think else DEFAULT_PROMPT_ID)
+# Prompt families for training data: the released builder's (default), or the evaluation prompt.
+TRAINING_PROMPTS = {"released": ("tsqr-train-released", "tsqr-think-train-released"),
+                    "eval": (DEFAULT_PROMPT_ID, "tsqr-think-v1")}
+
+
+def to_records(examples: Iterable[Example], think: bool = False, prompt_family: str = "released") -> list[dict[str, Any]]:
+    if prompt_family not in TRAINING_PROMPTS:
+        raise InputError(f"unknown training prompt {prompt_family!r}; choose one of {sorted(TRAINING_PROMPTS)}")
+    prompt = get_prompt(TRAINING_PROMPTS[prompt_family][think])
     return [{"prompt": prompt.messages(e.query), "query": e.query, "positives": list(e.positives),
              "think": think, "domain": e.domain, "qid": e.qid} for e in examples]
 
