@@ -79,9 +79,16 @@ def write_h4(folder: Path) -> Path:
     return path
 
 
+def ours(**overrides):
+    """tsqr's own sampling: one pass, every domain, host-based domains, any image markup dropped."""
+    settings = dict(per_domain=1000, seed=0, max_query_chars=4000, domains=None, sampler="reservoir",
+                    domain_parsing="fixed", image_filter="wide")
+    return data.SamplingSettings(**{**settings, **overrides})
+
+
 def test_h4_sampling_filters_and_positives(tmp_path):
     rows = list(data.iter_h4_rows(str(write_h4(tmp_path))))
-    everything = data.sample_h4(rows, data.SamplingSettings(per_domain=100))
+    everything = data.sample_h4(rows, ours(per_domain=100))
     by_query = {e.query: e for e in everything}
     assert by_query["Why do leaves change colour?"].positives == ("accepted",)  # accepted beats score
     assert by_query["How do birds navigate?"].positives == ("best",)  # else the highest score
@@ -89,23 +96,54 @@ def test_h4_sampling_filters_and_positives(tmp_path):
     assert not any("imgur" in q or q.startswith("xxxx") or q == "No answers here?" for q in by_query)
     assert len(everything) == 2 + 1 + 1 + 20
 
-    capped = data.sample_h4(rows, data.SamplingSettings(per_domain=3, seed=7))
+    capped = data.sample_h4(rows, ours(per_domain=3, seed=7))
     domains = [e.domain for e in capped]
     assert domains.count("biology") == 3 and domains.count("economics") == 1
-    assert capped == data.sample_h4(rows, data.SamplingSettings(per_domain=3, seed=7))  # seeded
-    assert capped != data.sample_h4(rows, data.SamplingSettings(per_domain=3, seed=8))
-    only = data.sample_h4(rows, data.SamplingSettings(domains=frozenset({"economics"})))
+    assert capped == data.sample_h4(rows, ours(per_domain=3, seed=7))  # seeded
+    assert capped != data.sample_h4(rows, ours(per_domain=3, seed=8))
+    only = data.sample_h4(rows, ours(domains=frozenset({"economics"})))
     assert [e.query for e in only] == ["Why does inflation happen?"]
 
-    v1 = data.sample_h4(rows, data.SamplingSettings(), reasoning={"How do birds navigate?": "magnetic sense, sun"})
+    v1 = data.sample_h4(rows, ours(), reasoning={"How do birds navigate?": "magnetic sense, sun"})
     assert [(e.query, e.positives) for e in v1] == [("How do birds navigate?", ("magnetic sense, sun",))]
     # the released raw data key each text by the sampler's instruction-prefixed question
     from tsqr_plugins.prompts import get_prompt
 
     released_key = get_prompt("tsqr-train-released").messages("How do birds navigate?")[1]["content"]
     assert released_key.startswith("Instructions:\n1. Identify") and released_key.endswith("Question: How do birds navigate?")
-    v1 = data.sample_h4(rows, data.SamplingSettings(), reasoning={released_key: "magnetic sense, sun"})
+    v1 = data.sample_h4(rows, ours(), reasoning={released_key: "magnetic sense, sun"})
     assert [(e.query, e.positives) for e in v1] == [("How do birds navigate?", ("magnetic sense, sun",))]
+
+
+def test_default_sampling_is_the_released_samplers(tmp_path):
+    """sample_stackexchange.py + build_dataset.py as released: its 9 targets (and its parsing, under
+    which stackoverflow.com is "ackoverflow"), random.seed(2025) and one shuffle per domain in
+    first-seen order, 1,200 per domain, then the 16,000-character and ".png" filters."""
+    import random
+
+    rows = list(data.iter_h4_rows(str(write_h4(tmp_path))))
+    sampled = data.sample_h4(rows, data.SamplingSettings())
+    assert data.released_domain_of(rows[6]) == "ackoverflow" and not any(e.domain == "ackoverflow" for e in sampled)
+    assert {e.domain for e in sampled} == {"biology", "economics"}
+    assert not any(".png" in e.query for e in sampled)
+    assert any(e.query == "x" * 5000 for e in sampled)  # under 16,000 characters: kept, as released
+    # the very order the released script gives: its collect + shuffle, re-run here by hand
+    questions = {}
+    for row in rows:
+        domain = row["metadata"][0].strip("https://").split(".")[0]
+        if row["question"] and domain in data.RELEASED_DOMAINS:
+            questions.setdefault(domain, []).append(row["question"])
+    random.seed(2025)
+    expected = []
+    for domain, items in questions.items():
+        random.shuffle(items)
+        expected += [q for q in items[:1200] if ".png" not in q and len(q) <= 16000]
+    with_answers = {r["question"] for r in rows if data.best_answer(r.get("answers"))}
+    assert [e.query for e in sampled] == [q for q in expected if q in with_answers]
+    capped = data.sample_h4(rows, data.SamplingSettings(per_domain=3))
+    assert [e.domain for e in capped].count("biology") <= 3
+    fixed = data.sample_h4(rows, data.SamplingSettings(domain_parsing="fixed"))
+    assert "stackoverflow" in {e.domain for e in fixed}  # the parsing fixed: the Stackoverflow target matches
 
 
 def test_data_cli_writes_prompts_and_ground_truth(tmp_path):
@@ -117,7 +155,8 @@ def test_data_cli_writes_prompts_and_ground_truth(tmp_path):
     assert main(["train", "data", "--h4", str(write_h4(tmp_path)), "--per-domain", "2", "--think",
                  "--output", str(output)]) == 0
     table = pyarrow.read_table(output).to_pylist()
-    assert len(table) == 2 + 1 + 1
+    rows = list(data.iter_h4_rows(str(write_h4(tmp_path))))
+    assert [r["query"] for r in table] == [e.query for e in data.sample_h4(rows, data.SamplingSettings(per_domain=2))]
     row = table[0]
     assert set(row) == {"prompt", "query", "positives", "think", "domain", "qid"}
     # the released builder's prompt: think system turn with "respectively", the sampler's user turn

@@ -22,10 +22,19 @@ def add_parser(commands: Any) -> None:
                         help="HuggingFaceH4/stack-exchange-preferences: 'hub' (streamed) or a local file/folder")
     source.add_argument("--from-jsonl", type=Path, help='your own {"query": ..., "positives": [...]} lines')
     data.add_argument("--reasoning", type=Path, help="V1: positives from a JSON {question: text} of a larger model")
-    data.add_argument("--per-domain", type=int, default=1000, help="questions kept per domain (default 1000)")
-    data.add_argument("--seed", type=int, default=0)
-    data.add_argument("--max-query-chars", type=int, default=4000, help="longer questions are dropped (default 4000)")
-    data.add_argument("--domains", help="comma-separated domains to keep (default all), e.g. biology,economics")
+    data.add_argument("--per-domain", type=int, default=1200, help="questions kept per domain (default 1200, as released)")
+    data.add_argument("--seed", type=int, default=2025, help="default 2025, as released")
+    data.add_argument("--max-query-chars", type=int, default=16000,
+                      help="longer questions are dropped (default 16000, as released)")
+    data.add_argument("--domains", default="released",
+                      help="comma-separated domains to keep, 'all', or 'released' (default: the released sampler's "
+                      "9 targets)")
+    data.add_argument("--sampler", choices=("released", "reservoir"), default="released",
+                      help="released: collect, shuffle per domain, cut (default); reservoir: one pass, bounded memory")
+    data.add_argument("--domain-parsing", choices=("released", "fixed"), default="released",
+                      help="released: as the released sampler (it never matches stackoverflow.com); fixed: by host")
+    data.add_argument("--image-filter", choices=("released", "wide"), default="released",
+                      help="released: drop questions containing '.png'; wide: any image markup")
     data.add_argument("--think", action="store_true", help="the paper's think prompt (rewards parse <answer>)")
     data.add_argument("--prompt", choices=("released", "eval"), default="released",
                       help="released: the released training data's user turn ('Instructions: ... Question: <q>'; "
@@ -82,8 +91,14 @@ def _data(args: argparse.Namespace) -> int:
                 raise InputError(f"--reasoning {args.reasoning}: {error}") from None
             if not isinstance(reasoning, dict):
                 raise InputError(f"--reasoning {args.reasoning} must be a JSON object {{question: text}}")
-        domains = frozenset(d.strip() for d in args.domains.split(",")) if args.domains else None
-        settings = data.SamplingSettings(args.per_domain, args.seed, args.max_query_chars, domains)
+        if args.domains == "released":
+            domains = frozenset(data.RELEASED_DOMAINS)
+        elif args.domains == "all":
+            domains = None
+        else:
+            domains = frozenset(d.strip() for d in args.domains.split(",") if d.strip())
+        settings = data.SamplingSettings(args.per_domain, args.seed, args.max_query_chars, domains, args.sampler,
+                                         args.domain_parsing, args.image_filter)
         source = None if args.h4 == "hub" else args.h4
         examples = data.sample_h4(data.iter_h4_rows(source), settings, reasoning)
     path = data.write_parquet(data.to_records(examples, think=args.think, prompt_family=args.prompt), args.output)

@@ -39,12 +39,56 @@ class Example:
     qid: str = ""
 
 
+# The released sampler's targets, verbatim (bigai-nlco/TongSearch-QR scripts/data_process/
+# sample_stackexchange.py TARGETS). Its domain parsing never yields "Stackoverflow" (see
+# released_domain_of), so as released no Stack Overflow question is ever sampled.
+RELEASED_DOMAINS = ("Stackoverflow", "biology", "chemistry", "codereview", "cs", "earthscience", "economics",
+                    "math", "robotics")
+SAMPLERS = ("released", "reservoir")
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
-    per_domain: int = 1000
-    seed: int = 0
-    max_query_chars: int = 4000
-    domains: frozenset[str] | None = None  # None: every domain
+    """Defaults are the released sampler's (sample_stackexchange.py: 1,200 per domain, seed 2025,
+    its 9 targets; build_dataset.py: questions over 16,000 characters or containing ".png" dropped
+    after sampling). ``sampler="reservoir"`` is tsqr's one-pass, memory-bounded alternative."""
+
+    per_domain: int = 1200
+    seed: int = 2025
+    max_query_chars: int = 16000
+    domains: frozenset[str] | None = frozenset(RELEASED_DOMAINS)  # None: every domain
+    sampler: str = "released"
+    domain_parsing: str = "released"  # released (str.strip('https://'), as released) | fixed
+    image_filter: str = "released"  # released (".png" in the question) | wide (any image markup)
+
+    def __post_init__(self):
+        for name, allowed in (("sampler", SAMPLERS), ("domain_parsing", ("released", "fixed")),
+                              ("image_filter", ("released", "wide"))):
+            if getattr(self, name) not in allowed:
+                raise InputError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
+    def domain(self, row: dict) -> str:
+        return released_domain_of(row) if self.domain_parsing == "released" else domain_of(row)
+
+    def wanted(self, domain: str) -> bool:
+        if self.domains is None:
+            return True
+        if self.domain_parsing == "released":
+            return domain in self.domains  # exact, as released
+        return domain.lower() in {d.lower() for d in self.domains}
+
+    def keeps(self, query: str) -> bool:
+        """build_dataset.py's filters (or the wide image filter)."""
+        if not query or len(query) > self.max_query_chars:
+            return False
+        return ".png" not in query if self.image_filter == "released" else not IMAGE_MARKERS.search(query)
+
+
+def released_domain_of(row: dict) -> str:
+    """The released sampler's parsing: ``metadata[0].strip('https://').split('.')[0]``. ``strip``
+    removes characters, not a prefix, so ``stackoverflow.com`` becomes ``ackoverflow``."""
+    metadata = row.get("metadata") or [""]
+    return str(metadata[0]).strip("https://").split(".")[0]
 
 
 def domain_of(row: dict) -> str:
@@ -99,24 +143,30 @@ def _iter_file(file: Path) -> Iterator[dict]:
 
 
 def sample_h4(rows: Iterable[dict], settings: SamplingSettings, reasoning: dict[str, str] | None = None) -> list[Example]:
-    """Up to ``per_domain`` usable questions per domain (reservoir sampling: one pass, seeded).
+    """Up to ``per_domain`` questions per domain, each with its positive document.
 
     ``reasoning`` (V1): the positive is the larger model's text for the question; questions it
     does not cover are skipped. Otherwise (V2) the best answer is the positive.
     """
     if reasoning is not None:
         reasoning = bare_question_keys(reasoning)
+
+    def positive_of(row: dict, query: str) -> str | None:
+        return reasoning.get(query.strip()) if reasoning is not None else best_answer(row.get("answers"))
+
+    if settings.sampler == "released":
+        return _sample_as_released(rows, settings, positive_of)
     rng = random.Random(settings.seed)
     reservoirs: dict[str, list[Example]] = {}
     seen: dict[str, int] = {}
     for row in rows:
         query = str(row.get("question") or "").strip()
-        if not query or len(query) > settings.max_query_chars or IMAGE_MARKERS.search(query):
+        if not settings.keeps(query):
             continue
-        domain = domain_of(row)
-        if settings.domains is not None and domain not in settings.domains:
+        domain = settings.domain(row)
+        if not settings.wanted(domain):
             continue
-        positive = reasoning.get(query) if reasoning is not None else best_answer(row.get("answers"))
+        positive = positive_of(row, query)
         if not positive:
             continue
         example = Example(query, (positive,), domain, str(row.get("qid", "")))
@@ -129,6 +179,31 @@ def sample_h4(rows: Iterable[dict], settings: SamplingSettings, reasoning: dict[
             if slot < settings.per_domain:
                 reservoir[slot] = example
     return [example for domain in sorted(reservoirs) for example in reservoirs[domain]]
+
+
+def _sample_as_released(rows: Iterable[dict], settings: SamplingSettings, positive_of) -> list[Example]:
+    """sample_stackexchange.py then build_dataset.py: every non-empty question of the target
+    domains collected (domains in first-seen order), ``random.seed(seed)`` then each domain's list
+    shuffled and cut to ``per_domain``; the length and ``.png`` filters come after sampling, and a
+    question without a positive document is dropped last (the released raw data pair each sampled
+    question with one)."""
+    by_domain: dict[str, list[tuple[str, str, str | None]]] = {}
+    for row in rows:
+        question = row.get("question")
+        if not question:
+            continue
+        domain = settings.domain(row)
+        if settings.wanted(domain):
+            query = str(question)
+            by_domain.setdefault(domain, []).append((query, str(row.get("qid", "")), positive_of(row, query)))
+    rng = random.Random(settings.seed)  # the released global random.seed + random.shuffle, in order
+    examples = []
+    for domain, questions in by_domain.items():
+        rng.shuffle(questions)
+        for query, qid, positive in questions[: settings.per_domain]:
+            if settings.keeps(query) and positive:
+                examples.append(Example(query, (positive,), domain, qid))
+    return examples
 
 
 RELEASED_QUESTION_PREFIX = TRAINING_USER_TEMPLATE.split("{question}")[0]
