@@ -113,3 +113,20 @@ def test_openai_engine_in_front_of_a_real_vllm_server(tiny_model, tmp_path):
             vllm.wait(30)
         except subprocess.TimeoutExpired:
             vllm.kill()
+
+
+def test_start_up_says_where_it_listens_and_a_taken_port_fails_at_once(tmp_path):
+    rewrites = tmp_path / "r.json"
+    rewrites.write_text('{"q": "rewrite of q"}')
+    port = free_port()
+    command = [sys.executable, "-m", "tsqr_plugins.cli", "serve", "--engine", "file", "--rewrites", str(rewrites),
+               "--port", str(port), "--no-cache"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/health", process, 60)
+        taken = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert taken.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in taken.stderr
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert f"tsqr serve: file file:r.json on http://127.0.0.1:{port}" in stderr

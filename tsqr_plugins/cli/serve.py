@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import socket
+import sys
 from typing import Any
 
+from tsqr_plugins.errors import InputError
 from tsqr_plugins.lazy import require
 from tsqr_plugins.service.config import ENGINES, ServiceConfig
 
@@ -53,7 +56,27 @@ def run(args: argparse.Namespace) -> int:
     uvicorn = require("uvicorn", "serve", "tsqr serve")
     from tsqr_plugins.service.app import create_app
 
+    listener = bind(config.host, config.port)  # a taken port fails now, not after the model has loaded
     app = create_app(config)
+    service = app.state.service
+    print(f"tsqr serve: {config.engine} {service.model_name} on http://{config.host}:{config.port}",
+          file=sys.stderr, flush=True)
     # uvicorn stops accepting on SIGINT/SIGTERM and lets in-flight requests finish first.
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=30)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30))
+    server.run(sockets=[listener])
     return 0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything slow happens."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as error:
+        listener.close()
+        raise InputError(f"cannot listen on {host}:{port} ({error.strerror}); is another tsqr serve running? "
+                         "Pass another --port") from None
+    listener.listen(2048)
+    return listener
