@@ -185,7 +185,7 @@ def test_recipes_are_checked_against_the_installed_trl(tmp_path):
     pytest.importorskip("trl", reason="training needs the 'train' extra")
     from tsqr_plugins.training.recipe import Recipe, trl_config
 
-    paper = Recipe.load(REPO / "training" / "configs" / "paper-1.5b.yaml")
+    paper = Recipe.load(REPO / "training" / "configs" / "paper-v2.yaml")
     config = trl_config("grpo", {**paper.grpo, "bf16": False, "use_vllm": False}, str(tmp_path))
     assert (config.learning_rate, config.beta, config.num_generations, config.max_completion_length) == (1e-6, 0.008, 16, 500)
     assert (config.lr_scheduler_type, config.max_grad_norm, config.adam_beta2) == ("cosine_with_min_lr", 0.1, 0.99)
@@ -410,7 +410,7 @@ def test_the_paper_recipe_keeps_the_released_effective_batch(processes, per_devi
     """The released run: 3 processes x 16 x 4 = 192 completions = 12 prompts per step."""
     from tsqr_plugins.training.recipe import Recipe, plan_batch
 
-    paper = Recipe.load(REPO / "training" / "configs" / "paper-1.5b.yaml")
+    paper = Recipe.load(REPO / "training" / "configs" / "paper-v2.yaml")
     batch = plan_batch(paper.grpo, processes, paper.effective_batch)
     assert (batch.completions, batch.prompts) == (192, 12)
     assert (batch.per_device, batch.accumulation) == (per_device, accumulation)

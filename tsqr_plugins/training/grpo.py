@@ -76,7 +76,8 @@ def train_grpo(recipe: Recipe, encoder=None, resume: bool = False) -> Path:
 
 
 def train_sft(recipe: Recipe, resume: bool = False) -> Path:
-    """The paper's SFT ablation: the same prompts, the positive document as the target completion."""
+    """Our SFT baseline (the released code has none; its values are ours): the same prompts, the
+    positive document as the target completion."""
     trl = require("trl", "train", "SFT training")
     config = trl_config("sft", recipe.sft, recipe.output_for("sft"))
     dataset = load_training_data(recipe.dataset)
