@@ -297,3 +297,42 @@ def test_repeat_strict_and_both_are_checked_and_answered_as_documented(tmp_path)
         (both,) = ask(mode="both").json()["rewrites"]
         assert both["texts"] == ["q", "rewrite of q"] and both["text"] == "rewrite of q"
         assert ask(strict=False).status_code == 200
+
+
+def test_bad_values_are_4xx_naming_the_field_never_500(tmp_path):
+    """Lone surrogates, integers with thousands of digits, JSON nested 100k deep, NaN/Infinity,
+    wrong types and max_tokens beyond the context: each a 4xx that says what is wrong, in the
+    documented error body, with no Python internals in the message."""
+    import httpx
+
+    from tsqr_plugins.service import ServiceConfig
+    from tsqr_plugins.testing.service import RunningService
+
+    engine = CountingEngine()
+    engine.context_length = 1024
+    with RunningService(engine_config(tmp_path), engine) as running:
+        def raw(content: str):
+            return httpx.post(f"{running.url}/v1/rewrite", content=content.encode("utf-8", "surrogatepass"),
+                              headers={"Content-Type": "application/json"}, timeout=30)
+
+        cases = [
+            ('{"queries": ["moths \\ud800 lamps"]}', "lone surrogate"),
+            ('{"queries": ["q"], "repeat": 1' + "0" * 5000 + "}", "digits"),
+            ('{"queries": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+            ('{"queries": ["q"], "params": {"temperature": NaN}}', "NaN"),
+            ('{"queries": ["q"], "params": {"temperature": Infinity}}', "Infinity"),
+            ('{"queries": ["q"], "params": {"temperature": "hot"}}', "temperature must be a finite number"),
+            ('{"queries": ["q"], "params": {"max_tokens": 5000}}', "max_tokens 5000"),
+            ('{"queries": ["q"], "params": {"top_k": 2.5}}', "top_k must be an integer"),
+            ('{"queries": ["q"], "params": {"stop": 7}}', "stop must be strings"),
+        ]
+        for content, message in cases:
+            answer = raw(content)
+            assert 400 <= answer.status_code < 500, (content[:60], answer.status_code, answer.text[:200])
+            error = answer.json()["error"]["message"]
+            assert message in error, (content[:60], error)
+            assert "not supported between" not in error and "unhashable" not in error
+        assert engine.batches == []  # nothing reached the engine
+        chat = httpx.post(f"{running.url}/v1/chat/completions", timeout=30, json={
+            "model": "counting", "messages": [{"role": "user", "content": "q"}], "max_tokens": 99999})
+        assert chat.status_code == 400 and "max_tokens" in chat.json()["error"]["message"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,16 @@ class GenerationParams:
         if isinstance(self.stop, (list, str)):
             object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
         problems = []
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InputError(f"invalid generation parameters: {name} must be a finite number, got {value!r}")
+        for name in ("top_k", "max_tokens", "seed"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise InputError(f"invalid generation parameters: {name} must be an integer, got {value!r}")
+        if not isinstance(self.stop, tuple) or not all(isinstance(stop, str) for stop in self.stop):
+            raise InputError(f"invalid generation parameters: stop must be strings, got {self.stop!r}")
         if self.temperature < 0:
             problems.append(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:

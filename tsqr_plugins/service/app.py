@@ -104,6 +104,8 @@ class RewriteService:
         for index, query in enumerate(queries):
             if not isinstance(query, str) or not query.strip():
                 raise HTTPProblem(422, f"query {index} is not a non-empty string")
+            if not is_unicode_text(query):
+                raise HTTPProblem(422, f"query {index} contains a lone surrogate (\\ud800-\\udfff): not text")
             if len(query) > self.config.max_query_chars:
                 raise HTTPProblem(413, f"query {index} has {len(query)} characters; the limit is {self.config.max_query_chars}")
         mode = body.get("mode", "replace")
@@ -128,7 +130,14 @@ class RewriteService:
             params = self.default_params.replace(**overrides)
         except (InputError, TypeError) as error:
             raise HTTPProblem(400, str(error)) from error
+        self._check_context(params)
         return queries, mode, repeat, prompt, params, strict
+
+    def _check_context(self, params) -> None:
+        context = getattr(self.engine, "context_length", None)
+        if isinstance(context, int) and params.max_tokens >= context:
+            raise HTTPProblem(400, f"max_tokens {params.max_tokens} leaves no room for the prompt in the model's "
+                                   f"context of {context} tokens")
 
     async def _complete(self, queries: list[str], prompt, params, strict: bool) -> list[tuple[Completion, bool]]:
         """Cache hits first; misses through the batcher, each within the request's time budget."""
@@ -198,6 +207,7 @@ class RewriteService:
             params = self.default_params.replace(**overrides)
         except (InputError, TypeError) as error:
             raise HTTPProblem(400, str(error)) from error
+        self._check_context(params)
         if body.get("model") == REWRITE_MODEL:  # Elasticsearch's _inference endpoint, or any chat client
             return await self._chat_rewrite(messages)
         query, prompt = self._as_rewrite(messages)
@@ -260,6 +270,20 @@ class RewriteService:
                                            for name in (self.model_name, REWRITE_MODEL)]}
 
 
+class _JSONValueError(ValueError):
+    pass
+
+
+def _no_constants(name: str):
+    raise _JSONValueError(f"{name} is not a JSON number")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 18:  # no field takes more; Python would spend time on thousands of digits
+        raise _JSONValueError(f"an integer of {len(text.lstrip('-'))} digits")
+    return int(text)
+
+
 def chat_completion(model: str, text: str) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -268,6 +292,14 @@ def chat_completion(model: str, text: str) -> dict[str, Any]:
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
     }
+
+
+def is_unicode_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def text_content(content: Any) -> Any:
@@ -310,9 +342,13 @@ def create_app(config: ServiceConfig, engine: Backend | None = None):
         if len(raw) > config.max_body_bytes:
             raise HTTPProblem(413, f"the body is larger than {config.max_body_bytes} bytes")
         try:
-            return json.loads(raw)
+            return json.loads(raw, parse_constant=_no_constants, parse_int=_bounded_int)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise HTTPProblem(400, f"malformed JSON: {error}") from error
+        except RecursionError:
+            raise HTTPProblem(400, "malformed JSON: nested too deeply") from None
+        except _JSONValueError as error:
+            raise HTTPProblem(400, f"malformed JSON: {error}") from None
 
     def endpoint(name: str, handler, needs_body: bool, needs_auth: bool = True):
         async def respond(request: Request) -> Response:
