@@ -336,3 +336,16 @@ def test_bad_values_are_4xx_naming_the_field_never_500(tmp_path):
         chat = httpx.post(f"{running.url}/v1/chat/completions", timeout=30, json={
             "model": "counting", "messages": [{"role": "user", "content": "q"}], "max_tokens": 99999})
         assert chat.status_code == 400 and "max_tokens" in chat.json()["error"]["message"]
+
+
+def test_unknown_paths_and_methods_get_the_documented_error_body():
+    import httpx
+
+    from tsqr_plugins.testing.service import RunningService
+
+    with RunningService(file_config()) as running:
+        missing = httpx.get(f"{running.url}/v1/rewrites")
+        assert missing.status_code == 404 and missing.json() == {
+            "error": {"message": "no such endpoint /v1/rewrites", "code": 404}}
+        wrong = httpx.get(f"{running.url}/v1/rewrite")
+        assert wrong.status_code == 405 and wrong.json()["error"]["code"] == 405

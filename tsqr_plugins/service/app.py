@@ -379,6 +379,13 @@ def create_app(config: ServiceConfig, engine: Backend | None = None):
         Route("/health", endpoint("health", service.health, False, needs_auth=False), methods=["GET"]),
         Route("/metrics", endpoint("metrics", service.metrics.render, False), methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    async def http_error(request: Request, error) -> Response:
+        # the documented error body for every answer, unknown paths and methods included
+        status = getattr(error, "status_code", 500)
+        detail = {404: f"no such endpoint {request.url.path}", 405: f"{request.method} is not allowed on {request.url.path}"}
+        return JSONResponse({"error": {"message": detail.get(status, str(getattr(error, "detail", error))),
+                                       "code": status}}, status_code=status, headers=getattr(error, "headers", None))
+
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: http_error, 405: http_error})
     app.state.service = service
     return app
