@@ -159,6 +159,12 @@ def test_malformed_bright_rows_name_the_missing_field(tmp_path, capsys):
     assert "lacks a field" in capsys.readouterr().err
 
 
+def test_the_samples_report_says_its_texts_are_ours(tmp_path):
+    out = tmp_path / "run"
+    assert run_eval("--dataset", "sample", "--rewriter", f"file:{SAMPLE_REWRITES}", "--output", out) == 0
+    assert "written by the tsqr authors" in (out / "report.md").read_text()
+
+
 def test_an_output_folder_with_results_needs_overwrite(tmp_path, capsys):
     out = tmp_path / "run"
     args = ("--dataset", "sample", "--rewriter", f"file:{SAMPLE_REWRITES}", "--output", out)

@@ -125,6 +125,7 @@ def test_engine_failure_falls_back_and_strict_gets_502(tmp_path):
     assert rewrite["fallback"] and rewrite["text"] == "q" and "engine exploded" in rewrite["reason"]
     assert strict.status_code == 502 and "engine exploded" in strict.json()["error"]["message"]
     assert metric(metrics, "tsqr_fallbacks_total") >= 1
+    assert metric(metrics, "tsqr_strict_failures_total") == 1  # the strict failure is counted too
 
 
 def test_time_budget_falls_back_and_the_late_answer_is_cached(tmp_path):

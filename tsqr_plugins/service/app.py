@@ -178,6 +178,7 @@ class RewriteService:
                 error = parse_error
         if error is not None:
             if strict:
+                self.metrics.count("strict_failures")
                 status = 504 if isinstance(error, BackendTimeout) else 502
                 raise HTTPProblem(status, f"rewrite failed (strict): {type(error).__name__}: {error}")
             self.metrics.count("fallbacks")

@@ -38,7 +38,8 @@ class Metrics:
         self.requests: dict[tuple[str, int], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = {}
         self.batch_size = Histogram(BATCH_BUCKETS)
-        self.counters = {"cache_hits": 0, "cache_misses": 0, "fallbacks": 0, "coalesced": 0, "engine_errors": 0}
+        self.counters = {"cache_hits": 0, "cache_misses": 0, "fallbacks": 0, "strict_failures": 0, "coalesced": 0,
+                         "engine_errors": 0}
         self.queue_depth = 0
 
     def count(self, name: str, amount: int = 1) -> None:
