@@ -8,7 +8,8 @@
 (engines/pom.xml, cached in ~/.m2); unpacked nodes, their data and logs live under .engines/
 (or /var/tmp/tsqr-engines when the engines' user cannot reach the checkout). `.engines/env` gets
 one `NAME=value` line per node (TSQR_ES_URL, TSQR_OPENSEARCH_URL, TSQR_OPENSEARCH3_URL and their
-versions) for the tests and eval backends to read. Standard library only: it runs before any venv.
+versions) for the tests and eval backends to read. Standard library only (and tsqr_plugins.java from
+this checkout): it runs before any venv.
 
 Why each piece is here:
 - The integ-test zips are the only engine distributions on Maven Central. They bundle no JDK, so
@@ -28,7 +29,6 @@ import argparse
 import json
 import os
 import pwd
-import re
 import shutil
 import signal
 import socket
@@ -43,6 +43,8 @@ from pathlib import Path
 
 ENGINES_SRC = Path(__file__).resolve().parent
 REPO = ENGINES_SRC.parent
+sys.path.insert(0, str(REPO))  # tsqr_plugins.java finds JDKs (standard library only, like this script)
+from tsqr_plugins.java import installed_jdks, java_home, java_version  # noqa: E402
 STATE_DIR = REPO / ".engines"
 ENV_FILE = STATE_DIR / "env"
 FALLBACK_RUN_ROOT = Path("/var/tmp/tsqr-engines")
@@ -100,39 +102,11 @@ def log(message: str) -> None:
 
 # ---------------------------------------------------------------- Java
 
-def java_major(java_home: Path) -> int | None:
-    java = java_home / "bin" / "java"
-    if not java.is_file():
-        return None
-    try:
-        out = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30).stderr
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
-    if not match:
-        return None
-    major = int(match.group(1))
-    return int(match.group(2)) if major == 1 else major
-
-
-def candidate_java_homes() -> list[Path]:
-    homes = []
-    for variable in ("TSQR_JAVA21_HOME", "JAVA_HOME"):
-        if os.environ.get(variable):
-            homes.append(Path(os.environ[variable]))
-    java = shutil.which("java")
-    if java:
-        homes.append(Path(os.path.realpath(java)).parent.parent)
-    jvm = Path("/usr/lib/jvm")
-    if jvm.is_dir():
-        homes.extend(sorted(p for p in jvm.iterdir() if p.is_dir() and not p.is_symlink()))
-    return homes
-
-
 def find_java(minimum: int, maximum: int | None = None) -> Path:
+    """JAVA_HOME / PATH first, then the installed JDKs tsqr_plugins.java knows of."""
     seen = []
-    for home in candidate_java_homes():
-        major = java_major(home)
+    for home in [java_home(), *installed_jdks()]:
+        major = java_version(home) if home is not None else None
         if major is None:
             continue
         seen.append(f"{home} (Java {major})")
@@ -140,7 +114,7 @@ def find_java(minimum: int, maximum: int | None = None) -> Path:
             return home
     wanted = f"Java {minimum}+" if maximum is None else f"Java {minimum}-{maximum}"
     raise EngineError(f"no {wanted} found (looked at: {', '.join(seen) or 'nothing'}); install one "
-                      f"(e.g. a Temurin JDK) or point TSQR_JAVA21_HOME at it")
+                      f"(e.g. a Temurin JDK) or point TSQR_JAVA_HOME at it")
 
 
 def java_for(node: Node) -> Path:
@@ -359,7 +333,7 @@ def start(node: Node, root: Path) -> subprocess.Popen | None:
     process = subprocess.Popen(command, env=node_env(node, java_home), stdout=console, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=home)
     pid_file(node).write_text(str(process.pid))
-    log(f"starting {node.name} {node.version} on {url(node)} (Java {java_major(java_home)}, heap {HEAP})")
+    log(f"starting {node.name} {node.version} on {url(node)} (Java {java_version(java_home)}, heap {HEAP})")
     return process
 
 

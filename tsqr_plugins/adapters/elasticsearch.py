@@ -24,6 +24,8 @@ from .searchclient import AsyncRewritingSearchClient, RewritingSearchClient
 class RewritingElasticsearch(RewritingSearchClient):
     """An ``elasticsearch.Elasticsearch`` client whose ``search()`` rewrites text queries first."""
 
+    BODY_AS_KEYWORDS = True
+
     def __init__(self, client: Any, rewriter: Rewriter | None, **options: Any):
         elasticsearch = require("elasticsearch", "elasticsearch", "the Elasticsearch stage")
         if not isinstance(client, elasticsearch.Elasticsearch):
@@ -33,6 +35,8 @@ class RewritingElasticsearch(RewritingSearchClient):
 
 class AsyncRewritingElasticsearch(AsyncRewritingSearchClient):
     """An ``elasticsearch.AsyncElasticsearch`` client whose ``search()`` rewrites text queries first."""
+
+    BODY_AS_KEYWORDS = True
 
     def __init__(self, client: Any, rewriter: Rewriter | None, **options: Any):
         elasticsearch = require("elasticsearch", "elasticsearch", "the Elasticsearch stage")

@@ -68,7 +68,12 @@ def is_private_host(service_url: str) -> bool:
 
 def trusted_endpoint_regex(service_url: str) -> str:
     """A regex matching exactly the service's rewrite endpoint."""
-    return "^" + re.escape(service_endpoint(service_url)) + "$"
+    return endpoint_regex(service_endpoint(service_url))
+
+
+def endpoint_regex(endpoint: str) -> str:
+    """A trusted-endpoint regex matching exactly ``endpoint`` (a connector action's URL)."""
+    return "^" + re.escape(endpoint) + "$"
 
 
 # -- index side (both engines) -----------------------------------------------------------------

@@ -30,6 +30,7 @@ FINAL_TASK_STATES = ("FAILED", "CANCELLED", "COMPLETED_WITH_ERROR", "EXPIRED", "
 FAIL_OPEN_SINCE = (2, 19, 1)
 # Where install records the settings it found, to restore them on uninstall.
 RESTORE_PARAMETER = "tsqr_restore"
+CONNECTORS = "/_plugins/_ml/connectors/_search"
 
 
 class OpenSearchInstaller:
@@ -61,10 +62,13 @@ class OpenSearchInstaller:
                 api_key: str | None = None, index_template: bool = True) -> dict[str, str]:
         configs.service_endpoint(service_url)  # a bad URL fails before anything is changed
         self.warn_if_not_fail_open()
-        previous = self._installed_connector(name)
+        existing = self._search(CONNECTORS, name)
+        previous = _ours(existing)
+        if existing and previous is None:  # refused before any setting is changed
+            raise InputError(f"a connector named {name!r} exists that tsqr did not create; choose another --name")
         restore = json.loads(previous["parameters"][RESTORE_PARAMETER]) if previous else None
         settings_before = self.trust(service_url)
-        connector_id = self.ensure_connector(service_url, name, api_key, restore or settings_before)
+        connector_id = self.ensure_connector(service_url, name, api_key, restore or settings_before, previous)
         model_id = self.ensure_model(connector_id, name)
         self.deploy(model_id)
         pipelines = {f"{name}-rewrite": configs.rewrite_pipeline(model_id, field),
@@ -149,26 +153,19 @@ class OpenSearchInstaller:
         if update:
             self._call("PUT", "/_cluster/settings", update)
 
-    def _installed_connector(self, name: str) -> dict | None:
-        for hit in self._search("/_plugins/_ml/connectors/_search", name):
-            source = hit.get("_source", {})
-            if RESTORE_PARAMETER in source.get("parameters", {}):
-                return {"_id": hit["_id"], **source}
-        return None
-
-    def ensure_connector(self, service_url: str, name: str, api_key: str | None, restore: dict) -> str:
+    def ensure_connector(self, service_url: str, name: str, api_key: str | None, restore: dict,
+                         previous: dict | None) -> str:
+        """Our connector for this service: ``previous`` (tsqr's connector of this name, if any) when
+        it is the same, else a new one in its place."""
         wanted = configs.connector(service_url, name, api_key=api_key)
         wanted["parameters"][RESTORE_PARAMETER] = json.dumps(restore, sort_keys=True)
-        for hit in self._search("/_plugins/_ml/connectors/_search", name):
-            source = hit.get("_source", {})
-            if RESTORE_PARAMETER not in source.get("parameters", {}):
-                raise InputError(f"a connector named {name!r} exists that tsqr did not create; choose another --name")
-            if _same_connector(source, wanted) and api_key is None:
-                return hit["_id"]
+        if previous is not None:
+            if _same_connector(previous, wanted) and api_key is None:
+                return previous["_id"]
             # outdated (another URL, body or version of tsqr) or a key we cannot compare: replace it
             self._remove_models_and_connector(name)
-            break
         return self._call("POST", "/_plugins/_ml/connectors/_create", wanted)["connector_id"]
+
     def ensure_model(self, connector_id: str, name: str) -> str:
         for hit in self._search("/_plugins/_ml/models/_search", name):
             if hit.get("_source", {}).get("connector_id") == connector_id:
@@ -211,12 +208,12 @@ class OpenSearchInstaller:
         for pipeline in (f"{name}-rewrite", f"{name}-rewrite-template"):
             if self._call("DELETE", f"/_search/pipeline/{pipeline}", missing_ok=True):
                 removed.append(f"search pipeline {pipeline}")
-        connector = self._installed_connector(name)
+        connector = _ours(self._search(CONNECTORS, name))
         removed += self._remove_models_and_connector(name)
         if connector is not None:
             before = json.loads(connector["parameters"][RESTORE_PARAMETER])
             for action in connector.get("actions", []):
-                self.restore_settings(before, "^" + re.escape(action["url"]) + "$")
+                self.restore_settings(before, configs.endpoint_regex(action["url"]))
             removed.append("cluster settings restored")
         if index_template:
             if self._call("DELETE", f"/_index_template/{name}", missing_ok=True):
@@ -231,10 +228,19 @@ class OpenSearchInstaller:
             self._call("POST", f"/_plugins/_ml/models/{hit['_id']}/_undeploy", missing_ok=True)
             self._call("DELETE", f"/_plugins/_ml/models/{hit['_id']}", missing_ok=True)
             removed.append(f"model {hit['_id']}")
-        for hit in self._search("/_plugins/_ml/connectors/_search", name):
+        for hit in self._search(CONNECTORS, name):
             self._call("DELETE", f"/_plugins/_ml/connectors/{hit['_id']}", missing_ok=True)
             removed.append(f"connector {hit['_id']}")
         return removed
+
+
+def _ours(hits: list[dict]) -> dict | None:
+    """The connector tsqr installed among ``hits`` (it carries the restore record), with its id."""
+    for hit in hits:
+        source = hit.get("_source", {})
+        if RESTORE_PARAMETER in source.get("parameters", {}):
+            return {"_id": hit["_id"], **source}
+    return None
 
 
 def _same_connector(stored: dict, wanted: dict) -> bool:

@@ -95,6 +95,10 @@ class Job:
 class _Stage:
     """What the sync and async clients share: settings, the rewriter, the latest rewrites."""
 
+    # elasticsearch-py 8+ takes request fields as keywords and deprecates mixing ``body`` with
+    # parameters such as ``routing``; opensearch-py takes ``body``.
+    BODY_AS_KEYWORDS = False
+
     def __init__(self, client: Any, rewriter: Rewriter | None, *, fields=None, scoring: str = "match",
                  mode: str = "replace", repeat: int = 5, clause_budget: int = querydsl.DEFAULT_CLAUSE_BUDGET,
                  original_boost: float = 1.0, rewrite_boost: float = 1.0, annotate_response: bool = True,
@@ -161,8 +165,9 @@ class _Stage:
         if index is None:
             return None
         text, fields = key
-        return {"index": index, "body": querydsl.termvectors_body(text, list(fields)),
-                "routing": querydsl.TERMVECTORS_ROUTING}
+        body = querydsl.termvectors_body(text, list(fields))
+        request = {**body} if self.BODY_AS_KEYWORDS else {"body": body}
+        return {"index": index, **request, "routing": querydsl.TERMVECTORS_ROUTING}
 
     @staticmethod
     def _termvectors_failed(index: str, error: Exception) -> None:

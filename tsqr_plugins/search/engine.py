@@ -50,7 +50,7 @@ class _EngineBM25(Retriever):
             raise InputError(f"_termvectors failed on {self.index_name} ({answer.status_code}): {answer.text[:300]}")
         try:
             weights = querydsl.bm25q_weights(answer.json(), FIELD)
-        except (ValueError, querydsl.MalformedTermVectors) as error:
+        except ValueError as error:  # not JSON, or querydsl.MalformedTermVectors
             raise InputError(f"_termvectors on {self.index_name} gave no statistics ({error}): {answer.text[:300]}") from None
         return querydsl.bm25q_query(weights, FIELD, querydsl.DEFAULT_CLAUSE_BUDGET).query
 

@@ -228,9 +228,7 @@ class RewriteService:
         users = [m["content"] for m in messages if m["role"] == "user" and m["content"].strip()]
         if not users:
             raise HTTPProblem(400, f"model {REWRITE_MODEL} rewrites the last user message; there is none")
-        if len(users[-1]) > self.config.max_query_chars:
-            raise HTTPProblem(413, f"the query has {len(users[-1])} characters; the limit is {self.config.max_query_chars}")
-        answer = await self.rewrite({"queries": [users[-1]]})
+        answer = await self.rewrite({"queries": [users[-1]]})  # the same checks and limits as /v1/rewrite
         return chat_completion(REWRITE_MODEL, answer["rewrites"][0]["text"])
 
     def _as_rewrite(self, messages: list[dict[str, str]]):
