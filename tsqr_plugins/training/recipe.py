@@ -2,6 +2,7 @@
 
     model: Qwen/Qwen2.5-1.5B-Instruct      # or a local path, or "tiny" (a random Qwen2 built here)
     dataset: data/train.parquet            # `tsqr train data` output
+    max_prompt_tokens: 8000                # longer prompts keep their last tokens (the released run's TRL 0.23)
     output_dir: checkpoints/tsqr-grpo      # GRPO's checkpoint; sft_output_dir (default <output_dir>-sft) for SFT
     reward: {embedding_model: BAAI/bge-base-en-v1.5, device: null, bm25_weight: 0.0}
     grpo: {learning_rate: 1.0e-6, beta: 0.008, ...}   # GRPOConfig fields, checked against TRL
@@ -23,7 +24,8 @@ from ..gain import DEFAULT_EMBEDDING_MODEL
 from ..lazy import require
 
 KNOWN_RENAMES = {  # what older recipes may still say, and what to write instead
-    "max_prompt_length": "remove it: TRL >= 1.0 no longer truncates prompts (keep queries short in `tsqr train data`)",
+    "max_prompt_length": "write max_prompt_tokens: N at the recipe's top level (TRL >= 1.0 no longer truncates "
+                         "prompts; tsqr does, as TRL 0.23 did for the released run)",
     "warmup_ratio": "write warmup_steps: 0.1 (a float below 1 is a ratio since transformers 5)",
 }
 
@@ -35,6 +37,9 @@ class Recipe:
     output_dir: str  # where `tsqr train grpo` saves
     # Completions per optimiser step, kept whatever the number of processes (None: as configured).
     effective_batch: int | None = None
+    # Longer templated prompts keep their last tokens, as the released run's TRL 0.23 did
+    # (GRPOConfig.max_prompt_length=8000); None: never truncated. GRPO only.
+    max_prompt_tokens: int | None = None
     sft_output_dir: str = ""  # where `tsqr train sft` saves (default: output_dir + "-sft"), never the GRPO one
     reward: dict[str, Any] = field(default_factory=dict)
     grpo: dict[str, Any] = field(default_factory=dict)
@@ -67,10 +72,13 @@ class Recipe:
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)} - {"source"}
         if unknown:
             raise InputError(f"{path}: unknown settings {sorted(unknown)}; known: model, dataset, output_dir, "
-                             "sft_output_dir, effective_batch, reward, grpo, sft")
+                             "sft_output_dir, effective_batch, max_prompt_tokens, reward, grpo, sft")
         missing = [name for name in ("model", "dataset", "output_dir") if not data.get(name)]
         if missing:
             raise InputError(f"{path}: missing {', '.join(missing)} (or pass --{missing[0].replace('_', '-')})")
+        limit = data.get("max_prompt_tokens")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise InputError(f"{path}: max_prompt_tokens must be a positive integer or null, not {limit!r}")
         return cls(**data, source=str(path))
 
 
