@@ -42,7 +42,8 @@ class RewriteCache:
         self.path = Path(path)
         self.identity = dict(identity)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the writing connection
+        self._read_lock = threading.Lock()  # reads have their own: in WAL mode they never wait for a writer
         if self.path.is_dir():
             raise CacheMismatchError(f"rewrite cache {self.path} is a directory; name a file (or pass --no-cache)")
         try:
@@ -51,6 +52,7 @@ class RewriteCache:
             self._connection.execute("PRAGMA journal_mode=WAL")
             self._connection.execute("PRAGMA synchronous=NORMAL")
             self._check_identity()
+            self._reader = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False, isolation_level=None)
         except sqlite3.OperationalError as error:
             if "locked" in str(error) or "busy" in str(error):
                 raise  # another process holds it: a real condition, not a damaged file
@@ -90,11 +92,11 @@ class RewriteCache:
     def get_many(self, keys: Iterable[str]) -> dict[str, str]:
         keys = list(dict.fromkeys(keys))
         found: dict[str, str] = {}
-        with self._lock:
+        with self._read_lock:
             for start in range(0, len(keys), 500):  # SQLite caps bound parameters per statement
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                rows = self._connection.execute(
+                rows = self._reader.execute(
                     f"SELECT key, completion FROM rewrites WHERE key IN ({marks})", chunk
                 ).fetchall()
                 found.update(rows)
@@ -124,5 +126,7 @@ class RewriteCache:
             return self._connection.execute("SELECT COUNT(*) FROM rewrites").fetchone()[0]
 
     def close(self) -> None:
+        with self._read_lock:
+            self._reader.close()
         with self._lock:
             self._connection.close()

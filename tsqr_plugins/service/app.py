@@ -9,6 +9,7 @@ import json
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,6 +32,9 @@ logger = logging.getLogger(__name__)
 REWRITE_MODEL = "tsqr-rewrite"
 MAX_REPEAT = 20  # query2doc uses 5
 MAX_ANSWER_CHARS = 8_000_000  # what mode concat may echo back in one answer
+# How long a cache write waits for another process's write before it is skipped (the rewrite is
+# still answered): an engine slot is held meanwhile.
+CACHE_BUSY_TIMEOUT = 5.0
 CHAT_SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "stop", "seed")
 
 
@@ -75,11 +79,13 @@ class RewriteService:
         if not config.no_cache and engine.CACHEABLE:
             from tsqr_plugins.backends.cache import default_cache_path
 
-            self.cache = RewriteCache(config.cache or default_cache_path(engine), self.identity)
+            self.cache = RewriteCache(config.cache or default_cache_path(engine), self.identity,
+                                      timeout=CACHE_BUSY_TIMEOUT)
         self.batcher = MicroBatcher(
             engine, self.cache, self.metrics, config.max_batch_size, config.max_wait_ms / 1000,
             config.max_queue, config.concurrent_batches,
         )
+        self._cache_readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tsqr-cache")
         self.default_params = GenerationParams.preset(config.preset)
         self.model_name = config.served_model_name or (config.model or engine.model_id).rstrip("/").split("/")[-1]
 
@@ -143,7 +149,7 @@ class RewriteService:
         """Cache hits first; misses through the batcher, each within the request's time budget."""
         params_key = params.key()
         keys = [cache_key(self.identity, prompt.id, params_key, query) for query in queries]
-        hits = self.cache.get_many(keys) if self.cache is not None else {}
+        hits = await self._cached(keys)
         self.metrics.count("cache_hits", len(hits))
         self.metrics.count("cache_misses", len(keys) - len(hits))
         futures = {}
@@ -168,6 +174,17 @@ class RewriteService:
                 results.append((Completion.failed(timeout), False))
         return results
 
+    async def _cached(self, keys: list[str]) -> dict[str, str]:
+        """Cache hits, read in a worker thread (never on the event loop); an unreadable cache is a miss."""
+        if self.cache is None:
+            return {}
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._cache_readers, self.cache.get_many, keys)
+        except Exception as error:
+            logger.warning("rewrite cache read failed (treated as a miss): %s", error)
+            self.metrics.count("cache_errors")
+            return {}
+
     def _to_rewrite(self, query, completion: Completion, cached: bool, prompt, mode, repeat, strict) -> dict[str, Any]:
         error = completion.error
         text = None
@@ -176,6 +193,8 @@ class RewriteService:
                 text = prompt.parse(completion.text or "")
             except BackendError as parse_error:
                 error = parse_error
+            if text is not None and not is_unicode_text(text):  # e.g. an upstream's JSON with "\ud800"
+                error, text = BackendError("the model's output is not text (it holds a lone surrogate)"), None
         if error is not None:
             if strict:
                 self.metrics.count("strict_failures")
@@ -219,6 +238,8 @@ class RewriteService:
         if completion.error is not None:
             status = 504 if isinstance(completion.error, BackendTimeout) else 502
             raise HTTPProblem(status, f"the engine failed: {completion.error}")
+        if not is_unicode_text(completion.text or ""):
+            raise HTTPProblem(502, "the engine's output is not text (it holds a lone surrogate)")
         return chat_completion(self.model_name, completion.text)
 
     async def _chat_rewrite(self, messages: list[dict[str, str]]) -> dict[str, Any]:
@@ -323,6 +344,7 @@ def create_app(config: ServiceConfig, engine: Backend | None = None):
         service.batcher.start()
         yield
         await service.batcher.stop()  # drain what was accepted before shutting down
+        service._cache_readers.shutdown(wait=True)
         if service.cache is not None:
             service.cache.close()
         service.engine.close()

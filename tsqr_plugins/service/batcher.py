@@ -109,19 +109,31 @@ class MicroBatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _execute(self, batch: list[Pending]) -> None:
+        """Every future of the batch is resolved on every path: one left pending would make each
+        later request for its query wait for it until the time budget ends."""
         try:
             groups: dict[tuple[str, str], list[Pending]] = {}
             for item in batch:  # a backend call takes one prompt and one set of sampling parameters
                 groups.setdefault((item.prompt.id, item.params.key()), []).append(item)
             for items in groups.values():
                 self.metrics.batch(len(items))
-                completions = await asyncio.get_running_loop().run_in_executor(self._executor, self._generate, items)
-                for item, completion in zip(items, completions):
-                    self._in_flight.pop(item.key, None)
-                    if not item.future.done():
-                        item.future.set_result(completion)
+                try:
+                    completions = await asyncio.get_running_loop().run_in_executor(self._executor, self._generate, items)
+                except Exception as error:  # a bug past the engine call: these queries fall back, the next try afresh
+                    logger.exception("batch of %d failed after the engine call", len(items))
+                    completions = [Completion.failed(error)] * len(items)
+                self._resolve(items, completions)
         finally:
+            abandoned = RuntimeError("the batch was abandoned (the service is stopping)")
+            self._resolve(batch, [Completion.failed(abandoned)] * len(batch))
             self._slots.release()
+
+    def _resolve(self, items: list[Pending], completions: list[Completion]) -> None:
+        for item, completion in zip(items, completions):
+            if self._in_flight.get(item.key) is item.future:
+                del self._in_flight[item.key]
+            if not item.future.done():
+                item.future.set_result(completion)
 
     def _generate(self, items: list[Pending]) -> list[Completion]:
         """Runs in a worker thread: the engine call, then one cache transaction for the batch."""
@@ -136,9 +148,14 @@ class MicroBatcher:
             return [Completion.failed(error)] * len(items)
         if self.cache is not None:
             params_key = params.key()
-            self.cache.put_many(
-                (item.key, prompt.id, params_key, item.query, completion.text)
-                for item, completion in zip(items, completions)
-                if completion.error is None and completion.text is not None
-            )
+            try:
+                self.cache.put_many(
+                    (item.key, prompt.id, params_key, item.query, completion.text)
+                    for item, completion in zip(items, completions)
+                    if completion.error is None and completion.text is not None
+                )
+            except Exception as error:  # locked, full disk, text SQLite cannot store: still answered
+                logger.warning("rewrite cache write of %d failed (the rewrites are answered, not cached): %s",
+                               len(items), error)
+                self.metrics.count("cache_errors")
         return completions

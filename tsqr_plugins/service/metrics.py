@@ -39,7 +39,7 @@ class Metrics:
         self.latency: dict[str, Histogram] = {}
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.counters = {"cache_hits": 0, "cache_misses": 0, "fallbacks": 0, "strict_failures": 0, "coalesced": 0,
-                         "engine_errors": 0}
+                         "engine_errors": 0, "cache_errors": 0, "expired": 0}
         self.queue_depth = 0
 
     def count(self, name: str, amount: int = 1) -> None:
