@@ -52,7 +52,8 @@ class SearchProxy:
     """The proxy's request handling (a Starlette app is built around it by :func:`create_proxy_app`)."""
 
     def __init__(self, upstream: str, rewriter: Rewriter | None, settings: StageSettings | None = None,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, timeout: float = 60.0) -> None:
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, timeout: float = 60.0,
+                 read_timeout: float = 10.0) -> None:
         import httpx
 
         url = httpx.URL(upstream)
@@ -63,6 +64,7 @@ class SearchProxy:
         self.settings = settings or StageSettings()
         self.max_body_bytes = max_body_bytes
         self.timeout = timeout
+        self.read_timeout = read_timeout  # for a _search body to arrive
         self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         # Only the client's own fields go upstream: no Accept-Encoding (so no compressed answers to a
         # client that never asked for them), User-Agent or Accept that httpx would add by itself.
@@ -80,7 +82,10 @@ class SearchProxy:
 
         path, method = request.url.path, request.method
         if method in SEARCH_METHODS and is_search_path(path) and self.rewriter is not None:
-            body = await self._read_limited(request)
+            try:
+                body = await asyncio.wait_for(self._read_limited(request), self.read_timeout)
+            except asyncio.TimeoutError:
+                return JSONResponse({"error": f"the body did not arrive within {self.read_timeout:g} s"}, status_code=408)
             if body is None:
                 return JSONResponse({"error": f"request body over {self.max_body_bytes} bytes"}, status_code=413)
             try:

@@ -37,6 +37,8 @@ def add_parser(commands: Any) -> None:
                         "constant_score (left alone by default: they exclude documents, they do not rank them)")
     parser.add_argument("--upstream-timeout", type=float, default=60.0,
                         help="seconds to wait for the engine (default 60); past it the answer is 504")
+    parser.add_argument("--read-timeout", type=float, default=10.0,
+                        help="seconds a client has to send its headers, and a _search body (default 10)")
     parser.add_argument("--max-body-mb", type=float, default=10.0, help="largest _search body read (default 10)")
     add_backend_options(parser)
     add_rewriter_options(parser)
@@ -54,11 +56,15 @@ def run(args: argparse.Namespace) -> int:
     )
     uvicorn = require("uvicorn", "serve", "tsqr proxy")
     rewriter = build_rewriter(args, build_backend(args))
-    if args.upstream_timeout <= 0:
-        raise InputError(f"--upstream-timeout must be > 0, got {args.upstream_timeout}")
+    for flag, value in (("--upstream-timeout", args.upstream_timeout), ("--read-timeout", args.read_timeout)):
+        if not value > 0:
+            raise InputError(f"{flag} must be > 0 seconds, got {value}")
     proxy = SearchProxy(args.upstream, rewriter, settings, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-                        timeout=args.upstream_timeout)
+                        timeout=args.upstream_timeout, read_timeout=args.read_timeout)
+    from tsqr_plugins.service.server import uvicorn_config
+
     # The upstream's Server and Date fields are relayed; uvicorn's own would duplicate them.
-    uvicorn.run(create_proxy_app(proxy), host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=30, server_header=False, date_header=False)
+    config = uvicorn_config(create_proxy_app(proxy), args.read_timeout, host=args.host, port=args.port,
+                            log_level="warning", timeout_graceful_shutdown=30, server_header=False, date_header=False)
+    uvicorn.Server(config).run()
     return 0

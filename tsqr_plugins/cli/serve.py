@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 import sys
 from typing import Any
@@ -41,6 +42,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--max-queue", type=int, help="queued queries before 429 (default 1024)")
     parser.add_argument("--concurrent-batches", type=int, help="engine batches in flight (default 1; openai 8; vllm 4)")
     parser.add_argument("--timeout", type=float, help="per-request time budget in seconds (default 30)")
+    parser.add_argument("--read-timeout", type=float,
+                        help="seconds a client has to send its headers, and again its body (default 10)")
+    parser.add_argument("--access-log", action="store_true", default=None, help="log every request (uvicorn's access log)")
     parser.add_argument("--max-queries-per-request", type=int)
     parser.add_argument("--max-query-chars", type=int)
     parser.add_argument("--device", help="transformers: cpu, cuda … (default auto)")
@@ -62,7 +66,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"tsqr serve: {config.engine} {service.model_name} on http://{config.host}:{config.port}",
           file=sys.stderr, flush=True)
     # uvicorn stops accepting on SIGINT/SIGTERM and lets in-flight requests finish first.
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30))
+    from tsqr_plugins.service.server import uvicorn_config
+
+    server = uvicorn.Server(uvicorn_config(app, config.read_timeout, log_level="warning", timeout_graceful_shutdown=30,
+                                           access_log=config.access_log))
+    if config.access_log:  # uvicorn's access lines are INFO; its other logs stay at warning
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     server.run(sockets=[listener])
     return 0
 

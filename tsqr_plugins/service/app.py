@@ -35,6 +35,7 @@ MAX_ANSWER_CHARS = 8_000_000  # what mode concat may echo back in one answer
 # How long a cache write waits for another process's write before it is skipped (the rewrite is
 # still answered): an engine slot is held meanwhile.
 CACHE_BUSY_TIMEOUT = 5.0
+CLIENT_CLOSED = 499  # nginx's status for a client gone before its answer; only ever in /metrics
 CHAT_SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "stop", "seed")
 
 
@@ -304,6 +305,21 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
+async def read_body(request, limit: int) -> bytes:
+    """The body, read no further than ``limit`` bytes: a chunked body declares no length, so the
+    size is checked as it arrives, not after buffering all of it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPProblem(413, f"the body is larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPProblem(413, f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def chat_completion(model: str, text: str) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -333,7 +349,7 @@ def create_app(config: ServiceConfig, engine: Backend | None = None):
     """The Starlette application. ``engine`` defaults to the one the config describes."""
     require("starlette", "serve", "tsqr serve")  # a clear error naming the extra when it is missing
     from starlette.applications import Starlette
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route
 
@@ -356,12 +372,10 @@ def create_app(config: ServiceConfig, engine: Backend | None = None):
         return hmac.compare_digest(supplied.encode(), f"Bearer {config.api_key}".encode())
 
     async def read_json(request: Request) -> Any:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
-            raise HTTPProblem(413, f"the body is larger than {config.max_body_bytes} bytes")
-        raw = await request.body()
-        if len(raw) > config.max_body_bytes:
-            raise HTTPProblem(413, f"the body is larger than {config.max_body_bytes} bytes")
+        try:
+            raw = await asyncio.wait_for(read_body(request, config.max_body_bytes), config.read_timeout)
+        except asyncio.TimeoutError:
+            raise HTTPProblem(408, f"the body did not arrive within {config.read_timeout:g} s") from None
         try:
             return json.loads(raw, parse_constant=_no_constants, parse_int=_bounded_int)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -382,6 +396,10 @@ def create_app(config: ServiceConfig, engine: Backend | None = None):
                     PlainTextResponse(result, media_type="text/plain; version=0.0.4") if isinstance(result, str)
                     else JSONResponse(result)
                 )
+            except ClientDisconnect:  # gone before its body arrived: nobody to answer, nothing failed
+                logger.info("%s: the client disconnected before sending its whole body", name)
+                service.metrics.request(name, CLIENT_CLOSED, time.perf_counter() - start)
+                return Response(status_code=CLIENT_CLOSED)
             except HTTPProblem as problem:
                 response = JSONResponse({"error": {"message": str(problem), "code": problem.status}},
                                         status_code=problem.status, headers=problem.headers)

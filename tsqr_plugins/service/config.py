@@ -37,6 +37,8 @@ class ServiceConfig:
     max_queries_per_request: int = 256
     max_query_chars: int = 32_000
     max_body_bytes: int = 4 * 1024 * 1024
+    read_timeout: float = 10.0  # seconds for a request's headers, and again for its body
+    access_log: bool = False
     device: str = "auto"
     dtype: str = "auto"
     max_model_len: int = 16000
@@ -58,6 +60,8 @@ class ServiceConfig:
         if self.concurrent_batches is None:
             # openai: HTTP requests in flight; vllm: the async engine interleaves concurrent batches.
             self.concurrent_batches = {"openai": 8, "vllm": 4}.get(self.engine, 1)
+        if not self.read_timeout > 0:
+            raise InputError(f"read_timeout must be > 0 seconds, got {self.read_timeout}")
         for name in ("max_batch_size", "max_queue", "max_queries_per_request", "max_query_chars", "concurrent_batches"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -1,0 +1,54 @@
+"""Running the service's and the proxy's ASGI apps under uvicorn with bounded connections.
+
+uvicorn times out idle keep-alive connections, but a client that sends its request line and
+headers a byte at a time keeps a connection (and its memory) for ever: every byte re-arms nothing
+and cancels the keep-alive timer. Here each request's headers must be complete within
+``read_timeout`` seconds of the connection opening, or of the previous response; the body has
+its own bound in the app (``read_body``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+def header_deadline_protocol(read_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's own HTTP protocol (h11, or httptools when installed), closing connections whose
+    request headers are not complete in time."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class HeaderDeadlineProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_header_deadline()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_header_deadline()  # the next request's headers have the same bound
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm_header_deadline(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            self._header_timer = self.loop.call_later(read_timeout, self._headers_overdue)
+
+        def _headers_overdue(self) -> None:
+            waiting_for_headers = self.cycle is None or self.cycle.response_complete
+            if waiting_for_headers and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadlineProtocol
+
+
+def uvicorn_config(app: Any, read_timeout: float, **settings: Any):
+    """``uvicorn.Config`` with the header deadline; ``settings`` are uvicorn's own."""
+    import uvicorn
+
+    return uvicorn.Config(app, http=header_deadline_protocol(read_timeout), **settings)
