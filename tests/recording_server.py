@@ -39,11 +39,18 @@ class RecordingOpenAIServer(BackgroundServer):
 
             def _send(self, status, payload):
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self._done()  # before the answer leaves: the client may send its next request at once
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _done(self):
+                if getattr(self, "_counted", False):
+                    self._counted = False
+                    with server._lock:
+                        server.in_flight -= 1
 
             def _authorized(self):
                 if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
@@ -68,6 +75,7 @@ class RecordingOpenAIServer(BackgroundServer):
                     number = len(server.requests)
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                self._counted = True
                 try:
                     time.sleep(server.delay)
                     if server.hold is not None:
@@ -80,7 +88,6 @@ class RecordingOpenAIServer(BackgroundServer):
                         message = {"role": "assistant", "content": server.answer(body)}
                         self._send(200, {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
                 finally:
-                    with server._lock:
-                        server.in_flight -= 1
+                    self._done()
 
         return Handler

@@ -29,6 +29,29 @@ def expired() -> bool:
     return deadline is not None and time.monotonic() >= deadline
 
 
+def remaining() -> float | None:
+    """Seconds left to the current thread's call (None: no time budget)."""
+    deadline = getattr(_local, "deadline", None)
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def current() -> float | None:
+    """The current thread's deadline (a ``time.monotonic()`` value), to hand to helper threads."""
+    return getattr(_local, "deadline", None)
+
+
+def run_until(function: Callable[[], T], deadline: float | None) -> T:
+    """``function()`` in this thread with ``deadline`` (a ``time.monotonic()`` value, or None) as its
+    budget, for a caller that waits in its own way (the service's event loop, a thread pool);
+    backends check ``expired()``."""
+    previous = getattr(_local, "deadline", None)
+    _local.deadline = deadline
+    try:
+        return function()
+    finally:
+        _local.deadline = previous
+
+
 def call_with_deadline(function: Callable[[], T], seconds: float | None) -> T:
     """Return ``function()``, or raise BackendTimeout after ``seconds``. ``seconds=None`` calls directly."""
     if seconds is None:

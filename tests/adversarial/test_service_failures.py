@@ -54,7 +54,7 @@ def test_output_that_is_not_text_falls_back_and_strict_is_502(tmp_path):
         answers = [post(running.url, {"queries": ["odd"]}) for _ in range(2)]
         strict = post(running.url, {"queries": ["odd"], "strict": True})
         chat = httpx.post(running.url + "/v1/chat/completions", timeout=30, json={
-            "model": "x", "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]})
+            "model": "counting", "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]})
         in_flight = dict(running.service.batcher._in_flight)
     for answer in answers:
         rewrite = answer.json()["rewrites"][0]

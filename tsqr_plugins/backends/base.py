@@ -19,6 +19,7 @@ class Completion:
     text: str | None = None
     error: Exception | None = None
     cached: bool = False
+    finish_reason: str | None = None  # "length" when cut at max_tokens (OpenAI's names); None: unknown
 
     @classmethod
     def failed(cls, error: Exception) -> Completion:

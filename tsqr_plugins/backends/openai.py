@@ -12,7 +12,8 @@ from typing import Any
 
 from tsqr_plugins.backends.base import Backend, Completion
 from tsqr_plugins.backends.truncation import fit_query_chars
-from tsqr_plugins.errors import BackendError, InputError, ServerUnavailableError
+from tsqr_plugins import deadline
+from tsqr_plugins.errors import BackendError, BackendTimeout, InputError, ServerUnavailableError
 from tsqr_plugins.lazy import require
 from tsqr_plugins.params import GenerationParams
 from tsqr_plugins.prompts import Prompt
@@ -60,6 +61,7 @@ class OpenAIBackend(Backend):
         self.base_url = base_url.rstrip("/")
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
+        self.timeout = timeout
         self.backoff = backoff
         self.vllm_sampling = vllm_sampling
         self.max_query_chars = max_query_chars
@@ -124,13 +126,18 @@ class OpenAIBackend(Backend):
         bodies = [self.request_body(messages, params) for messages in conversations]
         if len(bodies) == 1:
             return [self._complete(bodies[0])]
+        budget = deadline.current()  # the pool's threads work within the caller's time budget
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(bodies))) as pool:
-            return list(pool.map(self._complete, bodies))
+            return list(pool.map(lambda body: deadline.run_until(lambda: self._complete(body), budget), bodies))
 
     def _complete(self, body: dict[str, Any]) -> Completion:
         for attempt in range(self.max_retries + 1):
+            left = deadline.remaining()  # the caller's time budget, when it has one: the request ends with it
+            if left is not None and left <= 0:
+                return Completion.failed(BackendTimeout("the time budget was spent"))
             try:
-                response = self._client.post("/chat/completions", json=body)
+                response = self._client.post("/chat/completions", json=body,
+                                             **({} if left is None else {"timeout": min(left, self.timeout)}))
             except self._httpx.HTTPError as error:
                 # Unreachable (not a bad answer): a replica pool fails over on this type.
                 failure: Exception = ServerUnavailableError(
@@ -151,9 +158,11 @@ class OpenAIBackend(Backend):
 
 def parse_chat_response(response: Any) -> Completion:
     try:
-        content = response.json()["choices"][0]["message"]["content"]
+        choice = response.json()["choices"][0]
+        content = choice["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError) as error:
         return Completion.failed(BackendError(f"malformed chat completion ({type(error).__name__}: {error})"))
     if not isinstance(content, str):
         return Completion.failed(BackendError("chat completion has no text content"))
-    return Completion(text=content)
+    finish = choice.get("finish_reason")
+    return Completion(text=content, finish_reason=finish if isinstance(finish, str) else None)

@@ -80,13 +80,16 @@ class TransformersBackend(Backend):
                 results.extend(Completion.failed(BackendTimeout("the time budget was spent")) for _ in batch)
                 continue
             try:
-                results.extend(Completion(text=text) for text in self._generate_batch(batch, params))
+                results.extend(Completion(text=text, finish_reason=finish)
+                               for text, finish in self._generate_batch(batch, params))
             except Exception as error:  # one failed batch fails its own items only
                 logger.warning("transformers generation failed for %d queries: %s", len(batch), error)
                 results.extend(Completion.failed(error) for _ in batch)
         return results
 
-    def _generate_batch(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[str]:
+    def _generate_batch(self, conversations: Sequence[list[dict[str, str]]],
+                        params: GenerationParams) -> list[tuple[str, str]]:
+        """Each conversation's completion and finish reason ("length": cut at max_tokens)."""
         torch = self._torch
         texts = [
             self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -100,7 +103,21 @@ class TransformersBackend(Backend):
                                          stopping_criteria=self._stop_at_deadline())
         new_tokens = output[:, encoded["input_ids"].shape[1] :]
         decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [cut_at_stop(text, params.stop) for text in decoded]
+        ended = self._ended(new_tokens)
+        answers = []
+        for text, done in zip(decoded, ended):
+            cut = cut_at_stop(text, params.stop)
+            stopped = done or cut != text or new_tokens.shape[1] < params.max_tokens
+            answers.append((cut, "stop" if stopped else "length"))
+        return answers
+
+    def _ended(self, new_tokens) -> list[bool]:
+        """Whether each row produced an end-of-sequence token (the rest of a finished row is padding)."""
+        stops = self.model.generation_config.eos_token_id
+        stops = {stops} if isinstance(stops, int) else set(stops or ())
+        if self.tokenizer.eos_token_id is not None:
+            stops.add(self.tokenizer.eos_token_id)
+        return [any(int(token) in stops for token in row) for row in new_tokens]
 
     def _stop_at_deadline(self):
         """Generation ends once the caller's time budget is spent (its result is dropped anyway)."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tsqr_plugins import deadline
 from tsqr_plugins.backends.base import Backend, Completion
 from tsqr_plugins.backends.transformers import model_identity
 from tsqr_plugins.models import check_model_source
 from tsqr_plugins.backends.truncation import fit_query
+from tsqr_plugins.errors import BackendTimeout
 from tsqr_plugins.lazy import require
 from tsqr_plugins.params import GenerationParams
 from tsqr_plugins.prompts import Prompt
@@ -76,7 +78,8 @@ class VLLMBackend(Backend):
 
     def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
         outputs = self.llm.chat(list(conversations), sampling_params=self.sampling_params(params), use_tqdm=False)
-        return [Completion(text=output.outputs[0].text) for output in outputs]
+        return [Completion(text=output.outputs[0].text, finish_reason=output.outputs[0].finish_reason)
+                for output in outputs]
 
     def close(self) -> None:
         self.llm = None
@@ -124,12 +127,20 @@ class AsyncVLLMBackend(VLLMBackend):
             final = None
             async for output in self.engine.generate({"prompt": text}, sampling, f"tsqr-{next(self._ids)}"):
                 final = output
-            return Completion(text=final.outputs[0].text if final is not None else "")
+            if final is None:
+                return Completion(text="")
+            return Completion(text=final.outputs[0].text, finish_reason=final.outputs[0].finish_reason)
+
+        left = deadline.remaining()
 
         async def batch() -> list[Completion]:
-            return list(await asyncio.gather(*(one(text) for text in texts)))
+            # past the caller's time budget the requests are cancelled, which aborts them in vLLM
+            return list(await asyncio.wait_for(asyncio.gather(*(one(text) for text in texts)), left))
 
-        return asyncio.run_coroutine_threadsafe(batch(), self._loop).result()
+        try:
+            return asyncio.run_coroutine_threadsafe(batch(), self._loop).result()
+        except asyncio.TimeoutError:
+            return [Completion.failed(BackendTimeout("the time budget was spent")) for _ in texts]
 
     def close(self) -> None:
         engine, self.engine = getattr(self, "engine", None), None

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
+from tsqr_plugins import deadline
 from tsqr_plugins.backends import Backend, load_backend
 from tsqr_plugins.backends.base import Completion
 from tsqr_plugins.cache import RewriteCache, cache_key
@@ -87,8 +88,12 @@ class RewriteService:
             config.max_queue, config.concurrent_batches,
         )
         self._cache_readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tsqr-cache")
+        self._chat_workers = ThreadPoolExecutor(max_workers=config.concurrent_batches, thread_name_prefix="tsqr-chat")
+        self._chats = 0  # conversations waiting for or running on the engine
         self.default_params = GenerationParams.preset(config.preset)
         self.model_name = config.served_model_name or (config.model or engine.model_id).rstrip("/").split("/")[-1]
+        # what a chat request's "model" may say: the served name, or the model as configured
+        self.model_names = {self.model_name, REWRITE_MODEL, engine.model_id} | ({config.model} if config.model else set())
 
     # ---- /v1/rewrite
     async def rewrite(self, body: Any) -> dict[str, Any]:
@@ -164,6 +169,9 @@ class RewriteService:
             # shield: a timed-out request leaves the generation running, and its result is cached
             waiting = [asyncio.shield(future) for future in futures.values()]
             await asyncio.wait(waiting, timeout=self.config.timeout)
+            for key, future in futures.items():
+                if not future.done():
+                    self.batcher.give_up(key)
         results = []
         for key in keys:
             if key in hits:
@@ -229,8 +237,13 @@ class RewriteService:
         except (InputError, TypeError) as error:
             raise HTTPProblem(400, str(error)) from error
         self._check_context(params)
-        if body.get("model") == REWRITE_MODEL:  # Elasticsearch's _inference endpoint, or any chat client
+        model = body.get("model")
+        if model == REWRITE_MODEL:  # Elasticsearch's _inference endpoint, or any chat client
             return await self._chat_rewrite(messages)
+        if model is not None and model not in self.model_names:  # as vLLM's OpenAI server answers
+            raise HTTPProblem(404, f"The model `{model}` does not exist. Served: "
+                                   f"{sorted({self.model_name, REWRITE_MODEL})} (GET /v1/models)")
+        self._check_conversation(messages)
         query, prompt = self._as_rewrite(messages)
         if query is not None:  # our own prompt: batched, coalesced and cached like /v1/rewrite
             completion, _ = (await self._complete([query], prompt, params, strict=True))[0]
@@ -241,7 +254,19 @@ class RewriteService:
             raise HTTPProblem(status, f"the engine failed: {completion.error}")
         if not is_unicode_text(completion.text or ""):
             raise HTTPProblem(502, "the engine's output is not text (it holds a lone surrogate)")
-        return chat_completion(self.model_name, completion.text)
+        return chat_completion(self.model_name, completion.text, completion.finish_reason or "stop")
+
+    def _check_conversation(self, messages: list[dict[str, str]]) -> None:
+        """A conversation has the limits of one query: its text, and a message count."""
+        if len(messages) > self.config.max_queries_per_request:
+            raise HTTPProblem(413, f"{len(messages)} messages in one conversation; the limit is "
+                                   f"{self.config.max_queries_per_request}")
+        for index, message in enumerate(messages):
+            if not is_unicode_text(message["content"]) or not is_unicode_text(message["role"]):
+                raise HTTPProblem(422, f"message {index} contains a lone surrogate (\\ud800-\\udfff): not text")
+        chars = sum(len(m["content"]) for m in messages)
+        if chars > self.config.max_query_chars:
+            raise HTTPProblem(413, f"the conversation has {chars} characters; the limit is {self.config.max_query_chars}")
 
     async def _chat_rewrite(self, messages: list[dict[str, str]]) -> dict[str, Any]:
         """Model ``tsqr-rewrite``: the last user message is a query, the answer its rewrite
@@ -262,20 +287,36 @@ class RewriteService:
         return (query, prompt) if prompt is not None else (None, None)
 
     async def _chat_direct(self, messages, params) -> Completion:
+        """A conversation that is not ours goes to the engine as it is, within the same bounds as
+        rewrites: queued behind ``concurrent_batches`` others (429 past ``max_queue``), and given up
+        at the time budget, when the engine stops too (transformers ends generation, openai closes
+        its request, vLLM aborts it) instead of generating for nobody."""
+        if self._chats + self.batcher.depth >= self.config.max_queue:
+            raise HTTPProblem(429, f"the service is busy: {self._chats} conversations and {self.batcher.depth} "
+                                   "queries are waiting; retry shortly", {"Retry-After": "1"})
         loop = asyncio.get_running_loop()
+        stop_at = time.monotonic() + self.config.timeout
+        self._chats += 1
         try:
-            results = await asyncio.wait_for(
-                loop.run_in_executor(None, self.engine.chat, [messages], params), self.config.timeout
-            )
+            work = loop.run_in_executor(self._chat_workers, deadline.run_until,
+                                        lambda: self._chat_in_time(messages, params), stop_at)
+            # on timeout a conversation still queued for a worker is cancelled; a running one ends at stop_at
+            results = await asyncio.wait_for(work, self.config.timeout)
             return results[0]
         except asyncio.TimeoutError:
+            self.metrics.count("expired")
             return Completion.failed(BackendTimeout(f"no answer within {self.config.timeout:g} s"))
-        except NotImplementedError as error:
-            raise HTTPProblem(400, str(error)) from error
-        except InputError as error:
+        except (NotImplementedError, InputError) as error:
             raise HTTPProblem(400, str(error)) from error
         except Exception as error:
             return Completion.failed(error)
+        finally:
+            self._chats -= 1
+
+    def _chat_in_time(self, messages, params) -> list[Completion]:
+        if deadline.expired():  # waited its whole budget for a worker: its client has its answer already
+            return [Completion.failed(BackendTimeout("the time budget was spent waiting"))]
+        return self.engine.chat([messages], params)
 
     def health(self) -> dict[str, Any]:
         answer = {"status": "ok", "engine": self.config.engine, "model": self.model_name, "queue_depth": self.batcher.depth}
@@ -320,13 +361,13 @@ async def read_body(request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def chat_completion(model: str, text: str) -> dict[str, Any]:
+def chat_completion(model: str, text: str, finish_reason: str = "stop") -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}],
     }
 
 
@@ -361,6 +402,7 @@ def create_app(config: ServiceConfig, engine: Backend | None = None):
         yield
         await service.batcher.stop()  # drain what was accepted before shutting down
         service._cache_readers.shutdown(wait=True)
+        service._chat_workers.shutdown(wait=True)
         if service.cache is not None:
             service.cache.close()
         service.engine.close()

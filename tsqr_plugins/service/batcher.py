@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from tsqr_plugins.backends.base import Backend, Completion
 from tsqr_plugins.cache import RewriteCache
+from tsqr_plugins.errors import BackendTimeout
 from tsqr_plugins.params import GenerationParams
 from tsqr_plugins.prompts import Prompt
 from tsqr_plugins.service.metrics import Metrics
@@ -28,6 +29,7 @@ class Pending:
     prompt: Prompt
     params: GenerationParams
     future: asyncio.Future
+    waiters: int = 1  # requests still waiting for it; none left while queued: it is dropped
 
 
 class MicroBatcher:
@@ -51,7 +53,7 @@ class MicroBatcher:
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
         self.max_queue = max_queue
-        self._in_flight: dict[str, asyncio.Future] = {}
+        self._in_flight: dict[str, Pending] = {}
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
         self._slots = asyncio.Semaphore(concurrent_batches)
         self._executor = ThreadPoolExecutor(max_workers=concurrent_batches, thread_name_prefix="tsqr-engine")
@@ -78,14 +80,36 @@ class MicroBatcher:
         existing = self._in_flight.get(key)
         if existing is not None:
             self.metrics.count("coalesced")
-            return existing
+            existing.waiters += 1
+            return existing.future
         if self._queue.qsize() >= self.max_queue:
             raise QueueFull(f"{self._queue.qsize()} queries are waiting (limit {self.max_queue})")
-        future = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = future
-        self._queue.put_nowait(Pending(key, query, prompt, params, future))
+        pending = Pending(key, query, prompt, params, asyncio.get_running_loop().create_future())
+        self._in_flight[key] = pending
+        self._queue.put_nowait(pending)
         self.metrics.queue_depth = self._queue.qsize()
-        return future
+        return pending.future
+
+    def give_up(self, key: str) -> None:
+        """A request stops waiting for ``key`` (its time budget is spent). A query nobody waits for
+        any more is not generated if it is still queued: it would delay live requests for nothing.
+        One already running finishes, and its answer is cached."""
+        pending = self._in_flight.get(key)
+        if pending is not None:
+            pending.waiters -= 1
+
+    def _take(self) -> Pending | None:
+        """The next queued query someone still waits for (None when the queue is empty)."""
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item.waiters > 0:
+                return item
+            self._expire(item)
+        return None
+
+    def _expire(self, item: Pending) -> None:
+        self.metrics.count("expired")
+        self._resolve([item], [Completion.failed(BackendTimeout("every request for it had given up"))])
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -94,15 +118,25 @@ class MicroBatcher:
             # Wait for a free engine slot first: queries arriving meanwhile join this batch, so
             # batches grow under load while an idle engine answers a lone query at once.
             await self._slots.acquire()
+            if first.waiters <= 0:  # given up while it waited for the slot
+                self._expire(first)
+                first = self._take()
+                if first is None:
+                    self._slots.release()
+                    continue
             batch = [first]
-            while len(batch) < self.max_batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            while len(batch) < self.max_batch_size and (item := self._take()) is not None:
+                batch.append(item)
             deadline = loop.time() + self.max_wait
             while len(batch) < self.max_batch_size and (remaining := deadline - loop.time()) > 0:
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
                 except asyncio.TimeoutError:
                     break
+                if item.waiters > 0:
+                    batch.append(item)
+                else:
+                    self._expire(item)
             self.metrics.queue_depth = self._queue.qsize()
             task = loop.create_task(self._execute(batch))
             self._tasks.add(task)
@@ -130,7 +164,7 @@ class MicroBatcher:
 
     def _resolve(self, items: list[Pending], completions: list[Completion]) -> None:
         for item, completion in zip(items, completions):
-            if self._in_flight.get(item.key) is item.future:
+            if self._in_flight.get(item.key) is item:
                 del self._in_flight[item.key]
             if not item.future.done():
                 item.future.set_result(completion)
