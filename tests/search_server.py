@@ -73,7 +73,7 @@ class RecordingSearchServer(BackgroundServer):
                 raw = self.rfile.read(length) if length else b""
                 try:
                     body = json.loads(raw) if raw else None
-                except ValueError:
+                except (ValueError, RecursionError):
                     body = raw.decode("latin-1")
                 record = {"method": self.command, "path": self.path,
                           "headers": {k.lower(): v for k, v in self.headers.items()},

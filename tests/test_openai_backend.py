@@ -37,15 +37,17 @@ def test_transient_failures_are_retried_with_backoff():
 
 
 def test_persistent_failure_falls_back_or_raises_when_strict():
-    with RecordingOpenAIServer(fail_first=100, fail_status=500) as server:
+    with RecordingOpenAIServer(fail_first=100, fail_status=503) as server:
         backend = OpenAIBackend(server.base_url, max_retries=1, backoff=0.01)
         assert Rewriter(backend).rewrite("q").fallback
-        with pytest.raises(BackendError, match="500"):
+        with pytest.raises(BackendError, match="503"):
             Rewriter(backend, strict=True).rewrite("q")
 
 
-def test_client_errors_are_not_retried():
-    with RecordingOpenAIServer(fail_first=100, fail_status=400) as server:
+@pytest.mark.parametrize("status", [400, 500, 502, 504])
+def test_answers_a_retry_cannot_fix_fall_back_at_once(status):
+    """A 502 from the rewrite server cost a search four requests and 4.3 s of backoff before it fell back."""
+    with RecordingOpenAIServer(fail_first=100, fail_status=status) as server:
         assert Rewriter(OpenAIBackend(server.base_url, backoff=0.01)).rewrite("q").fallback
     assert len(server.requests) == 1
 

@@ -112,12 +112,15 @@ class SearchProxy:
         """
         try:
             document = json.loads(body) if body.strip() else None
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past Python's parser: the engine's to judge
             return body, {}
         if not isinstance(document, dict) or not isinstance(document.get("query"), dict):
             return body, {}
         try:
             plan = stage.plan(document["query"], self.settings)
+        except RecursionError:
+            return body, {}
+        try:
             if not plan.leaves:
                 return body, {}
             plan.rewrites = await asyncio.to_thread(self.rewriter.rewrite_batch, plan.texts)

@@ -21,7 +21,10 @@ from tsqr_plugins.prompts import Prompt
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
-RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+# Answers a retry can fix: the server timed out reading, is busy or is starting (408, 409, 429, 503).
+# A 500, 502 or 504 is that server's verdict on this request (a bug, a failed engine behind it, its
+# own time budget spent): retrying repeats it and delays the search waiting on it.
+RETRY_STATUS = {408, 409, 429, 503}
 START_HINT = (
     "Start one, e.g. `tsqr serve --engine transformers --model <path>` (the shared rewrite service) or "
     "`vllm serve TongSearch/TongSearch-QR-7B --port 8000`, or point --base-url at a running server."
@@ -30,7 +33,8 @@ START_HINT = (
 
 class OpenAIBackend(Backend):
     """Chat completions over HTTP, ``max_concurrency`` requests at a time, retried with exponential
-    backoff on connection errors, 429 and 5xx. The server's health is checked at construction.
+    backoff on connection errors, 408, 409, 429 and 503 (never past the caller's time budget). The
+    server's health is checked at construction.
 
     ``vllm_sampling=True`` sends vLLM's extra sampling fields (``top_k``, ``repetition_penalty``);
     turn it off for servers that reject unknown fields. Queries longer than ``max_query_chars``

@@ -42,7 +42,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--max-body-mb", type=float, default=10.0, help="largest _search body read (default 10)")
     add_backend_options(parser)
     add_rewriter_options(parser)
-    parser.set_defaults(run=run)
+    # a search waits on the rewrite: the proxy's rewriting budget has a default
+    parser.set_defaults(run=run, timeout=10.0)
 
 
 def run(args: argparse.Namespace) -> int:
