@@ -64,3 +64,36 @@ def _hub_reachable() -> bool:
         return True
     except httpx.HTTPError:
         return False
+
+
+# The files whose change means new weights (the tokenizer and chat template change the prompt too).
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.gguf", "*.json", "*.model", "*.txt", "*.jinja")
+
+
+def weights_fingerprint(name: str) -> str:
+    """What identifies these weights in the rewrite cache, beyond the model's name: new weights saved
+    at the same path must not be answered from the old ones' cache. A local folder: a digest of
+    its weight, config and tokenizer files' names, sizes and modification times (no reading of
+    gigabytes); a hub id: the revision in the local Hugging Face cache, when there is one."""
+    import hashlib
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for pattern in WEIGHT_FILES:
+            for file in sorted(path.glob(pattern)):
+                stat = file.stat()
+                digest.update(f"{file.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return "files:" + digest.hexdigest()[:16]
+    revision = _hub_revision(name)
+    return f"revision:{revision}" if revision else ""
+
+
+def _hub_revision(repo_id: str) -> str | None:
+    """The commit of ``repo_id``'s config in the local Hugging Face cache (snapshots/<commit>/)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return Path(found).parent.name if isinstance(found, str) else None

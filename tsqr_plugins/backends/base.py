@@ -42,6 +42,13 @@ class Backend(ABC):
     CACHEABLE: ClassVar[bool] = True
 
     model_id: str
+    # Which weights model_id names (models.weights_fingerprint); part of the cache identity when set.
+    weights: str = ""
+
+    def cache_identity(self) -> dict[str, str]:
+        """What a rewrite cache file is bound to: rewrites of other backends, models or weights never mix."""
+        identity = {"backend": self.NAME, "model": self.model_id}
+        return {**identity, "weights": self.weights} if self.weights else identity
 
     @classmethod
     def is_available(cls) -> bool:

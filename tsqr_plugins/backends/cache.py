@@ -22,7 +22,7 @@ def default_cache_dir() -> Path:
 
 def default_cache_path(backend: Backend) -> Path:
     """One file per backend and model, so a default cache never mismatches."""
-    digest = cache_key({"backend": backend.NAME, "model": backend.model_id}, "", "", "")[:16]
+    digest = cache_key(backend.cache_identity(), "", "", "")[:16]
     return default_cache_dir() / f"{backend.NAME}-{digest}.sqlite"
 
 
@@ -36,7 +36,7 @@ class CachedBackend(Backend):
         self.model_id = inner.model_id
         self.store = RewriteCache(
             path if path is not None else default_cache_path(inner),
-            identity={"backend": inner.NAME, "model": inner.model_id},
+            identity=inner.cache_identity(),
         )
 
     def generate(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[Completion]:

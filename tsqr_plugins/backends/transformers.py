@@ -12,7 +12,7 @@ from tsqr_plugins.backends.truncation import fit_query
 from tsqr_plugins.deadline import expired
 from tsqr_plugins.errors import BackendTimeout
 from tsqr_plugins.lazy import require
-from tsqr_plugins.models import check_model_source
+from tsqr_plugins.models import check_model_source, weights_fingerprint
 from tsqr_plugins.params import GenerationParams
 from tsqr_plugins.prompts import Prompt
 
@@ -56,6 +56,7 @@ class TransformersBackend(Backend):
         self.batch_size = batch_size
         check_model_source(model, "model", "a local model folder (a `tsqr train` checkpoint, say)")
         self.model_id = model_identity(model)
+        self.weights = weights_fingerprint(model)
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:

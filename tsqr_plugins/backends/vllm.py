@@ -8,7 +8,7 @@ from typing import Any
 from tsqr_plugins import deadline
 from tsqr_plugins.backends.base import Backend, Completion
 from tsqr_plugins.backends.transformers import model_identity
-from tsqr_plugins.models import check_model_source
+from tsqr_plugins.models import check_model_source, weights_fingerprint
 from tsqr_plugins.backends.truncation import fit_query
 from tsqr_plugins.errors import BackendTimeout
 from tsqr_plugins.lazy import require
@@ -41,6 +41,7 @@ class VLLMBackend(Backend):
         self._vllm = vllm
         check_model_source(model, "model", "a local model folder (a `tsqr train` checkpoint, say)")
         self.model_id = model_identity(model)
+        self.weights = weights_fingerprint(model)
         self.context_length = max_model_len
         self._start_engine(vllm, dict(
             model=model, dtype=dtype, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,

@@ -76,7 +76,7 @@ class RewriteService:
         self.config = config
         self.engine = engine
         self.metrics = Metrics()
-        self.identity = {"backend": engine.NAME, "model": engine.model_id}
+        self.identity = engine.cache_identity()
         self.cache = None
         if not config.no_cache and engine.CACHEABLE:
             from tsqr_plugins.backends.cache import default_cache_path
