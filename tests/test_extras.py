@@ -14,7 +14,7 @@ def test_every_backend_install_hint_names_an_extra_that_exists():
         cls = backend_class(name)
         if cls.EXTRA is not None:
             assert cls.EXTRA in PYPROJECT_EXTRAS, f"{name} names extra {cls.EXTRA!r}"
-            assert f"tsqr[{cls.EXTRA}]" in cls.install_hint()
+            assert f"pip install -e '.[{cls.EXTRA}]'" in cls.install_hint()
 
 
 def test_env_knows_every_extra_of_the_package():
@@ -25,6 +25,6 @@ def test_a_missing_dependency_names_the_extra():
     try:
         require("tsqr_no_such_module", "vllm", "the vllm backend")
     except MissingDependencyError as error:
-        assert "pip install 'tsqr[vllm]'" in str(error) and "the vllm backend" in str(error)
+        assert "pip install -e '.[vllm]' in the tsqr clone" in str(error) and "the vllm backend" in str(error)
     else:
         raise AssertionError("require() did not raise")

@@ -12,7 +12,8 @@ DISTRIBUTION = "tsqr"
 
 
 def install_hint(extra: str) -> str:
-    return f"pip install '{DISTRIBUTION}[{extra}]'"
+    # tsqr is not on PyPI (a package of that name there would not be this one): install from a clone or a built wheel
+    return f"pip install -e '.[{extra}]' in the tsqr clone (or pip install '<path>/{DISTRIBUTION}-<version>-py3-none-any.whl[{extra}]')"
 
 
 def require(module: str, extra: str, purpose: str) -> ModuleType:

@@ -78,7 +78,7 @@ def plot(document: dict, path: Path) -> bool:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log.warning("matplotlib is not installed: no plot (pip install 'tsqr[eval]')")
+        log.warning("matplotlib is not installed: no plot (install the eval extra: pip install -e '.[eval]' in the tsqr clone)")
         return False
     tasks = task_order(document["tasks"])
     backends = list(document["results"])
