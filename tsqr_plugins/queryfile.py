@@ -44,7 +44,7 @@ def read_queries(path: str | Path) -> list[Query]:
     if not path.is_file():
         raise InputError(f"query file {path} does not exist")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = file_lines(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
         line = path.read_bytes()[: error.start].count(b"\n") + 1
         raise InputError(f"{path}:{line}: not UTF-8 text (byte {error.object[error.start]:#x}); "
@@ -60,6 +60,8 @@ def read_queries(path: str | Path) -> list[Query]:
         query = parse(line, number, where)
         if not query.text.strip():
             raise InputError(f"{where}: the query text is empty")
+        if not is_text(query.text) or not is_text(query.query_id):
+            raise InputError(f"{where}: holds a lone surrogate (a \\ud800-\\udfff escape), which is not text")
         if query.query_id in seen:
             raise InputError(f"{where}: query id {query.query_id!r} appears twice")
         seen.add(query.query_id)
@@ -67,11 +69,27 @@ def read_queries(path: str | Path) -> list[Query]:
     return queries
 
 
+def file_lines(text: str) -> list[str]:
+    """Lines ending at \n (or \r\n) only: str.splitlines() also splits at U+2028, U+0085 and the
+    other separators that JSON strings written with ensure_ascii=False (ours included) hold raw."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def parse_jsonl_line(line: str, number: int, where: str) -> Query:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as error:
         raise InputError(f"{where}: not valid JSON ({error})") from error
+    except RecursionError:
+        raise InputError(f"{where}: JSON nested too deeply to be a query") from None
     if not isinstance(row, dict):
         raise InputError(f"{where}: expected a JSON object with 'query_id' and 'text'")
     text = next((row[field] for field in TEXT_FIELDS if field in row), None)

@@ -10,6 +10,7 @@ from tsqr_plugins.backends.base import Backend, Completion
 from tsqr_plugins.errors import BackendError, InputError, MissingRewriteError
 from tsqr_plugins.params import GenerationParams
 from tsqr_plugins.prompts import DEFAULT_PROMPT_ID, PROMPTS, Prompt, query_from_messages
+from tsqr_plugins.queryfile import file_lines
 
 ON_MISSING = ("error", "fallback")
 
@@ -32,17 +33,19 @@ def load_rewrite_file(path: Path) -> dict[str, str]:
             data = json.loads(raw)
         except json.JSONDecodeError as error:
             raise InputError(f"{path} is not valid JSON ({error})") from error
+        except RecursionError:
+            raise InputError(f"{path} is JSON nested too deeply to be a rewrite file") from None
         if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
             raise InputError(f"{path} must be a JSON object mapping each original query to its rewrite (strings)")
         return data
     rewrites = {}
-    for number, line in enumerate(raw.splitlines(), start=1):
+    for number, line in enumerate(file_lines(raw), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
             original, text = row["original"], row["text"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
+        except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as error:
             raise InputError(
                 f"{path}:{number}: expected a JSON object with 'original' and 'text' ({type(error).__name__}: {error})"
             ) from error
