@@ -246,3 +246,52 @@ def test_rewrite_gain_with_a_real_sentence_model(tmp_path, monkeypatch):
     by_hand = 10 * sum(float(vectors[1] @ v) - float(vectors[0] @ v) for v in vectors[2:]) / len(gold)
     assert entry["gain"] == pytest.approx(by_hand, abs=1e-4)
     assert embedding_gain([query], [""], [gold], sentence_encoder(model)) == [-1.0]  # an empty rewrite
+
+
+PREBUILT_SCRIPT = """
+import json, sys
+from tsqr_plugins.java import ensure_java_home
+ensure_java_home()
+from pyserini.prebuilt_index_info import TF_INDEX_INFO
+from pyserini.util import get_cache_home
+from tsqr_plugins.search.lucene import prebuilt_location
+print(json.dumps({"path": str(prebuilt_location(TF_INDEX_INFO[sys.argv[1]], get_cache_home()))}))
+"""
+
+
+def test_bright_tasks_use_pyserinis_prebuilt_index_when_it_is_there(tmp_path, monkeypatch, caplog):
+    """`--dataset bright:<task> --backend pyserini` searches pyserini's prebuilt `bright-<task>` index
+    when its cache holds it (here: one made from the sample's corpus, put where pyserini keeps the
+    real one), and otherwise (offline, not cached) says what to fetch and indexes the corpus: the
+    same numbers either way."""
+    import logging
+    import shutil
+    import subprocess
+    import sys
+
+    skip_unless(is_installed("pyserini"), "pyserini is not installed")
+    import importlib.metadata
+
+    skip_unless(not importlib.metadata.version("pyserini").startswith("0."),
+                "pyserini 0.25 has no prebuilt BRIGHT indexes (the pyserini 1.x environment of `make test` runs this)")
+    monkeypatch.setenv("PYSERINI_CACHE", str(tmp_path / "pyserini-cache"))
+    monkeypatch.setenv("TSQR_BRIGHT_DIR", str(sample_dir()))
+    args = ("--dataset", "bright:biology", "--backend", "pyserini", "--rewriter", f"file:{SAMPLE_REWRITES}")
+    with caplog.at_level(logging.WARNING, logger="tsqr_plugins.search.lucene"):
+        assert run_eval(*args, "--output", tmp_path / "built", "--index-cache", tmp_path / "idx") == 0
+    assert "prebuilt index bright-biology is not here and cannot be downloaded" in caplog.text
+    assert "unpack it as" in caplog.text and str(tmp_path / "pyserini-cache" / "indexes") in caplog.text
+    (built_index,) = (tmp_path / "idx" / "indexes").glob("lucene-*/index")
+
+    where = json.loads(subprocess.run([sys.executable, "-c", PREBUILT_SCRIPT, "bright-biology"], capture_output=True,
+                                      text=True, check=True, env={**os.environ, "OPENAI_API_KEY": "unused"}).stdout
+                       .strip().splitlines()[-1])
+    shutil.copytree(built_index, where["path"])  # as pyserini leaves a downloaded index
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tsqr_plugins.search.lucene"):
+        assert run_eval(*args, "--output", tmp_path / "prebuilt", "--index-cache", tmp_path / "idx2") == 0
+    assert f"using pyserini's prebuilt index bright-biology at {where['path']}" in caplog.text
+    assert not (tmp_path / "idx2" / "indexes").exists() or not list((tmp_path / "idx2" / "indexes").glob("lucene-*"))
+    built = json.loads((tmp_path / "built" / "results.json").read_text())["results"]["pyserini"]
+    prebuilt = json.loads((tmp_path / "prebuilt" / "results.json").read_text())["results"]["pyserini"]
+    assert prebuilt == built

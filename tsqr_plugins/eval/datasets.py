@@ -45,6 +45,8 @@ class Task:
     queries: list[str]
     qrels: dict[str, dict[str, int]]
     excluded: dict[str, set[str]] = field(default_factory=dict)
+    # pyserini's prebuilt index of this very corpus (BRIGHT's short documents): "bright-<task>"
+    prebuilt_index: str | None = None
 
     def limit(self, n: int | None) -> "Task":
         if not n or n >= len(self.query_ids):
@@ -52,7 +54,7 @@ class Task:
         keep = self.query_ids[:n]
         return Task(self.name, self.doc_ids, self.documents, keep, self.queries[:n],
                     {q: self.qrels[q] for q in keep if q in self.qrels},
-                    {q: self.excluded.get(q, set()) for q in keep})
+                    {q: self.excluded.get(q, set()) for q in keep}, self.prebuilt_index)
 
     @functools.cached_property
     def doc_positions(self) -> dict[str, int]:
@@ -74,9 +76,12 @@ def load_tasks(spec: str, bright_dir: str | os.PathLike | None = None,
     if spec.startswith("bright:"):
         names = _bright_names(spec[len("bright:"):])
         bright_dir = bright_dir or os.environ.get("TSQR_BRIGHT_DIR")
-        if bright_dir:
-            return _bright_folder(Path(bright_dir), names, long_context)
-        return [_bright_hub(name, long_context) for name in names]
+        tasks = (_bright_folder(Path(bright_dir), names, long_context) if bright_dir
+                 else [_bright_hub(name, long_context) for name in names])
+        if not long_context:  # pyserini publishes indexes of BRIGHT's short documents
+            for task in tasks:
+                task.prebuilt_index = "bright-" + task.name.replace("_", "-")
+        return tasks
     folder = Path(spec)
     if not folder.is_dir():
         raise InputError(

@@ -58,7 +58,7 @@ def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter |
             variants[REWRITTEN] = [r.combined_text(settings.mode, settings.repeat) for r in rewrites]
         for backend in settings.backends:
             retriever = make_retriever(backend, settings.cache_dir, settings.progress, **settings.retriever_options)
-            retriever.index(task.doc_ids, task.documents, task=task.name)
+            retriever.index(task.doc_ids, task.documents, task=task.name, prebuilt=task.prebuilt_index)
             for variant, texts in variants.items():
                 run = _search(retriever, task, texts, settings, f"{backend} {variant} {task.name}")
                 means, per_query = evaluate(task.qrels, run)

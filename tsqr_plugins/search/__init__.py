@@ -28,9 +28,11 @@ class Retriever(ABC):
     NAME = ""
 
     @abstractmethod
-    def index(self, doc_ids: Sequence[str], texts: Sequence[str], task: str | None = None) -> None:
+    def index(self, doc_ids: Sequence[str], texts: Sequence[str], task: str | None = None,
+              prebuilt: str | None = None) -> None:
         """Make the corpus searchable (from a cache when it was indexed before); ``task`` names
-        the BRIGHT task, for backends whose queries carry task instructions."""
+        the BRIGHT task, for backends whose queries carry task instructions; ``prebuilt`` names an
+        index of exactly this corpus that a backend may have ready-made (pyserini's ``bright-*``)."""
 
     @abstractmethod
     def search_batch(self, queries: Sequence[str], k: int,

@@ -121,7 +121,8 @@ class DenseRetriever(Retriever):
                                          show_progress_bar=self.progress, convert_to_numpy=True)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
-    def index(self, doc_ids: Sequence[str], texts: Sequence[str], task: str | None = None) -> None:
+    def index(self, doc_ids: Sequence[str], texts: Sequence[str], task: str | None = None,
+              prebuilt: str | None = None) -> None:
         import numpy as np
 
         self._doc_ids = list(doc_ids)

@@ -22,7 +22,8 @@ class EmbeddedBM25(Retriever):
         self.k1, self.b = k1, b
         self._index: BM25Index | None = None
 
-    def index(self, doc_ids: Sequence[str], texts: Sequence[str], task: str | None = None) -> None:
+    def index(self, doc_ids: Sequence[str], texts: Sequence[str], task: str | None = None,
+              prebuilt: str | None = None) -> None:
         self._index = load_or_build(doc_ids, texts, self.cache_dir, self.k1, self.b, self.progress)
 
     def search_batch(self, queries: Sequence[str], k: int,

@@ -35,7 +35,8 @@ class _EngineBM25(Retriever):
         self.http = self.indexer.http
         self.index_name: str | None = None
 
-    def index(self, doc_ids: Sequence[str], texts: Sequence[str], task: str | None = None) -> None:
+    def index(self, doc_ids: Sequence[str], texts: Sequence[str], task: str | None = None,
+              prebuilt: str | None = None) -> None:
         name = f"tsqr-eval-{corpus_key(doc_ids, texts, {'field': FIELD, 'k1': querydsl.BM25_K1, 'b': querydsl.BM25_B})[:16]}"
         count = self.http.get(f"/{name}/_count")
         if not (count.status_code == 200 and count.json().get("count") == len(set(doc_ids))):

@@ -7,8 +7,10 @@ are Lucene's (document lengths quantised) rather than the embedded engine's exac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -37,15 +39,19 @@ class PyseriniBM25(Retriever):
         self.progress = progress
         self._searcher = None
 
-    def index(self, doc_ids: Sequence[str], texts: Sequence[str], task: str | None = None) -> None:
+    def index(self, doc_ids: Sequence[str], texts: Sequence[str], task: str | None = None,
+              prebuilt: str | None = None) -> None:
         from ..adapters.pyserini import RewritingSearcher
         from ..java import ensure_java_home
 
         ensure_java_home()
-        folder = self.cache_dir / f"lucene-{corpus_key(doc_ids, texts, {'format': INDEX_FORMAT})}"
-        if not (folder / "done").exists():
-            self._build(folder, doc_ids, texts)
-        self._searcher = RewritingSearcher(folder / "index", rewriter=None, scoring=self.scoring, k1=K1, b=B)
+        index = prebuilt_index(prebuilt, len(set(doc_ids))) if prebuilt else None
+        if index is None:
+            folder = self.cache_dir / f"lucene-{corpus_key(doc_ids, texts, {'format': INDEX_FORMAT})}"
+            if not (folder / "done").exists():
+                self._build(folder, doc_ids, texts)
+            index = folder / "index"
+        self._searcher = RewritingSearcher(index, rewriter=None, scoring=self.scoring, k1=K1, b=B)
         self._doc_ids = list(doc_ids)
 
     def _build(self, folder: Path, doc_ids: Sequence[str], texts: Sequence[str]) -> None:
@@ -76,3 +82,43 @@ class PyseriniBM25(Retriever):
             ranked = top_k_excluding((Hit(h.docid, float(h.score)) for h in hits), k, skip)
             results.append(pad_with_zero_scores(ranked, k, self._doc_ids, skip))
         return results
+
+
+def prebuilt_index(name: str, documents: int) -> Path | None:
+    """pyserini's prebuilt index ``name`` (``bright-biology`` …), from pyserini's cache
+    (``$PYSERINI_CACHE`` or ~/.cache/pyserini) or downloaded by pyserini; None when this pyserini
+    has none, it cannot be had (offline: the warning says what to fetch and where to unpack it), or
+    it does not hold ``documents`` documents (then it is not this corpus)."""
+    try:  # pyserini >= 1.0 (BRIGHT's indexes came after 0.25); its metadata comes from Anserini's jar
+        from pyserini.prebuilt_index_info import TF_INDEX_INFO
+        from pyserini.util import download_prebuilt_index, get_cache_home
+    except ImportError:
+        return None
+    info = TF_INDEX_INFO.get(name)
+    if info is None:
+        log.info("pyserini has no prebuilt index %s: indexing the corpus", name)
+        return None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # pyserini prints its progress; stdout is the report's
+            path = Path(download_prebuilt_index(name, verbose=False))
+    except (ValueError, OSError) as error:
+        log.warning("pyserini's prebuilt index %s is not here and cannot be downloaded (%s); indexing the corpus "
+                    "instead. To use it, fetch %s where the network allows and unpack it as %s", name, error,
+                    info["urls"][0], prebuilt_location(info, get_cache_home()))
+        return None
+    from pyserini.index.lucene import LuceneIndexReader
+
+    held = int(LuceneIndexReader(str(path)).stats()["documents"])
+    if held != documents:
+        log.warning("pyserini's prebuilt index %s at %s holds %d documents, the corpus %d: indexing the corpus",
+                    name, path, held, documents)
+        return None
+    log.info("using pyserini's prebuilt index %s at %s", name, path)
+    return path
+
+
+def prebuilt_location(info: dict, cache_home: str) -> Path:
+    """Where pyserini keeps (and looks for) a prebuilt index: <cache>/indexes/<archive name>.<md5>
+    (pyserini/util.py, download_and_unpack_index, 1.6.0)."""
+    archive = info.get("filename") or info["urls"][0].split("/")[-1]
+    return Path(cache_home) / "indexes" / f"{re.sub(r'[.]tar[.]gz.*$', '', archive)}.{info['md5']}"
