@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tsqr_plugins.errors import InputError
+from tsqr_plugins.text import is_unicode_text
 
 ID_FIELDS = ("query_id", "qid", "id", "_id")
 TEXT_FIELDS = ("text", "query")
@@ -60,7 +61,7 @@ def read_queries(path: str | Path) -> list[Query]:
         query = parse(line, number, where)
         if not query.text.strip():
             raise InputError(f"{where}: the query text is empty")
-        if not is_text(query.text) or not is_text(query.query_id):
+        if not is_unicode_text(query.text) or not is_unicode_text(query.query_id):
             raise InputError(f"{where}: holds a lone surrogate (a \\ud800-\\udfff escape), which is not text")
         if query.query_id in seen:
             raise InputError(f"{where}: query id {query.query_id!r} appears twice")
@@ -73,14 +74,6 @@ def file_lines(text: str) -> list[str]:
     """Lines ending at \n (or \r\n) only: str.splitlines() also splits at U+2028, U+0085 and the
     other separators that JSON strings written with ensure_ascii=False (ours included) hold raw."""
     return [line.removesuffix("\r") for line in text.split("\n")]
-
-
-def is_text(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
 
 
 def parse_jsonl_line(line: str, number: int, where: str) -> Query:

@@ -25,6 +25,7 @@ from tsqr_plugins.prompts import PROMPTS, get_prompt, query_from_messages
 from tsqr_plugins.service.batcher import MicroBatcher, QueueFull
 from tsqr_plugins.service.config import ServiceConfig
 from tsqr_plugins.service.metrics import Metrics
+from tsqr_plugins.text import is_unicode_text
 
 logger = logging.getLogger(__name__)
 
@@ -369,14 +370,6 @@ def chat_completion(model: str, text: str, finish_reason: str = "stop") -> dict[
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}],
     }
-
-
-def is_unicode_text(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
 
 
 def text_content(content: Any) -> Any:
