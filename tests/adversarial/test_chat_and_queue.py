@@ -10,6 +10,7 @@ import pytest
 
 from tsqr_plugins import deadline
 from tsqr_plugins.backends.base import Completion
+from tsqr_plugins.errors import BackendTimeout
 from tsqr_plugins.testing.service import RunningService
 from tests.test_service import CountingEngine, engine_config, metric, post
 
@@ -36,7 +37,7 @@ class ChattingEngine(CountingEngine):
             while not self.hold.is_set() and time.monotonic() < end:
                 if deadline.expired():  # what the transformers backend's stopping criterion checks
                     self.stopped_at_deadline.set()
-                    return [Completion.failed(TimeoutError("stopped"))]
+                    return [Completion.failed(BackendTimeout("the time budget was spent"))]  # as it answers
                 time.sleep(0.01)
         return [Completion(text="hi", finish_reason="length" if params.max_tokens < 5 else "stop")]
 
@@ -53,7 +54,8 @@ def test_an_abandoned_conversation_stops_generating(tmp_path):
         answer = chat(running.url)
         stopped = engine.stopped_at_deadline.wait(10)  # before: it went on for its whole 30 s
         hold.set()
-    assert answer.status_code == 504 and "no answer within 0.5 s" in answer.json()["error"]["message"]
+    # 504 whichever notices first: the service's wait, or the engine at its deadline
+    assert answer.status_code == 504, answer.text
     assert stopped
 
 
