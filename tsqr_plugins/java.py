@@ -50,7 +50,8 @@ class JavaPairing:
             return f"pyserini {self.pyserini} needs Java {self.needed}+; {found}: will NOT work"
         if self.chosen == self.found:
             return f"pyserini {self.pyserini} on Java {self.chosen_version} at {self.chosen}: works"
-        return (f"pyserini {self.pyserini} needs Java {self.needed}+; {found} is too old, "
+        why = f"{found} is too old" if self.found else found
+        return (f"pyserini {self.pyserini} needs Java {self.needed}+; {why}, "
                 f"so Java {self.chosen_version} at {self.chosen} is used: works")
 
 
