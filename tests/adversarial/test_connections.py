@@ -133,3 +133,20 @@ def test_slow_headers_are_cut_in_a_real_tsqr_proxy(tmp_path):
         finally:
             process.terminate()
             process.communicate(timeout=30)
+
+
+def test_an_idle_kept_alive_connection_is_uvicorns_and_a_slow_next_request_is_cut(tmp_path):
+    """Between requests the connection is governed by uvicorn's keep-alive timeout (60 s here), not
+    the header deadline (a pooled client connection must not be closed under it after 1 s); the
+    next request's headers, once they start, have the read timeout again."""
+    with RunningService(engine_config(tmp_path, read_timeout=1.0)) as running:
+        client = connect(running.url)
+        request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        client.sendall(request)
+        assert read_answer(client).startswith(b"HTTP/1.1 200")
+        time.sleep(2.5)  # idle past the read timeout
+        client.sendall(request)
+        assert read_answer(client).startswith(b"HTTP/1.1 200"), "an idle kept-alive connection was closed"
+        client.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # headers that never end
+        assert read_answer(client) == b"", "a stalled second request kept the connection"
+        client.close()

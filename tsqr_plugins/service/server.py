@@ -1,10 +1,11 @@
 """Running the service's and the proxy's ASGI apps under uvicorn with bounded connections.
 
 uvicorn times out idle keep-alive connections, but a client that sends its request line and
-headers a byte at a time keeps a connection (and its memory) for ever: every byte re-arms nothing
-and cancels the keep-alive timer. Here each request's headers must be complete within
-``read_timeout`` seconds of the connection opening, or of the previous response; the body has
-its own bound in the app (``read_body``).
+headers a byte at a time keeps a connection (and its memory) for ever: every byte cancels the
+keep-alive timer and nothing re-arms it. Here each request's headers must be complete within
+``read_timeout`` seconds of the connection opening, or of the first bytes of a later request on
+a kept-alive connection (idle time between requests stays uvicorn's keep-alive timeout); the
+body has its own bound in the app (``read_body``).
 """
 
 from __future__ import annotations
@@ -20,24 +21,37 @@ def header_deadline_protocol(read_timeout: float) -> type[asyncio.Protocol]:
 
     class HeaderDeadlineProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         _header_timer: asyncio.TimerHandle | None = None
+        _between_requests = False
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            self._arm_header_deadline()
+            self._arm_header_deadline()  # a new connection must send its headers in time
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            self._arm_header_deadline()  # the next request's headers have the same bound
+            # An idle kept-alive connection is uvicorn's (its keep-alive timeout); the clock starts
+            # again when the next request's first bytes arrive.
+            self._cancel_header_deadline()
+            self._between_requests = True
+
+        def data_received(self, data: bytes) -> None:
+            if self._between_requests:
+                self._between_requests = False
+                self._arm_header_deadline()
+            super().data_received(data)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
+            self._cancel_header_deadline()
             super().connection_lost(exc)
 
         def _arm_header_deadline(self) -> None:
+            self._cancel_header_deadline()
+            self._header_timer = self.loop.call_later(read_timeout, self._headers_overdue)
+
+        def _cancel_header_deadline(self) -> None:
             if self._header_timer is not None:
                 self._header_timer.cancel()
-            self._header_timer = self.loop.call_later(read_timeout, self._headers_overdue)
+                self._header_timer = None
 
         def _headers_overdue(self) -> None:
             waiting_for_headers = self.cycle is None or self.cycle.response_complete
