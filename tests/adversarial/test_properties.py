@@ -11,13 +11,16 @@ import httpx
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis", reason="property tests need the 'dev' extra (hypothesis)")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from tsqr_plugins.errors import InputError  # noqa: E402
 from tsqr_plugins.queryfile import read_queries, write_jsonl  # noqa: E402
 
-FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same examples on every run, so that make test cannot fail by the luck of the draw
+# (run with --hypothesis-seed=random, or drop it locally, to explore further)
+FAST = settings(max_examples=200, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 texts = st.text(min_size=1).filter(lambda t: t.strip())  # any Unicode, line and paragraph separators too
 ids = st.text(min_size=1, max_size=20)
 
@@ -104,15 +107,21 @@ rewrite_bodies = st.fixed_dictionaries({}, optional={
 })
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rewrite_bodies | json_values)
+@example({"queries": ["0"], "strict": True})  # found by a random run in make test: strict's documented 502
 def test_any_rewrite_body_gets_an_answer_or_a_4xx(service, body):
-    answer = check_answer(service.post("/v1/rewrite", content=json.dumps(body)))
+    response = service.post("/v1/rewrite", content=json.dumps(body))
+    if response.status_code == 502 and isinstance(body, dict) and body.get("strict") is True:
+        # documented: strict turns a fallback (here a query the file lacks) into a 502
+        assert response.json()["error"]["message"].startswith("rewrite failed (strict)")
+        return
+    answer = check_answer(response)
     if answer is not None:  # a 200 answers every query, in order
         assert [r["original"] for r in answer["rewrites"]] == body["queries"]
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=200) | st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")))
 def test_any_bytes_get_an_answer_or_a_4xx(service, raw):
     check_answer(service.post("/v1/rewrite", content=raw))
@@ -125,7 +134,7 @@ chat_bodies = st.fixed_dictionaries({"messages": st.lists(st.fixed_dictionaries(
                                           "max_tokens": json_values, "temperature": json_values, "stream": json_values})
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(chat_bodies)
 def test_any_chat_body_gets_an_answer_or_a_4xx(service, body):
     response = service.post("/v1/chat/completions", content=json.dumps(body))
