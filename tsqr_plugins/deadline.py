@@ -23,28 +23,28 @@ _local = threading.local()
 _abandoned: set[threading.Thread] = set()
 
 
-def expired() -> bool:
-    """Whether the current thread runs a call whose time budget is spent."""
-    deadline = getattr(_local, "deadline", None)
-    return deadline is not None and time.monotonic() >= deadline
+def current() -> float | None:
+    """The current thread's deadline (a ``time.monotonic()`` value), to hand to helper threads."""
+    return getattr(_local, "deadline", None)
 
 
 def remaining() -> float | None:
     """Seconds left to the current thread's call (None: no time budget)."""
-    deadline = getattr(_local, "deadline", None)
+    deadline = current()
     return None if deadline is None else deadline - time.monotonic()
 
 
-def current() -> float | None:
-    """The current thread's deadline (a ``time.monotonic()`` value), to hand to helper threads."""
-    return getattr(_local, "deadline", None)
+def expired() -> bool:
+    """Whether the current thread runs a call whose time budget is spent."""
+    left = remaining()
+    return left is not None and left <= 0
 
 
 def run_until(function: Callable[[], T], deadline: float | None) -> T:
     """``function()`` in this thread with ``deadline`` (a ``time.monotonic()`` value, or None) as its
     budget, for a caller that waits in its own way (the service's event loop, a thread pool);
     backends check ``expired()``."""
-    previous = getattr(_local, "deadline", None)
+    previous = current()
     _local.deadline = deadline
     try:
         return function()

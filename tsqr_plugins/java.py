@@ -14,6 +14,7 @@ way to a running JVM; pyserini/pyclass.py, 1.6.0).
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import re
@@ -116,6 +117,7 @@ def installed_jdks() -> list[Path]:
     return [home for home in homes if (home / "bin" / "java").is_file()]
 
 
+@functools.lru_cache(maxsize=None)  # a JVM start per question: asked once per runtime and module
 def has_module(home: Path, module: str) -> bool:
     try:
         listed = subprocess.run([str(home / "bin" / "java"), "--list-modules"], capture_output=True, text=True,

@@ -22,6 +22,7 @@ from .stage import StageSettings
 from ..core import Rewriter, as_backend_error
 from ..errors import InputError
 from ..lazy import require
+from ..service.server import read_limited
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class SearchProxy:
         path, method = request.url.path, request.method
         if method in SEARCH_METHODS and is_search_path(path) and self.rewriter is not None:
             try:
-                body = await asyncio.wait_for(self._read_limited(request), self.read_timeout)
+                body = await asyncio.wait_for(read_limited(request, self.max_body_bytes), self.read_timeout)
             except asyncio.TimeoutError:
                 return JSONResponse({"error": f"the body did not arrive within {self.read_timeout:g} s"}, status_code=408)
             if body is None:
@@ -95,15 +96,6 @@ class SearchProxy:
             return await self._forward(request, new_body, headers)
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
         return await self._forward(request, request.stream() if has_body else None, {})
-
-    async def _read_limited(self, request) -> bytes | None:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     async def _rewrite(self, body: bytes, path: str, incoming) -> tuple[bytes, dict[str, str]]:
         """The body with its text queries rewritten, and the headers saying what was done.

@@ -118,7 +118,8 @@ class TransformersBackend(Backend):
         stops = {stops} if isinstance(stops, int) else set(stops or ())
         if self.tokenizer.eos_token_id is not None:
             stops.add(self.tokenizer.eos_token_id)
-        return [any(int(token) in stops for token in row) for row in new_tokens]
+        stop_ids = self._torch.tensor(sorted(stops), device=new_tokens.device, dtype=new_tokens.dtype)
+        return self._torch.isin(new_tokens, stop_ids).any(dim=1).tolist()
 
     def _stop_at_deadline(self):
         """Generation ends once the caller's time budget is spent (its result is dropped anyway)."""

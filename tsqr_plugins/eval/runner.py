@@ -150,7 +150,7 @@ def _write_qrels(path: Path, qrels: dict[str, dict[str, int]]) -> bool:
     trec_eval (or ``python -m pyserini.eval.trec_eval -c -m ndcg_cut.10 qrels run``) recomputes the
     table's numbers. False, with a warning, when an id holds whitespace (the format cannot)."""
     ids = [qid for qid in qrels] + [doc_id for docs in qrels.values() for doc_id in docs]
-    spaced = next((i for i in ids if not i or any(ch.isspace() for ch in i)), None)
+    spaced = next((i for i in ids if not _trec_id(i)), None)
     if spaced is not None:
         log.warning("no TREC files for %s: the id %r holds whitespace, which the TREC format cannot", path.name,
                     spaced)
@@ -162,11 +162,16 @@ def _write_qrels(path: Path, qrels: dict[str, dict[str, int]]) -> bool:
     return True
 
 
+def _trec_id(value: str) -> bool:
+    """TREC files are whitespace-separated: an id must be non-empty and hold no whitespace."""
+    return bool(value) and not any(ch.isspace() for ch in value)
+
+
 def _write_trec(path: Path, run: dict[str, dict[str, float]], tag: str) -> None:
     """A TREC run. Document ids with whitespace (the format cannot hold them) are left out."""
     with open(path, "w", encoding="utf-8") as handle:
         for qid, docs in run.items():
-            ranked = [(doc_id, score) for doc_id, score in docs.items() if doc_id and not any(c.isspace() for c in doc_id)]
+            ranked = [(doc_id, score) for doc_id, score in docs.items() if _trec_id(doc_id)]
             for rank, (doc_id, score) in enumerate(ranked, 1):
                 # every digit of the score: rounding would make ties that trec_eval breaks by document id
                 handle.write(f"{qid} Q0 {doc_id} {rank} {float(score)!r} {tag}\n")

@@ -25,6 +25,7 @@ from tsqr_plugins.prompts import PROMPTS, get_prompt, query_from_messages
 from tsqr_plugins.service.batcher import MicroBatcher, QueueFull
 from tsqr_plugins.service.config import ServiceConfig
 from tsqr_plugins.service.metrics import Metrics
+from tsqr_plugins.service.server import read_limited
 from tsqr_plugins.text import is_unicode_text
 
 logger = logging.getLogger(__name__)
@@ -347,21 +348,6 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
-async def read_body(request, limit: int) -> bytes:
-    """The body, read no further than ``limit`` bytes: a chunked body declares no length, so the
-    size is checked as it arrives, not after buffering all of it."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPProblem(413, f"the body is larger than {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPProblem(413, f"the body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def chat_completion(model: str, text: str, finish_reason: str = "stop") -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -408,9 +394,11 @@ def create_app(config: ServiceConfig, engine: Backend | None = None):
 
     async def read_json(request: Request) -> Any:
         try:
-            raw = await asyncio.wait_for(read_body(request, config.max_body_bytes), config.read_timeout)
+            raw = await asyncio.wait_for(read_limited(request, config.max_body_bytes), config.read_timeout)
         except asyncio.TimeoutError:
             raise HTTPProblem(408, f"the body did not arrive within {config.read_timeout:g} s") from None
+        if raw is None:
+            raise HTTPProblem(413, f"the body is larger than {config.max_body_bytes} bytes")
         try:
             return json.loads(raw, parse_constant=_no_constants, parse_int=_bounded_int)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:

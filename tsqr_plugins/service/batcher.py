@@ -102,14 +102,17 @@ class MicroBatcher:
         """The next queued query someone still waits for (None when the queue is empty)."""
         while not self._queue.empty():
             item = self._queue.get_nowait()
-            if item.waiters > 0:
+            if self._live(item):
                 return item
-            self._expire(item)
         return None
 
-    def _expire(self, item: Pending) -> None:
+    def _live(self, item: Pending) -> bool:
+        """Whether a request still waits for ``item``; one nobody waits for is resolved and dropped."""
+        if item.waiters > 0:
+            return True
         self.metrics.count("expired")
         self._resolve([item], [Completion.failed(BackendTimeout("every request for it had given up"))])
+        return False
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -118,8 +121,7 @@ class MicroBatcher:
             # Wait for a free engine slot first: queries arriving meanwhile join this batch, so
             # batches grow under load while an idle engine answers a lone query at once.
             await self._slots.acquire()
-            if first.waiters <= 0:  # given up while it waited for the slot
-                self._expire(first)
+            if not self._live(first):  # given up while it waited for the slot
                 first = self._take()
                 if first is None:
                     self._slots.release()
@@ -133,10 +135,8 @@ class MicroBatcher:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
                 except asyncio.TimeoutError:
                     break
-                if item.waiters > 0:
+                if self._live(item):
                     batch.append(item)
-                else:
-                    self._expire(item)
             self.metrics.queue_depth = self._queue.qsize()
             task = loop.create_task(self._execute(batch))
             self._tasks.add(task)

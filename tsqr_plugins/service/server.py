@@ -5,7 +5,7 @@ headers a byte at a time keeps a connection (and its memory) for ever: every byt
 keep-alive timer and nothing re-arms it. Here each request's headers must be complete within
 ``read_timeout`` seconds of the connection opening, or of the first bytes of a later request on
 a kept-alive connection (idle time between requests stays uvicorn's keep-alive timeout); the
-body has its own bound in the app (``read_body``).
+body has its own bound (``read_limited``, within the read timeout).
 """
 
 from __future__ import annotations
@@ -59,6 +59,21 @@ def header_deadline_protocol(read_timeout: float) -> type[asyncio.Protocol]:
                 self.transport.close()
 
     return HeaderDeadlineProtocol
+
+
+async def read_limited(request: Any, limit: int) -> bytes | None:
+    """A Starlette request's body, or None once it passes ``limit`` bytes: a declared length is
+    checked first, and a chunked body (no length) as it arrives, never buffered whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def uvicorn_config(app: Any, read_timeout: float, **settings: Any):
