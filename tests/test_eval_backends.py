@@ -295,3 +295,105 @@ def test_bright_tasks_use_pyserinis_prebuilt_index_when_it_is_there(tmp_path, mo
     built = json.loads((tmp_path / "built" / "results.json").read_text())["results"]["pyserini"]
     prebuilt = json.loads((tmp_path / "prebuilt" / "results.json").read_text())["results"]["pyserini"]
     assert prebuilt == built
+
+
+def write_pyserini_bright(copy, topics_dir, task, excluded=None):
+    """pyserini's BRIGHT files for one task of a BRIGHT copy, in the format Anserini 1.7.1 reads
+    (Topics.BRIGHT_*: TsvStringTopicReader, gzipped `id<TAB>query` with whitespace folded, as
+    castorini/anserini-tools' topics.bright-*.tsv.gz are; Qrels.BRIGHT_*: TREC qrels; Anserini
+    2.x's ExcludeDocs: `qid docid` lines)."""
+    import gzip
+
+    name = "bright-" + task.replace("_", "-")
+    rows = [json.loads(line) for line in (copy / "examples" / f"{task}.jsonl").read_text().splitlines() if line]
+    topics_dir.mkdir(parents=True, exist_ok=True)
+    with gzip.open(topics_dir / f"topics.{name}.tsv.gz", "wt", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(f"{row['id']}\t{' '.join(row['query'].split())}\n")
+    (topics_dir / f"qrels.{name}.txt").write_text(
+        "".join(f"{row['id']} 0 {doc} 1\n" for row in rows for doc in row["gold_ids"]))
+    if excluded is not None:
+        (topics_dir / f"exclude.{name}.txt").write_text("".join(f"{qid} {doc}\n" for qid, doc in excluded))
+
+
+def test_bright_from_pyserinis_own_topics_qrels_and_index(tmp_path, monkeypatch):
+    """With `--backend pyserini` alone and no BRIGHT copy, `tsqr eval --dataset bright:<task>` takes
+    the topics, qrels, exclusions and prebuilt index from pyserini's cache, with no Hugging Face
+    hub: the same numbers as BRIGHT itself gives. Anserini keeps topics and qrels under the JVM's
+    user.home (set here with JAVA_TOOL_OPTIONS); exclusions are never silently dropped."""
+    import importlib.metadata
+    import shutil
+    import subprocess
+    import sys
+
+    skip_unless(is_installed("pyserini"), "pyserini is not installed")
+    monkeypatch.delenv("TSQR_BRIGHT_DIR", raising=False)
+    home, cache = tmp_path / "home", tmp_path / "pyserini-cache"
+    topics_dir = home / ".cache" / "pyserini" / "topics-and-qrels"  # Anserini 1.7.1's TopicReader.CACHE_DIR
+    env = {**os.environ, "PYSERINI_CACHE": str(cache), "JAVA_TOOL_OPTIONS": f"-Duser.home={home}",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TSQR_CACHE_DIR": str(tmp_path / "tsqr-cache")}
+    env.pop("TSQR_BRIGHT_DIR", None)
+
+    def tsqr_eval(output, *extra):
+        return subprocess.run([sys.executable, "-m", "tsqr_plugins.cli", "eval", "--quiet", "--dataset",
+                               "bright:biology,aops", "--backend", "pyserini", "--rewriter", f"file:{SAMPLE_REWRITES}",
+                               "--output", str(output), "--index-cache", str(tmp_path / "idx-resources"), *extra],
+                              capture_output=True, text=True, env=env, timeout=600)
+
+    if importlib.metadata.version("pyserini").startswith("0."):
+        done = tsqr_eval(tmp_path / "old")  # pyserini 0.25 has none of BRIGHT's resources: the hub, offline here
+        assert done.returncode != 0 and not (tmp_path / "old").exists()
+        assert "pyserini 0.25.0 has no BRIGHT topics or indexes" in done.stderr and "--bright-dir" in done.stderr
+        return
+
+    # A BRIGHT copy whose AoPS query excludes one document, and pyserini's files made from it.
+    copy = tmp_path / "bright"
+    shutil.copytree(sample_dir(), copy)
+    aops = json.loads((copy / "examples" / "aops.jsonl").read_text())
+    doc_ids = [json.loads(line)["id"] for line in (copy / "documents" / "aops.jsonl").read_text().splitlines() if line]
+    dropped = next(doc for doc in doc_ids if doc not in aops["gold_ids"])
+    aops["excluded_ids"] = [dropped]
+    (copy / "examples" / "aops.jsonl").write_text(json.dumps(aops) + "\n")
+    for task in ("biology", "aops"):
+        write_pyserini_bright(copy, topics_dir, task, [(aops["id"], dropped)] if task == "aops" else None)
+        # BRIGHT itself, on the pyserini backend; its index put where pyserini keeps bright-<task>
+        assert run_eval("--dataset", f"bright:{task}", "--bright-dir", copy, "--backend", "pyserini", "--rewriter",
+                        f"file:{SAMPLE_REWRITES}", "--output", tmp_path / f"bright-{task}", "--index-cache",
+                        tmp_path / f"idx-{task}") == 0
+        (built,) = (tmp_path / f"idx-{task}" / "indexes").glob("lucene-*/index")
+        where = json.loads(subprocess.run([sys.executable, "-c", PREBUILT_SCRIPT, "bright-" + task], capture_output=True,
+                                          text=True, check=True, env=env).stdout.strip().splitlines()[-1])
+        shutil.copytree(built, where["path"])
+
+    done = tsqr_eval(tmp_path / "resources")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "resources" / "results.json").read_text())
+    for task in ("biology", "aops"):
+        info = results["tasks"][task]
+        assert info["source"] == f"pyserini {importlib.metadata.version('pyserini')}"
+        assert info["documents"] == 33 and info["queries"] == 1
+        bright = json.loads((tmp_path / f"bright-{task}" / "results.json").read_text())
+        for variant in ("original", "rewritten"):
+            assert (results["results"]["pyserini"][variant][task]
+                    == bright["results"]["pyserini"][variant][task]), (task, variant)
+    assert not list((tmp_path / "idx-resources").glob("indexes/lucene-*"))  # nothing indexed: the prebuilt ones
+    runs = tmp_path / "resources" / "runs"
+    for variant in ("original", "rewritten"):
+        lines = (runs / f"pyserini.{variant}.aops.trec").read_text().splitlines()
+        assert len(lines) == 32 and not any(f" {dropped} " in line for line in lines)
+
+    # Without the exclusions file (and no hub) AoPS is not run without them: the error says what to fetch.
+    (topics_dir / "exclude.bright-aops.txt").unlink()
+    done = tsqr_eval(tmp_path / "no-exclusions")
+    assert done.returncode != 0 and not (tmp_path / "no-exclusions").exists()
+    assert "BRIGHT aops excludes documents per query" in done.stderr
+    assert "anserini-tools/master/qrels/exclude.bright-aops.txt" in done.stderr and str(topics_dir) in done.stderr
+    assert "--bright-dir" in done.stderr  # and the other way: a copy of BRIGHT
+
+    # Topics neither here nor downloadable: named, with where Anserini looks for them.
+    (topics_dir / "topics.bright-biology.tsv.gz").unlink()
+    done = subprocess.run([sys.executable, "-m", "tsqr_plugins.cli", "eval", "--quiet", "--dataset", "bright:biology",
+                           "--backend", "pyserini", "--output", str(tmp_path / "no-topics")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode != 0
+    assert "topics/topics.bright-biology.tsv.gz into " + str(topics_dir) in done.stderr

@@ -35,7 +35,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--output", type=Path, help="result folder (created; an existing one needs --overwrite)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of an earlier run in --output (its runs/, results.json, report.md, plot.png)")
-    parser.add_argument("--bright-dir", type=Path, help="local copy of the BRIGHT dataset (default $TSQR_BRIGHT_DIR, else the hub)")
+    parser.add_argument("--bright-dir", type=Path, help="local copy of the BRIGHT dataset (default $TSQR_BRIGHT_DIR; else, for --backend pyserini alone, "
+                        "pyserini's own BRIGHT topics, qrels and index; else the hub)")
     parser.add_argument("--long-context", action="store_true", help="BRIGHT long documents and gold_ids_long")
     parser.add_argument("--limit", type=int, help="only the first N queries of each task")
     parser.add_argument("--k", type=int, default=1000, help="results per query (default 1000, as BRIGHT)")
@@ -68,8 +69,11 @@ def run(args: argparse.Namespace) -> int:
     from tsqr_plugins.eval.datasets import load_tasks
     from tsqr_plugins.eval.runner import EvalSettings, run_eval
 
-    tasks = [task.limit(args.limit) for task in load_tasks(args.dataset, args.bright_dir, args.long_context)]
     backends = [name.strip() for name in args.backend.split(",") if name.strip()]
+    # pyserini's own BRIGHT topics, qrels and index serve a run on pyserini alone (they hold no texts)
+    pyserini_only = bool(backends) and all(b.partition(":")[0] == "pyserini" for b in backends)
+    tasks = [task.limit(args.limit) for task in load_tasks(
+        args.dataset, args.bright_dir, args.long_context, pyserini_resources=pyserini_only and not args.rewrite_gain)]
     rewriter, backend = _rewriter(args)
     gain_encoder = None
     if args.rewrite_gain:

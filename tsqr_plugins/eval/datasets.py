@@ -2,7 +2,8 @@
 
 A dataset spec is one of:
   ``bright:<task>[,<task>...]`` or ``bright:all``  BRIGHT from ``--bright-dir``/``$TSQR_BRIGHT_DIR``
-                                                  (a local copy of the hub dataset) or the hub
+                                                  (a local copy of the hub dataset), pyserini's own
+                                                  resources (runs on pyserini alone), or the hub
   ``sample``                                       the small BRIGHT-layout sample shipped in the package
   ``<folder>``                                     BEIR format (corpus.jsonl, queries.jsonl,
                                                   qrels/test.tsv) or BRIGHT layout (examples/, documents/)
@@ -13,8 +14,9 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -32,6 +34,7 @@ SHORT_NAMES = {
     "pony": "Pony", "aops": "AoPS", "theoremqa_questions": "TheoQ", "theoremqa_theorems": "TheoT",
 }
 BRIGHT_HUB_ID = "xlangai/BRIGHT"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,14 +50,20 @@ class Task:
     excluded: dict[str, set[str]] = field(default_factory=dict)
     # pyserini's prebuilt index of this very corpus (BRIGHT's short documents): "bright-<task>"
     prebuilt_index: str | None = None
+    # where the queries and judgements came from; a task from pyserini's resources has no texts
+    source: str = "BRIGHT"
+
+    @property
+    def has_texts(self) -> bool:
+        return len(self.documents) == len(self.doc_ids)
 
     def limit(self, n: int | None) -> "Task":
         if not n or n >= len(self.query_ids):
             return self
         keep = self.query_ids[:n]
-        return Task(self.name, self.doc_ids, self.documents, keep, self.queries[:n],
-                    {q: self.qrels[q] for q in keep if q in self.qrels},
-                    {q: self.excluded.get(q, set()) for q in keep}, self.prebuilt_index)
+        return replace(self, query_ids=keep, queries=self.queries[:n],
+                       qrels={q: self.qrels[q] for q in keep if q in self.qrels},
+                       excluded={q: self.excluded.get(q, set()) for q in keep})
 
     @functools.cached_property
     def doc_positions(self) -> dict[str, int]:
@@ -69,18 +78,24 @@ def sample_dir() -> Path:
 
 
 def load_tasks(spec: str, bright_dir: str | os.PathLike | None = None,
-               long_context: bool = False) -> list[Task]:
-    """The tasks named by a dataset spec (see the module docstring)."""
+               long_context: bool = False, pyserini_resources: bool = False) -> list[Task]:
+    """The tasks named by a dataset spec (see the module docstring). ``pyserini_resources``: BRIGHT
+    tasks that would come from the hub come from pyserini's own topics, qrels and prebuilt index
+    when they can be had (for runs on the pyserini backend alone; such tasks hold no texts)."""
     if spec == "sample":
         return _bright_folder(sample_dir(), None, long_context)
     if spec.startswith("bright:"):
         names = _bright_names(spec[len("bright:"):])
         bright_dir = bright_dir or os.environ.get("TSQR_BRIGHT_DIR")
-        tasks = (_bright_folder(Path(bright_dir), names, long_context) if bright_dir
-                 else [_bright_hub(name, long_context) for name in names])
+        if bright_dir:
+            tasks = _bright_folder(Path(bright_dir), names, long_context)
+        elif pyserini_resources and not long_context:
+            return [_bright_from_pyserini(name) for name in names]
+        else:
+            tasks = [_bright_hub(name, long_context) for name in names]
         if not long_context:  # pyserini publishes indexes of BRIGHT's short documents
             for task in tasks:
-                task.prebuilt_index = "bright-" + task.name.replace("_", "-")
+                task.prebuilt_index = pyserini_name(task.name)
         return tasks
     folder = Path(spec)
     if not folder.is_dir():
@@ -170,6 +185,28 @@ def _read_rows(folder: Path, name: str) -> list[dict]:
     for shard in shards:
         rows.extend(parquet.read_table(shard).to_pylist())
     return rows
+
+
+def _bright_from_pyserini(name: str) -> Task:
+    """pyserini's BRIGHT resources for the task, else the hub's BRIGHT (an error saying both ways
+    when neither can be had)."""
+    from . import pyserini_bright
+
+    try:
+        return pyserini_bright.load(name)
+    except pyserini_bright.Unavailable as missing:
+        log.warning("BRIGHT %s: %s; loading BRIGHT from the hub instead", name, missing)
+        try:
+            task = _bright_hub(name, False)
+        except TSQRError as error:
+            raise TSQRError(f"{error}\nOr let pyserini's own BRIGHT resources serve --backend pyserini: {missing}") from error
+        task.prebuilt_index = pyserini_name(name)
+        return task
+
+
+def pyserini_name(task: str) -> str:
+    """pyserini's name for a BRIGHT task's index, topics and qrels."""
+    return "bright-" + task.replace("_", "-")
 
 
 def _bright_hub(name: str, long_context: bool) -> Task:

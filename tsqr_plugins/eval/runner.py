@@ -43,6 +43,11 @@ def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter |
              gain_encoder: Callable | None = None) -> dict:
     if settings.k < 10:
         raise InputError(f"--k must be at least 10 (nDCG@10 needs ten results), got {settings.k}")
+    textless = next((task for task in tasks if not task.has_texts), None)
+    needs_texts = [b for b in settings.backends if b.partition(":")[0] != "pyserini"]
+    if textless is not None and (needs_texts or gain_encoder is not None):
+        raise InputError(f"task {textless.name} comes from {textless.source}'s resources, which hold no document texts; "
+                         f"{', '.join(needs_texts) or 'the rewrite gain'} needs them: load BRIGHT itself (--bright-dir)")
     output = Path(settings.output)
     (output / "runs").mkdir(parents=True, exist_ok=True)
     results: dict = {backend: {} for backend in settings.backends}
@@ -51,7 +56,7 @@ def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter |
         rewrites = _rewrite(task, rewriter, settings) if rewriter else None
         fallbacks = sum(r.fallback for r in rewrites) if rewrites else 0
         task_info[task.name] = {"queries": len(task.query_ids), "documents": len(task.doc_ids),
-                                "rewrite_fallbacks": fallbacks}
+                                "rewrite_fallbacks": fallbacks, "source": task.source}
         trec_ok = _write_qrels(output / "runs" / f"qrels.{task.name}.txt", task.qrels)
         variants = {ORIGINAL: list(task.queries)}
         if rewrites:

@@ -46,6 +46,8 @@ class PyseriniBM25(Retriever):
 
         ensure_java_home()
         index = prebuilt_index(prebuilt, len(set(doc_ids))) if prebuilt else None
+        if index is None and len(texts) != len(doc_ids):
+            raise InputError(f"pyserini's prebuilt index {prebuilt} is gone, and this task holds no texts to index")
         if index is None:
             folder = self.cache_dir / f"lucene-{corpus_key(doc_ids, texts, {'format': INDEX_FORMAT})}"
             if not (folder / "done").exists():
@@ -84,37 +86,68 @@ class PyseriniBM25(Retriever):
         return results
 
 
-def prebuilt_index(name: str, documents: int) -> Path | None:
+class PrebuiltUnavailable(LookupError):
+    """A pyserini resource (prebuilt index, topics, qrels) is neither here nor downloadable; the
+    message says what to fetch and where pyserini looks for it."""
+
+
+def fetch_prebuilt_index(name: str) -> Path:
     """pyserini's prebuilt index ``name`` (``bright-biology`` …), from pyserini's cache
-    (``$PYSERINI_CACHE`` or ~/.cache/pyserini) or downloaded by pyserini; None when this pyserini
-    has none, it cannot be had (offline: the warning says what to fetch and where to unpack it), or
-    it does not hold ``documents`` documents (then it is not this corpus)."""
+    (``$PYSERINI_CACHE`` or ~/.cache/pyserini) or downloaded by pyserini, else PrebuiltUnavailable."""
     try:  # pyserini >= 1.0 (BRIGHT's indexes came after 0.25); its metadata comes from Anserini's jar
         from pyserini.prebuilt_index_info import TF_INDEX_INFO
         from pyserini.util import download_prebuilt_index, get_cache_home
     except ImportError:
-        return None
+        from ..java import pyserini_version
+
+        raise PrebuiltUnavailable(f"pyserini {pyserini_version()} has no prebuilt BRIGHT indexes "
+                                  "(they came with pyserini 1.x)") from None
     info = TF_INDEX_INFO.get(name)
     if info is None:
-        log.info("pyserini has no prebuilt index %s: indexing the corpus", name)
-        return None
+        raise PrebuiltUnavailable(f"pyserini has no prebuilt index {name}")
     try:
         with contextlib.redirect_stdout(sys.stderr):  # pyserini prints its progress; stdout is the report's
-            path = Path(download_prebuilt_index(name, verbose=False))
+            return Path(download_prebuilt_index(name, verbose=False))
     except (ValueError, OSError) as error:
-        log.warning("pyserini's prebuilt index %s is not here and cannot be downloaded (%s); indexing the corpus "
-                    "instead. To use it, fetch %s where the network allows and unpack it as %s", name, error,
-                    info["urls"][0], prebuilt_location(info, get_cache_home()))
-        return None
-    from pyserini.index.lucene import LuceneIndexReader
+        raise PrebuiltUnavailable(
+            f"pyserini's prebuilt index {name} is not here and cannot be downloaded ({error}); fetch "
+            f"{info['urls'][0]} where the network allows and unpack it as "
+            f"{prebuilt_location(info, get_cache_home())}") from None
 
-    held = int(LuceneIndexReader(str(path)).stats()["documents"])
+
+def prebuilt_index(name: str, documents: int) -> Path | None:
+    """pyserini's prebuilt index ``name`` when it can be had (else a warning that says what to
+    fetch, and None) and holds ``documents`` documents (else it is not this corpus: None)."""
+    try:
+        path = fetch_prebuilt_index(name)
+    except PrebuiltUnavailable as missing:
+        log.warning("%s; indexing the corpus instead", missing)
+        return None
+    held = index_size(path)
     if held != documents:
         log.warning("pyserini's prebuilt index %s at %s holds %d documents, the corpus %d: indexing the corpus",
                     name, path, held, documents)
         return None
     log.info("using pyserini's prebuilt index %s at %s", name, path)
     return path
+
+
+def index_size(path: Path) -> int:
+    from pyserini.index.lucene import LuceneIndexReader
+
+    return int(LuceneIndexReader(str(path)).stats()["documents"])
+
+
+def index_doc_ids(path: Path) -> list[str]:
+    """The collection ids of every document of a Lucene index, in index order (one pyjnius call
+    each: 0.84 s for 20k documents here, so some 17 s for BRIGHT's largest, LeetCode's 413k)."""
+    from pyserini.index.lucene import LuceneIndexReader
+
+    reader = LuceneIndexReader(str(path))
+    count = reader.reader.maxDoc()
+    if reader.reader.numDocs() != count:
+        raise InputError(f"the index at {path} holds deleted documents; tsqr reads ids only from whole indexes")
+    return [reader.convert_internal_docid_to_collection_docid(i) for i in range(count)]
 
 
 def prebuilt_location(info: dict, cache_home: str) -> Path:
