@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import InputError
+from ..java import pyserini_version
 from ..lazy import require
 from . import Retriever, pad_with_zero_scores, top_k_excluding
 from .bm25 import B, K1, Hit, corpus_key
@@ -98,13 +99,10 @@ def fetch_prebuilt_index(name: str) -> Path:
         from pyserini.prebuilt_index_info import TF_INDEX_INFO
         from pyserini.util import download_prebuilt_index, get_cache_home
     except ImportError:
-        from ..java import pyserini_version
-
-        raise PrebuiltUnavailable(f"pyserini {pyserini_version()} has no prebuilt BRIGHT indexes "
-                                  "(they came with pyserini 1.x)") from None
+        raise PrebuiltUnavailable(f"pyserini {pyserini_version()} has no prebuilt indexes") from None
     info = TF_INDEX_INFO.get(name)
     if info is None:
-        raise PrebuiltUnavailable(f"pyserini has no prebuilt index {name}")
+        raise PrebuiltUnavailable(f"pyserini {pyserini_version()} has no prebuilt index {name}")
     try:
         with contextlib.redirect_stdout(sys.stderr):  # pyserini prints its progress; stdout is the report's
             return Path(download_prebuilt_index(name, verbose=False))
