@@ -71,11 +71,12 @@ def _id_order(qid: str):
 
 
 def _topics(name: str, missing: list[str]) -> dict[str, str]:
+    from jnius import JavaException
     from pyserini.search import get_topics
 
     try:
         topics = get_topics(name)
-    except Exception as error:  # pyjnius raises JavaException for Anserini's IOException
+    except (JavaException, ValueError) as error:  # Anserini's IOException; ValueError: topics unknown here
         missing.append(f"pyserini's topics {name} are not here and cannot be downloaded ({_first_line(error)}); "
                        f"fetch {TOOLS_URL}/topics/{_topics_file(name)} into {_cache_folder('topics', name)}")
         return {}
@@ -83,11 +84,12 @@ def _topics(name: str, missing: list[str]) -> dict[str, str]:
 
 
 def _qrels_file(name: str, missing: list[str]) -> Path | None:
+    from jnius import JavaException
     from pyserini.search import get_qrels_file
 
     try:
         return Path(get_qrels_file(name))
-    except Exception as error:  # as above; FileNotFoundError when this pyserini has no such qrels
+    except (JavaException, OSError) as error:  # as above; FileNotFoundError: qrels unknown here
         missing.append(f"pyserini's qrels {name} are not here and cannot be downloaded ({_first_line(error)}); "
                        f"fetch {TOOLS_URL}/qrels/qrels.{name}.txt into {_cache_folder('qrels', name)}")
         return None
@@ -135,13 +137,13 @@ def _topics_file(name: str) -> str:
 
 def _cache_folder(kind: str, name: str) -> str:
     """Where this pyserini's Anserini keeps topics or qrels (it creates the folder when asked)."""
-    try:
-        from jnius import autoclass
+    from jnius import JavaException, autoclass
 
+    try:
         path = autoclass("io.anserini.search.topicreader.TopicReader").getNewTopicsAbsPath(
             autoclass("java.nio.file.Path").of(_topics_file(name)))
         return str(Path(path.toString()).parent)
-    except Exception:  # another Anserini: name its documented default
+    except (JavaException, AttributeError):  # another Anserini: name its documented default
         return f"pyserini's cache ($PYSERINI_CACHE/{kind} or ~/.cache/pyserini/topics-and-qrels)"
 
 
