@@ -46,13 +46,13 @@ def load(task: str) -> Task:
     ensure_java_home()
     name = pyserini_name(task)
     missing: list[str] = []
+    queries = _topics(name, missing)
+    qrels_path = _qrels_file(name, missing)
     index = None
     try:
         index = fetch_prebuilt_index(name)
     except PrebuiltUnavailable as error:
         missing.append(str(error))
-    queries = _topics(name, missing)
-    qrels_path = _qrels_file(name, missing)
     if missing:
         raise Unavailable("; ".join(missing))
     qrels = _read_qrels(qrels_path)
@@ -71,8 +71,8 @@ def _id_order(qid: str):
 
 
 def _topics(name: str, missing: list[str]) -> dict[str, str]:
+    from pyserini.search import get_topics  # first: importing jnius before pyserini starts a JVM without its jar
     from jnius import JavaException
-    from pyserini.search import get_topics
 
     try:
         topics = get_topics(name)
@@ -84,8 +84,8 @@ def _topics(name: str, missing: list[str]) -> dict[str, str]:
 
 
 def _qrels_file(name: str, missing: list[str]) -> Path | None:
+    from pyserini.search import get_qrels_file  # first, as above
     from jnius import JavaException
-    from pyserini.search import get_qrels_file
 
     try:
         return Path(get_qrels_file(name))
