@@ -37,6 +37,8 @@ def test_sample_with_published_style_rewrites(tmp_path):
     assert mean["rewritten"] > mean["original"]  # the sample's rewrites name what the gold documents say
     report = (out / "report.md").read_text()
     assert "| backend | queries | Bio | Econ | Rob | Stack | Sus | AoPS | Avg |" in report
+    assert "| biology | 1 | 33 | 0 | the tsqr sample |" in report  # where each task came from
+    assert {info["source"] for info in results["tasks"].values()} == {"the tsqr sample"}
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # TREC runs: one per backend, variant and task, ranks from 1, excluded ids absent.
     lines = (out / "runs" / "embedded.original.stackoverflow.trec").read_text().splitlines()
@@ -75,6 +77,7 @@ def test_beir_folder_with_hand_checkable_metrics(tmp_path):
     assert per_query["q2"]["nDCG@10"] == pytest.approx(1 / math.log2(3))
     assert per_query["q2"]["MRR@10"] == pytest.approx(1 / 2)
     assert "rewritten" not in results["results"]["embedded"]
+    assert results["tasks"]["mini"]["source"] == f"BEIR folder {data}"
 
 
 def test_queries_missing_from_a_run_count_as_zero():

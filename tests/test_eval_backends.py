@@ -377,6 +377,7 @@ def test_bright_from_pyserinis_own_topics_qrels_and_index(tmp_path, monkeypatch)
         assert info["source"] == f"pyserini {importlib.metadata.version('pyserini')}"
         assert info["documents"] == 33 and info["queries"] == 1
         bright = json.loads((tmp_path / f"bright-{task}" / "results.json").read_text())
+        assert bright["tasks"][task]["source"] == f"BRIGHT copy {copy}"
         for variant in ("original", "rewritten"):
             assert (results["results"]["pyserini"][variant][task]
                     == bright["results"]["pyserini"][variant][task]), (task, variant)

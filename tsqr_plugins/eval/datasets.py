@@ -51,7 +51,7 @@ class Task:
     # pyserini's prebuilt index of this very corpus (BRIGHT's short documents): "bright-<task>"
     prebuilt_index: str | None = None
     # where the queries and judgements came from; a task from pyserini's resources has no texts
-    source: str = "BRIGHT"
+    source: str = ""
 
     @property
     def has_texts(self) -> bool:
@@ -159,7 +159,9 @@ def _bright_folder(root: Path, names: list[str] | None, long_context: bool) -> l
     for name in names:
         examples = _read_rows(root / "examples", name)
         documents = _read_rows(root / docs_config, name)
-        tasks.append(_bright_task(name, examples, documents, long_context))
+        task = _bright_task(name, examples, documents, long_context)
+        task.source = "the tsqr sample" if root == sample_dir() else f"BRIGHT copy {root}"
+        tasks.append(task)
     return tasks
 
 
@@ -226,7 +228,9 @@ def _bright_hub(name: str, long_context: bool) -> Task:
     except Exception as error:  # the hub client raises many types when offline
         raise TSQRError(f"could not load BRIGHT task {name!r} from the hub ({type(error).__name__}: "
                         f"{error}). {how}") from error
-    return _bright_task(name, examples, documents, long_context)
+    task = _bright_task(name, examples, documents, long_context)
+    task.source = f"BRIGHT ({BRIGHT_HUB_ID} on the hub)"
+    return task
 
 
 # -- BEIR -------------------------------------------------------------------------------------
@@ -255,7 +259,7 @@ def _beir_folder(folder: Path) -> Task:
     # Only judged queries are run, in queries.jsonl order.
     query_ids = [qid for qid in all_queries if qid in qrels]
     return Task(folder.name, doc_ids, texts, query_ids, [all_queries[q] for q in query_ids], qrels,
-                {q: set() for q in query_ids})
+                {q: set() for q in query_ids}, source=f"BEIR folder {folder}")
 
 
 def _jsonl(path: Path):

@@ -55,9 +55,9 @@ def write_report(document: dict, output: Path) -> None:
         "",
         markdown_table(header, rows),
         "",
-        "| task | queries | documents | rewrite fallbacks |",
-        "|---|---|---|---|",
-        *[f"| {t} | {i['queries']} | {i['documents']} | {i['rewrite_fallbacks']} |"
+        "| task | queries | documents | rewrite fallbacks | source |",
+        "|---|---|---|---|---|",
+        *[f"| {t} | {i['queries']} | {i['documents']} | {i['rewrite_fallbacks']} | {i.get('source', '')} |"
           for t, i in ((t, document["tasks"][t]) for t in tasks)],
     ]
     gains = document.get("rewrite_gain")
