@@ -95,15 +95,22 @@ def _qrels_file(name: str, missing: list[str]) -> Path | None:
         return None
 
 
-def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    qrels: dict[str, dict[str, int]] = {}
+def _rows(path: Path, width: int, valid, expected: str):
+    """The whitespace-separated fields of each non-blank line, or InputError naming the line."""
     for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
         if not line.strip():
             continue
         fields = line.split()
-        if len(fields) != 4 or not fields[3].lstrip("-").isdigit():
-            raise InputError(f"{path}:{number}: expected TREC qrels (query-id 0 doc-id relevance)")
-        qrels.setdefault(fields[0], {})[fields[2]] = int(fields[3])
+        if len(fields) != width or not valid(fields):
+            raise InputError(f"{path}:{number}: expected {expected}")
+        yield fields
+
+
+def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    for qid, _, doc_id, relevance in _rows(path, 4, lambda f: f[3].lstrip("-").isdigit(),
+                                           "TREC qrels (query-id 0 doc-id relevance)"):
+        qrels.setdefault(qid, {})[doc_id] = int(relevance)
     return qrels
 
 
@@ -111,13 +118,8 @@ def _exclusions(task: str, name: str, qrels_path: Path) -> dict[str, set[str]]:
     beside = qrels_path.parent / f"exclude.{name}.txt"
     if beside.is_file():
         excluded: dict[str, set[str]] = {}
-        for number, line in enumerate(beside.read_text(encoding="utf-8").split("\n"), 1):
-            if not line.strip():
-                continue
-            fields = line.split()
-            if len(fields) != 2:
-                raise InputError(f"{beside}:{number}: expected 'query-id doc-id'")
-            excluded.setdefault(fields[0], set()).add(fields[1])
+        for qid, doc_id in _rows(beside, 2, lambda f: True, "'query-id doc-id'"):
+            excluded.setdefault(qid, set()).add(doc_id)
         return excluded
     try:  # pyserini 1.6's own way: BRIGHT's excluded_ids from the Hugging Face hub
         from pyserini.search._base import get_bright_excluded_ids
