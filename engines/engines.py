@@ -15,8 +15,10 @@ Why each piece is here:
 - The integ-test zips are the only engine distributions on Maven Central. They bundle no JDK, so
   each node runs on a JDK found on this machine (OpenSearch 2.19 on Java 17; Elasticsearch 9 and
   OpenSearch 3 need Java 21+).
-- OpenSearch 2.19's integ-test zip has no `analysis-common` module (where `stemmer`, `porter_stem`
-  live); its published module jar is laid out as the full distribution lays it out.
+- OpenSearch 2.19's integ-test zip has no modules but transport-netty4: `analysis-common` (where
+  `stemmer`, `porter_stem` live), `ingest-common` (`set`, `rename`) and `lang-mustache` (the
+  ingest pipeline's `{{{id}}}`) come from their published jars, laid out as the full distribution
+  lays them out. OpenSearch 3's integ-test zip has them all.
 - Elasticsearch's integ-test zip has no `analysis-common` either, and Elasticsearch publishes no
   module jars; engines/es-analysis is a stable-API plugin with the two filters tsqr's index
   template needs, built from Lucene's own classes.
@@ -63,7 +65,7 @@ class Node:
     min_java: int
     url_variable: str
     plugins: tuple[str, ...] = ()            # Maven artifact ids under org.opensearch.plugin
-    modules: tuple[str, ...] = ()            # module jars under org.opensearch.plugin
+    modules: tuple["Module", ...] = ()       # module jars the integ-test zip lacks
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -75,22 +77,44 @@ class Node:
         return self.http_port + 100
 
 
+@dataclass(frozen=True)
+class Module:
+    """An OpenSearch module the integ-test zip lacks, laid out from its published jars as the full
+    distribution lays it out (modules/<name>/: the jars, a descriptor, the module's security policy).
+    Read in OpenSearch 2.19's modules/<name>/build.gradle and src/main/plugin-metadata."""
+    name: str                      # the folder under modules/
+    artifact: str                  # org.opensearch.plugin:<artifact>:<engine version>
+    classname: str
+    libraries: tuple[str, ...] = ()  # group:artifact:version of the jars the module's build.gradle adds
+    policy: str = ""               # plugin-security.policy
+
+
 OPENSEARCH2 = "2.19.6"
+
+OPENSEARCH2_MODULES = (
+    # `stemmer` and `porter_stem`, which tsqr's index template uses
+    Module("analysis-common", "analysis-common", "org.opensearch.analysis.common.CommonAnalysisPlugin"),
+    # `set` and `rename`, which tsqr's ingest pipeline uses; grok and dissect are its `api` libraries
+    # (grok's pom names joni and jcodings)
+    Module("ingest-common", "ingest-common", "org.opensearch.ingest.common.IngestCommonPlugin",
+           libraries=(f"org.opensearch:opensearch-grok:{OPENSEARCH2}", f"org.opensearch:opensearch-dissect:{OPENSEARCH2}",
+                      "org.jruby.joni:joni:2.2.1", "org.jruby.jcodings:jcodings:1.0.61")),
+    # `{{{id}}}` in the ingest pipeline's `set` is a mustache template; the module is published as
+    # its client jar (hasClientJar), which holds MustachePlugin
+    Module("lang-mustache", "lang-mustache-client", "org.opensearch.script.mustache.MustachePlugin",
+           libraries=("com.github.spullara.mustache.java:compiler:0.9.14",),
+           policy='grant {\n  permission java.lang.RuntimePermission "accessDeclaredMembers";\n};\n'),
+)
 OPENSEARCH3 = "3.6.0"
 ELASTICSEARCH = "9.2.0"
 
 NODES = (
     Node("elasticsearch", "elasticsearch", ELASTICSEARCH, 9211, 21, "TSQR_ES_URL"),
     Node("opensearch", "opensearch", OPENSEARCH2, 9212, 17, "TSQR_OPENSEARCH_URL",
-         plugins=("opensearch-job-scheduler", "opensearch-ml-plugin"), modules=("analysis-common",)),
+         plugins=("opensearch-job-scheduler", "opensearch-ml-plugin"), modules=OPENSEARCH2_MODULES),
     Node("opensearch3", "opensearch", OPENSEARCH3, 9213, 21, "TSQR_OPENSEARCH3_URL",
          plugins=("opensearch-job-scheduler", "opensearch-ml-plugin")),
 )
-
-# The plugin class of the analysis-common module, per line (renamed in 3.0).
-ANALYSIS_COMMON_CLASS = {"2": "org.opensearch.analysis.common.CommonAnalysisPlugin",
-                         "3": "org.opensearch.analysis.common.CommonAnalysisModulePlugin"}
-
 
 class EngineError(RuntimeError):
     pass
@@ -148,8 +172,13 @@ def maven_artifacts(nodes: list[Node]) -> None:
 def artifact_coordinates(node: Node) -> list[str]:
     coords = [f"org.{node.product}.distribution.integ-test-zip:{node.product}:{node.version}:zip"]
     coords += [f"org.opensearch.plugin:{plugin}:{node.version}.0:zip" for plugin in node.plugins]
-    coords += [f"org.opensearch.plugin:{module}:{node.version}:jar" for module in node.modules]
+    for module in node.modules:
+        coords += [module_coordinates(node, module), *(f"{library}:jar" for library in module.libraries)]
     return coords
+
+
+def module_coordinates(node: Node, module: Module) -> str:
+    return f"org.opensearch.plugin:{module.artifact}:{node.version}:jar"
 
 
 def m2_path(coords: str) -> Path:
@@ -184,7 +213,9 @@ def ensure_engine_user() -> None:
 def install(node: Node, root: Path) -> Path:
     home = root / node.home_name
     marker = home / ".tsqr-installed"
-    if marker.is_file():
+    # what the node is made of: a changed list (a module added here) installs it afresh
+    recipe = artifact_coordinates(node)
+    if marker.is_file() and json.loads(marker.read_text()).get("artifacts") == recipe:
         return home
     if home.exists():
         shutil.rmtree(home)
@@ -202,23 +233,27 @@ def install(node: Node, root: Path) -> Path:
     if node.product == "elasticsearch":
         run_tool(node, home, java_home, "elasticsearch-plugin",
                  ["install", "--batch", build_es_analysis_plugin(node).as_uri()])
-    marker.write_text(json.dumps({"version": node.version, "java_home": str(java_home)}))
+    marker.write_text(json.dumps({"version": node.version, "java_home": str(java_home), "artifacts": recipe}))
     return home
 
 
-def add_opensearch_module(node: Node, home: Path, module: str) -> None:
-    """Lay a published module jar out as the full distribution does: modules/<name>/ + descriptor."""
-    target = home / "modules" / module
+def add_opensearch_module(node: Node, home: Path, module: Module) -> None:
+    """Lay a module's published jars out as the full distribution does: modules/<name>/ + descriptor."""
+    target = home / "modules" / module.name
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(m2_path(f"org.opensearch.plugin:{module}:{node.version}:jar"), target)
+    for coords in (module_coordinates(node, module), *(f"{library}:jar" for library in module.libraries)):
+        shutil.copy2(m2_path(coords), target)
+    if module.policy:
+        (target / "plugin-security.policy").write_text(module.policy)
     descriptor = {
-        "description": f"{module} module (published jar from Maven Central)",
+        "description": f"{module.name} module (published jars from Maven Central)",
         "version": node.version,
-        "name": module,
-        "classname": ANALYSIS_COMMON_CLASS[node.version.split(".")[0]],
+        "name": module.name,
+        "classname": module.classname,
         "java.version": "11",
         "opensearch.version": node.version,
-        # lang-painless is absent: the module only uses it for scripted analysis conditions
+        # lang-painless is absent: analysis-common and ingest-common extend it only with painless
+        # allow-lists (loaded by painless, never by the module itself)
         "extended.plugins": "",
         "has.native.controller": "false",
     }
@@ -375,10 +410,14 @@ def stop(node: Node) -> None:
 
 
 def write_env(nodes: list[Node]) -> None:
+    """One entry per node started here or still running (a start with --only keeps the others)."""
     lines = []
-    for node in nodes:
+    for node in [node for node in NODES if node in nodes or (running_pid(node) and health(node))]:
         prefix = node.url_variable.removesuffix("_URL")
         lines += [f"{node.url_variable}={url(node)}", f"{prefix}_VERSION={node.version}"]
+    if not lines:
+        ENV_FILE.unlink(missing_ok=True)
+        return
     ENV_FILE.write_text("\n".join(lines) + "\n")
 
 
@@ -403,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stop":
             for node in nodes:
                 stop(node)
-            ENV_FILE.unlink(missing_ok=True)
+            write_env([])  # the nodes still running, if --only left some
             return 0
         if args.command == "status":
             for node in nodes:

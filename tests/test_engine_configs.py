@@ -82,7 +82,8 @@ def test_connector_and_pipeline_schema():
     pipeline = configs.rewrite_pipeline("model-1", "body")
     (processor,) = pipeline["request_processors"]
     inference = processor["ml_inference"]
-    assert inference["ignore_failure"] is True and inference["ignore_missing"] is True
+    # ml-commons 2.19.2.0+ answers twice with ignore_missing (see test_missing_path_flags_per_version)
+    assert inference["ignore_failure"] is True and inference["ignore_missing"] is False
     assert len(inference["input_map"]) == len(inference["output_map"]) == 1
     (model_input, query_path), = inference["input_map"][0].items()
     (out_path, model_path), = inference["output_map"][0].items()
@@ -95,6 +96,19 @@ def test_connector_and_pipeline_schema():
     search = configs.template_search("q", "body")
     assert f'"${{{variable}}}"' in json.dumps(search)  # the placeholder the processor fills
     assert template["input_map"][0]["query"] == "ext.ml_inference.query" and search["ext"]["ml_inference"]["query"] == "q"
+
+
+@pytest.mark.parametrize("ml_commons, ignore_missing", [
+    # MLInferenceSearchRequestProcessor.rewriteQueryString: until 2.19.1.0 the missing path throws and
+    # its catch answers once through ignore_missing; from 2.19.2.0 (through 3.8.0.0) ignore_missing
+    # answers and goes on to a second answer, so only ignore_failure's catch answers once.
+    ((2, 16, 0, 0), True), ((2, 19, 1, 0), True), ((2, 19, 2, 0), False), ((2, 19, 6, 0), False),
+    ((3, 6, 0, 0), False), (None, False),
+])
+def test_missing_path_flags_per_version(ml_commons, ignore_missing):
+    for pipeline in (configs.rewrite_pipeline("m", ml_commons=ml_commons), configs.template_pipeline("m", ml_commons)):
+        inference = pipeline["request_processors"][0]["ml_inference"]
+        assert (inference["ignore_missing"], inference["ignore_failure"]) == (ignore_missing, True)
 
 
 def test_cluster_settings_keep_existing_trust_and_enable_private_ips():

@@ -23,12 +23,14 @@ def test_install_errors_are_clear():
 
 
 @pytest.mark.integration
-def test_cli_install_uninstall_and_render(capsys, tmp_path, monkeypatch):
+@pytest.mark.parametrize("engine", ["opensearch", "opensearch3"])
+def test_cli_install_uninstall_and_render(engine, capsys, tmp_path, monkeypatch):
+    """The whole install (index template and BRIGHT ingest pipeline included) on both lines: make
+    engines lays ingest-common and lang-mustache into 2.19's integ-test zip as the full
+    distribution has them."""
     from tsqr_plugins.cli import main
 
-    # OpenSearch 3's integ-test zip has the ingest-common module the BRIGHT ingest pipeline needs;
-    # 2.19's has not (make engines adds only analysis-common there).
-    url = engine_url("opensearch3")
+    url = engine_url(engine)
     monkeypatch.setenv("TSQR_API_KEY", "secret-token")
     name = "tsqr-cli-test"
     assert main(["opensearch", "install", "--url", url, "--service-url", "http://10.1.2.3:8000", "--name", name]) == 0
@@ -37,6 +39,11 @@ def test_cli_install_uninstall_and_render(capsys, tmp_path, monkeypatch):
     settings = httpx.get(f"{url}/_cluster/settings", params={"flat_settings": "true"}).json()["persistent"]
     assert settings["plugins.ml_commons.connector.private_ip_enabled"] == "true"  # 10.x is private
     assert httpx.get(f"{url}/_index_template/{name}").status_code == 200
+    # the ingest pipeline runs: BRIGHT's id becomes _id, its content the template's field
+    simulated = httpx.post(f"{url}/_ingest/pipeline/{name}-bright/_simulate",
+                           json={"docs": [{"_source": {"id": "doc-7", "content": "moths"}}]}).json()
+    assert simulated["docs"][0]["doc"]["_id"] == "doc-7", simulated
+    assert simulated["docs"][0]["doc"]["_source"]["text"] == "moths"
     assert main(["opensearch", "uninstall", "--url", url, "--name", name]) == 0
     assert httpx.get(f"{url}/_index_template/{name}").status_code == 404
     after = httpx.get(f"{url}/_cluster/settings", params={"flat_settings": "true"}).json()["persistent"]

@@ -6,6 +6,7 @@ pipelines, fail-open with the service stopped, and an uninstall that leaves the 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import httpx
@@ -162,6 +163,58 @@ def test_pipeline_search_falls_back_to_the_original_query_when_the_service_is_do
         templated = httpx.post(f"{url}/{index}/_search", params={"search_pipeline": f"{name}-rewrite-template"},
                                json=engine_configs.template_search(QUERY), timeout=60)
         assert templated.status_code == 400 and "Variable not found: tsqr_rewrite" in templated.text
+    finally:
+        installer.uninstall(name, index_template=False)
+        installer.close()
+
+
+# Every query shape a pipeline set as an index default would meet. ml-commons 2.19.2.0+
+# (MLInferenceSearchRequestProcessor.rewriteQueryString) answers a search whose input path is
+# missing and, with ignore_missing, goes on to call the model anyway and answers again: the search
+# ran twice and some HTTP answers carried a second (500) response spliced in.
+NOT_REWRITTEN = {
+    "bool": {"bool": {"should": [{"match": {"text": QUERY}}]}},
+    "term": {"term": {"id": "d2"}},
+    "match_all": {"match_all": {}},
+    "multi_match": {"multi_match": {"query": QUERY, "fields": ["text"]}},
+    "match on another field": {"match": {"title": QUERY}},
+}
+REWRITTEN = {
+    "match": {"match": {"text": {"query": QUERY}}},
+    # the processor reads request.source().toString(), which always writes the long form
+    "match, short form": {"match": {"text": QUERY}},
+}
+
+
+def query_total(url: str, index: str) -> int:
+    stats = httpx.get(f"{url}/{index}/_stats/search").json()
+    return stats["indices"][index]["total"]["search"]["query_total"]
+
+
+def test_every_query_shape_runs_once_and_answers_one_document(node, service):
+    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
+
+    url, index = node
+    name = f"tsqr-{uuid.uuid4().hex[:6]}"
+    installer = OpenSearchInstaller(url)
+    try:
+        installer.install(service.url, name=name, index_template=False)
+        searches = [(shape, query) for shape, query in {**NOT_REWRITTEN, **REWRITTEN}.items() for _ in range(4)]
+        before, expected = query_total(url, index), 0
+        for shape, query in searches:
+            response = httpx.post(f"{url}/{index}/_search", params={"search_pipeline": f"{name}-rewrite"},
+                                  json={"query": query, "size": 3}, timeout=60)
+            assert response.status_code == 200, (shape, response.text[:300])
+            answer = json.loads(response.content)  # raises on a second document spliced in
+            plain = search(url, index, {"query": query, "size": 3})
+            wanted = plain if shape in NOT_REWRITTEN else search(url, index, {"query": {"match": {"text": REWRITE}}, "size": 3})
+            assert ids(answer) == ids(wanted), shape
+            expected += 2 if shape in NOT_REWRITTEN else 3  # the pipeline search once, and the plain ones
+        for _ in range(20):  # a second run, if any, may land after its answer
+            if query_total(url, index) - before > expected:
+                break
+            time.sleep(0.1)
+        assert query_total(url, index) - before == expected
     finally:
         installer.uninstall(name, index_template=False)
         installer.close()

@@ -170,11 +170,33 @@ def model_registration(connector_id: str, name: str = DEFAULT_NAME) -> dict:
     }
 
 
-def rewrite_pipeline(model_id: str, field: str = DEFAULT_FIELD) -> dict:
-    """Write-in-place (2.16+): ``{"match": {field: {"query": ...}}}`` gets the rewrite as its value.
+# What ml-commons' ml_inference search request processor does with a search whose input path is
+# missing (a bool, a term, a match on another field), read in MLInferenceSearchRequestProcessor
+# .rewriteQueryString of each tag:
+# - 2.16.0.0 to 2.19.1.0: the missing path throws inside a try whose catch answers with the
+#   unchanged request when `ignore_missing` is set (and fails the search otherwise);
+# - 2.19.2.0 on (checked to 3.8.0.0): with `ignore_missing` the check answers with the unchanged
+#   request but does not return; the model is then called without the parameter, fails, and the
+#   failure path answers again: the search runs twice and the node can splice a second answer into
+#   the HTTP response. Without it, the missing path throws inside the try, whose catch answers
+#   once through `ignore_failure`.
+ANSWERS_TWICE_ON_IGNORE_MISSING_SINCE = (2, 19, 2)
 
-    ``ignore_failure`` and ``ignore_missing``: when the service fails, or the search has no such
-    match query, the search runs as sent.
+
+def missing_path_flags(ml_commons: tuple[int, ...] | None = None) -> dict[str, bool]:
+    """``ignore_missing``/``ignore_failure`` that pass a search without the input path through
+    exactly once on this ml-commons version (None: the current lines, 2.19.2.0 and later)."""
+    answers_twice = ml_commons is None or tuple(ml_commons[:3]) >= ANSWERS_TWICE_ON_IGNORE_MISSING_SINCE
+    return {"ignore_missing": not answers_twice, "ignore_failure": True}
+
+
+def rewrite_pipeline(model_id: str, field: str = DEFAULT_FIELD, ml_commons: tuple[int, ...] | None = None) -> dict:
+    """Write-in-place (2.16+): ``{"match": {field: {"query": ...}}}`` (or the short form
+    ``{"match": {field: "..."}}``: the processor reads the request as OpenSearch writes it out,
+    always the long form) gets the rewrite as its value.
+
+    When the service fails, or the search has no such match query, the search runs as sent, once
+    (``missing_path_flags``).
     """
     # JsonPath: each dot nests, so a dotted field name (title.en) goes in brackets.
     field = _check_field(field)
@@ -189,14 +211,13 @@ def rewrite_pipeline(model_id: str, field: str = DEFAULT_FIELD) -> dict:
                 "full_response_path": True,
                 "input_map": [{"query": path}],
                 "output_map": [{path: REWRITE_PATH}],
-                "ignore_missing": True,
-                "ignore_failure": True,
+                **missing_path_flags(ml_commons),
             }
         }],
     }
 
 
-def template_pipeline(model_id: str) -> dict:
+def template_pipeline(model_id: str, ml_commons: tuple[int, ...] | None = None) -> dict:
     """Template-query variant (2.19+): the query is read from ``ext.ml_inference.query`` and the
     rewrite fills ``"${tsqr_rewrite}"`` in a ``template`` query, next to the original."""
     return {
@@ -209,8 +230,7 @@ def template_pipeline(model_id: str) -> dict:
                 "full_response_path": True,
                 "input_map": [{"query": "ext.ml_inference.query"}],
                 "output_map": [{"tsqr_rewrite": REWRITE_PATH}],
-                "ignore_missing": True,
-                "ignore_failure": True,
+                **missing_path_flags(ml_commons),
             }
         }],
     }

@@ -61,7 +61,7 @@ class OpenSearchInstaller:
     def install(self, service_url: str, name: str = configs.DEFAULT_NAME, field: str = configs.DEFAULT_FIELD,
                 api_key: str | None = None, index_template: bool = True) -> dict[str, str]:
         configs.service_endpoint(service_url)  # a bad URL fails before anything is changed
-        self.warn_if_not_fail_open()
+        ml_commons = self.warn_if_not_fail_open()
         existing = self._search(CONNECTORS, name)
         previous = _ours(existing)
         if existing and previous is None:  # refused before any setting is changed
@@ -71,8 +71,8 @@ class OpenSearchInstaller:
         connector_id = self.ensure_connector(service_url, name, api_key, restore or settings_before, previous)
         model_id = self.ensure_model(connector_id, name)
         self.deploy(model_id)
-        pipelines = {f"{name}-rewrite": configs.rewrite_pipeline(model_id, field),
-                     f"{name}-rewrite-template": configs.template_pipeline(model_id)}
+        pipelines = {f"{name}-rewrite": configs.rewrite_pipeline(model_id, field, ml_commons),
+                     f"{name}-rewrite-template": configs.template_pipeline(model_id, ml_commons)}
         for pipeline, document in pipelines.items():
             self._call("PUT", f"/_search/pipeline/{pipeline}", document)
         installed = {"connector_id": connector_id, "model_id": model_id, "search_pipelines": ", ".join(pipelines)}
@@ -89,7 +89,8 @@ class OpenSearchInstaller:
         ml = [_version(p.get("version", "0")) for p in plugins if p.get("component") == "opensearch-ml"]
         return engine, (ml[0] if ml else None)
 
-    def warn_if_not_fail_open(self) -> None:
+    def warn_if_not_fail_open(self) -> tuple[int, ...]:
+        """The ml-commons version; refuses a node without it, warns when it cannot fall back."""
         engine, ml = self.versions()
         if ml is None:
             raise InputError(f"OpenSearch {_dotted(engine)} at {self.url} has no ml-commons plugin "
@@ -98,6 +99,7 @@ class OpenSearchInstaller:
             logger.warning("ml-commons %s ignores ignore_failure in search pipelines (fixed in 2.19.1.0): "
                            "when tsqr serve fails, pipeline searches fail instead of using the original query",
                            _dotted(ml))
+        return ml
 
     def _settings(self) -> dict[str, dict]:
         answer = self._call("GET", "/_cluster/settings?include_defaults=true&flat_settings=true")
