@@ -33,7 +33,14 @@ def test_cli_install_uninstall_and_render(engine, capsys, tmp_path, monkeypatch)
     url = engine_url(engine)
     monkeypatch.setenv("TSQR_API_KEY", "secret-token")
     name = "tsqr-cli-test"
-    assert main(["opensearch", "install", "--url", url, "--service-url", "http://10.1.2.3:8000", "--name", name]) == 0
+    # Nothing answers at 10.1.2.3: install's closing rewrite through OpenSearch fails, loudly, and
+    # leaves the cluster as it was.
+    before = cluster_state(url)
+    assert main(["opensearch", "install", "--url", url, "--service-url", "http://10.1.2.3:8000", "--name", name]) == 2
+    assert "a rewrite through OpenSearch failed" in capsys.readouterr().err
+    assert cluster_state(url) == before
+    assert main(["opensearch", "install", "--url", url, "--service-url", "http://10.1.2.3:8000", "--name", name,
+                 "--no-check"]) == 0
     out = capsys.readouterr().out
     assert f"search_pipeline={name}-rewrite" in out and "model_id: " in out
     settings = httpx.get(f"{url}/_cluster/settings", params={"flat_settings": "true"}).json()["persistent"]
@@ -50,6 +57,20 @@ def test_cli_install_uninstall_and_render(engine, capsys, tmp_path, monkeypatch)
     assert "plugins.ml_commons.connector.private_ip_enabled" not in after
     assert main(["opensearch", "render", "--output", str(tmp_path)]) == 0
     assert (tmp_path / "opensearch" / "connector.json").is_file()
+
+
+def cluster_state(url: str) -> dict:
+    """What an install may touch: settings, connectors, models, model groups, pipelines, templates."""
+    def hits(path):
+        answer = httpx.post(f"{url}{path}", json={"query": {"match_all": {}}, "size": 1000})
+        return sorted(hit["_id"] for hit in answer.json().get("hits", {}).get("hits", [])) if answer.status_code == 200 else []
+
+    settings = httpx.get(f"{url}/_cluster/settings", params={"flat_settings": "true"}).json()
+    return {"settings": settings, "connectors": hits("/_plugins/_ml/connectors/_search"),
+            "models": hits("/_plugins/_ml/models/_search"), "groups": hits("/_plugins/_ml/model_groups/_search"),
+            "search pipelines": sorted(httpx.get(f"{url}/_search/pipeline").json()),
+            "ingest pipelines": sorted(httpx.get(f"{url}/_ingest/pipeline").json()),
+            "index templates": sorted(t["name"] for t in httpx.get(f"{url}/_index_template").json()["index_templates"])}
 
 
 def test_render_needs_an_output_folder(capsys):

@@ -132,41 +132,71 @@ def ingest_pipeline(field: str = DEFAULT_FIELD) -> dict:
 # ml-commons 2.19+ refuses a connector without credentials ("Connector credential is null or empty
 # list"); a service without a key gets this placeholder, never sent anywhere.
 NO_CREDENTIAL = "unused"
+# How long a pipeline search waits for its rewrite: the service is asked to answer (with the
+# original query, if the model is slower) within the budget, and the connector waits a little longer.
+DEFAULT_REWRITE_BUDGET_S = 10
+CONNECT_TIMEOUT_S = 5
+MAX_CONNECTIONS = 30
+MODEL_DESCRIPTION = "TongSearch-QR query rewriter (remote, through tsqr serve)"
+GROUP_DESCRIPTION = "tsqr: TongSearch-QR query rewriter models (tsqr opensearch install)"
 
 
-def connector(service_url: str, name: str = DEFAULT_NAME, mode: str = "replace", api_key: str | None = None) -> dict:
+def connector(service_url: str, name: str = DEFAULT_NAME, mode: str = "replace", api_key: str | None = None,
+              budget_s: int = DEFAULT_REWRITE_BUDGET_S) -> dict:
     """An HTTP connector to the service's ``/v1/rewrite``.
 
     ml-commons substitutes ``${parameters.query}`` with the query text JSON-escaped but *not*
-    quoted (``StringUtils.toJson`` returns a string unchanged; the remote executor's
-    ``escapeJson`` adds no quotes), so the body template quotes it itself.
+    quoted (``StringUtils.toJson`` returns a string unchanged; ``escapeRemoteInferenceInputData``
+    adds no quotes), so the body template quotes it itself. The substitution is recursive
+    (commons-text ``StringSubstitutor``): a query holding ``${parameters.<name>}`` would get that
+    connector parameter's value, so ``mode`` and the budget are written into the body, not kept as
+    parameters. A query that is itself a JSON object or array is not escaped at all
+    (``StringUtils.isJson``): the body is then invalid and the search runs unrewritten.
+
+    ``client_config``: ml-commons reads both timeouts as seconds (``HttpJsonConnectorExecutor``);
+    its defaults were 30,000 (8 h) before 3.6.0.0 and 30 since, and it never retries a plain
+    error (``max_retry_times`` 0, and only throttling is retried).
     """
+    if not (isinstance(budget_s, int) and 1 <= budget_s <= 300):
+        raise InputError(f"the rewrite budget must be 1 to 300 whole seconds, got {budget_s!r}")
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = "Bearer ${credential.api_key}"
+    body = {"queries": ["<query>"], "mode": mode, "timeout": budget_s}
     return {
         "name": _check_name(name),
         "description": "TongSearch-QR query rewriting through tsqr serve (prompt built server-side)",
         "version": 1,
         "protocol": "http",
-        "parameters": {"mode": mode},
+        "parameters": {},
         "credential": {"api_key": api_key or NO_CREDENTIAL},
+        "client_config": {"connection_timeout": CONNECT_TIMEOUT_S, "read_timeout": budget_s + 2,
+                          "max_connection": MAX_CONNECTIONS, "max_retry_times": 0},
         "actions": [{
             "action_type": "predict",
             "method": "POST",
             "url": service_endpoint(service_url),
             "headers": headers,
-            "request_body": '{ "queries": ["${parameters.query}"], "mode": "${parameters.mode}" }',
+            "request_body": json.dumps(body).replace('"<query>"', '"${parameters.query}"'),
         }],
     }
 
 
-def model_registration(connector_id: str, name: str = DEFAULT_NAME) -> dict:
+def model_group(name: str = DEFAULT_NAME, access: dict | None = None) -> dict:
+    """``POST _plugins/_ml/model_groups/_register``. ``access`` (``access_mode``, ``backend_roles``)
+    only where model access control is on: ml-commons refuses those fields otherwise."""
+    return {"name": _check_name(name), "description": GROUP_DESCRIPTION, **(access or {})}
+
+
+def model_registration(connector_id: str, name: str = DEFAULT_NAME, group_id: str | None = None) -> dict:
+    # Without a group, ml-commons creates one named after the model, or adds a version to the group
+    # of that name (TransportRegisterModelAction); install registers its own group first.
     return {
         "name": _check_name(name),
         "function_name": "remote",
-        "description": "TongSearch-QR query rewriter (remote, through tsqr serve)",
+        "description": MODEL_DESCRIPTION,
         "connector_id": connector_id,
+        **({"model_group_id": group_id} if group_id else {}),
     }
 
 
@@ -291,7 +321,8 @@ def rendered_documents() -> dict[str, dict]:
         "opensearch/ingest-pipeline.json": ingest_pipeline(),
         "opensearch/cluster-settings.json": cluster_settings(url),
         "opensearch/connector.json": connector(url),
-        "opensearch/model.json": model_registration("<connector_id>"),
+        "opensearch/model-group.json": model_group(),
+        "opensearch/model.json": model_registration("<connector_id>", group_id="<model_group_id>"),
         "opensearch/search-pipeline-rewrite.json": rewrite_pipeline("<model_id>"),
         "opensearch/search-pipeline-template.json": template_pipeline("<model_id>"),
         "opensearch/search-template-example.json": template_search("Why do moths circle street lamps?"),

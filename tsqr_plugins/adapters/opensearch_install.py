@@ -1,36 +1,108 @@
 """`tsqr opensearch install|uninstall`: the native OpenSearch stage, with no Python in the search path.
 
-Install (idempotent): trust the service's endpoint in ml-commons' cluster settings, create the
-HTTP connector to ``tsqr serve``'s ``/v1/rewrite``, register and deploy the remote model, create the
-search pipelines (write-in-place ``<name>-rewrite``; template variant ``<name>-rewrite-template``)
-and, optionally, the index template and BRIGHT ingest pipeline. Every document sent is built by
-``engine_configs`` (the same JSON as in ``integrations/opensearch/``).
+Install (idempotent): a model group of its own, the cluster settings ml-commons needs for the
+service's endpoint, the HTTP connector to ``tsqr serve``'s ``/v1/rewrite``, the remote model
+(registered in the group, deployed, and checked with one real ``_predict``), the search pipelines
+(write-in-place ``<name>-rewrite``; template variant ``<name>-rewrite-template``) and, optionally,
+the index template and BRIGHT ingest pipeline. Every document sent is built by ``engine_configs``
+(the same JSON as in ``integrations/opensearch/``).
+
+What install creates carries tsqr's marker (the connector's ``tsqr_install`` record, the group's
+description, the pipelines' processor tags, the template's ``_meta``); uninstall removes only
+what carries it and nothing still referenced by something else, gives back only the settings no
+other tsqr install needs (``opensearch_trust``), and reports what it had to leave.
+
+A reinstall that changes the connector (another URL, API key, budget or tsqr version) builds the
+new connector and model first, points the pipelines at them, and only then removes the old ones:
+ml-commons refuses to delete a model a pipeline still names (409 with
+``plugins.ml_commons.safe_delete_model``, ``DeleteModelTransportAction`` 2.19.0.0+), a deployed
+model (400: undeploy first), or a connector a model still uses (409).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
+import secrets
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError, ServerUnavailableError
 from . import engine_configs as configs
+from .opensearch_trust import TrustRecord, plan_trust, plan_untrust
 
 logger = logging.getLogger(__name__)
 
-TRUSTED = "plugins.ml_commons.trusted_connector_endpoints_regex"
-PRIVATE_IP = "plugins.ml_commons.connector.private_ip_enabled"
 # ml-commons tasks that will not change state again (ml-commons MLTaskState).
 FINAL_TASK_STATES = ("FAILED", "CANCELLED", "COMPLETED_WITH_ERROR", "EXPIRED", "UNREACHABLE")
 # Before ml-commons 2.19.1.0 the ml_inference processor never sees `ignore_failure` (core strips it
 # from the config before the factory reads it; fixed by ml-commons #3564): a failing service fails
 # the search instead of falling back to the original query.
 FAIL_OPEN_SINCE = (2, 19, 1)
-# Where install records the settings it found, to restore them on uninstall.
-RESTORE_PARAMETER = "tsqr_restore"
+RECORD = "tsqr_install"            # the connector parameter holding this install's record
+LEGACY_RECORD = "tsqr_restore"     # what tsqr wrote there before (the settings it found)
+ACCESS_CONTROL = "plugins.ml_commons.model_access_control_enabled"
 CONNECTORS = "/_plugins/_ml/connectors/_search"
+MODELS = "/_plugins/_ml/models/_search"
+GROUPS = "/_plugins/_ml/model_groups/_search"
+MODEL_ACCESS = ("public", "restricted", "private")
+CHECK_QUERY = "tsqr install check: why do moths circle street lamps?"
+KDF_ITERATIONS = 200_000
+
+
+class RefusedError(InputError):
+    """OpenSearch answered 4xx; ``status`` says which."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Connector:
+    """A tsqr connector on the cluster, with its install record."""
+
+    id: str
+    name: str
+    source: dict
+    record: TrustRecord
+    # models known to use it: one registered a moment ago may not be searchable yet
+    models: set[str] = field(default_factory=set)
+
+    @property
+    def key_digest(self) -> str:
+        return self.source.get("parameters", {}).get("tsqr_key", "")
+
+
+@dataclass
+class Report:
+    """What an install or uninstall did, and what it left and why."""
+
+    done: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+
+def key_digest(api_key: str | None, salt: str | None = None) -> str:
+    """A salted, slow digest of the service's API key (stored in the connector, where ml-commons
+    keeps the key itself encrypted), to notice a changed key without storing it."""
+    if not api_key:
+        return ""
+    salt = salt or secrets.token_hex(8)
+    digest = hashlib.pbkdf2_hmac("sha256", api_key.encode(), bytes.fromhex(salt), KDF_ITERATIONS).hex()
+    return f"pbkdf2-sha256${KDF_ITERATIONS}${salt}${digest}"
+
+
+def same_key(stored: str, api_key: str | None) -> bool:
+    if not stored or not api_key:
+        return not stored and not api_key
+    try:
+        _, _, salt, _ = stored.split("$")
+        return secrets.compare_digest(stored, key_digest(api_key, salt))
+    except ValueError:
+        return False
 
 
 class OpenSearchInstaller:
@@ -53,41 +125,25 @@ class OpenSearchInstaller:
         if response.status_code == 404 and missing_ok:
             return {}
         if response.status_code >= 400:
-            raise InputError(f"OpenSearch refused {method} {path} ({response.status_code}): {response.text[:500]}")
+            raise RefusedError(f"OpenSearch refused {method} {path} ({response.status_code}): {response.text[:500]}",
+                               response.status_code)
         return response.json() if response.content else {}
 
-    # -- install ------------------------------------------------------------------------------
+    def _hits(self, path: str, query: dict) -> list[dict]:
+        """Every hit of an ml-commons search (missing index: none)."""
+        body = {"query": query, "size": 1000}
+        return self._call("POST", path, body, missing_ok=True).get("hits", {}).get("hits", [])
 
-    def install(self, service_url: str, name: str = configs.DEFAULT_NAME, field: str = configs.DEFAULT_FIELD,
-                api_key: str | None = None, index_template: bool = True) -> dict[str, str]:
-        configs.service_endpoint(service_url)  # a bad URL fails before anything is changed
-        ml_commons = self.warn_if_not_fail_open()
-        existing = self._search(CONNECTORS, name)
-        previous = _ours(existing)
-        if existing and previous is None:  # refused before any setting is changed
-            raise InputError(f"a connector named {name!r} exists that tsqr did not create; choose another --name")
-        restore = json.loads(previous["parameters"][RESTORE_PARAMETER]) if previous else None
-        settings_before = self.trust(service_url)
-        connector_id = self.ensure_connector(service_url, name, api_key, restore or settings_before, previous)
-        model_id = self.ensure_model(connector_id, name)
-        self.deploy(model_id)
-        pipelines = {f"{name}-rewrite": configs.rewrite_pipeline(model_id, field, ml_commons),
-                     f"{name}-rewrite-template": configs.template_pipeline(model_id, ml_commons)}
-        for pipeline, document in pipelines.items():
-            self._call("PUT", f"/_search/pipeline/{pipeline}", document)
-        installed = {"connector_id": connector_id, "model_id": model_id, "search_pipelines": ", ".join(pipelines)}
-        if index_template:
-            self._call("PUT", f"/_index_template/{name}", configs.index_template(name, field))
-            self._call("PUT", f"/_ingest/pipeline/{name}-bright", configs.ingest_pipeline(field))
-            installed.update(index_template=name, ingest_pipeline=f"{name}-bright")
-        return installed
+    # -- what is on the cluster ------------------------------------------------------------------
 
     def versions(self) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
         """(OpenSearch version, ml-commons version or None when the plugin is absent)."""
         engine = _version(self._call("GET", "/").get("version", {}).get("number", "0"))
-        plugins = self._call("GET", "/_cat/plugins?format=json")
-        ml = [_version(p.get("version", "0")) for p in plugins if p.get("component") == "opensearch-ml"]
+        ml = [_version(p.get("version", "0")) for p in self._plugins() if p.get("component") == "opensearch-ml"]
         return engine, (ml[0] if ml else None)
+
+    def _plugins(self) -> list[dict]:
+        return self._call("GET", "/_cat/plugins?format=json")
 
     def warn_if_not_fail_open(self) -> tuple[int, ...]:
         """The ml-commons version; refuses a node without it, warns when it cannot fall back."""
@@ -105,83 +161,204 @@ class OpenSearchInstaller:
         answer = self._call("GET", "/_cluster/settings?include_defaults=true&flat_settings=true")
         return {scope: answer.get(scope, {}) for scope in ("persistent", "transient", "defaults")}
 
-    @staticmethod
-    def _effective(settings: dict[str, dict], key: str) -> tuple[str, Any]:
-        """(scope that decides, its value): transient overrides persistent overrides defaults."""
-        for scope in ("transient", "persistent", "defaults"):
-            if key in settings[scope]:
-                return scope, settings[scope][key]
-        return "defaults", None
-
-    def trust(self, service_url: str) -> dict:
-        """Add the service to the effective trusted endpoints (built-in defaults kept) and allow
-        private addresses when the service resolves to one. Returns what it found, to restore."""
-        settings = self._settings()
-        before = {key: {**{scope: settings[scope].get(key) for scope in ("persistent", "transient")},
-                        "effective": self._effective(settings, key)[1]}
-                  for key in (TRUSTED, PRIVATE_IP)}
-        scope, regexes = self._effective(settings, TRUSTED)
-        regexes = list(regexes or [])
-        wanted = configs.trusted_endpoint_regex(service_url)
-        target = "transient" if scope == "transient" else "persistent"
-        update: dict[str, dict] = {}
-        if wanted not in regexes:
-            update.setdefault(target, {})[TRUSTED] = regexes + [wanted]
-        if configs.is_private_host(service_url):
-            scope, enabled = self._effective(settings, PRIVATE_IP)
-            if str(enabled).lower() != "true":
-                update.setdefault("transient" if scope == "transient" else "persistent", {})[PRIVATE_IP] = True
-        if update:
-            self._call("PUT", "/_cluster/settings", update)
-        return before
-
-    def restore_settings(self, before: dict, endpoint_regex: str) -> None:
-        """Undo ``trust``: our regex leaves the list; each scope we changed gets its value back
-        (unset, if it was) unless someone changed it since, then only our entry is removed."""
-        settings = self._settings()
-        update: dict[str, dict] = {}
-        recorded = before.get(TRUSTED, {})
-        for scope in ("persistent", "transient"):
-            current = settings[scope].get(TRUSTED)
-            if current is None or endpoint_regex not in current:
+    def tsqr_connectors(self) -> list[Connector]:
+        """Every connector a tsqr install made (it carries the install record)."""
+        found = []
+        for hit in self._hits(CONNECTORS, {"match_all": {}}):
+            source = hit.get("_source", {})
+            parameters = source.get("parameters") or {}
+            actions = source.get("actions") or [{}]
+            url = actions[0].get("url", "")
+            try:
+                if RECORD in parameters:
+                    record = TrustRecord.from_json(parameters[RECORD])
+                elif LEGACY_RECORD in parameters:
+                    record = TrustRecord.from_legacy(json.loads(parameters[LEGACY_RECORD]), configs.endpoint_regex(url),
+                                                     configs.is_private_host(url))
+                else:
+                    continue
+            except (ValueError, KeyError, TypeError) as error:
+                logger.warning("connector %s carries a damaged tsqr record (%s); left alone", hit["_id"], error)
                 continue
-            remaining = [r for r in current if r != endpoint_regex]
-            unchanged_since = remaining == list(recorded.get("effective") or [])
-            update.setdefault(scope, {})[TRUSTED] = recorded.get(scope) if unchanged_since else remaining
-        for scope in ("persistent", "transient"):
-            old = before.get(PRIVATE_IP, {}).get(scope)
-            if settings[scope].get(PRIVATE_IP) != old:
-                update.setdefault(scope, {})[PRIVATE_IP] = old
+            found.append(Connector(hit["_id"], source.get("name", ""), source, record))
+        return found
+
+    def _group(self, name: str) -> dict | None:
+        """The model group named ``name`` ({"_id", **source}), if any."""
+        for hit in self._hits(GROUPS, {"term": {"name.keyword": name}}):
+            if hit.get("_source", {}).get("name") == name:
+                return {"_id": hit["_id"], **hit["_source"]}
+        return None
+
+    def _models(self, connector_ids: set[str]) -> list[dict]:
+        """The models (whole documents, not chunks) using one of these connectors."""
+        if not connector_ids:
+            return []
+        hits = self._hits(MODELS, {"bool": {"should": [{"match_phrase": {"connector_id": cid}} for cid in connector_ids]}})
+        return [{"_id": h["_id"], **h["_source"]} for h in hits
+                if h.get("_source", {}).get("connector_id") in connector_ids and "chunk_number" not in h["_source"]]
+
+    def _pipelines_using(self, model_id: str) -> list[str]:
+        """Search and ingest pipelines naming ``model_id`` anywhere (as ml-commons' own check does)."""
+        users = []
+        for kind, path in (("search", "/_search/pipeline"), ("ingest", "/_ingest/pipeline")):
+            for pipeline, document in self._call("GET", path, missing_ok=True).items():
+                if model_id in _model_ids(document):
+                    users.append(f"{kind} pipeline {pipeline}")
+        return users
+
+    def _access_control_on(self) -> bool:
+        """Whether ml-commons applies model access control (the setting, and a security plugin:
+        ModelAccessControlHelper needs a user to check)."""
+        from .opensearch_trust import effective
+
+        _, enabled = effective(self._settings(), ACCESS_CONTROL)
+        secured = any(p.get("component") == "opensearch-security" for p in self._plugins())
+        return secured and str(enabled).lower() == "true"
+
+    # -- install -------------------------------------------------------------------------------
+
+    def install(self, service_url: str, name: str = configs.DEFAULT_NAME, field: str = configs.DEFAULT_FIELD,
+                api_key: str | None = None, index_template: bool = True, *, budget_s: int = configs.DEFAULT_REWRITE_BUDGET_S,
+                model_access: str = "public", backend_roles: tuple[str, ...] = (), check: bool = True) -> dict[str, str]:
+        """Install (or bring up to date) the stage named ``name``; returns what it made."""
+        report = Report()
+        wanted = configs.connector(service_url, name, api_key=api_key, budget_s=budget_s)  # bad input fails first
+        ml_commons = self.warn_if_not_fail_open()
+        access = self._access_fields(model_access, backend_roles)
+        connectors = self.tsqr_connectors()
+        previous = [c for c in connectors if c.name == name]
+        self._refuse_foreign(name, previous)
+        group_id, new_group = self._ensure_group(name, access, report)
+
+        current = next((c for c in previous if _same_connector(c.source, wanted) and same_key(c.key_digest, api_key)), None)
+        model_id = None
+        if current is not None:
+            model_id = next((m["_id"] for m in self._models({current.id}) if m.get("model_group_id") == group_id), None)
+        if model_id is None:
+            current, model_id = self._create(service_url, wanted, api_key, name, group_id, connectors, report)
+        else:
+            # the same connector: still deployed (a node restart may have dropped it), settings still in place
+            self._trust(service_url, [c.record for c in connectors if c.id != current.id])
+            self.deploy(model_id)
+        if check:
+            try:
+                self.check(model_id, service_url)
+            except InputError:
+                if current.id not in {c.id for c in previous}:  # made just now: nothing of it stays
+                    self._remove(name, [current], connectors, Report())
+                    if new_group:
+                        self._delete_group(group_id, report)
+                raise
+        pipelines = {f"{name}-rewrite": configs.rewrite_pipeline(model_id, field, ml_commons),
+                     f"{name}-rewrite-template": configs.template_pipeline(model_id, ml_commons)}
+        for pipeline, document in pipelines.items():
+            self._call("PUT", f"/_search/pipeline/{pipeline}", document)
+        outdated = [c for c in previous if c.id != current.id]
+        if outdated:  # only now: the pipelines no longer name their models
+            self._remove(name, outdated, [c for c in self.tsqr_connectors() if c.id not in {o.id for o in outdated}], report)
+        installed = {"connector_id": current.id, "model_id": model_id, "model_group_id": group_id,
+                     "search_pipelines": ", ".join(pipelines)}
+        if index_template:
+            self._call("PUT", f"/_index_template/{name}", configs.index_template(name, field))
+            self._call("PUT", f"/_ingest/pipeline/{name}-bright", configs.ingest_pipeline(field))
+            installed.update(index_template=name, ingest_pipeline=f"{name}-bright")
+        for line in report.kept:
+            logger.warning("left in place: %s", line)
+        return installed
+
+    def _access_fields(self, model_access: str, backend_roles: tuple[str, ...]) -> dict:
+        """The model group's access fields, where model access control is on (ml-commons refuses
+        them otherwise: MLModelGroupManager.createModelGroup)."""
+        if model_access not in MODEL_ACCESS:
+            raise InputError(f"--model-access must be one of {', '.join(MODEL_ACCESS)}, got {model_access!r}")
+        if (model_access == "restricted") != bool(backend_roles):
+            raise InputError("backend roles go with --model-access restricted, and restricted needs at least one")
+        if not self._access_control_on():
+            if model_access != "public":
+                raise InputError(f"model access control is off on {self.url} ({ACCESS_CONTROL}, or no security "
+                                 "plugin): every model is public there, so --model-access does not apply")
+            return {}
+        # public by default: a private group (what ml-commons makes when none is said) would leave
+        # every other user's pipeline searches unrewritten (predict answers 403, the search falls back)
+        access = {"access_mode": model_access}
+        if backend_roles:
+            access["backend_roles"] = list(backend_roles)
+        return access
+
+    def _refuse_foreign(self, name: str, previous: list[Connector]) -> None:
+        """Before anything changes: the names install uses must be free or tsqr's."""
+        hits = self._hits(CONNECTORS, {"term": {"name.keyword": name}})
+        if any(hit["_id"] not in {c.id for c in previous} for hit in hits if hit.get("_source", {}).get("name") == name):
+            raise InputError(f"a connector named {name!r} exists that tsqr did not create; choose another --name")
+        group = self._group(name)
+        if group is not None and not _is_our_group(group):
+            raise InputError(f"a model group named {name!r} exists that tsqr did not create; choose another --name")
+        for pipeline in (f"{name}-rewrite", f"{name}-rewrite-template"):
+            document = self._call("GET", f"/_search/pipeline/{pipeline}", missing_ok=True).get(pipeline)
+            if document is not None and not _is_our_pipeline(document):
+                raise InputError(f"a search pipeline {pipeline!r} exists that tsqr did not create; choose another --name")
+
+    def _ensure_group(self, name: str, access: dict, report: Report) -> tuple[str, bool]:
+        """The install's model group (id, whether made just now)."""
+        group = self._group(name)
+        if group is not None:
+            return group["_id"], False
+        answer = self._call("POST", "/_plugins/_ml/model_groups/_register", configs.model_group(name, access))
+        report.done.append(f"model group {answer['model_group_id']}")
+        return answer["model_group_id"], True
+
+    def _trust(self, service_url: str, others: list[TrustRecord]) -> TrustRecord:
+        update, record = plan_trust(self._settings(), configs.trusted_endpoint_regex(service_url),
+                                    configs.is_private_host(service_url), others)
         if update:
             self._call("PUT", "/_cluster/settings", update)
+        return record
 
-    def ensure_connector(self, service_url: str, name: str, api_key: str | None, restore: dict,
-                         previous: dict | None) -> str:
-        """Our connector for this service: ``previous`` (tsqr's connector of this name, if any) when
-        it is the same, else a new one in its place."""
-        wanted = configs.connector(service_url, name, api_key=api_key)
-        wanted["parameters"][RESTORE_PARAMETER] = json.dumps(restore, sort_keys=True)
-        if previous is not None:
-            if _same_connector(previous, wanted) and api_key is None:
-                return previous["_id"]
-            # outdated (another URL, body or version of tsqr) or a key we cannot compare: replace it
-            self._remove_models_and_connector(name)
-        return self._call("POST", "/_plugins/_ml/connectors/_create", wanted)["connector_id"]
-
-    def ensure_model(self, connector_id: str, name: str) -> str:
-        for hit in self._search("/_plugins/_ml/models/_search", name):
-            if hit.get("_source", {}).get("connector_id") == connector_id:
-                return hit["_id"]
-        answer = self._call("POST", "/_plugins/_ml/models/_register", configs.model_registration(connector_id, name))
-        model_id = answer.get("model_id") or self._wait_task(answer["task_id"]).get("model_id")
-        if not model_id:
-            raise InputError(f"OpenSearch did not return a model id for {name!r}: {answer}")
-        return model_id
+    def _create(self, service_url: str, wanted: dict, api_key: str | None, name: str, group_id: str,
+                connectors: list[Connector], report: Report) -> tuple[Connector, str]:
+        """A new connector and model for this install (settings first: ml-commons reads them then)."""
+        record = self._trust(service_url, [c.record for c in connectors])
+        document = json.loads(json.dumps(wanted))
+        document["parameters"].update({RECORD: record.to_json(), "tsqr_key": key_digest(api_key)})
+        connector_id = self._call("POST", "/_plugins/_ml/connectors/_create", document)["connector_id"]
+        connector = Connector(connector_id, name, document, record)
+        report.done.append(f"connector {connector_id}")
+        try:
+            answer = self._call("POST", "/_plugins/_ml/models/_register",
+                                configs.model_registration(connector_id, name, group_id))
+            model_id = answer.get("model_id") or self._wait_task(answer["task_id"]).get("model_id")
+            if not model_id:
+                raise InputError(f"OpenSearch did not return a model id for {name!r}: {answer}")
+            connector.models.add(model_id)
+            self.deploy(model_id)
+        except Exception:
+            self._remove(name, [connector], connectors, Report())
+            raise
+        report.done.append(f"model {model_id}")
+        return connector, model_id
 
     def deploy(self, model_id: str) -> None:
+        # a remote model answers synchronously, COMPLETED (TransportDeployModelAction.deployRemoteModel)
         answer = self._call("POST", f"/_plugins/_ml/models/{model_id}/_deploy")
         if answer.get("task_id") and answer.get("status") not in ("COMPLETED", "DEPLOYED"):
             self._wait_task(answer["task_id"])
+
+    def check(self, model_id: str, service_url: str) -> None:
+        """One real ``_predict`` through the model: the node reaches the service and reads its answer."""
+        try:
+            answer = self._call("POST", f"/_plugins/_ml/models/{model_id}/_predict",
+                                {"parameters": {"query": CHECK_QUERY}})
+            text = answer["inference_results"][0]["output"][0]["dataAsMap"]["rewrites"][0]["text"]
+            if not isinstance(text, str):
+                raise TypeError(f"the rewrite is {type(text).__name__}, not text")
+        except RefusedError as error:
+            raise InputError(f"installed, but a rewrite through OpenSearch failed: {error}\n"
+                             f"{_likely_cause(str(error), service_url)}\n(nothing of this install was left "
+                             "behind; --no-check installs without this check)") from None
+        except (KeyError, IndexError, TypeError) as error:
+            raise InputError(f"installed, but the answer through OpenSearch has no rewrite ({error}): is "
+                             f"{service_url} a tsqr serve?") from None
 
     def _wait_task(self, task_id: str, deadline_s: float = 60.0) -> dict:
         end = time.monotonic() + deadline_s
@@ -196,61 +373,155 @@ class OpenSearchInstaller:
                 raise ServerUnavailableError(f"ml-commons task {task_id} still {state} after {deadline_s:.0f} s")
             time.sleep(0.5)
 
-    def _search(self, path: str, name: str) -> list[dict]:
-        body = {"query": {"term": {"name.keyword": name}}, "size": 10}
-        hits = self._call("POST", path, body, missing_ok=True).get("hits", {}).get("hits", [])
-        # Model searches also return the chunks of local models; keep whole documents named so.
-        return [h for h in hits if h.get("_source", {}).get("name") == name and "chunk_number" not in h.get("_source", {})]
+    # -- uninstall -----------------------------------------------------------------------------
 
-    # -- uninstall ----------------------------------------------------------------------------
-
-    def uninstall(self, name: str = configs.DEFAULT_NAME, index_template: bool = True) -> list[str]:
-        """Remove what install created and put the cluster settings it changed back as they were."""
-        removed = []
+    def uninstall(self, name: str = configs.DEFAULT_NAME, index_template: bool = True) -> Report:
+        """Remove what install made under ``name`` and give back the settings only it needed."""
+        report = Report()
         for pipeline in (f"{name}-rewrite", f"{name}-rewrite-template"):
-            if self._call("DELETE", f"/_search/pipeline/{pipeline}", missing_ok=True):
-                removed.append(f"search pipeline {pipeline}")
-        connector = _ours(self._search(CONNECTORS, name))
-        removed += self._remove_models_and_connector(name)
-        if connector is not None:
-            before = json.loads(connector["parameters"][RESTORE_PARAMETER])
-            for action in connector.get("actions", []):
-                self.restore_settings(before, configs.endpoint_regex(action["url"]))
-            removed.append("cluster settings restored")
+            document = self._call("GET", f"/_search/pipeline/{pipeline}", missing_ok=True).get(pipeline)
+            if document is None:
+                continue
+            if not _is_our_pipeline(document):
+                report.kept.append(f"search pipeline {pipeline}: tsqr did not create it")
+                continue
+            self._call("DELETE", f"/_search/pipeline/{pipeline}", missing_ok=True)
+            report.done.append(f"search pipeline {pipeline}")
+        connectors = self.tsqr_connectors()
+        ours = [c for c in connectors if c.name == name]
+        self._remove(name, ours, [c for c in connectors if c.name != name], report)
+        group = self._group(name)
+        if group is not None and _is_our_group(group):
+            self._delete_group(group["_id"], report)
         if index_template:
-            if self._call("DELETE", f"/_index_template/{name}", missing_ok=True):
-                removed.append(f"index template {name}")
-            if self._call("DELETE", f"/_ingest/pipeline/{name}-bright", missing_ok=True):
-                removed.append(f"ingest pipeline {name}-bright")
-        return removed
+            self._remove_owned(f"/_index_template/{name}", f"index template {name}", report,
+                               lambda d: any(t.get("index_template", {}).get("_meta", {}).get("managed_by") == "tsqr"
+                                             for t in d.get("index_templates", [])))
+            self._remove_owned(f"/_ingest/pipeline/{name}-bright", f"ingest pipeline {name}-bright", report,
+                               lambda d: str(d.get(f"{name}-bright", {}).get("description", "")).startswith("tsqr:"))
+        return report
 
-    def _remove_models_and_connector(self, name: str) -> list[str]:
-        removed = []
-        for hit in self._search("/_plugins/_ml/models/_search", name):
-            self._call("POST", f"/_plugins/_ml/models/{hit['_id']}/_undeploy", missing_ok=True)
-            self._call("DELETE", f"/_plugins/_ml/models/{hit['_id']}", missing_ok=True)
-            removed.append(f"model {hit['_id']}")
-        for hit in self._search(CONNECTORS, name):
-            self._call("DELETE", f"/_plugins/_ml/connectors/{hit['_id']}", missing_ok=True)
-            removed.append(f"connector {hit['_id']}")
-        return removed
+    def _remove(self, name: str, connectors: list[Connector], staying: list[Connector], report: Report) -> None:
+        """Remove ``connectors`` and their models, then give back the settings that no connector in
+        ``staying`` (nor a connector that had to stay) needs. Settings are given back even when a
+        removal fails; what stays is reported."""
+        kept: list[Connector] = []
+        try:
+            for connector in connectors:
+                if not self._remove_connector(connector, report):
+                    kept.append(connector)
+        finally:
+            leaving = {c.id for c in connectors} - {c.id for c in kept}
+            others = [c.record for c in staying + kept if c.id not in leaving]
+            settings = self._settings()
+            for connector in connectors:
+                if connector.id not in leaving:
+                    continue
+                update = plan_untrust(settings, connector.record, others)
+                if update:
+                    self._call("PUT", "/_cluster/settings", update)
+                    settings = self._settings()
+                    report.done.append(f"cluster settings given back ({connector.id})")
+
+    def _remove_connector(self, connector: Connector, report: Report) -> bool:
+        """The connector and its models, unless something still names them; whether it is gone."""
+        whole = True
+        for model_id in sorted({model["_id"] for model in self._models({connector.id})} | connector.models):
+            users = self._pipelines_using(model_id)
+            if users:
+                report.kept.append(f"model {model_id}: {', '.join(users)} still use it")
+                whole = False
+                continue
+            try:
+                self._call("POST", f"/_plugins/_ml/models/{model_id}/_undeploy", missing_ok=True)
+                self._call("DELETE", f"/_plugins/_ml/models/{model_id}", missing_ok=True)
+                report.done.append(f"model {model_id}")
+            except RefusedError as error:
+                report.kept.append(f"model {model_id}: {error}")
+                whole = False
+        if not whole:
+            report.kept.append(f"connector {connector.id}: its model stays")
+            return False
+        try:
+            self._call("DELETE", f"/_plugins/_ml/connectors/{connector.id}", missing_ok=True)
+        except RefusedError as error:  # a model tsqr did not make uses it
+            report.kept.append(f"connector {connector.id}: {error}")
+            return False
+        report.done.append(f"connector {connector.id}")
+        return True
+
+    def _delete_group(self, group_id: str, report: Report, patience_s: float = 5.0) -> None:
+        """ml-commons refuses (409) while a search still finds a model in the group; a model deleted a
+        moment ago stays findable until the model index refreshes, so a refusal is retried briefly."""
+        end = time.monotonic() + patience_s
+        while True:
+            try:
+                self._call("DELETE", f"/_plugins/_ml/model_groups/{group_id}", missing_ok=True)
+                report.done.append(f"model group {group_id}")
+                return
+            except RefusedError as error:
+                if error.status != 409 or time.monotonic() > end:
+                    report.kept.append(f"model group {group_id}: it still holds models ({error})")
+                    return
+                time.sleep(0.5)
+
+    def _remove_owned(self, path: str, what: str, report: Report, ours) -> None:
+        document = self._call("GET", path, missing_ok=True)
+        if not document:
+            return
+        if not ours(document):
+            report.kept.append(f"{what}: tsqr did not create it")
+            return
+        self._call("DELETE", path, missing_ok=True)
+        report.done.append(what)
 
 
-def _ours(hits: list[dict]) -> dict | None:
-    """The connector tsqr installed among ``hits`` (it carries the restore record), with its id."""
-    for hit in hits:
-        source = hit.get("_source", {})
-        if RESTORE_PARAMETER in source.get("parameters", {}):
-            return {"_id": hit["_id"], **source}
-    return None
+def _likely_cause(message: str, service_url: str) -> str:
+    """What usually stands behind a failed ``_predict`` to the service (ml-commons' messages)."""
+    lowered = message.lower()
+    if "private ip" in lowered or "restricted" in lowered:
+        return ("likely cause: the service's address is private and ml-commons refuses it (private_ip_enabled; "
+                "on 3.7+ also plugins.ml_commons.connector.restricted_ip_patterns in opensearch.yml)")
+    if "trusted" in lowered or "regex" in lowered:
+        return "likely cause: the service's URL is not in plugins.ml_commons.trusted_connector_endpoints_regex"
+    if "401" in lowered or "403" in lowered or "unauthorized" in lowered:
+        return "likely cause: the service wants an API key (--service-api-key-env) or the key differs"
+    return (f"likely cause: the OpenSearch node cannot reach {service_url} as written: it resolves the host "
+            "itself (in a container, 127.0.0.1 is the container; use an address the node can reach)")
+
+
+def _model_ids(document: Any) -> set[str]:
+    """Every ``model_id`` value in a pipeline document, at any depth."""
+    found: set[str] = set()
+    if isinstance(document, dict):
+        for key, value in document.items():
+            if key == "model_id" and isinstance(value, str):
+                found.add(value)
+            else:
+                found |= _model_ids(value)
+    elif isinstance(document, list):
+        for value in document:
+            found |= _model_ids(value)
+    return found
+
+
+def _is_our_pipeline(document: dict) -> bool:
+    return any(str(p.get("ml_inference", {}).get("tag", "")).startswith("tsqr_rewrite")
+               for p in document.get("request_processors", []))
+
+
+def _is_our_group(group: dict) -> bool:
+    # an older tsqr let ml-commons create the group, which took the model's description
+    return group.get("description") in (configs.GROUP_DESCRIPTION, configs.MODEL_DESCRIPTION)
 
 
 def _same_connector(stored: dict, wanted: dict) -> bool:
-    """Everything but the credential (ml-commons stores it encrypted) and the restore record."""
+    """Everything but the credential (ml-commons stores it encrypted) and tsqr's records."""
     def comparable(document: dict) -> dict:
-        parameters = {k: v for k, v in document.get("parameters", {}).items() if k != RESTORE_PARAMETER}
+        parameters = {k: v for k, v in document.get("parameters", {}).items() if k not in (RECORD, LEGACY_RECORD, "tsqr_key")}
+        client = {k: int(v) for k, v in (document.get("client_config") or {}).items() if k in wanted.get("client_config", {})}
         return {"description": document.get("description"), "version": str(document.get("version")),
-                "protocol": document.get("protocol"), "parameters": parameters,
+                "protocol": document.get("protocol"), "parameters": parameters, "client_config": client,
                 # ml-commons stores the action type upper-cased (PREDICT)
                 "actions": [{"action_type": str(a.get("action_type")).upper(), "method": str(a.get("method")).upper(),
                              **{k: a.get(k) for k in ("url", "headers", "request_body")}}

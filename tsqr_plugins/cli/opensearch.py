@@ -32,6 +32,16 @@ def add_parser(commands: Any) -> None:
             sub.add_argument("--field", default=configs.DEFAULT_FIELD, help="text field of the match queries (default text)")
             sub.add_argument("--service-api-key-env", default="TSQR_API_KEY",
                              help="environment variable holding the service's bearer token (default TSQR_API_KEY)")
+            sub.add_argument("--timeout", type=int, default=configs.DEFAULT_REWRITE_BUDGET_S,
+                             help="seconds a pipeline search waits for its rewrite; the service answers with the "
+                             f"original query past it (default {configs.DEFAULT_REWRITE_BUDGET_S})")
+            sub.add_argument("--model-access", choices=("public", "restricted", "private"), default="public",
+                             help="who may use the model where model access control is on (default public: every "
+                             "user's pipeline searches are rewritten; they need cluster:admin/opensearch/ml/predict)")
+            sub.add_argument("--backend-role", action="append", default=[], dest="backend_roles",
+                             help="with --model-access restricted: a backend role that may use the model (repeatable)")
+            sub.add_argument("--no-check", action="store_true",
+                             help="skip the rewrite through OpenSearch that install ends with (for a service not up yet)")
     render = actions.add_parser("render")
     # No default: from a clone, ./integrations holds the tracked copies of these files.
     render.add_argument("--output", "--out", dest="output", type=Path, required=True,
@@ -52,14 +62,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "install":
             installed = installer.install(args.service_url, args.name, args.field,
-                                          os.environ.get(args.service_api_key_env), not args.no_index_template)
+                                          os.environ.get(args.service_api_key_env), not args.no_index_template,
+                                          budget_s=args.timeout, model_access=args.model_access,
+                                          backend_roles=tuple(args.backend_roles), check=not args.no_check)
             for key, value in installed.items():
                 print(f"{key}: {value}")
             print(f"search with: GET /<index>/_search?search_pipeline={args.name}-rewrite "
-                  f'{{"query": {{"match": {{"{args.field}": {{"query": "..."}}}}}}}}')
+                  f'{{"query": {{"match": {{"{args.field}": "..."}}}}}}')
         else:
-            removed = installer.uninstall(args.name, not args.no_index_template)
-            print("\n".join(removed) if removed else "nothing to remove")
+            report = installer.uninstall(args.name, not args.no_index_template)
+            print("\n".join(f"removed {what}" for what in report.done) if report.done else "nothing to remove")
+            for what in report.kept:
+                print(f"left in place: {what}")
     finally:
         installer.close()
     return 0

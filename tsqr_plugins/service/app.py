@@ -99,9 +99,9 @@ class RewriteService:
 
     # ---- /v1/rewrite
     async def rewrite(self, body: Any) -> dict[str, Any]:
-        queries, mode, repeat, prompt, params, strict = self._parse_rewrite_request(body)
+        queries, mode, repeat, prompt, params, strict, budget = self._parse_rewrite_request(body)
         unique = list(dict.fromkeys(queries))
-        completions = await self._complete(unique, prompt, params, strict)
+        completions = await self._complete(unique, prompt, params, strict, budget)
         by_query = {}
         for query, (completion, cached) in zip(unique, completions):
             by_query[query] = self._to_rewrite(query, completion, cached, prompt, mode, repeat, strict)
@@ -131,6 +131,12 @@ class RewriteService:
         strict = body.get("strict", False)
         if not isinstance(strict, bool):
             raise HTTPProblem(400, "'strict' must be true or false")
+        # A caller with a deadline of its own (an OpenSearch connector) asks for an answer within it:
+        # the fallback then arrives before the caller gives up. Never longer than the service's own.
+        budget = body.get("timeout", self.config.timeout)
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget < float("inf"):
+            raise HTTPProblem(400, "'timeout' must be a positive number of seconds")
+        budget = min(float(budget), self.config.timeout)
         if mode == "concat":  # every query comes back `repeat` times: bound the answer, not just the request
             answer_chars = repeat * sum(len(query) + 1 for query in queries)
             if answer_chars > MAX_ANSWER_CHARS:
@@ -145,7 +151,7 @@ class RewriteService:
         except (InputError, TypeError) as error:
             raise HTTPProblem(400, str(error)) from error
         self._check_context(params)
-        return queries, mode, repeat, prompt, params, strict
+        return queries, mode, repeat, prompt, params, strict, budget
 
     def _check_context(self, params) -> None:
         context = getattr(self.engine, "context_length", None)
@@ -153,8 +159,10 @@ class RewriteService:
             raise HTTPProblem(400, f"max_tokens {params.max_tokens} leaves no room for the prompt in the model's "
                                    f"context of {context} tokens")
 
-    async def _complete(self, queries: list[str], prompt, params, strict: bool) -> list[tuple[Completion, bool]]:
+    async def _complete(self, queries: list[str], prompt, params, strict: bool,
+                        budget: float | None = None) -> list[tuple[Completion, bool]]:
         """Cache hits first; misses through the batcher, each within the request's time budget."""
+        budget = self.config.timeout if budget is None else budget
         params_key = params.key()
         keys = [cache_key(self.identity, prompt.id, params_key, query) for query in queries]
         hits = await self._cached(keys)
@@ -170,7 +178,7 @@ class RewriteService:
         if futures:
             # shield: a timed-out request leaves the generation running, and its result is cached
             waiting = [asyncio.shield(future) for future in futures.values()]
-            await asyncio.wait(waiting, timeout=self.config.timeout)
+            await asyncio.wait(waiting, timeout=budget)
             for key, future in futures.items():
                 if not future.done():
                     self.batcher.give_up(key)
@@ -181,7 +189,7 @@ class RewriteService:
             elif futures[key].done():
                 results.append((futures[key].result(), False))
             else:
-                timeout = BackendTimeout(f"no answer within the time budget of {self.config.timeout:g} s")
+                timeout = BackendTimeout(f"no answer within the time budget of {budget:g} s")
                 results.append((Completion.failed(timeout), False))
         return results
 
