@@ -51,6 +51,7 @@ GROUPS = "/_plugins/_ml/model_groups/_search"
 MODEL_ACCESS = ("public", "restricted", "private")
 CHECK_QUERY = "tsqr install check: why do moths circle street lamps?"
 KDF_ITERATIONS = 200_000
+DEPLOYED_STATES = ("DEPLOYED", "DEPLOYING", "PARTIALLY_DEPLOYED", "LOADED", "LOADING", "PARTIALLY_LOADED")
 
 
 class RefusedError(InputError):
@@ -244,11 +245,15 @@ class OpenSearchInstaller:
         if check:
             try:
                 self.check(model_id, service_url)
-            except InputError:
-                if current.id not in {c.id for c in previous}:  # made just now: nothing of it stays
-                    self._remove(name, [current], connectors, Report())
-                    if new_group:
-                        self._delete_group(group_id, report)
+            except InputError as error:
+                if current.id in {c.id for c in previous}:
+                    raise
+                cleanup = Report()  # made just now: nothing of it stays
+                self._remove(name, [current], connectors, cleanup)
+                if new_group:
+                    self._delete_group(group_id, cleanup)
+                if cleanup.kept:
+                    raise InputError(f"{error}\nbut these could not be removed: {'; '.join(cleanup.kept)}") from None
                 raise
         pipelines = {f"{name}-rewrite": configs.rewrite_pipeline(model_id, field, ml_commons),
                      f"{name}-rewrite-template": configs.template_pipeline(model_id, ml_commons)}
@@ -433,8 +438,7 @@ class OpenSearchInstaller:
                 whole = False
                 continue
             try:
-                self._call("POST", f"/_plugins/_ml/models/{model_id}/_undeploy", missing_ok=True)
-                self._call("DELETE", f"/_plugins/_ml/models/{model_id}", missing_ok=True)
+                self._undeploy_and_delete(model_id)
                 report.done.append(f"model {model_id}")
             except RefusedError as error:
                 report.kept.append(f"model {model_id}: {error}")
@@ -443,26 +447,57 @@ class OpenSearchInstaller:
             report.kept.append(f"connector {connector.id}: its model stays")
             return False
         try:
-            self._call("DELETE", f"/_plugins/_ml/connectors/{connector.id}", missing_ok=True)
+            self._delete_patiently(f"/_plugins/_ml/connectors/{connector.id}")
         except RefusedError as error:  # a model tsqr did not make uses it
             report.kept.append(f"connector {connector.id}: {error}")
             return False
         report.done.append(f"connector {connector.id}")
         return True
 
-    def _delete_group(self, group_id: str, report: Report, patience_s: float = 5.0) -> None:
-        """ml-commons refuses (409) while a search still finds a model in the group; a model deleted a
-        moment ago stays findable until the model index refreshes, so a refusal is retried briefly."""
+    def _undeploy_and_delete(self, model_id: str, patience_s: float = 20.0) -> None:
+        """ml-commons refuses (400) to delete a model that its model index says is deployed
+        (DeleteModelTransportAction reads the document). Undeploy records the new state after it
+        answers, and a deploy a moment earlier can record DEPLOYED after that (seen on 2.19.6 and
+        3.6.0 right after install's check), so undeploy and delete are repeated until the delete
+        is taken."""
+        end = time.monotonic() + patience_s
+        while True:
+            self._call("POST", f"/_plugins/_ml/models/{model_id}/_undeploy", missing_ok=True)
+            settle = time.monotonic() + 3
+            while time.monotonic() < settle:
+                state = self._call("GET", f"/_plugins/_ml/models/{model_id}", missing_ok=True).get("model_state")
+                if state not in DEPLOYED_STATES:
+                    break
+                time.sleep(0.3)
+            try:
+                self._delete_patiently(f"/_plugins/_ml/models/{model_id}", patience_s=1.0)
+                return
+            except RefusedError:
+                if time.monotonic() > end:
+                    raise
+
+    def _delete_group(self, group_id: str, report: Report) -> None:
+        try:
+            self._delete_patiently(f"/_plugins/_ml/model_groups/{group_id}")
+            report.done.append(f"model group {group_id}")
+        except RefusedError as error:
+            report.kept.append(f"model group {group_id}: it still holds models ({error})")
+
+    def _delete_patiently(self, path: str, patience_s: float = 5.0) -> None:
+        """ml-commons decides some deletes on what a search of its model index finds: a connector or
+        model group is refused (409) while a model using it is found (DeleteConnectorTransportAction,
+        DeleteModelGroupTransportAction), a model (400) while it is found deployed
+        (DeleteModelTransportAction). A model deleted or undeployed a moment ago is found as it was
+        until that index refreshes (about a second), so those refusals are retried briefly."""
         end = time.monotonic() + patience_s
         while True:
             try:
-                self._call("DELETE", f"/_plugins/_ml/model_groups/{group_id}", missing_ok=True)
-                report.done.append(f"model group {group_id}")
+                self._call("DELETE", path, missing_ok=True)
                 return
             except RefusedError as error:
-                if error.status != 409 or time.monotonic() > end:
-                    report.kept.append(f"model group {group_id}: it still holds models ({error})")
-                    return
+                stale = error.status == 409 or (error.status == 400 and "deployed state" in str(error))
+                if not stale or time.monotonic() > end:
+                    raise
                 time.sleep(0.5)
 
     def _remove_owned(self, path: str, what: str, report: Report, ours) -> None:
