@@ -23,6 +23,18 @@ TRUSTED = "plugins.ml_commons.trusted_connector_endpoints_regex"
 HOSTILE = 'moths "quoted", \\back\\slashes, a tab\t, a newline\n and {"json": 1}'
 
 
+# Queries ml-commons cannot put into the connector's body, read in ml-commons 2.19.6.0 and 3.6.0.0: a
+# JSON object or array is not escaped (StringUtils.isJson); ${parameters.*} is substituted inside
+# the query (commons-text StringSubstitutor, HttpConnector.createPayload), where ${parameters.query}
+# loops, ${parameters.tsqr_install} is JSON and an unknown name stays a placeholder, which fails
+# the call. Each search must run unrewritten, answered once. A parameter the connector kept (an
+# older tsqr kept `mode`) would be expanded into a body that works, and the service would rewrite
+# a query the user never wrote: EXPANDED is in the service's file to catch that.
+UNSENDABLE = ['{"moths": "street lamps"}', '["moths", "lamps"]', "moths ${parameters.query}",
+              "moths ${parameters.tsqr_install}", "moths ${parameters.mode} street lamps"]
+EXPANDED = "moths replace street lamps"
+
+
 def ids(response: dict) -> list[str]:
     assert "hits" in response, response
     return [hit["_id"] for hit in response["hits"]["hits"]]
@@ -47,7 +59,7 @@ def service(tmp_path):
     from tsqr_plugins.testing.service import RunningApp
 
     rewrites = tmp_path / "rewrites.json"
-    rewrites.write_text(json.dumps({QUERY: REWRITE, HOSTILE: REWRITE}))
+    rewrites.write_text(json.dumps({QUERY: REWRITE, HOSTILE: REWRITE, EXPANDED: REWRITE}))
     with RunningApp(create_app(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True))) as running:
         yield running
 
@@ -215,6 +227,25 @@ def test_every_query_shape_runs_once_and_answers_one_document(node, service):
                 break
             time.sleep(0.1)
         assert query_total(url, index) - before == expected
+    finally:
+        installer.uninstall(name, index_template=False)
+        installer.close()
+
+
+def test_queries_ml_commons_cannot_send_fall_back_cleanly(node, service):
+    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
+
+    url, index = node
+    name = f"tsqr-{uuid.uuid4().hex[:6]}"
+    installer = OpenSearchInstaller(url)
+    try:
+        installer.install(service.url, name=name, index_template=False)
+        for query in UNSENDABLE:
+            body = {"query": {"match": {"text": query}}, "size": 3}
+            response = httpx.post(f"{url}/{index}/_search", params={"search_pipeline": f"{name}-rewrite"},
+                                  json=body, timeout=60)
+            assert response.status_code == 200, (query, response.text[:300])
+            assert ids(json.loads(response.content)) == ids(search(url, index, body)), query
     finally:
         installer.uninstall(name, index_template=False)
         installer.close()

@@ -150,6 +150,25 @@ def test_time_budget_falls_back_and_the_late_answer_is_cached(tmp_path):
         hold.set()
 
 
+def test_a_callers_timeout_shortens_the_budget_never_lengthens_it(tmp_path):
+    """An OpenSearch connector sends 'timeout' (its own wait): the fallback comes within it."""
+    hold = threading.Event()
+    engine = CountingEngine(hold=hold)
+    with RunningService(engine_config(tmp_path, timeout=2.0), engine) as running:
+        try:
+            started = time.monotonic()
+            rewrite = post(running.url, {"queries": ["slow"], "timeout": 0.3}).json()["rewrites"][0]
+            assert rewrite["fallback"] and "0.3 s" in rewrite["reason"] and time.monotonic() - started < 1.5
+            # a longer wish is held to the service's own budget
+            rewrite = post(running.url, {"queries": ["slower"], "timeout": 3600}).json()["rewrites"][0]
+            assert rewrite["fallback"] and "of 2 s" in rewrite["reason"]
+            for bad in (0, -1, "3", True, None):
+                response = post(running.url, {"queries": ["x"], "timeout": bad})
+                assert response.status_code == 400 and "'timeout'" in response.json()["error"]["message"], bad
+        finally:
+            hold.set()
+
+
 def test_overload_answers_429_with_retry_after(tmp_path):
     engine = CountingEngine(delay=0.5)
     config = engine_config(tmp_path, max_queue=2, max_batch_size=1, max_wait_ms=0)
