@@ -308,6 +308,11 @@ class OpenSearchInstaller:
         """The install's model group (id, whether made just now)."""
         group = self._group(name)
         if group is not None:
+            mode, roles = access.get("access_mode"), sorted(access.get("backend_roles", []))
+            if mode and (str(group.get("access", "")).lower() != mode or sorted(group.get("backend_roles") or []) != roles):
+                # another --model-access than the group has (TransportUpdateModelGroupAction: owner or admin)
+                self._call("PUT", f"/_plugins/_ml/model_groups/{group['_id']}", access)
+                report.done.append(f"model group {group['_id']} now {mode}")
             return group["_id"], False
         answer = self._call("POST", "/_plugins/_ml/model_groups/_register", configs.model_group(name, access))
         report.done.append(f"model group {answer['model_group_id']}")
@@ -514,6 +519,9 @@ class OpenSearchInstaller:
 def _likely_cause(message: str, service_url: str) -> str:
     """What usually stands behind a failed ``_predict`` to the service (ml-commons' messages)."""
     lowered = message.lower()
+    if "privilege to perform this operation on this model" in lowered:
+        return ("likely cause: the installing user may not use the model (model access control): install as an "
+                "admin or a user with one of the group's backend roles, or with --model-access public")
     if "private ip" in lowered or "restricted" in lowered:
         return ("likely cause: the service's address is private and ml-commons refuses it (private_ip_enabled; "
                 "on 3.7+ also plugins.ml_commons.connector.restricted_ip_patterns in opensearch.yml)")

@@ -1,0 +1,124 @@
+"""Model access control (the security plugin with ``plugins.ml_commons.model_access_control_enabled``)
+against tests/fake_ml_commons.py, whose every behaviour cites ml-commons' source: the security
+plugin is not on Maven Central, so the real nodes cannot switch it on.
+
+The defect: a model group registered without access fields is PRIVATE to the user who installed
+(MLModelGroupManager), so every other user's predict is refused (403) and their pipeline searches
+silently go unrewritten. Install makes the group public by default, restricted on request, and sends
+no access field at all where access control is off (ml-commons refuses them there)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fake_ml_commons import FakeNode, FakeUser, create_fake_node
+from tsqr_plugins.errors import InputError
+
+pytest.importorskip("uvicorn")
+
+USERS = {"admin": FakeUser("admin", admin=True), "installer": FakeUser("installer", ("ml_full",)),
+         "searcher": FakeUser("searcher", ("readers",)), "analyst": FakeUser("analyst", ("analysts",))}
+SERVICE = "https://rewriter.example.com"
+
+
+@pytest.fixture
+def fake():
+    from tsqr_plugins.testing.service import RunningApp
+
+    def start(access_control: bool):
+        node = FakeNode(USERS, access_control=access_control)
+        running = RunningApp(create_fake_node(node))
+        running.__enter__()
+        started.append(running)
+        return node, running.url
+
+    started = []
+    yield start
+    for running in started:
+        running.__exit__(None, None, None)
+
+
+def predict_as(url: str, user: str, model_id: str) -> int:
+    import httpx
+
+    return httpx.post(f"{url}/_plugins/_ml/models/{model_id}/_predict", auth=(user, "pw"),
+                      json={"parameters": {"query": "moths"}}).status_code
+
+
+def install(url: str, user: str = "installer", **options) -> dict:
+    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
+
+    installer = OpenSearchInstaller(url, auth=(user, "pw"))
+    try:
+        return installer.install(SERVICE, "tsqr", index_template=False, **options)
+    finally:
+        installer.close()
+
+
+def test_the_group_is_public_by_default_so_every_user_is_rewritten(fake):
+    node, url = fake(access_control=True)
+    installed = install(url)
+    group = node.groups[installed["model_group_id"]]
+    assert group["access"] == "public" and group["owner"] == "installer"
+    assert predict_as(url, "searcher", installed["model_id"]) == 200
+
+
+def test_without_access_fields_the_fake_makes_the_group_private_as_ml_commons_does(fake):
+    """What the install did before: the searching user's predict is refused."""
+    from tsqr_plugins.adapters import engine_configs as configs
+
+    node, url = fake(access_control=True)
+    import httpx
+
+    auth = ("installer", "pw")
+    group_id = httpx.post(f"{url}/_plugins/_ml/model_groups/_register", auth=auth,
+                          json=configs.model_group("tsqr")).json()["model_group_id"]
+    model_id = httpx.post(f"{url}/_plugins/_ml/models/_register", auth=auth,
+                          json=configs.model_registration("c", "tsqr", group_id)).json()["model_id"]
+    assert node.groups[group_id]["access"] == "private"
+    assert predict_as(url, "searcher", model_id) == 403 and predict_as(url, "installer", model_id) == 200
+
+
+def test_restricted_to_backend_roles(fake):
+    """A non-admin may name only roles they hold (ml-commons refuses the group), and the closing
+    check runs as the installing user: an admin installs a group for others' roles."""
+    node, url = fake(access_control=True)
+    with pytest.raises(InputError, match="backend roles specified"):
+        install(url, model_access="restricted", backend_roles=("analysts",))
+    installed = install(url, user="admin", model_access="restricted", backend_roles=("analysts",))
+    assert node.groups[installed["model_group_id"]]["backend_roles"] == ["analysts"]
+    assert predict_as(url, "analyst", installed["model_id"]) == 200
+    assert predict_as(url, "searcher", installed["model_id"]) == 403
+    # the closing check runs as whoever installs: the installer is no analyst, says so, and leaves nothing
+    models = dict(node.models)
+    with pytest.raises(InputError, match="may not use the model"):
+        install(url, user="installer", model_access="restricted", backend_roles=("analysts",))
+    assert node.models == models
+
+
+def test_access_options_are_checked_before_anything_is_made(fake):
+    node, url = fake(access_control=True)
+    with pytest.raises(InputError, match="backend roles"):
+        install(url, model_access="restricted")
+    with pytest.raises(InputError, match="backend roles"):
+        install(url, model_access="public", backend_roles=("analysts",))
+    assert not node.groups and not node.connectors
+
+
+def test_a_reinstall_with_another_access_updates_the_group(fake):
+    node, url = fake(access_control=True)
+    installed = install(url, user="admin", model_access="restricted", backend_roles=("analysts",))
+    assert predict_as(url, "searcher", installed["model_id"]) == 403
+    again = install(url, user="admin")  # public again
+    assert again["model_group_id"] == installed["model_group_id"]
+    assert node.groups[again["model_group_id"]]["access"] == "public"
+    assert predict_as(url, "searcher", again["model_id"]) == 200
+
+
+def test_with_access_control_off_no_access_field_is_sent(fake):
+    node, url = fake(access_control=False)
+    installed = install(url)  # the fake refuses access fields here, as ml-commons does
+    assert node.groups[installed["model_group_id"]]["access"] == "public"
+    assert predict_as(url, "searcher", installed["model_id"]) == 200
+    with pytest.raises(InputError, match="access control is off"):
+        install(url, model_access="private")
