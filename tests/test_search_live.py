@@ -256,3 +256,44 @@ def without_timings(content: bytes) -> bytes:
         return json.dumps(strip(json.loads(content))).encode()
     except ValueError:
         return content
+
+
+def test_a_field_pattern_past_the_clause_limit_falls_back_to_the_original(live, tmp_path):
+    """A multi_match on a pattern matching 40 fields: the stage counts a pattern as
+    FIELDS_PER_PATTERN fields, so a long rewrite passes OpenSearch's 1,024 clauses (Elasticsearch 9
+    sizes its limit from the heap and takes it). Both stages then search with the original query
+    instead of failing the search (before: a 400 from OpenSearch, no fallback)."""
+    import json
+
+    from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app
+    from tsqr_plugins.adapters.stage import StageSettings
+    from tsqr_plugins.backends.file import FileBackend
+    from tsqr_plugins.testing.conformance import LONG_REWRITE
+    from tsqr_plugins.testing.service import RunningApp
+
+    engine, url, _ = live
+    index = f"tsqr-fields-{uuid.uuid4().hex[:6]}"
+    fields = {f"f_{i}": {"type": "text"} for i in range(40)}
+    assert httpx.put(f"{url}/{index}", json={"mappings": {"properties": fields}}).status_code == 200
+    for doc_id, text in CORPUS.items():
+        httpx.put(f"{url}/{index}/_doc/{doc_id}", params={"refresh": "true"}, json={"f_3": text})
+    rewrites = tmp_path / "long.json"
+    rewrites.write_text(json.dumps({QUERY: LONG_REWRITE}))
+    rewriter = Rewriter(FileBackend(rewrites))
+    body = {"query": {"multi_match": {"query": QUERY, "fields": ["f_*"]}}, "size": 3}
+    client = python_client(engine, url)
+    direct = ids(search(engine, client, index, body))
+    try:
+        answer = search(engine, stage(engine, client, rewriter), index, body)
+        if engine == "elasticsearch":
+            assert answer["tsqr"]["rewritten"] == 1
+        else:
+            assert answer["tsqr"]["fallback"] == 1 and "clause limit" in answer["tsqr"]["error"]
+            assert ids(answer) == direct
+        with RunningApp(create_proxy_app(SearchProxy(url, rewriter, StageSettings()))) as running:
+            proxied = httpx.post(f"{running.url}/{index}/_search", json=body, timeout=60)
+            assert proxied.status_code == 200, proxied.text[:300]
+            if engine != "elasticsearch":
+                assert proxied.headers["X-Tsqr-Rewritten"] == "0" and ids(proxied.json()) == direct
+    finally:
+        httpx.delete(f"{url}/{index}")

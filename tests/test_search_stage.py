@@ -353,3 +353,19 @@ def test_a_malformed_termvectors_answer_falls_back_to_match_and_says_so():
     assert new == {"match": {"text": {"query": REWRITE}}}
     assert "malformed _termvectors" in info["queries"][0]["stats_unavailable"]
     assert querydsl.bm25q_weights({"found": True, "term_vectors": {}}, "text") == {}  # only stop words: no terms
+
+
+def test_field_patterns_count_as_several_fields_in_the_clause_budget():
+    """A pattern (or a multi_match without fields) queries every field it matches with every token."""
+    from tsqr_plugins.adapters import querydsl
+
+    text = " ".join(f"t{i}" for i in range(2000))
+    exact = querydsl.match_query(text, ["a", "b"], 1000, kind="multi_match")
+    pattern = querydsl.match_query(text, ["a", "title_*"], 1000, {"fields": ["a", "title_*"]}, kind="multi_match")
+    unnamed = querydsl.match_query(text, [], 1000, {}, kind="multi_match")
+    kept = lambda built: len(next(iter(built.query.values()))["query"].split())  # noqa: E731
+    assert kept(exact) == 500 and "fields_guessed" not in exact.info
+    assert kept(pattern) == 1000 // (1 + querydsl.FIELDS_PER_PATTERN) and pattern.info["fields_guessed"]
+    assert kept(unnamed) == 1000 // querydsl.FIELDS_PER_PATTERN
+    assert querydsl.passed_clause_limit('{"type":"too_many_nested_clauses","reason":"maxClauseCount is set to 1024"}')
+    assert not querydsl.passed_clause_limit('{"type":"parsing_exception"}')

@@ -93,7 +93,7 @@ class SearchProxy:
                 new_body, headers = await self._rewrite(body, path, request.headers)
             except Exception as error:  # strict rewriter: the search does not go out
                 return JSONResponse({"error": f"query rewriting failed: {error}"}, status_code=502)
-            return await self._forward(request, new_body, headers)
+            return await self._forward(request, new_body, headers, original=body if new_body is not body else None)
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
         return await self._forward(request, request.stream() if has_body else None, {})
 
@@ -146,9 +146,11 @@ class SearchProxy:
             logger.warning("_termvectors on %s failed, BM25Q falls back to match (%s)", index, error)
             return None
 
-    async def _forward(self, request, content, extra_headers: dict[str, str]):
+    async def _forward(self, request, content, extra_headers: dict[str, str], original: bytes | None = None):
+        """Send upstream and stream the answer back. For a rewritten search (``original`` given) that
+        the engine refuses for its clause count, the original search goes out instead."""
         from starlette.background import BackgroundTask
-        from starlette.responses import JSONResponse, StreamingResponse
+        from starlette.responses import JSONResponse, Response, StreamingResponse
 
         url = self.target(request.scope.get("raw_path", b"").decode() or request.url.path,
                           request.url.query)
@@ -167,6 +169,20 @@ class SearchProxy:
         except Exception as error:
             return JSONResponse({"error": f"upstream {self.upstream} unreachable: {type(error).__name__}"},
                                 status_code=502)
+        # OpenSearch answers 400 (failed to create query) or 500 (too_many_nested_clauses, all shards failed)
+        if original is not None and upstream.status_code in (400, 500):
+            refusal = b"".join([chunk async for chunk in upstream.aiter_raw()])  # an engine's error: small
+            await upstream.aclose()
+            if querydsl.passed_clause_limit(_readable(refusal, upstream.headers.get("content-encoding"))) \
+                    and not self.rewriter.strict:
+                logger.warning("the rewritten search passed the engine's clause limit; forwarding the original")
+                fallback = {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": extra_headers.get("X-Tsqr-Rewritten", "1")}
+                return await self._forward(request, original, fallback)
+            relayed = forwarded_headers(upstream.headers) + list(extra_headers.items())
+            response = Response(refusal, status_code=upstream.status_code)
+            response.raw_headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in relayed]
+            response.raw_headers.append((b"content-length", str(len(refusal)).encode()))
+            return response
         relayed = forwarded_headers(upstream.headers)
         if "content-length" in upstream.headers:  # raw bytes are relayed, so the length still holds
             relayed.append(("content-length", upstream.headers["content-length"]))
@@ -179,6 +195,18 @@ class SearchProxy:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def _readable(body: bytes, encoding: str | None) -> str:
+    """An answer's text for a look inside (a gzip or deflate body decoded; the relayed bytes stay raw)."""
+    import zlib
+
+    if encoding and encoding.strip().lower() in ("gzip", "deflate"):
+        try:
+            body = zlib.decompressobj(zlib.MAX_WBITS | 32).decompress(body, 1 << 20)
+        except zlib.error:
+            pass
+    return body.decode("utf-8", "replace")
 
 
 def create_proxy_app(proxy: SearchProxy):

@@ -19,8 +19,15 @@ from ..errors import InputError
 from ..analyzer import tokenize
 
 SCORINGS = ("match", "bm25q")
-MAX_CLAUSE_COUNT = 1024  # both engines' default boolean clause limit
+# OpenSearch's default indices.query.bool.max_clause_count; Elasticsearch 8+ sizes its limit from
+# the heap and never below it (9.2 took 25,000 clauses on a 512 MB heap): the floor both keep.
+MAX_CLAUSE_COUNT = 1024
 DEFAULT_CLAUSE_BUDGET = 1000  # leaves room for the clauses of the rest of the caller's query
+# A field pattern (title_*), or a multi_match without fields (the index's default fields, * unless
+# set), queries every field it matches, each with every token; the stage cannot see how many, so
+# it counts each as this many. More still passes the limit: the stages then search with the
+# original query (passed_clause_limit).
+FIELDS_PER_PATTERN = 8
 BM25_K1, BM25_B = 0.9, 0.4  # BRIGHT/TongSearch's query-side BM25 parameters
 
 # Sub-queries that only exclude or filter documents: a long rewrite there would change which
@@ -164,10 +171,28 @@ def cap_tokens(text: str, max_tokens: int) -> tuple[str, int]:
     return " ".join(tokens[:max_tokens]), len(tokens) - max_tokens
 
 
+def queried_fields(fields: list[str]) -> tuple[int, bool]:
+    """(how many fields a text query's tokens go to, as far as can be told; whether that is a guess)."""
+    names = [field_name(spec) for spec in fields]
+    patterns = sum(1 for name in names if "*" in name or "?" in name)
+    if not names:
+        return FIELDS_PER_PATTERN, True
+    return len(names) - patterns + patterns * FIELDS_PER_PATTERN, patterns > 0
+
+
+def passed_clause_limit(error_text: str) -> bool:
+    """Whether an engine refused a search for its clause count (OpenSearch: "maxClauseCount is set
+    to 1024"; Elasticsearch: too_many_clauses / too_many_nested_clauses, naming maxClauseCount)."""
+    return "maxClauseCount" in error_text or "too_many_clauses" in error_text or "too_many_nested_clauses" in error_text
+
+
 def match_query(text: str, fields: list[str], budget: int, options: dict | None = None, kind: str = "match") -> Built:
     """Plain BM25: ``match`` (or ``multi_match`` keeping its fields and type), fuzziness off."""
-    kept, dropped = cap_tokens(text, max(1, budget // max(1, len(fields))))
+    count, guessed = queried_fields(fields)
+    kept, dropped = cap_tokens(text, max(1, budget // count))
     info = {"scoring": "match", "dropped_tokens": dropped}
+    if guessed:
+        info["fields_guessed"] = True  # patterns counted as FIELDS_PER_PATTERN fields each
     if kind == "multi_match":
         spec = {k: v for k, v in (options or {}).items() if k in ("fields", "type", "tie_breaker", "analyzer")}
         return Built({"multi_match": {**spec, "query": kept}}, info)

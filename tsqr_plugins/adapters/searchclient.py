@@ -173,6 +173,17 @@ class _Stage:
     def _termvectors_failed(index: str, error: Exception) -> None:
         logger.warning("_termvectors on %s failed, BM25Q falls back to match (%s)", index, error)
 
+    def _clause_limit_fallback(self, error: Exception, rewritten: bool) -> dict | None:
+        """The fallback info when the engine refused a rewritten search for its clause count (a field
+        pattern matched more fields than the budget counted): the original search then goes out."""
+        if not rewritten or (self.rewriter is not None and self.rewriter.strict):
+            return None
+        if not querydsl.passed_clause_limit(f"{error} {getattr(error, 'info', '')} {getattr(error, 'body', '')}"):
+            return None
+        logger.warning("the rewritten search passed the engine's clause limit; searching with the original query")
+        return {"rewritten": 0, "fallback": 1, "error": "the rewritten query passed the engine's clause limit "
+                "(maxClauseCount): a field pattern matched more fields than the clause budget counted"}
+
     def _respond(self, response: Any, info: Any) -> Any:
         return annotate(response, info) if info is not None and self.annotate_response else response
 
@@ -202,7 +213,13 @@ class RewritingSearchClient(_Stage):
         except Exception as error:
             request = kwargs
             info = self._failed(error, job.single if job else True, len(job.plans) if job else 1)
-        return self._respond(send(**request), info)
+        try:
+            return self._respond(send(**request), info)
+        except Exception as error:
+            fallback = self._clause_limit_fallback(error, request is not kwargs)
+            if fallback is None:
+                raise
+            return self._respond(send(**kwargs), fallback)
 
     def _termvectors(self, index: str | None, key: StatsKey) -> dict | None:
         request = self._termvectors_request(index, key)
@@ -242,7 +259,13 @@ class AsyncRewritingSearchClient(_Stage):
         except Exception as error:
             request = kwargs
             info = self._failed(error, job.single if job else True, len(job.plans) if job else 1)
-        return self._respond(await send(**request), info)
+        try:
+            return self._respond(await send(**request), info)
+        except Exception as error:
+            fallback = self._clause_limit_fallback(error, request is not kwargs)
+            if fallback is None:
+                raise
+            return self._respond(await send(**kwargs), fallback)
 
     async def _termvectors(self, index: str | None, key: StatsKey) -> dict | None:
         request = self._termvectors_request(index, key)
