@@ -215,8 +215,10 @@ def model_route(node: FakeNode, user: FakeUser, method: str, parts: list[str], b
         if not node.group_allows(node.groups[model["model_group_id"]], user):
             return 403, error("User Doesn't have privilege to perform this operation on this model")
         node.predictions.append((user.name, model_id))
-        rewrite = {"original": body["parameters"]["query"], "text": body["parameters"]["query"], "fallback": True}
-        return 200, {"inference_results": [{"output": [{"name": "response", "dataAsMap": {"rewrites": [rewrite]}}],
+        match = json.loads(body["parameters"]["match"])
+        rewrite = {"original": match["query"], "text": match["query"], "fallback": True}
+        answer = {"rewrites": [rewrite], "match": match}
+        return 200, {"inference_results": [{"output": [{"name": "response", "dataAsMap": answer}],
                                             "status_code": 200}]}
     if method == "DELETE":
         del node.models[model_id]

@@ -52,13 +52,25 @@ def test_ingest_pipeline_schema():
 
 
 def render_connector_request(connector: dict, parameters: dict) -> tuple[str, str]:
-    """What ml-commons sends, as its source reads (2.19, RemoteConnectorExecutor / StringUtils):
-    each parameter value JSON-escaped but not quoted, then ``${parameters.x}`` substituted by
-    commons-text StringSubstitutor. The real nodes check the same in test_opensearch_pipeline_live."""
+    """What ml-commons sends, as its source reads (2.19.6.0/3.6.0.0, ConnectorUtils
+    .escapeRemoteInferenceInputData, StringUtils.isJson, HttpConnector.createPayload): a parameter
+    value that is a JSON object or array goes in as it is, any other is JSON-escaped but not
+    quoted; then ``${parameters.x}`` is substituted by commons-text StringSubstitutor. The
+    pipeline's processor writes an object input with Gson (StringUtils.toJson). The real nodes check
+    the same in test_opensearch_pipeline_live."""
     (action,) = connector["actions"]
     merged = {**connector.get("parameters", {}), **parameters}
-    escaped = {key: json.dumps(value)[1:-1] for key, value in merged.items()}
-    body = re.sub(r"\$\{parameters\.(\w+)\}", lambda m: escaped[m.group(1)], action["request_body"])
+
+    def escaped(value):
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        try:
+            if isinstance(json.loads(text), (dict, list)):
+                return text
+        except ValueError:
+            pass
+        return json.dumps(text)[1:-1]
+
+    body = re.sub(r"\$\{parameters\.(\w+)\}", lambda m: escaped(merged[m.group(1)]), action["request_body"])
     return action["url"], body
 
 
@@ -87,15 +99,17 @@ def test_connector_and_pipeline_schema():
     assert len(inference["input_map"]) == len(inference["output_map"]) == 1
     (model_input, query_path), = inference["input_map"][0].items()
     (out_path, model_path), = inference["output_map"][0].items()
-    assert model_input == "query" and "${parameters.query}" in action["request_body"]
-    assert query_path == out_path == "query.match.body.query"  # write in place
-    assert inference["full_response_path"] is True and model_path == configs.REWRITE_PATH
+    # the match object goes out unquoted (an object is inserted as JSON) and comes back in place
+    assert model_input == "match" and '"match": ${parameters.match},' in action["request_body"]
+    assert query_path == out_path == "query.match.body"
+    assert inference["full_response_path"] is True and model_path == configs.MATCH_PATH
+    assert "mode" not in connector["parameters"]  # a query's ${parameters.mode} must find nothing to expand
 
     template = configs.template_pipeline("model-1")["request_processors"][0]["ml_inference"]
     (variable, _), = template["output_map"][0].items()
     search = configs.template_search("q", "body")
     assert f'"${{{variable}}}"' in json.dumps(search)  # the placeholder the processor fills
-    assert template["input_map"][0]["query"] == "ext.ml_inference.query" and search["ext"]["ml_inference"]["query"] == "q"
+    assert template["input_map"][0]["match"] == "ext.ml_inference" and search["ext"]["ml_inference"]["query"] == "q"
 
 
 @pytest.mark.parametrize("ml_commons, ignore_missing", [
@@ -138,14 +152,23 @@ def test_elasticsearch_inference_endpoint():
     assert endpoint["service_settings"]["url"] == "http://127.0.0.1:8000/v1/chat/completions"
 
 
+# The match object as OpenSearch writes a match query out (SearchSourceBuilder.toString, the long
+# form with every option), with options the user set for the original words.
+OPENSEARCH_MATCH = {"operator": "AND", "prefix_length": 0, "max_expansions": 50, "fuzzy_transpositions": True,
+                    "lenient": False, "zero_terms_query": "NONE", "auto_generate_synonyms_phrase_query": True,
+                    "minimum_should_match": "100%", "fuzziness": "AUTO", "analyzer": "english", "boost": 2.0}
+
+
 @pytest.mark.parametrize("query", [
     "Why do moths circle street lamps?",
     'A "quoted" query with \\backslashes\\, a tab\t, a newline\n and {"json": 1}',
+    '{"moths": "street lamps"}',
 ])
 def test_connector_contract_with_a_real_service(query, tmp_path):
     """Render the connector request as ml-commons' substitution would, send it to a real
-    `tsqr serve`, and read the answer with the pipeline's output_map path."""
+    `tsqr serve`, and write the answer where the pipeline's output_map puts it."""
     pytest.importorskip("uvicorn", reason="tsqr serve needs the 'serve' extra")
+    from tsqr_plugins.adapters import querydsl
     from tsqr_plugins.service import ServiceConfig
     from tsqr_plugins.testing.service import RunningService
 
@@ -153,30 +176,23 @@ def test_connector_contract_with_a_real_service(query, tmp_path):
     rewrites.write_text(json.dumps({query: "insects, light, transverse orientation"}))
     with RunningService(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True)) as service:
         connector = configs.connector(service.url)
-        url, body = render_connector_request(connector, {"query": query})
-        assert json.loads(body)["queries"] == [query]  # still valid JSON, the query intact
+        original = {"query": query, **OPENSEARCH_MATCH}
+        url, body = render_connector_request(connector, {"match": original})
+        assert json.loads(body)["match"] == original  # valid JSON, the query intact
         answer = httpx.post(url, content=body, headers=connector["actions"][0]["headers"], timeout=30)
         assert answer.status_code == 200
         model_output = {"inference_results": [{"output": [{"name": "response", "dataAsMap": answer.json()}],
                                                "status_code": 200}]}
-        rewrite = read_json_path(model_output, configs.REWRITE_PATH)
-        assert rewrite == "insects, light, transverse orientation"
+        match = read_json_path(model_output, configs.MATCH_PATH)
+        # what the client stage builds for the same rewrite: the options of the original words dropped
+        assert match == {"query": "insects, light, transverse orientation", "analyzer": "english", "boost": 2.0}
+        assert match == querydsl.rewritten_match(original, "insects, light, transverse orientation")
 
-        # The output_map write: the value lands in the match query, and the search stays valid JSON.
-        search = {"query": {"match": {"text": {"query": query}}}}
-        inference = configs.rewrite_pipeline("m")["request_processors"][0]["ml_inference"]
-        (path, _), = inference["output_map"][0].items()
-        *parents, leaf = path.split(".")
-        node = search
-        for key in parents:
-            node = node[key]
-        node[leaf] = rewrite
-        assert json.loads(json.dumps(search))["query"]["match"]["text"]["query"] == rewrite
-
-        # An unknown query: the service falls back to the original, so the search runs as sent.
-        _, body = render_connector_request(connector, {"query": "not in the file"})
+        # An unknown query: the service answers the caller's own object, so the search runs as sent.
+        other = {"query": "not in the file", **OPENSEARCH_MATCH}
+        _, body = render_connector_request(connector, {"match": other})
         fallback = httpx.post(url, content=body, headers={"Content-Type": "application/json"}, timeout=30).json()
-        assert fallback["rewrites"][0]["text"] == "not in the file" and fallback["rewrites"][0]["fallback"]
+        assert fallback["match"] == other and fallback["rewrites"][0]["fallback"]
 
 
 def test_a_service_host_name_is_private_when_it_resolves_to_a_private_address():

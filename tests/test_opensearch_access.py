@@ -42,7 +42,7 @@ def predict_as(url: str, user: str, model_id: str) -> int:
     import httpx
 
     return httpx.post(f"{url}/_plugins/_ml/models/{model_id}/_predict", auth=(user, "pw"),
-                      json={"parameters": {"query": "moths"}}).status_code
+                      json={"parameters": {"match": '{"query": "moths"}'}}).status_code
 
 
 def install(url: str, user: str = "installer", **options) -> dict:

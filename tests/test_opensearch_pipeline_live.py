@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import engine_url
 from tsqr_plugins.search.bulk import BulkIndexer
-from tsqr_plugins.testing.conformance import CORPUS, QUERY, RELEVANT, REWRITE
+from tsqr_plugins.testing.conformance import CORPUS, LONG_REWRITE, QUERY, RELEVANT, REWRITE
 
 pytestmark = pytest.mark.integration
 
@@ -23,16 +23,18 @@ TRUSTED = "plugins.ml_commons.trusted_connector_endpoints_regex"
 HOSTILE = 'moths "quoted", \\back\\slashes, a tab\t, a newline\n and {"json": 1}'
 
 
-# Queries ml-commons cannot put into the connector's body, read in ml-commons 2.19.6.0 and 3.6.0.0: a
-# JSON object or array is not escaped (StringUtils.isJson); ${parameters.*} is substituted inside
-# the query (commons-text StringSubstitutor, HttpConnector.createPayload), where ${parameters.query}
-# loops, ${parameters.tsqr_install} is JSON and an unknown name stays a placeholder, which fails
-# the call. Each search must run unrewritten, answered once. A parameter the connector kept (an
-# older tsqr kept `mode`) would be expanded into a body that works, and the service would rewrite
-# a query the user never wrote: EXPANDED is in the service's file to catch that.
-UNSENDABLE = ['{"moths": "street lamps"}', '["moths", "lamps"]', "moths ${parameters.query}",
-              "moths ${parameters.tsqr_install}", "moths ${parameters.mode} street lamps"]
+# Queries whose text ml-commons would mangle as a text parameter: a JSON object or array is not
+# escaped (StringUtils.isJson). The pipeline sends the match *object*, which ml-commons inserts as
+# JSON, so these are rewritten like any text.
+JSON_LOOKING = ['{"moths": "street lamps"}', '["moths", "lamps"]']
+# ${parameters.*} is substituted inside the query (commons-text StringSubstitutor,
+# HttpConnector.createPayload, 2.19.6.0 and 3.6.0.0): ${parameters.match} loops, an unknown name
+# stays a placeholder, which fails the call; the search must run unrewritten, answered once. A
+# parameter the connector kept (an older tsqr kept `mode`) would be expanded into a body that works
+# and the service would rewrite a query the user never wrote: EXPANDED is in the file to catch that.
+UNSENDABLE = ["moths ${parameters.match}", "moths ${parameters.tsqr_install}", "moths ${parameters.mode} street lamps"]
 EXPANDED = "moths replace street lamps"
+LONG = "moths and a rewrite longer than the clause limit"
 
 
 def ids(response: dict) -> list[str]:
@@ -59,7 +61,8 @@ def service(tmp_path):
     from tsqr_plugins.testing.service import RunningApp
 
     rewrites = tmp_path / "rewrites.json"
-    rewrites.write_text(json.dumps({QUERY: REWRITE, HOSTILE: REWRITE, EXPANDED: REWRITE}))
+    rewrites.write_text(json.dumps({QUERY: REWRITE, HOSTILE: REWRITE, EXPANDED: REWRITE, LONG: LONG_REWRITE,
+                                    **{query: REWRITE for query in JSON_LOOKING}}))
     with RunningApp(create_app(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True))) as running:
         yield running
 
@@ -124,7 +127,7 @@ def test_reinstall_is_idempotent_replaces_an_outdated_connector_and_handles_dott
 
         # a connector left by an older install (another body) is replaced, not reused
         connector = httpx.get(f"{url}/_plugins/_ml/connectors/{first['connector_id']}").json()
-        assert connector["actions"][0]["request_body"].count('"${parameters.query}"') == 1
+        assert connector["actions"][0]["request_body"].count("${parameters.match}") == 1
         httpx.put(f"{url}/_plugins/_ml/models/{first['model_id']}/_undeploy")
         stale = {**connector, "actions": [{**connector["actions"][0], "request_body": "{}"}]}
         stale.pop("connector_id", None)
@@ -240,12 +243,65 @@ def test_queries_ml_commons_cannot_send_fall_back_cleanly(node, service):
     installer = OpenSearchInstaller(url)
     try:
         installer.install(service.url, name=name, index_template=False)
+        wanted = ids(search(url, index, {"query": {"match": {"text": REWRITE}}, "size": 3}))
+        for query in JSON_LOOKING:
+            assert ids(search(url, index, {"query": {"match": {"text": query}}, "size": 3}, f"{name}-rewrite")) == wanted
         for query in UNSENDABLE:
             body = {"query": {"match": {"text": query}}, "size": 3}
             response = httpx.post(f"{url}/{index}/_search", params={"search_pipeline": f"{name}-rewrite"},
                                   json=body, timeout=60)
             assert response.status_code == 200, (query, response.text[:300])
             assert ids(json.loads(response.content)) == ids(search(url, index, body)), query
+    finally:
+        installer.uninstall(name, index_template=False)
+        installer.close()
+
+
+def test_the_pipeline_searches_what_the_client_stage_searches(node, service, tmp_path):
+    """Options meant for the original words (operator and, minimum_should_match, fuzziness) would
+    leave a long rewrite almost no hits: both stages drop them, keep analyzer and boost, and cap the
+    rewrite to the clause budget (querydsl.rewritten_match, built in one place)."""
+    from opensearchpy import OpenSearch
+
+    from tsqr_plugins.adapters.opensearch import RewritingOpenSearch
+    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
+    from tsqr_plugins.testing.conformance import file_rewriter
+
+    url, index = node
+    name = f"tsqr-{uuid.uuid4().hex[:6]}"
+    installer = OpenSearchInstaller(url)
+    options = {"operator": "and", "minimum_should_match": "100%", "fuzziness": "AUTO", "boost": 2}
+    body = {"query": {"match": {"text": {"query": QUERY, **options}}}, "size": 5}
+    try:
+        installer.install(service.url, name=name, index_template=False)
+        through_pipeline = search(url, index, body, f"{name}-rewrite")
+        client = RewritingOpenSearch(OpenSearch(url), file_rewriter(tmp_path))
+        through_client = client.search(index=index, body=body)
+        assert ids(through_pipeline) == ids(through_client) and set(ids(through_pipeline)[:2]) == RELEVANT
+        scores = lambda answer: [round(hit["_score"], 4) for hit in answer["hits"]["hits"]]  # noqa: E731
+        assert scores(through_pipeline) == scores(through_client)
+    finally:
+        installer.uninstall(name, index_template=False)
+        installer.close()
+
+
+def test_a_rewrite_longer_than_the_clause_limit_is_capped(node, service):
+    """3,000 distinct terms written into a match would pass the 1,024-clause limit after the
+    processor, where nothing falls back (the search failed); the service caps it as the client
+    stage does."""
+    from tsqr_plugins.adapters import querydsl
+    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
+
+    url, index = node
+    name = f"tsqr-{uuid.uuid4().hex[:6]}"
+    installer = OpenSearchInstaller(url)
+    try:
+        installer.install(service.url, name=name, index_template=False)
+        answer = httpx.post(f"{url}/{index}/_search", params={"search_pipeline": f"{name}-rewrite"}, timeout=60,
+                            json={"query": {"match": {"text": LONG}}, "size": 3})
+        assert answer.status_code == 200, answer.text[:300]
+        capped = querydsl.rewritten_match({"query": LONG}, LONG_REWRITE)
+        assert ids(answer.json()) == ids(search(url, index, {"query": {"match": {"text": capped}}, "size": 3}))
     finally:
         installer.uninstall(name, index_template=False)
         installer.close()

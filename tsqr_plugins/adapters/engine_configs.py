@@ -24,6 +24,7 @@ DEFAULT_FIELD = "text"
 ANALYZER = "tsqr_english"
 # The model output inside ml-commons' answer: the service's answer is the remote model's dataAsMap.
 REWRITE_PATH = "$.inference_results[0].output[0].dataAsMap.rewrites[0].text"
+MATCH_PATH = "$.inference_results[0].output[0].dataAsMap.match"
 PLACEHOLDER_SERVICE_URL = "http://127.0.0.1:8000"
 
 
@@ -145,13 +146,15 @@ def connector(service_url: str, name: str = DEFAULT_NAME, mode: str = "replace",
               budget_s: int = DEFAULT_REWRITE_BUDGET_S) -> dict:
     """An HTTP connector to the service's ``/v1/rewrite``.
 
-    ml-commons substitutes ``${parameters.query}`` with the query text JSON-escaped but *not*
-    quoted (``StringUtils.toJson`` returns a string unchanged; ``escapeRemoteInferenceInputData``
-    adds no quotes), so the body template quotes it itself. The substitution is recursive
-    (commons-text ``StringSubstitutor``): a query holding ``${parameters.<name>}`` would get that
-    connector parameter's value, so ``mode`` and the budget are written into the body, not kept as
-    parameters. A query that is itself a JSON object or array is not escaped at all
-    (``StringUtils.isJson``): the body is then invalid and the search runs unrewritten.
+    The pipelines send an *object* (``query.match.<field>``, or ``ext.ml_inference``), which the
+    ml_inference processor writes as JSON with Gson (``StringUtils.toJson``) and ml-commons inserts
+    unescaped (``escapeRemoteInferenceInputData`` leaves JSON alone), so ``${parameters.match}``
+    stands unquoted and the body is valid JSON whatever the query's text (a text alone would be
+    escaped but not quoted, and a text that is itself a JSON object would not be escaped at all).
+    The substitution is recursive (commons-text ``StringSubstitutor``): a query holding
+    ``${parameters.<name>}`` would get that connector parameter's value, so ``mode`` and the budget
+    are written into the body, not kept as parameters; a placeholder ml-commons cannot fill fails
+    the call, and the search runs as sent.
 
     ``client_config``: ml-commons reads both timeouts as seconds (``HttpJsonConnectorExecutor``);
     its defaults were 30,000 (8 h) before 3.6.0.0 and 30 since, and it never retries a plain
@@ -162,7 +165,7 @@ def connector(service_url: str, name: str = DEFAULT_NAME, mode: str = "replace",
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = "Bearer ${credential.api_key}"
-    body = {"queries": ["<query>"], "mode": mode, "timeout": budget_s}
+    body = {"match": "<match>", "mode": mode, "timeout": budget_s}
     return {
         "name": _check_name(name),
         "description": "TongSearch-QR query rewriting through tsqr serve (prompt built server-side)",
@@ -177,7 +180,7 @@ def connector(service_url: str, name: str = DEFAULT_NAME, mode: str = "replace",
             "method": "POST",
             "url": service_endpoint(service_url),
             "headers": headers,
-            "request_body": json.dumps(body).replace('"<query>"', '"${parameters.query}"'),
+            "request_body": json.dumps(body).replace('"<match>"', "${parameters.match}"),
         }],
     }
 
@@ -230,17 +233,19 @@ def rewrite_pipeline(model_id: str, field: str = DEFAULT_FIELD, ml_commons: tupl
     """
     # JsonPath: each dot nests, so a dotted field name (title.en) goes in brackets.
     field = _check_field(field)
-    path = f"query.match['{field}'].query" if "." in field else f"query.match.{field}.query"
+    path = f"query.match['{field}']" if "." in field else f"query.match.{field}"
     return {
-        "description": "tsqr: rewrite the match query text with TongSearch-QR (fail-open)",
+        "description": "tsqr: rewrite the match query with TongSearch-QR (fail-open)",
         "request_processors": [{
             "ml_inference": {
                 "tag": "tsqr_rewrite",
                 "model_id": model_id,
                 "function_name": "remote",
                 "full_response_path": True,
-                "input_map": [{"query": path}],
-                "output_map": [{path: REWRITE_PATH}],
+                # the whole match object goes to the service, which answers the object to search
+                # with (querydsl.rewritten_match: what the client stages build for the same rewrite)
+                "input_map": [{"match": path}],
+                "output_map": [{path: MATCH_PATH}],
                 **missing_path_flags(ml_commons),
             }
         }],
@@ -258,7 +263,7 @@ def template_pipeline(model_id: str, ml_commons: tuple[int, ...] | None = None) 
                 "model_id": model_id,
                 "function_name": "remote",
                 "full_response_path": True,
-                "input_map": [{"query": "ext.ml_inference.query"}],
+                "input_map": [{"match": "ext.ml_inference"}],
                 "output_map": [{"tsqr_rewrite": REWRITE_PATH}],
                 **missing_path_flags(ml_commons),
             }

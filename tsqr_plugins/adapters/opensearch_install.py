@@ -358,8 +358,8 @@ class OpenSearchInstaller:
         """One real ``_predict`` through the model: the node reaches the service and reads its answer."""
         try:
             answer = self._call("POST", f"/_plugins/_ml/models/{model_id}/_predict",
-                                {"parameters": {"query": CHECK_QUERY}})
-            text = answer["inference_results"][0]["output"][0]["dataAsMap"]["rewrites"][0]["text"]
+                                {"parameters": {"match": json.dumps({"query": CHECK_QUERY})}})
+            text = answer["inference_results"][0]["output"][0]["dataAsMap"]["match"]["query"]
             if not isinstance(text, str):
                 raise TypeError(f"the rewrite is {type(text).__name__}, not text")
         except RefusedError as error:

@@ -200,6 +200,23 @@ def match_query(text: str, fields: list[str], budget: int, options: dict | None 
     return Built({"match": {fields[0]: {**spec, "query": kept}}}, info)
 
 
+def rewritten_match(original: dict, text: str | None, budget: int = DEFAULT_CLAUSE_BUDGET) -> dict:
+    """The options object of a ``match`` on one field (``{"query": ..., "boost": ...}``), rewritten
+    as the client stages rewrite it: the text capped to ``budget`` tokens, ``analyzer`` and ``boost``
+    kept, everything else (``operator``, ``minimum_should_match``, fuzziness) dropped, since it was
+    meant for the original words. ``text`` None (a fallback): the original as it came.
+
+    The OpenSearch search pipeline writes this object in place of the caller's, so both stages
+    search the same query for the same rewrite."""
+    if text is None:
+        return original
+    built = match_query(text, ["field"], budget, original, kind="match").query["match"]["field"]
+    boost = original.get("boost")
+    if isinstance(boost, (int, float)) and not isinstance(boost, bool) and boost != 1:
+        built["boost"] = boost
+    return built
+
+
 def termvectors_body(text: str, fields: list[str]) -> dict:
     """The ``_termvectors`` request analysing ``text`` as the index does, with document frequencies."""
     return {

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from tsqr_plugins import deadline
+from tsqr_plugins.adapters.querydsl import rewritten_match
 from tsqr_plugins.backends import Backend, load_backend
 from tsqr_plugins.backends.base import Completion
 from tsqr_plugins.cache import RewriteCache, cache_key
@@ -105,11 +106,24 @@ class RewriteService:
         by_query = {}
         for query, (completion, cached) in zip(unique, completions):
             by_query[query] = self._to_rewrite(query, completion, cached, prompt, mode, repeat, strict)
-        return {"rewrites": [by_query[q] for q in queries], "model": self.model_name, "prompt_id": prompt.id}
+        answer = {"rewrites": [by_query[q] for q in queries], "model": self.model_name, "prompt_id": prompt.id}
+        if "match" in body:  # the OpenSearch search pipeline writes this object in place of the caller's
+            rewrite = answer["rewrites"][0]
+            answer["match"] = rewritten_match(body["match"], None if rewrite["fallback"] else rewrite["text"])
+        return answer
 
     def _parse_rewrite_request(self, body: Any):
         if not isinstance(body, dict):
             raise HTTPProblem(400, "the body must be a JSON object with 'queries'")
+        if "match" in body:  # one match query's options object, as OpenSearch writes it out
+            match = body["match"]
+            if "queries" in body:
+                raise HTTPProblem(400, "send 'queries' or 'match', not both")
+            if not isinstance(match, dict) or not isinstance(match.get("query"), str):
+                raise HTTPProblem(400, "'match' must be a match query's object with a string 'query'")
+            if body.get("mode", "replace") not in ("replace", "concat"):
+                raise HTTPProblem(400, "'match' takes mode replace or concat (one text per match query)")
+            body = {**body, "queries": [match["query"]]}
         queries = body.get("queries")
         if not isinstance(queries, list) or not queries:
             raise HTTPProblem(400, "'queries' must be a non-empty list of strings")
