@@ -297,3 +297,42 @@ def test_a_field_pattern_past_the_clause_limit_falls_back_to_the_original(live, 
                 assert proxied.headers["X-Tsqr-Rewritten"] == "0" and ids(proxied.json()) == direct
     finally:
         httpx.delete(f"{url}/{index}")
+
+
+def test_retrievers_and_combined_fields_on_the_nodes(live, tmp_path):
+    """combined_fields (Elasticsearch, OpenSearch 3.x: 2.19 answers "unknown query"), and
+    Elasticsearch's standard retriever (in the server itself;
+    rrf and linear are x-pack, absent from the integ-test zip, and are covered in
+    test_search_stage), rewritten by the client stage and the proxy; a query_string is named in the
+    metadata and the proxy's X-Tsqr-Not-Rewritten."""
+    from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app
+    from tsqr_plugins.adapters.stage import StageSettings
+    from tsqr_plugins.testing.service import RunningApp
+
+    engine, url, index = live
+    client = python_client(engine, url)
+    rewriting = stage(engine, client, file_rewriter(tmp_path))
+    wanted = ids(search(engine, client, index, {"query": {"match": {"text": REWRITE}}, "size": 3}))
+    combined = {"query": {"combined_fields": {"query": QUERY, "fields": ["text"], "operator": "and"}}, "size": 3}
+    bodies = []
+    if httpx.post(f"{url}/{index}/_search", json=combined).status_code == 200:
+        answer = search(engine, rewriting, index, combined)
+        assert answer["tsqr"]["rewritten"] == 1 and set(ids(answer)[:2]) == RELEVANT
+        bodies.append(combined)
+    else:
+        assert engine == "opensearch"  # 2.19
+    if engine == "elasticsearch":
+        retriever = {"retriever": {"standard": {"query": {"match": {"text": QUERY}}}}, "size": 3}
+        answer = rewriting.search(index=index, **retriever)
+        assert answer["tsqr"]["rewritten"] == 1 and ids(answer) == wanted
+        bodies.append(retriever)
+    syntax = {"query": {"bool": {"should": [{"query_string": {"query": "moths AND lamps"}},
+                                            {"match": {"text": QUERY}}]}}, "size": 3}
+    answer = search(engine, rewriting, index, syntax)
+    assert answer["tsqr"]["not_rewritten"][0]["query"] == "query_string"
+    with RunningApp(create_proxy_app(SearchProxy(url, file_rewriter(tmp_path), StageSettings()))) as running:
+        for body in bodies:
+            proxied = httpx.post(f"{running.url}/{index}/_search", json=body, timeout=60)
+            assert proxied.headers["X-Tsqr-Rewritten"] == "1" and set(ids(proxied.json())[:2]) == RELEVANT, body
+        proxied = httpx.post(f"{running.url}/{index}/_search", json=syntax, timeout=60)
+        assert proxied.headers["X-Tsqr-Not-Rewritten"] == "query_string"

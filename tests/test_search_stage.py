@@ -26,7 +26,12 @@ def rewrite(original: str, text: str, fallback: bool = False) -> Rewrite:
 
 
 def run_stage(query: dict, rewrites: dict[str, str], settings: StageSettings, server=None):
-    plan = stage.plan(query, settings)
+    new, info = run_search_stage({"query": query}, rewrites, settings, server)
+    return new["query"], info
+
+
+def run_search_stage(search: dict, rewrites: dict[str, str], settings: StageSettings, server=None):
+    plan = stage.plan(search, settings)
     plan.rewrites = [rewrite(t, rewrites[t]) if t in rewrites else rewrite(t, t, True) for t in plan.texts]
     stats = {key: server.termvectors(querydsl.termvectors_body(key[0], list(key[1])))
              for key in stage.stats_needed(plan, settings)} if server else {}
@@ -369,3 +374,49 @@ def test_field_patterns_count_as_several_fields_in_the_clause_budget():
     assert kept(unnamed) == 1000 // querydsl.FIELDS_PER_PATTERN
     assert querydsl.passed_clause_limit('{"type":"too_many_nested_clauses","reason":"maxClauseCount is set to 1024"}')
     assert not querydsl.passed_clause_limit('{"type":"parsing_exception"}')
+
+
+# -- query shapes beyond query DSL leaves --------------------------------------------------------
+
+
+def test_retrievers_hybrid_and_combined_fields_are_rewritten_and_the_rest_is_named():
+    """Elasticsearch retrievers (elasticsearch-specification _types/Retriever.ts): a standard
+    retriever's query, the children of rrf (plain or with a weight) and linear, the multi-field text
+    of rrf/linear, the child of a reranker; OpenSearch's hybrid sub-queries; combined_fields. What
+    is left as written (query syntax, phrases, vectors, a reranker's inference_text, filters) is
+    named with its reason, never skipped silently."""
+    search = {
+        "retriever": {"rrf": {"retrievers": [
+            {"standard": {"query": {"match": {"text": "a"}}, "filter": {"match": {"text": "f"}}}},
+            {"retriever": {"linear": {"retrievers": [
+                {"retriever": {"standard": {"query": {"combined_fields": {"query": "b", "fields": ["text", "title"],
+                                                                          "operator": "and"}}}}, "weight": 2},
+                {"retriever": {"knn": {"field": "v", "query_vector": [1.0], "k": 3}}, "weight": 1}]}},
+             "weight": 0.5},
+            {"text_similarity_reranker": {"inference_text": "c", "field": "text",
+                                          "retriever": {"standard": {"query": {"query_string": {"query": "d"}}}}}},
+            {"linear": {"query": "e", "fields": ["text"], "normalizer": "minmax"}},
+        ]}},
+        "query": {"hybrid": {"queries": [{"match": {"text": "g"}}, {"match_phrase": {"text": "h"}}],
+                             "filter": {"match": {"text": "i"}}}},
+    }
+    rewrites = {t: f"rewritten {t}" for t in "abcdefghi"}
+    new, info = run_search_stage(search, rewrites, StageSettings())
+    assert [entry["original"] for entry in info["queries"]] == ["g", "a", "b", "e"]
+    rrf = new["retriever"]["rrf"]["retrievers"]
+    assert rrf[0]["standard"]["query"] == {"match": {"text": {"query": "rewritten a"}}}
+    assert rrf[0]["standard"]["filter"] == {"match": {"text": "f"}}  # a retriever's filter is a filter
+    linear = rrf[1]["retriever"]["linear"]["retrievers"]
+    assert linear[0] == {"retriever": {"standard": {"query": {"combined_fields": {
+        "fields": ["text", "title"], "query": "rewritten b"}}}}, "weight": 2}  # operator dropped, weight kept
+    assert rrf[3]["linear"] == {"query": "rewritten e", "fields": ["text"], "normalizer": "minmax"}
+    assert new["query"]["hybrid"]["queries"][0] == {"match": {"text": {"query": "rewritten g"}}}
+    assert new["query"]["hybrid"]["filter"] == {"match": {"text": "i"}}
+    named = {entry.get("query") or entry.get("retriever") for entry in info["not_rewritten"]}
+    assert named == {"match_phrase", "query_string", "knn", "text_similarity_reranker"}
+    assert all(entry["reason"] for entry in info["not_rewritten"])
+    assert search["retriever"]["rrf"]["retrievers"][0]["standard"]["query"] == {"match": {"text": "a"}}  # a copy
+
+    both, _ = run_search_stage({"retriever": {"rrf": {"query": "e", "retrievers": []}}}, rewrites,
+                               StageSettings(mode="both"))
+    assert both["retriever"]["rrf"]["query"] == "e rewritten e"  # one text: original and rewrite side by side

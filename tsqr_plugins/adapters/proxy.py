@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from . import querydsl, stage
-from .searchclient import single_index
+from .searchclient import search_parts, single_index
 from .stage import StageSettings
 from ..core import Rewriter, as_backend_error
 from ..errors import InputError
@@ -106,32 +106,34 @@ class SearchProxy:
             document = json.loads(body) if body.strip() else None
         except (ValueError, RecursionError):  # not JSON, or nested past Python's parser: the engine's to judge
             return body, {}
-        if not isinstance(document, dict) or not isinstance(document.get("query"), dict):
+        parts = search_parts(document)
+        if parts is None:
             return body, {}
         try:
-            plan = stage.plan(document["query"], self.settings)
+            plan = stage.plan(parts, self.settings)
         except RecursionError:
             return body, {}
         try:
             if not plan.leaves:
-                return body, {}
+                return body, _not_rewritten(plan.skipped)
             plan.rewrites = await asyncio.to_thread(self.rewriter.rewrite_batch, plan.texts)
             index = single_index(path.strip("/").split("/")[0]) if path.strip("/") != "_search" else None
             keys = stage.stats_needed(plan, self.settings)
             auth = {name: value for name, value in incoming.items() if name.lower() in STAGE_HEADERS}
             answers = await asyncio.gather(*(self._termvectors(index, key, auth) for key in keys))
-            query, info = stage.apply(plan, self.settings, dict(zip(keys, answers)))
+            new_parts, info = stage.apply(plan, self.settings, dict(zip(keys, answers)))
         except Exception as error:
             if self.rewriter.strict:
                 raise as_backend_error(error) from error
             logger.warning("query rewriting failed; forwarding the original search (%s)", error)
             return body, {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": "1"}
+        skipped = _not_rewritten(plan.skipped)
         if not info["rewritten"]:  # every rewrite fell back: the caller's bytes go out as they came
-            return body, {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(info["fallback"])}
+            return body, {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(info["fallback"]), **skipped}
         dropped = sum(entry.get("dropped_terms", 0) + entry.get("dropped_tokens", 0) for entry in info["queries"])
         headers = {"X-Tsqr-Rewritten": str(info["rewritten"]), "X-Tsqr-Fallback": str(info["fallback"]),
-                   "X-Tsqr-Dropped-Terms": str(dropped)}
-        return json.dumps({**document, "query": query}).encode(), headers
+                   "X-Tsqr-Dropped-Terms": str(dropped), **skipped}
+        return json.dumps({**document, **new_parts}).encode(), headers
 
     async def _termvectors(self, index: str | None, key, headers: dict[str, str]) -> dict | None:
         if index is None:
@@ -195,6 +197,13 @@ class SearchProxy:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def _not_rewritten(skipped: list[dict]) -> dict[str, str]:
+    """``X-Tsqr-Not-Rewritten``: the text queries left as written (their kinds; the client stages'
+    metadata gives the reasons)."""
+    kinds = list(dict.fromkeys(entry.get("query") or entry.get("retriever", "") for entry in skipped))
+    return {"X-Tsqr-Not-Rewritten": ", ".join(kinds)} if kinds else {}
 
 
 def _readable(body: bytes, encoding: str | None) -> str:

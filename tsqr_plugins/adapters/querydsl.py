@@ -47,6 +47,24 @@ _CHILDREN = {
     "nested": ("query",),
     "has_child": ("query",),
     "has_parent": ("query",),
+    "hybrid": ("queries", "filter"),  # OpenSearch (neural-search): its sub-queries, scored apart and combined
+}
+# Elasticsearch retrievers (8.14+; elasticsearch-specification _types/Retriever.ts): where their
+# query, child retrievers and filters live.
+_RETRIEVER_CHILDREN = ("retriever",)  # text_similarity_reranker, rule, rescorer, pinned, diversify
+# Text-bearing queries the stages leave as written, and why: said in the metadata, never silently.
+NOT_REWRITTEN = {
+    "query_string": "its text is query syntax, and model output never becomes syntax",
+    "simple_query_string": "its text is query syntax, and model output never becomes syntax",
+    "match_phrase": "a phrase: a rewrite is not the same phrase",
+    "match_phrase_prefix": "a phrase: a rewrite is not the same phrase",
+    "match_bool_prefix": "its last word is a prefix the user is typing",
+    "intervals": "positional rules written for the original words",
+    "semantic": "embedded by the engine's model, which expects the user's words",
+    "neural": "embedded by the engine's model, which expects the user's words",
+    "sparse_vector": "embedded by the engine's model, which expects the user's words",
+    "text_expansion": "embedded by the engine's model, which expects the user's words",
+    "knn": "a vector search",
 }
 
 
@@ -82,59 +100,121 @@ def _leaf(node: Any) -> tuple[str, str, list[str], dict] | None:
             return kind, value, [name], {}
         if isinstance(value, dict) and isinstance(value.get("query"), str):
             return kind, value["query"], [name], {k: v for k, v in value.items() if k != "query"}
-    if kind == "multi_match" and isinstance(spec, dict) and isinstance(spec.get("query"), str):
+    if kind in ("multi_match", "combined_fields") and isinstance(spec, dict) and isinstance(spec.get("query"), str):
         fields = spec.get("fields") or []
         if isinstance(fields, list) and all(isinstance(f, str) for f in fields):
             return kind, spec["query"], list(fields), {k: v for k, v in spec.items() if k != "query"}
     return None
 
 
+@dataclass
+class Found:
+    """What a search body holds: the text queries to rewrite, and those left as written (why)."""
+
+    leaves: list[TextQuery] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+
 def find_text_queries(holder: dict, fields: Iterable[str] | None = None,
                       include_filters: bool = False) -> list[TextQuery]:
-    """The ``match``/``multi_match`` leaves of ``holder["query"]`` (query DSL) on the given fields.
+    """The ``match``/``multi_match``/``combined_fields`` leaves of a search body's ``query`` and
+    ``retriever`` (Elasticsearch retrievers: every standard retriever's query, and the multi-field
+    ``query`` text of ``rrf``/``linear``) on the given fields."""
+    return find_in_search(holder, fields, include_filters).leaves
 
-    ``fields=None`` takes every text query; otherwise a ``match`` on one of them, or a
-    ``multi_match`` naming one of them. Walks only the documented compound queries, and not into
-    filter contexts (``FILTER_CONTEXTS``) unless ``include_filters``.
-    """
+
+def find_in_search(holder: dict, fields: Iterable[str] | None = None, include_filters: bool = False) -> Found:
+    """``fields=None`` takes every text query; otherwise a query on one of them, or a
+    ``multi_match`` naming one of them. Walks only the documented compound queries and retrievers,
+    and not into filter contexts (``FILTER_CONTEXTS``, a retriever's ``filter``) unless
+    ``include_filters``."""
     wanted = None if fields is None else set(fields)
-    found: list[TextQuery] = []
+    found = Found()
+
+    def take(container, key, kind, text, names, options):
+        if wanted is None or wanted & {field_name(n) for n in names}:
+            boost = options.get("boost") if isinstance(options.get("boost"), (int, float)) else None
+            found.leaves.append(TextQuery(container, key, kind, text, names, boost, options))
 
     def visit(container, key):
         node = container[key]
         leaf = _leaf(node)
         if leaf is not None:
-            kind, text, names, options = leaf
-            if wanted is None or wanted & {field_name(n) for n in names}:
-                boost = options.get("boost") if isinstance(options.get("boost"), (int, float)) else None
-                found.append(TextQuery(container, key, kind, text, names, boost, options))
+            take(container, key, *leaf)
             return
+        if not isinstance(node, dict) or len(node) != 1:
+            return
+        (kind, spec), = node.items()
+        if kind in NOT_REWRITTEN:
+            found.skipped.append({"query": kind, "reason": NOT_REWRITTEN[kind]})
+            return
+        if not isinstance(spec, dict):
+            return
+        for child_key in _CHILDREN.get(kind, ()):
+            if (kind, child_key) in FILTER_CONTEXTS | {("hybrid", "filter")} and not include_filters:
+                continue
+            visit_each(spec, child_key, visit)
+
+    def visit_retriever(container, key):
+        node = container[key]
         if not isinstance(node, dict) or len(node) != 1:
             return
         (kind, spec), = node.items()
         if not isinstance(spec, dict):
             return
-        for child_key in _CHILDREN.get(kind, ()):
-            if (kind, child_key) in FILTER_CONTEXTS and not include_filters:
-                continue
-            child = spec.get(child_key)
-            if isinstance(child, list):
-                for index in range(len(child)):
-                    visit(child, index)
-            elif isinstance(child, dict):
-                visit(spec, child_key)
+        if include_filters:
+            visit_each(spec, "filter", visit)
+        if kind == "standard" and isinstance(spec.get("query"), dict):
+            visit(spec, "query")
+        elif kind in ("rrf", "linear"):
+            if isinstance(spec.get("query"), str):  # the multi-field format (9.1+): a text and fields
+                names = spec.get("fields") or []
+                if isinstance(names, list) and all(isinstance(n, str) for n in names):
+                    take(spec, "query", "text", spec["query"], list(names), {})
+            for index, entry in enumerate(spec.get("retrievers") or []):
+                # an entry is a retriever, or {"retriever": ..., "weight": ...}
+                if isinstance(entry, dict) and "retriever" in entry:
+                    visit_retriever(entry, "retriever")
+                elif isinstance(spec.get("retrievers"), list):
+                    visit_retriever(spec["retrievers"], index)
+        elif kind == "knn":
+            found.skipped.append({"retriever": kind, "reason": NOT_REWRITTEN["knn"]})
+        else:
+            if kind == "text_similarity_reranker" and isinstance(spec.get("inference_text"), str):
+                found.skipped.append({"retriever": kind, "field": "inference_text",
+                                      "reason": "the reranker's model compares the user's words with each document"})
+            for child_key in _RETRIEVER_CHILDREN:
+                if isinstance(spec.get(child_key), dict):
+                    visit_retriever(spec, child_key)
 
-    if not isinstance(holder.get("query"), dict):
-        raise InputError(f"a search query must be a JSON object, got {type(holder.get('query')).__name__}")
-    visit(holder, "query")
+    if "query" in holder:
+        if not isinstance(holder["query"], dict):
+            raise InputError(f"a search query must be a JSON object, got {type(holder['query']).__name__}")
+        visit(holder, "query")
+    if isinstance(holder.get("retriever"), dict):
+        visit_retriever(holder, "retriever")
     return found
 
 
-def copy_with_text_queries(query: dict, fields: Iterable[str] | None,
-                           include_filters: bool = False) -> tuple[dict, list[TextQuery]]:
-    """``{"query": <deep copy>}`` and its text queries: replacing them never touches the caller's query."""
-    holder = {"query": copy.deepcopy(query)}
-    return holder, find_text_queries(holder, fields, include_filters)
+def visit_each(spec: dict, key: str, visit) -> None:
+    """Visit ``spec[key]``: one query, or each of a list of them."""
+    child = spec.get(key)
+    if isinstance(child, list):
+        for index in range(len(child)):
+            visit(child, index)
+    elif isinstance(child, dict):
+        visit(spec, key)
+
+
+SEARCH_PARTS = ("query", "retriever")
+
+
+def copy_with_text_queries(search: dict, fields: Iterable[str] | None,
+                           include_filters: bool = False) -> tuple[dict, Found]:
+    """A deep copy of the search body's ``query`` and ``retriever``, and what they hold: replacing
+    the leaves never touches the caller's body."""
+    holder = {key: copy.deepcopy(search[key]) for key in SEARCH_PARTS if key in search}
+    return holder, find_in_search(holder, fields, include_filters)
 
 
 def concrete_fields(names: Iterable[str]) -> bool:
@@ -150,7 +230,7 @@ def concrete_fields(names: Iterable[str]) -> bool:
 class Built:
     """A built query and what was done to fit it (for the response metadata)."""
 
-    query: dict
+    query: dict | str  # a str for a retriever's multi-field query text
     info: dict
 
 
@@ -187,15 +267,20 @@ def passed_clause_limit(error_text: str) -> bool:
 
 
 def match_query(text: str, fields: list[str], budget: int, options: dict | None = None, kind: str = "match") -> Built:
-    """Plain BM25: ``match`` (or ``multi_match`` keeping its fields and type), fuzziness off."""
+    """Plain BM25: ``match`` (or ``multi_match``/``combined_fields`` keeping their fields and type),
+    fuzziness, ``operator`` and ``minimum_should_match`` off. ``kind`` "text" (a retriever's
+    multi-field ``query``) builds the capped text alone."""
     count, guessed = queried_fields(fields)
     kept, dropped = cap_tokens(text, max(1, budget // count))
     info = {"scoring": "match", "dropped_tokens": dropped}
     if guessed:
         info["fields_guessed"] = True  # patterns counted as FIELDS_PER_PATTERN fields each
-    if kind == "multi_match":
-        spec = {k: v for k, v in (options or {}).items() if k in ("fields", "type", "tie_breaker", "analyzer")}
-        return Built({"multi_match": {**spec, "query": kept}}, info)
+    if kind == "text":
+        return Built(kept, info)
+    if kind in ("multi_match", "combined_fields"):
+        kept_options = ("fields", "type", "tie_breaker", "analyzer") if kind == "multi_match" else ("fields",)
+        spec = {k: v for k, v in (options or {}).items() if k in kept_options}
+        return Built({kind: {**spec, "query": kept}}, info)
     spec = {k: v for k, v in (options or {}).items() if k == "analyzer"}
     return Built({"match": {fields[0]: {**spec, "query": kept}}}, info)
 

@@ -22,13 +22,24 @@ from .stage import Plan, StageSettings, StatsKey
 logger = logging.getLogger(__name__)
 
 
-def _query_of(kwargs: dict) -> tuple[dict | None, Any]:
-    """The query of a ``search(**kwargs)`` call (``body=`` or ``query=`` style) and how to put one back."""
+def search_parts(body: Any) -> dict | None:
+    """The parts of a search body that hold queries (``query``, ``retriever``), or None."""
+    if not isinstance(body, dict):
+        return None
+    parts = {key: body[key] for key in querydsl.SEARCH_PARTS if isinstance(body.get(key), dict)}
+    return parts or None
+
+
+def _parts_of(kwargs: dict) -> tuple[dict | None, Any]:
+    """The query parts of a ``search(**kwargs)`` call (``body=`` or keyword style: ``query=``,
+    ``retriever=``) and how to put new ones back."""
     body = kwargs.get("body")
-    if isinstance(body, dict) and isinstance(body.get("query"), dict):
-        return body["query"], lambda query: {**kwargs, "body": {**body, "query": query}}
-    if isinstance(kwargs.get("query"), dict):
-        return kwargs["query"], lambda query: {**kwargs, "query": query}
+    parts = search_parts(body)
+    if parts is not None:
+        return parts, lambda new: {**kwargs, "body": {**body, **new}}
+    parts = search_parts(kwargs)
+    if parts is not None:
+        return parts, lambda new: {**kwargs, **new}
     return None, None
 
 
@@ -116,15 +127,15 @@ class _Stage:
         # Every other client method (index, bulk, indices, close, ...) is the wrapped client's.
         return getattr(self.__dict__["client"], name)
 
-    def _plan(self, query: Any) -> Plan | None:
-        if not isinstance(query, dict):
+    def _plan(self, parts: dict | None) -> Plan | None:
+        if parts is None:
             return None
-        plan = stage.plan(query, self.settings)
-        return plan if plan.leaves else None
+        plan = stage.plan(parts, self.settings)
+        return plan if plan.leaves or plan.skipped else None  # what was left as written is said too
 
     def _search_job(self, kwargs: dict) -> Job | None:
-        query, rebuild = _query_of(kwargs)
-        plan = self._plan(query) if self.rewriter is not None else None
+        parts, rebuild = _parts_of(kwargs)
+        plan = self._plan(parts) if self.rewriter is not None else None
         if plan is None:
             return None
         return Job([plan], [single_index(kwargs.get("index"))], lambda queries: rebuild(queries[0]), single=True)
@@ -136,7 +147,7 @@ class _Stage:
         if self.rewriter is None or not isinstance(items, list) or len(items) % 2:
             return None
         headers, bodies = items[0::2], items[1::2]
-        plans = [self._plan(body.get("query")) if isinstance(body, dict) else None for body in bodies]
+        plans = [self._plan(search_parts(body)) for body in bodies]
         if not any(plans):
             return None
         default = kwargs.get("index")
@@ -144,8 +155,8 @@ class _Stage:
 
         def rebuild(queries: list[dict | None]) -> dict:
             new_items = []
-            for header, body, query in zip(headers, bodies, queries):
-                new_items += [header, body if query is None else {**body, "query": query}]
+            for header, body, parts in zip(headers, bodies, queries):
+                new_items += [header, body if parts is None else {**body, **parts}]
             return {**kwargs, key: new_items}
 
         return Job(plans, indexes, rebuild, single=False)
@@ -205,7 +216,7 @@ class RewritingSearchClient(_Stage):
         try:
             job = make_job(kwargs)
             if job is not None:
-                rewrites = self.rewriter.rewrite_batch(job.texts)
+                rewrites = self.rewriter.rewrite_batch(job.texts) if job.texts else []
                 self.last_rewrites = rewrites
                 job.assign(rewrites)
                 stats = {where: self._termvectors(*where) for where in job.stats_keys(self.settings)}
@@ -250,7 +261,7 @@ class AsyncRewritingSearchClient(_Stage):
         try:
             job = make_job(kwargs)
             if job is not None:
-                rewrites = await asyncio.to_thread(self.rewriter.rewrite_batch, job.texts)
+                rewrites = await asyncio.to_thread(self.rewriter.rewrite_batch, job.texts) if job.texts else []
                 self.last_rewrites = rewrites
                 job.assign(rewrites)
                 keys = job.stats_keys(self.settings)

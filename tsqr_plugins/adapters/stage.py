@@ -51,21 +51,25 @@ class StageSettings:
 
 @dataclass
 class Plan:
-    """The caller's query copied, and its text queries to rewrite."""
+    """The caller's ``query`` and ``retriever`` copied, their text queries to rewrite, and the
+    text queries left as written (with the reason, for the metadata)."""
 
     holder: dict
     leaves: list[TextQuery]
     rewrites: list[Rewrite] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
 
     @property
     def texts(self) -> list[str]:
         return [leaf.text for leaf in self.leaves]
 
 
-def plan(query: dict, settings: StageSettings) -> Plan:
-    holder, leaves = querydsl.copy_with_text_queries(query, settings.fields, settings.include_filters)
+def plan(search: dict, settings: StageSettings) -> Plan:
+    """``search``: the parts of a search body that hold queries (``query``, ``retriever``)."""
+    holder, found = querydsl.copy_with_text_queries(search, settings.fields, settings.include_filters)
     # Empty text queries are the caller's own business: leave them to the engine.
-    return Plan(holder, [leaf for leaf in leaves if isinstance(leaf.text, str) and leaf.text.strip()])
+    leaves = [leaf for leaf in found.leaves if isinstance(leaf.text, str) and leaf.text.strip()]
+    return Plan(holder, leaves, skipped=found.skipped)
 
 
 def _texts(rewrite: Rewrite, settings: StageSettings) -> list[str]:
@@ -78,14 +82,15 @@ def stats_needed(plan: Plan, settings: StageSettings) -> list[StatsKey]:
         return []
     keys: dict[StatsKey, None] = {}
     for leaf, rewrite in zip(plan.leaves, plan.rewrites):
-        if not rewrite.fallback and querydsl.concrete_fields(leaf.field_names):
+        if not rewrite.fallback and leaf.kind != "text" and querydsl.concrete_fields(leaf.field_names):
             for text in _texts(rewrite, settings):
                 keys[(querydsl.clean_text(text), leaf.field_names)] = None
     return list(keys)
 
 
 def apply(plan: Plan, settings: StageSettings, stats: dict[StatsKey, dict | None] | None = None) -> tuple[dict, dict]:
-    """The rewritten query and the metadata saying what was done (per text query)."""
+    """The rewritten search parts (``query``, ``retriever``) and the metadata saying what was done
+    (per text query, and what was left as written)."""
     stats = stats or {}
     rewritten = [(leaf, rw) for leaf, rw in zip(plan.leaves, plan.rewrites) if not rw.fallback]
     per_leaf = settings.clause_budget // max(1, len(rewritten))
@@ -96,10 +101,12 @@ def apply(plan: Plan, settings: StageSettings, stats: dict[StatsKey, dict | None
             entry["reason"] = rewrite.reason
         else:
             texts = _texts(rewrite, settings)
+            if leaf.kind == "text" and len(texts) > 1:  # a retriever's query is one text: both, side by side
+                texts = [" ".join(texts)]
             built = [_build(text, leaf, max(1, per_leaf // len(texts)), settings, stats) for text in texts]
             query = built[0].query if len(built) == 1 else querydsl.fused(
                 built[0].query, built[1].query, settings.original_boost, settings.rewrite_boost)
-            leaf.container[leaf.key] = querydsl.with_boost(query, leaf.boost)
+            leaf.container[leaf.key] = query if leaf.kind == "text" else querydsl.with_boost(query, leaf.boost)
             entry.update(rewrite=rewrite.text, **_merged_info(built))
         entries.append(entry)
     info = {
@@ -107,7 +114,9 @@ def apply(plan: Plan, settings: StageSettings, stats: dict[StatsKey, dict | None
         "fallback": sum(e["fallback"] for e in entries),
         "queries": entries,
     }
-    return plan.holder["query"], info
+    if plan.skipped:
+        info["not_rewritten"] = plan.skipped
+    return plan.holder, info
 
 
 def _merged_info(built: list[Built]) -> dict:
@@ -134,7 +143,8 @@ def _build(text: str, leaf: TextQuery, budget: int, settings: StageSettings,
     built = querydsl.match_query(text, list(leaf.fields), budget, leaf.options, leaf.kind)
     if settings.scoring == "bm25q":  # BM25Q needs one index's statistics for named fields
         built.info["stats_unavailable"] = malformed or (
-            "no field names (the index's default fields)" if not names
+            "a retriever's query text (no query DSL to weight)" if leaf.kind == "text"
+            else "no field names (the index's default fields)" if not names
             else "wildcard field names" if not querydsl.concrete_fields(names)
             else "no single index to ask (several indices, a pattern or an alias), or _termvectors failed")
     return built
