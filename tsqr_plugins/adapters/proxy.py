@@ -90,10 +90,19 @@ class SearchProxy:
             if body is None:
                 return JSONResponse({"error": f"request body over {self.max_body_bytes} bytes"}, status_code=413)
             try:
-                new_body, headers = await self._rewrite(body, path, request.headers)
+                readable = decoded_body(body, request.headers.get("content-encoding"), self.max_body_bytes)
+            except BodyTooLarge:
+                return JSONResponse({"error": f"request body over {self.max_body_bytes} bytes once decoded"},
+                                    status_code=413)
+            try:
+                new_body, headers = await self._rewrite(readable, path, request.headers)
             except Exception as error:  # strict rewriter: the search does not go out
                 return JSONResponse({"error": f"query rewriting failed: {error}"}, status_code=502)
-            return await self._forward(request, new_body, headers, original=body if new_body is not body else None)
+            if new_body is readable:  # untouched: the caller's own bytes, encoded as they came
+                return await self._forward(request, body, headers)
+            # a rewritten body goes out decoded (its Content-Encoding dropped); on a clause-limit
+            # refusal, the original goes out as it came
+            return await self._forward(request, new_body, headers, original=body, decoded=readable is not body)
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
         return await self._forward(request, request.stream() if has_body else None, {})
 
@@ -148,15 +157,19 @@ class SearchProxy:
             logger.warning("_termvectors on %s failed, BM25Q falls back to match (%s)", index, error)
             return None
 
-    async def _forward(self, request, content, extra_headers: dict[str, str], original: bytes | None = None):
+    async def _forward(self, request, content, extra_headers: dict[str, str], original: bytes | None = None,
+                       decoded: bool = False):
         """Send upstream and stream the answer back. For a rewritten search (``original`` given) that
-        the engine refuses for its clause count, the original search goes out instead."""
+        the engine refuses for its clause count, the original search goes out instead. ``decoded``:
+        ``content`` is the decoded form of a body that came with a Content-Encoding."""
         from starlette.background import BackgroundTask
         from starlette.responses import JSONResponse, Response, StreamingResponse
 
         url = self.target(request.scope.get("raw_path", b"").decode() or request.url.path,
                           request.url.query)
         headers = forwarded_headers(request.headers)
+        if decoded:
+            headers = [(name, value) for name, value in headers if name.lower() != "content-encoding"]
         if not isinstance(content, bytes) and "content-length" in request.headers:
             # A streamed body keeps its length (no chunked encoding that some servers refuse).
             headers.append(("content-length", request.headers["content-length"]))
@@ -197,6 +210,33 @@ class SearchProxy:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def decoded_body(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """A gzip or deflate request body decoded, at most ``limit`` bytes of it (BodyTooLarge past
+    that: a small compressed body can expand a thousandfold); any other body, or one that does not
+    decode, as it came (the engine's to judge)."""
+    import zlib
+
+    kind = (encoding or "").strip().lower()
+    if kind not in ("gzip", "x-gzip", "deflate"):
+        return body
+    # gzip: a gzip header; deflate: RFC 9110 means the zlib format, but raw deflate is also sent
+    attempts = (zlib.MAX_WBITS | 16,) if "gzip" in kind else (zlib.MAX_WBITS, -zlib.MAX_WBITS)
+    for wbits in attempts:
+        try:
+            decoder = zlib.decompressobj(wbits)
+            decoded = decoder.decompress(body, limit + 1)
+        except zlib.error:
+            continue
+        if len(decoded) > limit or decoder.unconsumed_tail:
+            raise BodyTooLarge()
+        return decoded
+    return body
 
 
 def _not_rewritten(skipped: list[dict]) -> dict[str, str]:
