@@ -7,7 +7,8 @@ makes, and nothing more; every behaviour that matters for access control cites t
 source it follows (tag 2.19.6.0 unless said; paths under plugin/src/main/java/org/opensearch/ml/):
 
 - users come from HTTP basic auth, as the security plugin puts them into the thread context
-  (RestActionUtils.getUserContext);
+  (RestActionUtils.getUserContext), and ``GET /_plugins/_security/authinfo`` names them (the
+  security plugin's SecurityInfoAction);
 - ``POST /_plugins/_ml/model_groups/_register`` (MLModelGroupManager.createModelGroup L103-130,
   L182-219, L328-335): with access control off, ``access_mode``/``backend_roles``/
   ``add_all_backend_roles`` are refused with 400 "You cannot specify model access control
@@ -55,6 +56,9 @@ class FakeUser:
 class FakeNode:
     users: dict[str, FakeUser]
     access_control: bool = True
+    # installed but switched off (plugins.security.disabled): no REST handlers, no user in the
+    # thread context, so ml-commons applies no access control and refuses access fields
+    security_active: bool = True
     persistent: dict = field(default_factory=dict)
     connectors: dict = field(default_factory=dict)
     groups: dict = field(default_factory=dict)
@@ -66,9 +70,13 @@ class FakeNode:
     def new_id(self, kind: str) -> str:
         return f"{kind}-{next(self._ids)}"
 
+    @property
+    def controls_access(self) -> bool:  # ModelAccessControlHelper: the setting and a user to check
+        return self.access_control and self.security_active
+
     def group_allows(self, group: dict, user: FakeUser) -> bool:
         # ModelAccessControlHelper.checkModelGroupPermission
-        if not self.access_control or user.admin or group.get("owner") is None:
+        if not self.controls_access or user.admin or group.get("owner") is None:
             return True
         access = group.get("access")
         if access == "public":
@@ -82,7 +90,7 @@ class FakeNode:
         for group_id, group in self.groups.items():
             if group["name"] == name:
                 return 400, error(f"The name you provided is already being used by a model group with ID: {group_id}.")
-        if not self.access_control:
+        if not self.controls_access:
             if any(body.get(key) for key in ACCESS_FIELDS):
                 return 400, error("You cannot specify model access control parameters because the Security plugin or "
                                   "model access control is disabled on your cluster.")
@@ -137,6 +145,12 @@ def route(node: FakeNode, user: FakeUser, method: str, path: str, body) -> tuple
     if path == "/_cat/plugins":
         return 200, [{"component": "opensearch-ml", "version": "2.19.6.0"},
                      {"component": "opensearch-security", "version": "2.19.6.0"}]
+    if path == "/_plugins/_security/authinfo":  # opensearch-security SecurityInfoAction
+        if not node.security_active:
+            return 400, {"error": f"no handler found for uri [{path}] and method [{method}]"}
+        return 200, {"user_name": user.name, "backend_roles": list(user.roles)}
+    if path == "/_plugins/_ml/agents/_search":  # no agent yet: ml-commons answers its missing index
+        return 404, error("no such index [.plugins-ml-agent]")
     if path == "/_cluster/settings":
         if method == "PUT":
             for key, value in body.get("persistent", {}).items():

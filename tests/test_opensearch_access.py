@@ -25,8 +25,8 @@ SERVICE = "https://rewriter.example.com"
 def fake():
     from tsqr_plugins.testing.service import RunningApp
 
-    def start(access_control: bool):
-        node = FakeNode(USERS, access_control=access_control)
+    def start(access_control: bool, security_active: bool = True):
+        node = FakeNode(USERS, access_control=access_control, security_active=security_active)
         running = RunningApp(create_fake_node(node))
         running.__enter__()
         started.append(running)
@@ -122,3 +122,12 @@ def test_with_access_control_off_no_access_field_is_sent(fake):
     assert predict_as(url, "searcher", installed["model_id"]) == 200
     with pytest.raises(InputError, match="access control is off"):
         install(url, model_access="private")
+
+
+def test_a_security_plugin_that_is_switched_off_controls_nothing(fake):
+    """The setting on, the plugin installed but disabled (as the OpenSearch image can run it):
+    ml-commons sees no user and refuses access fields, so none is sent (found by review: even
+    the default public failed with 400)."""
+    node, url = fake(access_control=True, security_active=False)
+    installed = install(url)
+    assert node.groups[installed["model_group_id"]]["owner"] is None

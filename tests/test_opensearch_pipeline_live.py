@@ -32,7 +32,8 @@ JSON_LOOKING = ['{"moths": "street lamps"}', '["moths", "lamps"]']
 # stays a placeholder, which fails the call; the search must run unrewritten, answered once. A
 # parameter the connector kept (an older tsqr kept `mode`) would be expanded into a body that works
 # and the service would rewrite a query the user never wrote: EXPANDED is in the file to catch that.
-UNSENDABLE = ["moths ${parameters.match}", "moths ${parameters.tsqr_install}", "moths ${parameters.mode} street lamps"]
+UNSENDABLE = ["moths ${parameters.match}", "moths ${parameters.tsqr_install}", "moths ${parameters.tsqr_key}",
+              "moths ${parameters.mode} street lamps"]
 EXPANDED = "moths replace street lamps"
 LONG = "moths and a rewrite longer than the clause limit"
 
@@ -108,7 +109,7 @@ def test_pipeline_search_equals_searching_for_the_rewrite(node, service):
 
 
 def test_reinstall_is_idempotent_replaces_an_outdated_connector_and_handles_dotted_fields(node, service, tmp_path):
-    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
+    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller, read_record
     from tsqr_plugins.errors import InputError
 
     url, _ = node
@@ -125,19 +126,20 @@ def test_reinstall_is_idempotent_replaces_an_outdated_connector_and_handles_dott
         body = {"query": {"match": {"title.en": {"query": QUERY}}}, "size": 3}
         assert set(ids(search(url, index, body, f"{name}-rewrite"))[:2]) == RELEVANT
 
-        # a connector left by an older install (another body) is replaced, not reused
+        # a connector an older tsqr left (its body, its parameters, its record of the settings) is
+        # replaced, not reused, and its record still counts
         connector = httpx.get(f"{url}/_plugins/_ml/connectors/{first['connector_id']}").json()
         assert connector["actions"][0]["request_body"].count("${parameters.match}") == 1
-        httpx.put(f"{url}/_plugins/_ml/models/{first['model_id']}/_undeploy")
-        stale = {**connector, "actions": [{**connector["actions"][0], "request_body": "{}"}]}
-        stale.pop("connector_id", None)
-        httpx.delete(f"{url}/_plugins/_ml/models/{first['model_id']}")
-        httpx.delete(f"{url}/_plugins/_ml/connectors/{first['connector_id']}")
-        stale_id = httpx.post(f"{url}/_plugins/_ml/connectors/_create",
-                              json={**{k: v for k, v in stale.items() if k not in ("created_time", "last_updated_time")},
-                                    "credential": {"api_key": "unused"}}).json()["connector_id"]
+        old_record = read_record(connector, [])[0].before
+        legacy = {"name": name, "description": "TongSearch-QR query rewriting through tsqr serve (prompt built server-side)",
+                  "version": 1, "protocol": "http", "credential": {"api_key": "unused"},
+                  "parameters": {"mode": "replace", "tsqr_restore": json.dumps(old_record)},
+                  "actions": [{**connector["actions"][0],
+                               "request_body": '{ "queries": ["${parameters.query}"], "mode": "${parameters.mode}" }'}]}
+        stale_id = httpx.post(f"{url}/_plugins/_ml/connectors/_create", json=legacy).json()["connector_id"]
         again = installer.install(service.url, name=name, field="title.en", index_template=False)
-        assert again["connector_id"] != stale_id
+        assert again["connector_id"] == first["connector_id"]  # the standing one still fits
+        assert httpx.get(f"{url}/_plugins/_ml/connectors/{stale_id}").status_code == 404
         assert set(ids(search(url, index, body, f"{name}-rewrite"))[:2]) == RELEVANT
 
         other = f"{name}-foreign"
@@ -305,3 +307,118 @@ def test_a_rewrite_longer_than_the_clause_limit_is_capped(node, service):
     finally:
         installer.uninstall(name, index_template=False)
         installer.close()
+
+
+# -- what an adversarial review found in install/uninstall (each failed before its fix) -----------
+
+
+def test_uninstall_leaves_what_others_made_on_tsqrs_connector_and_stops_nothing_in_use(node, service):
+    """A model someone registered on tsqr's connector (in their own group) is not deleted, and a
+    model an agent uses is neither deleted nor undeployed (ml-commons' own check with
+    safe_delete_model looks at agents too, DeleteModelTransportAction.checkDownstreamTaskBeforeDeleteModel);
+    the connector and the settings it needs stay, and uninstall says so."""
+    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
+
+    url, _ = node
+    name = f"tsqr-{uuid.uuid4().hex[:6]}"
+    installer = OpenSearchInstaller(url)
+    group, theirs, agent = {}, None, {}
+    try:
+        installed = installer.install(service.url, name=name, index_template=False)
+        group = httpx.post(f"{url}/_plugins/_ml/model_groups/_register", json={"name": f"{name}-theirs"}).json()
+        theirs = httpx.post(f"{url}/_plugins/_ml/models/_register", json={
+            "name": f"{name}-theirs", "function_name": "remote", "connector_id": installed["connector_id"],
+            "model_group_id": group["model_group_id"]}).json()["model_id"]
+        agent = httpx.post(f"{url}/_plugins/_ml/agents/_register", json={
+            "name": f"{name}-agent", "type": "flow",
+            "tools": [{"type": "MLModelTool", "parameters": {"model_id": installed["model_id"], "prompt": "x"}}]}).json()
+        report = installer.uninstall(name, index_template=False)
+        kept = "; ".join(report.kept)
+        assert f"model {theirs}" in kept and f"agent {agent['agent_id']}" in kept, kept
+        assert httpx.get(f"{url}/_plugins/_ml/models/{theirs}").status_code == 200
+        # the agent's model was not stopped (ml-commons' sync-up job may have marked it DEPLOY_FAILED
+        # on a node just started; undeploying is what must not happen)
+        state = httpx.get(f"{url}/_plugins/_ml/models/{installed['model_id']}").json()["model_state"]
+        assert state in ("DEPLOYED", "DEPLOY_FAILED"), state
+        assert httpx.get(f"{url}/_plugins/_ml/connectors/{installed['connector_id']}").status_code == 200
+        assert configs_regex(service.url) in effective_settings(url)["persistent"][TRUSTED]
+
+        httpx.delete(f"{url}/_plugins/_ml/agents/{agent['agent_id']}")
+        httpx.delete(f"{url}/_plugins/_ml/models/{theirs}")
+        assert not installer.uninstall(name, index_template=False).kept
+    finally:  # what the test made as someone else goes, then the install
+        if agent:
+            httpx.delete(f"{url}/_plugins/_ml/agents/{agent['agent_id']}")
+        if theirs:
+            httpx.delete(f"{url}/_plugins/_ml/models/{theirs}")
+        installer.uninstall(name, index_template=False)
+        if group:
+            httpx.delete(f"{url}/_plugins/_ml/model_groups/{group['model_group_id']}")
+        installer.close()
+
+
+def configs_regex(service_url: str) -> str:
+    from tsqr_plugins.adapters import engine_configs
+
+    return engine_configs.trusted_endpoint_regex(service_url)
+
+
+def test_an_install_that_fails_halfway_changes_nothing(node, service):
+    """With remote inference switched off ml-commons refuses the connector: the settings install
+    had just changed and the group it had just made are taken back (before: left for good, and
+    counted as the administrator's by the next install)."""
+    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
+    from tsqr_plugins.errors import InputError
+    from tests.test_opensearch_install import cluster_state
+
+    url, _ = node
+    name = f"tsqr-{uuid.uuid4().hex[:6]}"
+    switch = "plugins.ml_commons.remote_inference.enabled"
+    httpx.put(f"{url}/_cluster/settings", json={"persistent": {switch: False}}).raise_for_status()
+    installer = OpenSearchInstaller(url)
+    try:
+        before = cluster_state(url)
+        with pytest.raises(InputError):
+            installer.install(service.url, name=name, index_template=False)
+        assert cluster_state(url) == before
+    finally:
+        httpx.put(f"{url}/_cluster/settings", json={"persistent": {switch: None}})
+        installer.uninstall(name, index_template=False)
+        installer.close()
+
+
+def test_damaged_or_planted_records_are_left_alone_and_stop_nothing(node, service):
+    """A connector carrying a record that does not read, or an older tsqr's record on a connector to
+    something that is not a tsqr serve, is ignored with a warning: installs and uninstalls of other
+    names go on (before: an AttributeError stopped every one), and the planted record is never
+    taken for the cluster's history."""
+    from tsqr_plugins.adapters.opensearch_install import RECORD_MARKER, OpenSearchInstaller
+
+    url, _ = node
+    name = f"tsqr-{uuid.uuid4().hex[:6]}"
+    action = {"action_type": "predict", "method": "POST", "url": f"{service.url}/v1/rewrite",
+              "request_body": '{"match": ${parameters.match}}'}
+    planted = [
+        {"name": f"{name}-damaged", "description": "x" + RECORD_MARKER + "bm90IGpzb24", "actions": [action]},
+        {"name": f"{name}-legacy", "description": "x", "parameters": {"tsqr_restore": "[]"}, "actions": [action]},
+        {"name": f"{name}-elsewhere", "description": "x", "parameters": {"tsqr_restore": json.dumps(
+            {TRUSTED: {"persistent": None, "transient": None, "effective": ["^.*$"]}})},
+         "actions": [{**action, "url": "https://api.openai.com/v1/chat/completions"}]},
+    ]
+    installer = OpenSearchInstaller(url)
+    installer.install(service.url, name=name, index_template=False)  # trusts the service's URL for the planting
+    ids_planted = [httpx.post(f"{url}/_plugins/_ml/connectors/_create", json={
+        "version": 1, "protocol": "http", "credential": {"api_key": "x"}, **c}).json()["connector_id"] for c in planted]
+    try:
+        assert {c.id for c in installer.tsqr_connectors()}.isdisjoint(ids_planted)
+        installer.install(service.url, name=f"{name}-2", index_template=False)
+        assert not installer.uninstall(f"{name}-2", index_template=False).kept
+        assert not installer.uninstall(name, index_template=False).kept
+        for connector_id in ids_planted:
+            assert httpx.get(f"{url}/_plugins/_ml/connectors/{connector_id}").status_code == 200
+    finally:
+        installer.uninstall(f"{name}-2", index_template=False)
+        installer.uninstall(name, index_template=False)
+        installer.close()
+        for connector_id in ids_planted:
+            httpx.delete(f"{url}/_plugins/_ml/connectors/{connector_id}")

@@ -6,6 +6,7 @@ lists only what no scope sets), so a run without engines still guards what the l
 from __future__ import annotations
 
 import copy
+import json
 import random
 
 import pytest
@@ -133,7 +134,7 @@ def test_legacy_records_read_as_before():
     before = {TRUSTED: {"persistent": None, "transient": None, "effective": DEFAULTS[TRUSTED]},
               PRIVATE_IP: {"persistent": None, "transient": None, "effective": "false"}}
     record = TrustRecord.from_legacy(before, LOCAL, private=True)
-    assert not record.regex_preexisting and TrustRecord.from_json(record.to_json()) == record
+    assert not record.regex_preexisting and TrustRecord.from_dict(record.to_dict()) == record
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -168,3 +169,41 @@ def test_random_install_sequences_leave_the_cluster_as_found(seed):
     got = cluster.get()
     assert {s: got[s] for s in ("persistent", "transient")} == {s: found[s] for s in ("persistent", "transient")}, \
         f"seed {seed}: {steps}"
+
+
+def test_key_digests_compare_without_errors():
+    from tsqr_plugins.adapters.opensearch_install import key_digest, same_key
+
+    stored = key_digest("s3cret")
+    assert same_key(stored, "s3cret") and not same_key(stored, "other") and not same_key(stored, None)
+    assert same_key("", None) and not same_key("", "s3cret")
+    for damaged in ("é$1$00$00", "pbkdf2-sha256$999999999999$00$00", "pbkdf2-sha256$x$00$00", "garbage"):
+        assert not same_key(damaged, "s3cret"), damaged  # never an error, never a long computation
+
+
+def test_two_older_installs_on_one_url_are_read_against_the_first_ones_record():
+    """An older tsqr kept, per connector, the settings it found; the second install found the
+    first's regex and private flag and would call them the administrator's (found by review: the
+    last uninstall then left both for good)."""
+    from tsqr_plugins.adapters.opensearch_install import read_record
+
+    first_found = {TRUSTED: {"persistent": None, "transient": None, "effective": DEFAULTS[TRUSTED]},
+                   PRIVATE_IP: {"persistent": None, "transient": None, "effective": "false"}}
+    second_found = {TRUSTED: {"persistent": DEFAULTS[TRUSTED] + [LOCAL], "transient": None,
+                              "effective": DEFAULTS[TRUSTED] + [LOCAL]},
+                    PRIVATE_IP: {"persistent": "true", "transient": None, "effective": "true"}}
+
+    def legacy(found):
+        return {"description": "x", "parameters": {"tsqr_restore": json.dumps(found)},
+                "actions": [{"url": "http://127.0.0.1:8000/v1/rewrite", "request_body": '{"q": ${parameters.query}}'}]}
+
+    first, _ = read_record(legacy(first_found), [])
+    second, _ = read_record(legacy(second_found), [first.to_dict()])
+    assert not first.regex_preexisting and not second.regex_preexisting
+    cluster = Cluster(persistent={TRUSTED: DEFAULTS[TRUSTED] + [LOCAL], PRIVATE_IP: True})
+    installs = Installs(cluster)
+    installs.records = {"a": first, "b": second}
+    installs.uninstall("a")
+    installs.assert_each_works()
+    installs.uninstall("b")
+    assert cluster.scopes == {"persistent": {}, "transient": {}}

@@ -366,3 +366,73 @@ def test_the_proxy_rewrites_compressed_search_bodies(live, tmp_path, encoding):
         assert len(bomb) < 64 * 1024
         refused = httpx.post(f"{running.url}/{index}/_search", content=bomb, headers=headers)
         assert refused.status_code == 413 and "decoded" in refused.text
+
+
+def test_the_proxy_relays_a_long_rewritten_answer_and_falls_back_on_shard_failures(live, tmp_path):
+    """What the proxy reads of a rewritten search's answer before relaying it (its first 64 KiB)
+    comes back whole with the rest; and when the clause limit fails some shards only (a 200 with
+    shard failures: a pattern matching 40 fields in one index, one field in the other), the
+    original search goes out instead of a silently partial answer (found by review)."""
+    import json
+
+    from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app
+    from tsqr_plugins.adapters.stage import StageSettings
+    from tsqr_plugins.backends.file import FileBackend
+    from tsqr_plugins.testing.conformance import LONG_REWRITE
+    from tsqr_plugins.testing.service import RunningApp
+
+    engine, url, index = live
+    wide, narrow = f"tsqr-wide-{uuid.uuid4().hex[:6]}", f"tsqr-narrow-{uuid.uuid4().hex[:6]}"
+    wide_fields = {f"f_{i}": {"type": "text"} for i in range(40)}
+    assert httpx.put(f"{url}/{wide}", json={"mappings": {"properties": wide_fields}}).status_code == 200
+    assert httpx.put(f"{url}/{narrow}", json={"mappings": {"properties": {"f_0": {"type": "text"}}}}).status_code == 200
+    lines = "".join(json.dumps({"index": {"_index": narrow, "_id": f"n{i}"}}) + "\n"
+                    + json.dumps({"f_0": f"moths lamps {i} " + "padding " * 150}) + "\n" for i in range(300))
+    httpx.post(f"{url}/_bulk", params={"refresh": "true"}, content=lines,
+               headers={"Content-Type": "application/x-ndjson"}).raise_for_status()
+    rewrites = tmp_path / "long.json"
+    rewrites.write_text(json.dumps({"moths lamps": "moths lamps", QUERY: LONG_REWRITE}))
+    proxy = SearchProxy(url, Rewriter(FileBackend(rewrites, on_missing="fallback")), StageSettings())
+    try:
+        with RunningApp(create_proxy_app(proxy)) as running:
+            body = {"query": {"match": {"f_0": "moths lamps"}}, "size": 300, "sort": ["_doc"]}
+            proxied = httpx.post(f"{running.url}/{narrow}/_search", json=body, timeout=60)
+            direct = httpx.post(f"{url}/{narrow}/_search", json=body, timeout=60)
+            assert len(proxied.content) > 64 * 1024 and proxied.headers["X-Tsqr-Rewritten"] == "1"
+            assert proxied.json()["hits"] == direct.json()["hits"]
+
+            both = {"query": {"multi_match": {"query": QUERY, "fields": ["f_*"]}}, "size": 3}
+            proxied = httpx.post(f"{running.url}/{wide},{narrow}/_search", json=both, timeout=60)
+            assert proxied.status_code == 200
+            if engine != "elasticsearch":  # Elasticsearch 9 takes the clauses
+                assert proxied.headers["X-Tsqr-Rewritten"] == "0", proxied.text[:300]
+                assert proxied.json()["_shards"]["failed"] == 0
+    finally:
+        httpx.delete(f"{url}/{wide}")
+        httpx.delete(f"{url}/{narrow}")
+
+
+def test_the_client_stage_falls_back_on_shard_failures_past_the_clause_limit(live, tmp_path):
+    """The client-stage side of the test above: a 200 whose shard failures are the clause limit is
+    searched again with the original query."""
+    import json
+
+    from tsqr_plugins.backends.file import FileBackend
+    from tsqr_plugins.testing.conformance import LONG_REWRITE
+
+    engine, url, index = live
+    wide = f"tsqr-wide-{uuid.uuid4().hex[:6]}"
+    fields = {f"f_{i}": {"type": "text"} for i in range(40)}
+    assert httpx.put(f"{url}/{wide}", json={"mappings": {"properties": fields}}).status_code == 200
+    rewrites = tmp_path / "long.json"
+    rewrites.write_text(json.dumps({QUERY: LONG_REWRITE}))
+    client = python_client(engine, url)
+    rewriting = stage(engine, client, Rewriter(FileBackend(rewrites)))
+    body = {"query": {"multi_match": {"query": QUERY, "fields": ["f_*", "text"]}}, "size": 3}
+    try:
+        answer = search(engine, rewriting, f"{wide},{index}", body)
+        assert answer["_shards"]["failed"] == 0
+        if engine != "elasticsearch":
+            assert answer["tsqr"]["fallback"] == 1 and "clause limit" in answer["tsqr"]["error"]
+    finally:
+        httpx.delete(f"{url}/{wide}")

@@ -169,6 +169,21 @@ def test_a_callers_timeout_shortens_the_budget_never_lengthens_it(tmp_path):
             hold.set()
 
 
+@pytest.mark.parametrize("body", [
+    {"match": {"query": "moths", "boost": 1e400}},       # echoed back on a fallback: not JSON then
+    {"match": {"query": "moths", "fuzziness": -1e400}},
+    {"queries": ["moths"], "timeout": 1e400},
+    {"queries": ["moths"], "params": {"temperature": 1e400}},
+])
+def test_numbers_past_the_largest_json_number_are_400_not_500(body):
+    """Found by an adversarial review: `{"match": {"boost": 1e400}}` parsed to inf and the answer
+    could not be written (500)."""
+    with RunningService(file_config()) as running:
+        response = httpx.post(running.url + "/v1/rewrite", content=json.dumps(body).replace("Infinity", "1e400"),
+                              headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and "largest JSON number" in response.json()["error"]["message"]
+
+
 def test_overload_answers_429_with_retry_after(tmp_path):
     engine = CountingEngine(delay=0.5)
     config = engine_config(tmp_path, max_queue=2, max_batch_size=1, max_wait_ms=0)

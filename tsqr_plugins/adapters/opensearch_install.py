@@ -21,6 +21,7 @@ model (400: undeploy first), or a connector a model still uses (409).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -32,7 +33,7 @@ from typing import Any
 
 from ..errors import InputError, ServerUnavailableError
 from . import engine_configs as configs
-from .opensearch_trust import TrustRecord, plan_trust, plan_untrust
+from .opensearch_trust import TrustRecord, checked_before, plan_trust, plan_untrust
 
 logger = logging.getLogger(__name__)
 
@@ -42,15 +43,20 @@ FINAL_TASK_STATES = ("FAILED", "CANCELLED", "COMPLETED_WITH_ERROR", "EXPIRED", "
 # from the config before the factory reads it; fixed by ml-commons #3564): a failing service fails
 # the search instead of falling back to the original query.
 FAIL_OPEN_SINCE = (2, 19, 1)
-RECORD = "tsqr_install"            # the connector parameter holding this install's record
-LEGACY_RECORD = "tsqr_restore"     # what tsqr wrote there before (the settings it found)
+# The install's record rides in the connector's description, after this marker. Not in its
+# parameters: ml-commons substitutes ${parameters.*} inside a query too, so a search could pull a
+# parameter into the body sent to the service (and back into its own query on a fallback).
+RECORD_MARKER = "\ntsqr install record (do not edit): "
+LEGACY_RECORD = "tsqr_restore"     # the parameter where an older tsqr kept the settings it found
 ACCESS_CONTROL = "plugins.ml_commons.model_access_control_enabled"
 CONNECTORS = "/_plugins/_ml/connectors/_search"
 MODELS = "/_plugins/_ml/models/_search"
 GROUPS = "/_plugins/_ml/model_groups/_search"
+AGENTS = "/_plugins/_ml/agents/_search"
 MODEL_ACCESS = ("public", "restricted", "private")
 CHECK_QUERY = "tsqr install check: why do moths circle street lamps?"
 KDF_ITERATIONS = 200_000
+MAX_KDF_ITERATIONS = 2_000_000
 DEPLOYED_STATES = ("DEPLOYED", "DEPLOYING", "PARTIALLY_DEPLOYED", "LOADED", "LOADING", "PARTIALLY_LOADED")
 
 
@@ -70,12 +76,42 @@ class Connector:
     name: str
     source: dict
     record: TrustRecord
+    key_digest: str = ""
     # models known to use it: one registered a moment ago may not be searchable yet
     models: set[str] = field(default_factory=set)
 
-    @property
-    def key_digest(self) -> str:
-        return self.source.get("parameters", {}).get("tsqr_key", "")
+
+def with_record(document: dict, record: TrustRecord, digest: str) -> dict:
+    """The connector document carrying the install's record in its description, base64url-encoded:
+    ml-commons 3.1+ takes only letters, digits, spaces and .,!?():@-_'/" there (StringUtils
+    .SAFE_INPUT_PATTERN, MLCreateConnectorRequest.validate)."""
+    note = json.dumps({"format": 2, "trust": record.to_dict(), "key": digest}, sort_keys=True)
+    encoded = base64.urlsafe_b64encode(note.encode()).decode().rstrip("=")
+    return {**document, "description": document["description"] + RECORD_MARKER + encoded}
+
+
+def read_record(source: dict, created: list[dict]) -> tuple[TrustRecord, str] | None:
+    """(record, key digest) of a connector tsqr made, None for any other. ``created``: the tsqr
+    connectors found so far, earliest first (an older tsqr's record is read against the first)."""
+    actions = source.get("actions")
+    if not isinstance(actions, list) or len(actions) != 1 or not isinstance(actions[0], dict):
+        return None
+    url, body = str(actions[0].get("url", "")), str(actions[0].get("request_body", ""))
+    if not url.endswith("/v1/rewrite") or "${parameters." not in body:
+        return None  # not a connector to a tsqr serve, whatever it carries
+    description = str(source.get("description", ""))
+    if RECORD_MARKER in description:
+        encoded = description.split(RECORD_MARKER, 1)[1].strip()
+        data = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+        if not isinstance(data, dict) or not isinstance(data.get("key", ""), str):
+            raise ValueError("not a tsqr install record")
+        return TrustRecord.from_dict(data.get("trust")), data.get("key", "")
+    legacy = (source.get("parameters") or {}).get(LEGACY_RECORD)
+    if legacy is None:
+        return None
+    own = checked_before(json.loads(legacy))  # a record that does not read marks no tsqr connector
+    before = created[0]["before"] if created else own
+    return TrustRecord.from_legacy(before, configs.endpoint_regex(url), configs.is_private_host(url)), ""
 
 
 @dataclass
@@ -86,23 +122,27 @@ class Report:
     kept: list[str] = field(default_factory=list)
 
 
-def key_digest(api_key: str | None, salt: str | None = None) -> str:
-    """A salted, slow digest of the service's API key (stored in the connector, where ml-commons
-    keeps the key itself encrypted), to notice a changed key without storing it."""
+def key_digest(api_key: str | None, salt: str | None = None, iterations: int = KDF_ITERATIONS) -> str:
+    """A salted, slow digest of the service's API key (kept in the connector's record, where
+    ml-commons keeps the key itself encrypted), to notice a changed key without storing it."""
     if not api_key:
         return ""
     salt = salt or secrets.token_hex(8)
-    digest = hashlib.pbkdf2_hmac("sha256", api_key.encode(), bytes.fromhex(salt), KDF_ITERATIONS).hex()
-    return f"pbkdf2-sha256${KDF_ITERATIONS}${salt}${digest}"
+    digest = hashlib.pbkdf2_hmac("sha256", api_key.encode(), bytes.fromhex(salt), iterations).hex()
+    return f"pbkdf2-sha256${iterations}${salt}${digest}"
 
 
 def same_key(stored: str, api_key: str | None) -> bool:
+    """Whether ``stored`` is the digest of ``api_key`` (a malformed one never is, and an iteration
+    count past MAX_KDF_ITERATIONS is not computed: a record is read from the cluster)."""
     if not stored or not api_key:
         return not stored and not api_key
     try:
-        _, _, salt, _ = stored.split("$")
-        return secrets.compare_digest(stored, key_digest(api_key, salt))
-    except ValueError:
+        kind, iterations, salt, _ = stored.split("$")
+        if kind != "pbkdf2-sha256" or not 1 <= int(iterations) <= MAX_KDF_ITERATIONS:
+            return False
+        return secrets.compare_digest(stored.encode(), key_digest(api_key, salt, int(iterations)).encode())
+    except (ValueError, UnicodeError):
         return False
 
 
@@ -130,10 +170,18 @@ class OpenSearchInstaller:
                                response.status_code)
         return response.json() if response.content else {}
 
-    def _hits(self, path: str, query: dict) -> list[dict]:
-        """Every hit of an ml-commons search (missing index: none)."""
-        body = {"query": query, "size": 1000}
-        return self._call("POST", path, body, missing_ok=True).get("hits", {}).get("hits", [])
+    def _hits(self, path: str, query: dict, page: int = 500) -> list[dict]:
+        """Every hit of an ml-commons search, page by page up to the index's 10,000-hit window
+        (a missing index: none)."""
+        hits: list[dict] = []
+        while len(hits) < 10_000:
+            body = {"query": query, "size": page, "from": len(hits), "sort": [{"_id": "asc"}]}
+            batch = self._call("POST", path, body, missing_ok=True).get("hits", {}).get("hits", [])
+            hits += batch
+            if len(batch) < page:
+                return hits
+        logger.warning("%s: more than 10,000 documents; tsqr read the first 10,000", path)
+        return hits
 
     # -- what is on the cluster ------------------------------------------------------------------
 
@@ -163,25 +211,21 @@ class OpenSearchInstaller:
         return {scope: answer.get(scope, {}) for scope in ("persistent", "transient", "defaults")}
 
     def tsqr_connectors(self) -> list[Connector]:
-        """Every connector a tsqr install made (it carries the install record)."""
-        found = []
-        for hit in self._hits(CONNECTORS, {"match_all": {}}):
+        """Every connector a tsqr install made (a connector to a tsqr serve carrying a record),
+        earliest first. One whose record does not read is left alone, with a warning."""
+        hits = sorted(self._hits(CONNECTORS, {"match_all": {}}),
+                      key=lambda hit: (str(hit.get("_source", {}).get("created_time", "")), hit["_id"]))
+        found: list[Connector] = []
+        for hit in hits:
             source = hit.get("_source", {})
-            parameters = source.get("parameters") or {}
-            actions = source.get("actions") or [{}]
-            url = actions[0].get("url", "")
             try:
-                if RECORD in parameters:
-                    record = TrustRecord.from_json(parameters[RECORD])
-                elif LEGACY_RECORD in parameters:
-                    record = TrustRecord.from_legacy(json.loads(parameters[LEGACY_RECORD]), configs.endpoint_regex(url),
-                                                     configs.is_private_host(url))
-                else:
-                    continue
-            except (ValueError, KeyError, TypeError) as error:
-                logger.warning("connector %s carries a damaged tsqr record (%s); left alone", hit["_id"], error)
+                read = read_record(source, [c.record.to_dict() for c in found])
+            except Exception as error:  # a damaged or planted record must not stop every install
+                logger.warning("connector %s carries a tsqr record that does not read (%s); left alone",
+                               hit["_id"], error)
                 continue
-            found.append(Connector(hit["_id"], source.get("name", ""), source, record))
+            if read is not None:
+                found.append(Connector(hit["_id"], str(source.get("name", "")), source, *read))
         return found
 
     def _group(self, name: str) -> dict | None:
@@ -199,23 +243,34 @@ class OpenSearchInstaller:
         return [{"_id": h["_id"], **h["_source"]} for h in hits
                 if h.get("_source", {}).get("connector_id") in connector_ids and "chunk_number" not in h["_source"]]
 
-    def _pipelines_using(self, model_id: str) -> list[str]:
-        """Search and ingest pipelines naming ``model_id`` anywhere (as ml-commons' own check does)."""
+    def _users_of(self, model_id: str) -> list[str]:
+        """Search and ingest pipelines and agents naming ``model_id`` anywhere (what ml-commons itself
+        checks with safe_delete_model, DeleteModelTransportAction.checkDownstreamTaskBeforeDeleteModel)."""
         users = []
         for kind, path in (("search", "/_search/pipeline"), ("ingest", "/_ingest/pipeline")):
             for pipeline, document in self._call("GET", path, missing_ok=True).items():
                 if model_id in _model_ids(document):
                     users.append(f"{kind} pipeline {pipeline}")
+        for hit in self._hits(AGENTS, {"match_all": {}}):
+            if model_id in _model_ids(hit.get("_source", {})):
+                users.append(f"agent {hit['_id']}")
         return users
 
     def _access_control_on(self) -> bool:
-        """Whether ml-commons applies model access control (the setting, and a security plugin:
-        ModelAccessControlHelper needs a user to check)."""
+        """Whether ml-commons applies model access control: the setting, and an active security
+        plugin that knows the caller (ModelAccessControlHelper treats a request without a user as
+        access control off, and then refuses access fields). The plugin can be installed but
+        disabled (plugins.security.disabled): its REST handlers, authinfo among them, are then absent."""
         from .opensearch_trust import effective
 
         _, enabled = effective(self._settings(), ACCESS_CONTROL)
-        secured = any(p.get("component") == "opensearch-security" for p in self._plugins())
-        return secured and str(enabled).lower() == "true"
+        if str(enabled).lower() != "true":
+            return False
+        try:  # opensearch-security SecurityInfoAction
+            who = self._call("GET", "/_plugins/_security/authinfo", missing_ok=True)
+        except InputError:
+            return False
+        return bool(who.get("user_name"))
 
     # -- install -------------------------------------------------------------------------------
 
@@ -232,16 +287,12 @@ class OpenSearchInstaller:
         self._refuse_foreign(name, previous)
         group_id, new_group = self._ensure_group(name, access, report)
 
-        current = next((c for c in previous if _same_connector(c.source, wanted) and same_key(c.key_digest, api_key)), None)
-        model_id = None
-        if current is not None:
-            model_id = next((m["_id"] for m in self._models({current.id}) if m.get("model_group_id") == group_id), None)
-        if model_id is None:
-            current, model_id = self._create(service_url, wanted, api_key, name, group_id, connectors, report)
-        else:
-            # the same connector: still deployed (a node restart may have dropped it), settings still in place
-            self._trust(service_url, [c.record for c in connectors if c.id != current.id])
-            self.deploy(model_id)
+        try:
+            current, model_id = self._current(service_url, wanted, api_key, name, group_id, connectors, previous, report)
+        except BaseException:
+            if new_group:  # a failed install leaves nothing
+                self._delete_group(group_id, Report())
+            raise
         if check:
             try:
                 self.check(model_id, service_url)
@@ -271,6 +322,21 @@ class OpenSearchInstaller:
         for line in report.kept:
             logger.warning("left in place: %s", line)
         return installed
+
+    def _current(self, service_url: str, wanted: dict, api_key: str | None, name: str, group_id: str,
+                 connectors: list[Connector], previous: list[Connector], report: Report) -> tuple[Connector, str]:
+        """This install's connector and deployed model: the standing ones when nothing changed,
+        else new ones."""
+        current = next((c for c in previous if _same_connector(c.source, wanted) and same_key(c.key_digest, api_key)), None)
+        model_id = None
+        if current is not None:
+            model_id = next((m["_id"] for m in self._models({current.id}) if m.get("model_group_id") == group_id), None)
+        if model_id is None:
+            return self._create(service_url, wanted, api_key, name, group_id, connectors, report)
+        # the same connector: still deployed (a node restart may have dropped it), settings still in place
+        self._trust(service_url, [c.record for c in connectors if c.id != current.id])
+        self.deploy(model_id)
+        return current, model_id
 
     def _access_fields(self, model_access: str, backend_roles: tuple[str, ...]) -> dict:
         """The model group's access fields, where model access control is on (ml-commons refuses
@@ -327,12 +393,20 @@ class OpenSearchInstaller:
 
     def _create(self, service_url: str, wanted: dict, api_key: str | None, name: str, group_id: str,
                 connectors: list[Connector], report: Report) -> tuple[Connector, str]:
-        """A new connector and model for this install (settings first: ml-commons reads them then)."""
-        record = self._trust(service_url, [c.record for c in connectors])
-        document = json.loads(json.dumps(wanted))
-        document["parameters"].update({RECORD: record.to_json(), "tsqr_key": key_digest(api_key)})
-        connector_id = self._call("POST", "/_plugins/_ml/connectors/_create", document)["connector_id"]
-        connector = Connector(connector_id, name, document, record)
+        """A new connector and model for this install (settings first: ml-commons reads them then).
+        If anything fails, what was made and the settings it needed are taken back."""
+        others = [c.record for c in connectors]
+        record = self._trust(service_url, others)
+        digest = key_digest(api_key)
+        document = with_record(wanted, record, digest)
+        try:
+            connector_id = self._call("POST", "/_plugins/_ml/connectors/_create", document)["connector_id"]
+        except BaseException:
+            update = plan_untrust(self._settings(), record, others)
+            if update:
+                self._call("PUT", "/_cluster/settings", update)
+            raise
+        connector = Connector(connector_id, name, document, record, digest)
         report.done.append(f"connector {connector_id}")
         try:
             answer = self._call("POST", "/_plugins/_ml/models/_register",
@@ -416,9 +490,10 @@ class OpenSearchInstaller:
         ``staying`` (nor a connector that had to stay) needs. Settings are given back even when a
         removal fails; what stays is reported."""
         kept: list[Connector] = []
+        group = self._group(name)
         try:
             for connector in connectors:
-                if not self._remove_connector(connector, report):
+                if not self._remove_connector(connector, group["_id"] if group else None, report):
                     kept.append(connector)
         finally:
             leaving = {c.id for c in connectors} - {c.id for c in kept}
@@ -433,11 +508,20 @@ class OpenSearchInstaller:
                     settings = self._settings()
                     report.done.append(f"cluster settings given back ({connector.id})")
 
-    def _remove_connector(self, connector: Connector, report: Report) -> bool:
-        """The connector and its models, unless something still names them; whether it is gone."""
+    def _remove_connector(self, connector: Connector, group_id: str | None, report: Report) -> bool:
+        """The connector and the models tsqr registered on it (in the install's group, with its
+        description), unless something still names them; whether the connector is gone. Another's
+        model on it stays, and so does the connector."""
         whole = True
-        for model_id in sorted({model["_id"] for model in self._models({connector.id})} | connector.models):
-            users = self._pipelines_using(model_id)
+        ours = set(connector.models)
+        for model in self._models({connector.id}):
+            if model.get("model_group_id") == group_id and model.get("description") == configs.MODEL_DESCRIPTION:
+                ours.add(model["_id"])
+            elif model["_id"] not in ours:
+                report.kept.append(f"model {model['_id']}: tsqr did not register it (it uses tsqr's connector)")
+                whole = False
+        for model_id in sorted(ours):
+            users = self._users_of(model_id)  # before undeploying: a model in use is not stopped
             if users:
                 report.kept.append(f"model {model_id}: {', '.join(users)} still use it")
                 whole = False
@@ -475,10 +559,10 @@ class OpenSearchInstaller:
                     break
                 time.sleep(0.3)
             try:
-                self._delete_patiently(f"/_plugins/_ml/models/{model_id}", patience_s=1.0)
+                self._delete_patiently(f"/_plugins/_ml/models/{model_id}", patience_s=1.0, stale=_still_deployed)
                 return
-            except RefusedError:
-                if time.monotonic() > end:
+            except RefusedError as error:
+                if not _still_deployed(error) or time.monotonic() > end:
                     raise
 
     def _delete_group(self, group_id: str, report: Report) -> None:
@@ -488,20 +572,20 @@ class OpenSearchInstaller:
         except RefusedError as error:
             report.kept.append(f"model group {group_id}: it still holds models ({error})")
 
-    def _delete_patiently(self, path: str, patience_s: float = 5.0) -> None:
-        """ml-commons decides some deletes on what a search of its model index finds: a connector or
-        model group is refused (409) while a model using it is found (DeleteConnectorTransportAction,
-        DeleteModelGroupTransportAction), a model (400) while it is found deployed
-        (DeleteModelTransportAction). A model deleted or undeployed a moment ago is found as it was
-        until that index refreshes (about a second), so those refusals are retried briefly."""
+    def _delete_patiently(self, path: str, patience_s: float = 5.0, stale=None) -> None:
+        """ml-commons decides some deletes on what its model index shows: a connector or model group
+        is refused (409) while a search finds a model using it (DeleteConnectorTransportAction,
+        DeleteModelGroupTransportAction), a model (400) while it reads deployed
+        (DeleteModelTransportAction). A model deleted or undeployed a moment ago shows as it was until
+        that index refreshes (about a second), so those refusals (``stale``) are retried briefly."""
+        stale = stale or (lambda error: error.status == 409)
         end = time.monotonic() + patience_s
         while True:
             try:
                 self._call("DELETE", path, missing_ok=True)
                 return
             except RefusedError as error:
-                stale = error.status == 409 or (error.status == 400 and "deployed state" in str(error))
-                if not stale or time.monotonic() > end:
+                if not stale(error) or time.monotonic() > end:
                     raise
                 time.sleep(0.5)
 
@@ -514,6 +598,10 @@ class OpenSearchInstaller:
             return
         self._call("DELETE", path, missing_ok=True)
         report.done.append(what)
+
+
+def _still_deployed(error: RefusedError) -> bool:
+    return error.status == 400 and "deployed state" in str(error)
 
 
 def _likely_cause(message: str, service_url: str) -> str:
@@ -560,10 +648,17 @@ def _is_our_group(group: dict) -> bool:
 
 def _same_connector(stored: dict, wanted: dict) -> bool:
     """Everything but the credential (ml-commons stores it encrypted) and tsqr's records."""
+    def number(value: Any) -> Any:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return value
+
     def comparable(document: dict) -> dict:
-        parameters = {k: v for k, v in document.get("parameters", {}).items() if k not in (RECORD, LEGACY_RECORD, "tsqr_key")}
-        client = {k: int(v) for k, v in (document.get("client_config") or {}).items() if k in wanted.get("client_config", {})}
-        return {"description": document.get("description"), "version": str(document.get("version")),
+        parameters = {k: v for k, v in (document.get("parameters") or {}).items() if k != LEGACY_RECORD}
+        client = {k: number(v) for k, v in (document.get("client_config") or {}).items() if k in wanted.get("client_config", {})}
+        description = str(document.get("description", "")).split(RECORD_MARKER, 1)[0]
+        return {"description": description, "version": str(document.get("version")),
                 "protocol": document.get("protocol"), "parameters": parameters, "client_config": client,
                 # ml-commons stores the action type upper-cased (PREDICT)
                 "actions": [{"action_type": str(a.get("action_type")).upper(), "method": str(a.get("method")).upper(),

@@ -18,7 +18,6 @@ When ml-commons reads them (read in ml-commons 2.19.6.0 and 3.6.0.0/3.7.0.0):
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,19 +36,41 @@ class TrustRecord:
     regex_preexisting: bool   # the regex was trusted before any tsqr install needed it
     before: dict              # {setting: {"persistent": v, "transient": v, "effective": v}}
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+    def to_dict(self) -> dict:
+        return asdict(self)
 
     @classmethod
-    def from_json(cls, text: str) -> "TrustRecord":
-        data = json.loads(text)
-        return cls(str(data["regex"]), bool(data["private"]), bool(data["regex_preexisting"]), dict(data["before"]))
+    def from_dict(cls, data: Any) -> "TrustRecord":
+        """A record read back from a connector; ValueError unless every part has its shape."""
+        if not isinstance(data, dict) or not isinstance(data.get("regex"), str) \
+                or not all(isinstance(data.get(flag), bool) for flag in ("private", "regex_preexisting")):
+            raise ValueError("not a tsqr install record")
+        return cls(data["regex"], data["private"], data["regex_preexisting"], checked_before(data.get("before")))
 
     @classmethod
     def from_legacy(cls, before: dict, regex: str, private: bool) -> "TrustRecord":
-        """A connector of an older tsqr, which kept only ``before`` (its ``tsqr_restore``)."""
-        effective = (before.get(TRUSTED) or {}).get("effective") or []
-        return cls(regex, private, regex in effective, before)
+        """A connector of an older tsqr, which kept only the settings it found (``tsqr_restore``);
+        ``before`` is the earliest tsqr connector's, so that another older install's regex is not
+        taken for the administrator's."""
+        before = checked_before(before)
+        return cls(regex, private, regex in (before[TRUSTED]["effective"] or []), before)
+
+
+def checked_before(before: Any) -> dict:
+    """What a record says the cluster held, checked for the shape ``snapshot`` writes."""
+    if not isinstance(before, dict):
+        raise ValueError("the recorded settings are not an object")
+    for key in (TRUSTED, PRIVATE_IP):
+        scopes = before.get(key)
+        if not isinstance(scopes, dict):
+            raise ValueError(f"the recorded settings lack {key}")
+        values = [scopes.get(scope) for scope in (*SCOPES, "effective")]
+        if key == TRUSTED and not all(v is None or (isinstance(v, list) and all(isinstance(r, str) for r in v))
+                                      for v in values):
+            raise ValueError(f"the recorded {key} is not a list of regexes")
+        if key == PRIVATE_IP and not all(v is None or isinstance(v, (str, bool)) for v in values):
+            raise ValueError(f"the recorded {key} is not a flag")
+    return before
 
 
 def effective(settings: Settings, key: str) -> tuple[str, Any]:

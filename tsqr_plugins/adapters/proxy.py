@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 from . import querydsl, stage
@@ -158,12 +159,15 @@ class SearchProxy:
             return None
 
     async def _forward(self, request, content, extra_headers: dict[str, str], original: bytes | None = None,
-                       decoded: bool = False):
+                       decoded: bool = False, timeout: float | None = None):
         """Send upstream and stream the answer back. For a rewritten search (``original`` given) that
-        the engine refuses for its clause count, the original search goes out instead. ``decoded``:
-        ``content`` is the decoded form of a body that came with a Content-Encoding."""
+        the engine refuses for its clause count, whole (400/500) or on some shards (200 with shard
+        failures), the original search goes out instead, within what is left of the same
+        --upstream-timeout. ``decoded``: ``content`` is the decoded form of a body that came with a
+        Content-Encoding."""
+        import httpx
         from starlette.background import BackgroundTask
-        from starlette.responses import JSONResponse, Response, StreamingResponse
+        from starlette.responses import JSONResponse, StreamingResponse
 
         url = self.target(request.scope.get("raw_path", b"").decode() or request.url.path,
                           request.url.query)
@@ -173,9 +177,9 @@ class SearchProxy:
         if not isinstance(content, bytes) and "content-length" in request.headers:
             # A streamed body keeps its length (no chunked encoding that some servers refuse).
             headers.append(("content-length", request.headers["content-length"]))
-        outgoing = self.client.build_request(request.method, url, headers=headers, content=content)
-        import httpx
-
+        timeout = self.timeout if timeout is None else timeout
+        outgoing = self.client.build_request(request.method, url, headers=headers, content=content, timeout=timeout)
+        started = time.monotonic()
         try:
             upstream = await self.client.send(outgoing, stream=True)
         except httpx.TimeoutException:
@@ -184,25 +188,27 @@ class SearchProxy:
         except Exception as error:
             return JSONResponse({"error": f"upstream {self.upstream} unreachable: {type(error).__name__}"},
                                 status_code=502)
-        # OpenSearch answers 400 (failed to create query) or 500 (too_many_nested_clauses, all shards failed)
-        if original is not None and upstream.status_code in (400, 500):
-            refusal = b"".join([chunk async for chunk in upstream.aiter_raw()])  # an engine's error: small
-            await upstream.aclose()
-            if querydsl.passed_clause_limit(_readable(refusal, upstream.headers.get("content-encoding"))) \
-                    and not self.rewriter.strict:
+        head, chunks = b"", upstream.aiter_raw()
+        if original is not None and upstream.status_code in (200, 400, 500) and not self.rewriter.strict:
+            try:
+                head = await _peek(chunks, PEEK_BYTES)
+            except httpx.HTTPError as error:
+                await upstream.aclose()
+                return JSONResponse({"error": f"upstream {self.upstream} broke off its answer: "
+                                              f"{type(error).__name__}"}, status_code=502)
+            if _passed_clause_limit(head, upstream.status_code, upstream.headers.get("content-encoding")):
+                await upstream.aclose()
                 logger.warning("the rewritten search passed the engine's clause limit; forwarding the original")
-                fallback = {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": extra_headers.get("X-Tsqr-Rewritten", "1")}
-                return await self._forward(request, original, fallback)
-            relayed = forwarded_headers(upstream.headers) + list(extra_headers.items())
-            response = Response(refusal, status_code=upstream.status_code)
-            response.raw_headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in relayed]
-            response.raw_headers.append((b"content-length", str(len(refusal)).encode()))
-            return response
+                left = max(0.001, timeout - (time.monotonic() - started))
+                fallback = {"X-Tsqr-Rewritten": "0",
+                            "X-Tsqr-Fallback": str(sum(int(extra_headers.get(f"X-Tsqr-{k}", "0")) for k in ("Rewritten", "Fallback"))),
+                            **{k: v for k, v in extra_headers.items() if k == "X-Tsqr-Not-Rewritten"}}
+                return await self._forward(request, original, fallback, timeout=left)
         relayed = forwarded_headers(upstream.headers)
         if "content-length" in upstream.headers:  # raw bytes are relayed, so the length still holds
             relayed.append(("content-length", upstream.headers["content-length"]))
         relayed += list(extra_headers.items())
-        response = StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code,
+        response = StreamingResponse(_relay(head, chunks), status_code=upstream.status_code,
                                      background=BackgroundTask(upstream.aclose))
         # raw headers, not a mapping: repeated fields (Set-Cookie) must not be folded into one
         response.raw_headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in relayed]
@@ -210,6 +216,40 @@ class SearchProxy:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+# How much of the answer to a rewritten search is read before it is relayed: enough for an
+# engine's error, or for the _shards section that comes before the hits of a 200.
+PEEK_BYTES = 64 * 1024
+
+
+async def _peek(chunks, limit: int) -> bytes:
+    """The first ``limit`` bytes (or all) of an answer's raw ``chunks`` (one iterator, read on by
+    ``_relay`` afterwards)."""
+    head = b""
+    async for chunk in chunks:
+        head += chunk
+        if len(head) >= limit:
+            break
+    return head
+
+
+async def _relay(head: bytes, chunks):
+    """The answer's bytes: what was peeked, then the rest as it comes."""
+    if head:
+        yield head
+    async for chunk in chunks:
+        yield chunk
+
+
+def _passed_clause_limit(head: bytes, status: int, encoding: str | None) -> bool:
+    """Whether an answer's beginning says the search passed the engine's clause limit: the whole
+    search refused (400, or 500 from OpenSearch), or some shards failed in a 200 (their failures
+    come before the hits, where a document could hold any words)."""
+    text = _readable(head, encoding)
+    if status == 200:
+        text = text.split('"hits"', 1)[0]
+    return querydsl.passed_clause_limit(text)
 
 
 class BodyTooLarge(Exception):

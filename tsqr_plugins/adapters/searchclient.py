@@ -52,6 +52,13 @@ def single_index(index: Any) -> str | None:
     return None
 
 
+def _shard_failures(response: Any) -> str | None:
+    """The shard failures of a search answer, as text (None when every shard answered)."""
+    body = response if isinstance(response, dict) else getattr(response, "body", None)
+    failures = body.get("_shards", {}).get("failures") if isinstance(body, dict) else None
+    return str(failures) if failures else None
+
+
 def annotate(response: Any, info: Any) -> Any:
     """Add the stage's metadata to a search response under ``"tsqr"``."""
     body = response if isinstance(response, dict) else getattr(response, "body", None)
@@ -184,10 +191,11 @@ class _Stage:
     def _termvectors_failed(index: str, error: Exception) -> None:
         logger.warning("_termvectors on %s failed, BM25Q falls back to match (%s)", index, error)
 
-    def _clause_limit_fallback(self, error: Exception, rewritten: bool) -> dict | None:
-        """The fallback info when the engine refused a rewritten search for its clause count (a field
-        pattern matched more fields than the budget counted): the original search then goes out."""
-        if not rewritten or (self.rewriter is not None and self.rewriter.strict):
+    def _clause_limit_fallback(self, error: Any, rewritten: bool) -> dict | None:
+        """The fallback info when the engine refused a rewritten search for its clause count, whole
+        (an error) or on some shards (their failures in an answer): a field pattern matched more
+        fields than the budget counted. The original search then goes out."""
+        if error is None or not rewritten or (self.rewriter is not None and self.rewriter.strict):
             return None
         if not querydsl.passed_clause_limit(f"{error} {getattr(error, 'info', '')} {getattr(error, 'body', '')}"):
             return None
@@ -225,12 +233,14 @@ class RewritingSearchClient(_Stage):
             request = kwargs
             info = self._failed(error, job.single if job else True, len(job.plans) if job else 1)
         try:
-            return self._respond(send(**request), info)
+            response = send(**request)
         except Exception as error:
             fallback = self._clause_limit_fallback(error, request is not kwargs)
             if fallback is None:
                 raise
             return self._respond(send(**kwargs), fallback)
+        fallback = self._clause_limit_fallback(_shard_failures(response), request is not kwargs)
+        return self._respond(send(**kwargs), fallback) if fallback else self._respond(response, info)
 
     def _termvectors(self, index: str | None, key: StatsKey) -> dict | None:
         request = self._termvectors_request(index, key)
@@ -271,12 +281,14 @@ class AsyncRewritingSearchClient(_Stage):
             request = kwargs
             info = self._failed(error, job.single if job else True, len(job.plans) if job else 1)
         try:
-            return self._respond(await send(**request), info)
+            response = await send(**request)
         except Exception as error:
             fallback = self._clause_limit_fallback(error, request is not kwargs)
             if fallback is None:
                 raise
             return self._respond(await send(**kwargs), fallback)
+        fallback = self._clause_limit_fallback(_shard_failures(response), request is not kwargs)
+        return self._respond(await send(**kwargs), fallback) if fallback else self._respond(response, info)
 
     async def _termvectors(self, index: str | None, key: StatsKey) -> dict | None:
         request = self._termvectors_request(index, key)

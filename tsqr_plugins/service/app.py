@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -364,6 +365,13 @@ def _no_constants(name: str):
     raise _JSONValueError(f"{name} is not a JSON number")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: a number no JSON answer can carry back
+        raise _JSONValueError(f"{text[:40]} is past the largest JSON number")
+    return value
+
+
 def _bounded_int(text: str) -> int:
     if len(text.lstrip("-")) > 18:  # no field takes more; Python would spend time on thousands of digits
         raise _JSONValueError(f"an integer of {len(text.lstrip('-'))} digits")
@@ -422,7 +430,7 @@ def create_app(config: ServiceConfig, engine: Backend | None = None):
         if raw is None:
             raise HTTPProblem(413, f"the body is larger than {config.max_body_bytes} bytes")
         try:
-            return json.loads(raw, parse_constant=_no_constants, parse_int=_bounded_int)
+            return json.loads(raw, parse_constant=_no_constants, parse_int=_bounded_int, parse_float=_finite_float)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise HTTPProblem(400, f"malformed JSON: {error}") from error
         except RecursionError:
