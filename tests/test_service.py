@@ -311,6 +311,66 @@ def test_elasticsearch_inference_endpoint_calls_are_answered_with_the_rewrite(tm
         assert model in [m["id"] for m in httpx.get(f"{service.url}/v1/models").json()["data"]]
 
 
+def elasticsearch_custom_service_call(endpoint: dict, text: str, secrets: dict) -> tuple[str, dict, bytes]:
+    """What Elasticsearch's custom inference service sends for a completion, as its source reads
+    (x-pack/plugin/inference .../services/custom, 9.1): ``${input}`` is the first input as a quoted
+    JSON string (CompletionParameters: toJson(inputs.get(0))), secret parameters fill the headers and
+    the body, and a ``${...}`` left afterwards is an error (ValidatingSubstitutor)."""
+    import json as _json
+    import re
+
+    settings = endpoint["service_settings"]
+    values = {"input": _json.dumps(text), **secrets}
+
+    def fill(template: str) -> str:
+        filled = re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
+        if re.search(r"\$\{.*?\}", filled):
+            raise ValueError(f"Found placeholder in [{filled}] after replacement call")
+        return filled
+
+    return settings["url"], {k: fill(v) for k, v in settings["headers"].items()}, fill(settings["request"]).encode()
+
+
+def completion_results(answer: dict, path: str) -> list:
+    """MapPathExtractor: ``$`` then ``.field`` and ``[*]`` steps; a list gives one result per element."""
+    values = [answer]
+    for step in path.removeprefix("$").split(".")[1:]:
+        name, every = step.removesuffix("[*]"), step.endswith("[*]")
+        values = [value[name] for value in values]
+        if every:
+            values = [item for value in values for item in value]
+    return values
+
+
+def test_elasticsearch_custom_inference_endpoint_calls_v1_rewrite_directly(tmp_path):
+    """The `custom` service endpoint (integrations/elasticsearch/inference-endpoint-custom.json)
+    against a real `tsqr serve` with a key: the validation call ("how big"), a rewrite, a query with
+    quotes and newlines; the answer read with the endpoint's own completion_result path."""
+    import json as _json
+
+    import httpx
+
+    from tsqr_plugins.adapters.engine_configs import elasticsearch_custom_endpoint
+    from tsqr_plugins.service import ServiceConfig
+    from tsqr_plugins.testing.service import RunningService
+
+    hostile = 'why do "moths"\ncircle \\lamps?'
+    rewrites = tmp_path / "rewrites.json"
+    rewrites.write_text(_json.dumps({"why do moths circle lamps?": "transverse orientation", hostile: "dorsal light"}))
+    config = ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True, api_key="k1")
+    with RunningService(config) as service:
+        endpoint = elasticsearch_custom_endpoint(service.url)
+        path = endpoint["service_settings"]["response"]["json_parser"]["completion_result"]
+        for text, expected in (("how big", "how big"), ("why do moths circle lamps?", "transverse orientation"),
+                               (hostile, "dorsal light")):
+            url, headers, body = elasticsearch_custom_service_call(endpoint, text, {"api_key": "k1"})
+            answer = httpx.post(url, content=body, headers=headers, timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert completion_results(answer.json(), path) == [expected]
+        url, headers, body = elasticsearch_custom_service_call(endpoint, "x", {"api_key": "wrong"})
+        assert httpx.post(url, content=body, headers=headers, timeout=30).status_code == 401
+
+
 def test_repeat_strict_and_both_are_checked_and_answered_as_documented(tmp_path):
     import json as _json
 

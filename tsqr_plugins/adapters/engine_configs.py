@@ -312,6 +312,27 @@ def elasticsearch_inference_endpoint(service_url: str, model: str = "tsqr-rewrit
     }
 
 
+def elasticsearch_custom_endpoint(service_url: str, budget_s: int = DEFAULT_REWRITE_BUDGET_S) -> dict:
+    """``PUT _inference/completion/<id>`` with the ``custom`` service (Elasticsearch 8.19 / 9.1+,
+    x-pack inference, an Enterprise or trial licence): ``/v1/rewrite`` called directly, no chat
+    shape in between. Read in x-pack/plugin/inference .../services/custom: ``${input}`` is the first
+    input written as a quoted JSON string (CompletionParameters, JsonUtils.toJson), so the template
+    does not quote it; ``completion_result`` takes ``$`` then ``.field`` and ``[*]`` steps
+    (MapPathExtractor); a ``${name}`` left after the substitution fails the call
+    (ValidatingSubstitutor), so a query holding one is an error, not a fallback."""
+    body = json.dumps({"queries": ["<input>"], "mode": "replace", "timeout": budget_s}).replace('"<input>"', "${input}")
+    return {
+        "service": "custom",
+        "service_settings": {
+            "url": service_endpoint(service_url),
+            "headers": {"Content-Type": "application/json", "Authorization": "Bearer ${api_key}"},
+            "secret_parameters": {"api_key": "<TSQR_API_KEY or any string>"},
+            "request": body,
+            "response": {"json_parser": {"completion_result": "$.rewrites[*].text"}},
+        },
+    }
+
+
 # -- rendering for integrations/ ----------------------------------------------------------------
 
 
@@ -322,6 +343,7 @@ def rendered_documents() -> dict[str, dict]:
         "elasticsearch/index-template.json": index_template(),
         "elasticsearch/ingest-pipeline.json": ingest_pipeline(),
         "elasticsearch/inference-endpoint.json": elasticsearch_inference_endpoint(url),
+        "elasticsearch/inference-endpoint-custom.json": elasticsearch_custom_endpoint(url),
         "opensearch/index-template.json": index_template(),
         "opensearch/ingest-pipeline.json": ingest_pipeline(),
         "opensearch/cluster-settings.json": cluster_settings(url),
