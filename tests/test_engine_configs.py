@@ -90,6 +90,11 @@ def test_connector_and_pipeline_schema():
     assert action["url"] == "http://10.0.0.5:8000/v1/rewrite"
     assert action["headers"]["Authorization"] == "Bearer ${credential.api_key}"
     assert "Instructions" not in action["request_body"]  # no prompt text: the service builds it
+    # ml-commons reads both timeouts in seconds (HttpJsonConnectorExecutor); before 3.6.0.0 its
+    # defaults were 30,000 s, and it never retries a plain error: sized to the rewrite budget
+    budget = json.loads(action["request_body"].replace("${parameters.match}", "{}"))["timeout"]
+    assert connector["client_config"] == {"connection_timeout": 5, "read_timeout": budget + 2,
+                                          "max_connection": 30, "max_retry_times": 0}
 
     pipeline = configs.rewrite_pipeline("model-1", "body")
     (processor,) = pipeline["request_processors"]

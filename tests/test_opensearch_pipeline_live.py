@@ -130,6 +130,7 @@ def test_reinstall_is_idempotent_replaces_an_outdated_connector_and_handles_dott
         # replaced, not reused, and its record still counts
         connector = httpx.get(f"{url}/_plugins/_ml/connectors/{first['connector_id']}").json()
         assert connector["actions"][0]["request_body"].count("${parameters.match}") == 1
+        assert int(connector["client_config"]["read_timeout"]) == 12  # the default 10 s budget, and 2 s
         old_record = read_record(connector, [])[0].before
         legacy = {"name": name, "description": "TongSearch-QR query rewriting through tsqr serve (prompt built server-side)",
                   "version": 1, "protocol": "http", "credential": {"api_key": "unused"},
