@@ -68,6 +68,22 @@ def service(tmp_path):
         yield running
 
 
+@pytest.fixture
+def pipeline(node, service):
+    """(url, index, name): a fresh install on the node, uninstalled afterwards."""
+    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
+
+    url, index = node
+    name = f"tsqr-{uuid.uuid4().hex[:6]}"
+    installer = OpenSearchInstaller(url)
+    try:
+        installer.install(service.url, name=name, index_template=False)
+        yield url, index, name
+    finally:
+        installer.uninstall(name, index_template=False)
+        installer.close()
+
+
 def effective_settings(url: str) -> dict:
     answer = httpx.get(f"{url}/_cluster/settings", params={"include_defaults": "true", "flat_settings": "true"}).json()
     return {scope: answer.get(scope, {}) for scope in ("persistent", "transient", "defaults")}
@@ -209,105 +225,71 @@ def query_total(url: str, index: str) -> int:
     return stats["indices"][index]["total"]["search"]["query_total"]
 
 
-def test_every_query_shape_runs_once_and_answers_one_document(node, service):
-    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
-
-    url, index = node
-    name = f"tsqr-{uuid.uuid4().hex[:6]}"
-    installer = OpenSearchInstaller(url)
-    try:
-        installer.install(service.url, name=name, index_template=False)
-        searches = [(shape, query) for shape, query in {**NOT_REWRITTEN, **REWRITTEN}.items() for _ in range(4)]
-        before, expected = query_total(url, index), 0
-        for shape, query in searches:
-            response = httpx.post(f"{url}/{index}/_search", params={"search_pipeline": f"{name}-rewrite"},
-                                  json={"query": query, "size": 3}, timeout=60)
-            assert response.status_code == 200, (shape, response.text[:300])
-            answer = json.loads(response.content)  # raises on a second document spliced in
-            plain = search(url, index, {"query": query, "size": 3})
-            wanted = plain if shape in NOT_REWRITTEN else search(url, index, {"query": {"match": {"text": REWRITE}}, "size": 3})
-            assert ids(answer) == ids(wanted), shape
-            expected += 2 if shape in NOT_REWRITTEN else 3  # the pipeline search once, and the plain ones
-        for _ in range(20):  # a second run, if any, may land after its answer
-            if query_total(url, index) - before > expected:
-                break
-            time.sleep(0.1)
-        assert query_total(url, index) - before == expected
-    finally:
-        installer.uninstall(name, index_template=False)
-        installer.close()
+def test_every_query_shape_runs_once_and_answers_one_document(pipeline):
+    url, index, name = pipeline
+    searches = [(shape, query) for shape, query in {**NOT_REWRITTEN, **REWRITTEN}.items() for _ in range(4)]
+    before, expected = query_total(url, index), 0
+    for shape, query in searches:
+        response = httpx.post(f"{url}/{index}/_search", params={"search_pipeline": f"{name}-rewrite"},
+                              json={"query": query, "size": 3}, timeout=60)
+        assert response.status_code == 200, (shape, response.text[:300])
+        answer = json.loads(response.content)  # raises on a second document spliced in
+        plain = search(url, index, {"query": query, "size": 3})
+        wanted = plain if shape in NOT_REWRITTEN else search(url, index, {"query": {"match": {"text": REWRITE}}, "size": 3})
+        assert ids(answer) == ids(wanted), shape
+        expected += 2 if shape in NOT_REWRITTEN else 3  # the pipeline search once, and the plain ones
+    for _ in range(20):  # a second run, if any, may land after its answer
+        if query_total(url, index) - before > expected:
+            break
+        time.sleep(0.1)
+    assert query_total(url, index) - before == expected
 
 
-def test_queries_ml_commons_cannot_send_fall_back_cleanly(node, service):
-    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
-
-    url, index = node
-    name = f"tsqr-{uuid.uuid4().hex[:6]}"
-    installer = OpenSearchInstaller(url)
-    try:
-        installer.install(service.url, name=name, index_template=False)
-        wanted = ids(search(url, index, {"query": {"match": {"text": REWRITE}}, "size": 3}))
-        for query in JSON_LOOKING:
-            assert ids(search(url, index, {"query": {"match": {"text": query}}, "size": 3}, f"{name}-rewrite")) == wanted
-        for query in UNSENDABLE:
-            body = {"query": {"match": {"text": query}}, "size": 3}
-            response = httpx.post(f"{url}/{index}/_search", params={"search_pipeline": f"{name}-rewrite"},
-                                  json=body, timeout=60)
-            assert response.status_code == 200, (query, response.text[:300])
-            assert ids(json.loads(response.content)) == ids(search(url, index, body)), query
-    finally:
-        installer.uninstall(name, index_template=False)
-        installer.close()
+def test_queries_ml_commons_cannot_send_fall_back_cleanly(pipeline):
+    url, index, name = pipeline
+    wanted = ids(search(url, index, {"query": {"match": {"text": REWRITE}}, "size": 3}))
+    for query in JSON_LOOKING:
+        assert ids(search(url, index, {"query": {"match": {"text": query}}, "size": 3}, f"{name}-rewrite")) == wanted
+    for query in UNSENDABLE:
+        body = {"query": {"match": {"text": query}}, "size": 3}
+        response = httpx.post(f"{url}/{index}/_search", params={"search_pipeline": f"{name}-rewrite"},
+                              json=body, timeout=60)
+        assert response.status_code == 200, (query, response.text[:300])
+        assert ids(json.loads(response.content)) == ids(search(url, index, body)), query
 
 
-def test_the_pipeline_searches_what_the_client_stage_searches(node, service, tmp_path):
+def test_the_pipeline_searches_what_the_client_stage_searches(pipeline, tmp_path):
     """Options meant for the original words (operator and, minimum_should_match, fuzziness) would
     leave a long rewrite almost no hits: both stages drop them, keep analyzer and boost, and cap the
     rewrite to the clause budget (querydsl.rewritten_match, built in one place)."""
     from opensearchpy import OpenSearch
 
     from tsqr_plugins.adapters.opensearch import RewritingOpenSearch
-    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
     from tsqr_plugins.testing.conformance import file_rewriter
 
-    url, index = node
-    name = f"tsqr-{uuid.uuid4().hex[:6]}"
-    installer = OpenSearchInstaller(url)
+    url, index, name = pipeline
     options = {"operator": "and", "minimum_should_match": "100%", "fuzziness": "AUTO", "boost": 2}
     body = {"query": {"match": {"text": {"query": QUERY, **options}}}, "size": 5}
-    try:
-        installer.install(service.url, name=name, index_template=False)
-        through_pipeline = search(url, index, body, f"{name}-rewrite")
-        client = RewritingOpenSearch(OpenSearch(url), file_rewriter(tmp_path))
-        through_client = client.search(index=index, body=body)
-        assert ids(through_pipeline) == ids(through_client) and set(ids(through_pipeline)[:2]) == RELEVANT
-        scores = lambda answer: [round(hit["_score"], 4) for hit in answer["hits"]["hits"]]  # noqa: E731
-        assert scores(through_pipeline) == scores(through_client)
-    finally:
-        installer.uninstall(name, index_template=False)
-        installer.close()
+    through_pipeline = search(url, index, body, f"{name}-rewrite")
+    client = RewritingOpenSearch(OpenSearch(url), file_rewriter(tmp_path))
+    through_client = client.search(index=index, body=body)
+    assert ids(through_pipeline) == ids(through_client) and set(ids(through_pipeline)[:2]) == RELEVANT
+    scores = lambda answer: [round(hit["_score"], 4) for hit in answer["hits"]["hits"]]  # noqa: E731
+    assert scores(through_pipeline) == scores(through_client)
 
 
-def test_a_rewrite_longer_than_the_clause_limit_is_capped(node, service):
+def test_a_rewrite_longer_than_the_clause_limit_is_capped(pipeline):
     """3,000 distinct terms written into a match would pass the 1,024-clause limit after the
     processor, where nothing falls back (the search failed); the service caps it as the client
     stage does."""
     from tsqr_plugins.adapters import querydsl
-    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
 
-    url, index = node
-    name = f"tsqr-{uuid.uuid4().hex[:6]}"
-    installer = OpenSearchInstaller(url)
-    try:
-        installer.install(service.url, name=name, index_template=False)
-        answer = httpx.post(f"{url}/{index}/_search", params={"search_pipeline": f"{name}-rewrite"}, timeout=60,
-                            json={"query": {"match": {"text": LONG}}, "size": 3})
-        assert answer.status_code == 200, answer.text[:300]
-        capped = querydsl.rewritten_match({"query": LONG}, LONG_REWRITE)
-        assert ids(answer.json()) == ids(search(url, index, {"query": {"match": {"text": capped}}, "size": 3}))
-    finally:
-        installer.uninstall(name, index_template=False)
-        installer.close()
+    url, index, name = pipeline
+    answer = httpx.post(f"{url}/{index}/_search", params={"search_pipeline": f"{name}-rewrite"}, timeout=60,
+                        json={"query": {"match": {"text": LONG}}, "size": 3})
+    assert answer.status_code == 200, answer.text[:300]
+    capped = querydsl.rewritten_match({"query": LONG}, LONG_REWRITE)
+    assert ids(answer.json()) == ids(search(url, index, {"query": {"match": {"text": capped}}, "size": 3}))
 
 
 # -- what an adversarial review found in install/uninstall (each failed before its fix) -----------
