@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tsqr_plugins.backends.base import Backend, Completion
+from tsqr_plugins.backends.base import Backend, Completion, one_per_query
 from tsqr_plugins.combine import DEFAULT_REPEAT, combine, combine_text
 from tsqr_plugins.deadline import call_with_deadline
 from tsqr_plugins.errors import BackendError, EmptyQueryError, InputError
 from tsqr_plugins.params import GenerationParams
 from tsqr_plugins.prompts import DEFAULT_PROMPT_ID, Prompt, get_prompt
+from tsqr_plugins.text import is_unicode_text
 
 logger = logging.getLogger(__name__)
 
@@ -104,36 +105,40 @@ class Rewriter:
         if not queries:
             return []
         try:
-            completions = call_with_deadline(
+            return one_per_query(call_with_deadline(
                 lambda: self.backend.generate(queries, self.prompt, self.params), self.timeout
-            )
+            ), len(queries), self.backend.NAME)
         except InputError:
             raise
         except Exception as error:  # fail-open covers every backend failure
             if self.strict:
                 raise as_backend_error(error)
             return [Completion.failed(error)] * len(queries)
-        if len(completions) != len(queries):
-            error = BackendError(
-                f"backend {self.backend.NAME} returned {len(completions)} completions for {len(queries)} queries"
-            )
-            if self.strict:
-                raise error
-            return [Completion.failed(error)] * len(queries)
-        return completions
 
     def _to_rewrite(self, query: str, completion: Completion) -> Rewrite:
-        common = {"original": query, "model": self.model, "prompt_id": self.prompt.id, "cached": completion.cached}
-        error = completion.error
-        if error is None:
-            try:
-                return Rewrite(text=self.prompt.parse(completion.text or ""), raw=completion.text, **common)
-            except BackendError as parse_error:
-                error = parse_error
-        if isinstance(error, InputError):
-            raise error
-        if self.strict:
-            raise as_backend_error(error)
-        reason = f"{type(error).__name__}: {error}"
-        logger.warning("rewrite fell back to the original query (%s): %.80r", reason, query)
-        return Rewrite(text=query, raw=completion.text, fallback=True, reason=reason, **common)
+        return finish(query, completion, self.prompt, self.model, self.strict)
+
+
+def finish(query: str, completion: Completion, prompt: Prompt, model: str, strict: bool = False) -> Rewrite:
+    """The one way a completion becomes a rewrite, in every surface (``Rewriter``, and through it
+    the adapters and the proxy; ``tsqr serve``): the prompt's parse of the model's text, which must
+    be text; on any failure the original query, marked ``fallback`` with the reason, or with
+    ``strict`` the failure raised as a BackendError. A caller's mistake (InputError) always raises."""
+    common = {"original": query, "model": model, "prompt_id": prompt.id, "cached": completion.cached}
+    error = completion.error
+    if error is None:
+        try:
+            text = prompt.parse(completion.text or "")
+            if not is_unicode_text(text):  # e.g. an upstream's JSON with "\ud800": no encoder takes it
+                raise BackendError("the model's output is not text (it holds a lone surrogate)")
+            return Rewrite(text=text, raw=completion.text, **common)
+        except BackendError as parse_error:
+            error = parse_error
+    if isinstance(error, InputError):
+        raise error
+    if strict:
+        raise as_backend_error(error)
+    reason = f"{type(error).__name__}: {error}"
+    logger.warning("rewrite fell back to the original query (%s): %.80r", reason, query)
+    raw = completion.text if completion.text is None or is_unicode_text(completion.text) else None
+    return Rewrite(text=query, raw=raw, fallback=True, reason=reason, **common)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from tsqr_plugins.errors import BackendError
 from tsqr_plugins.lazy import install_hint, is_installed
 from tsqr_plugins.params import GenerationParams
 from tsqr_plugins.prompts import Prompt
@@ -24,6 +25,13 @@ class Completion:
     @classmethod
     def failed(cls, error: Exception) -> Completion:
         return cls(text=None, error=error)
+
+
+def one_per_query(completions: list[Completion], queries: int, engine: str) -> list[Completion]:
+    """A backend's answer, checked to hold one completion per query (BackendError otherwise)."""
+    if len(completions) != queries:
+        raise BackendError(f"backend {engine} returned {len(completions)} completions for {queries} queries")
+    return completions
 
 
 class Backend(ABC):

@@ -11,6 +11,7 @@ import math
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,7 +20,8 @@ from tsqr_plugins.adapters.querydsl import rewritten_match
 from tsqr_plugins.backends import Backend, load_backend
 from tsqr_plugins.backends.base import Completion
 from tsqr_plugins.cache import RewriteCache, cache_key
-from tsqr_plugins.combine import DEFAULT_REPEAT, MODES, combine_text
+from tsqr_plugins.combine import DEFAULT_REPEAT, MODES
+from tsqr_plugins.core import Rewrite, finish
 from tsqr_plugins.errors import BackendError, BackendTimeout, InputError
 from tsqr_plugins.lazy import require
 from tsqr_plugins.params import GenerationParams
@@ -220,29 +222,19 @@ class RewriteService:
             return {}
 
     def _to_rewrite(self, query, completion: Completion, cached: bool, prompt, mode, repeat, strict) -> dict[str, Any]:
-        error = completion.error
-        text = None
-        if error is None:
-            try:
-                text = prompt.parse(completion.text or "")
-            except BackendError as parse_error:
-                error = parse_error
-            if text is not None and not is_unicode_text(text):  # e.g. an upstream's JSON with "\ud800"
-                error, text = BackendError("the model's output is not text (it holds a lone surrogate)"), None
-        if error is not None:
-            if strict:
-                self.metrics.count("strict_failures")
-                status = 504 if isinstance(error, BackendTimeout) else 502
-                raise HTTPProblem(status, f"rewrite failed (strict): {type(error).__name__}: {error}")
+        """The answer for one query: ``finish`` (what every surface does with a completion), and
+        its texts for ``mode``."""
+        try:
+            rewrite = finish(query, replace(completion, cached=cached), prompt, self.model_name, strict)
+        except InputError as error:  # the engine says the request cannot be answered
+            raise HTTPProblem(422, str(error)) from error
+        except BackendError as error:  # strict
+            self.metrics.count("strict_failures")
+            status = 504 if isinstance(error, BackendTimeout) else 502
+            raise HTTPProblem(status, f"rewrite failed (strict): {type(error).__name__}: {error}") from error
+        if rewrite.fallback:
             self.metrics.count("fallbacks")
-            logger.warning("rewrite fell back to the original query: %s", error)
-            fallback = {"original": query, "text": query, "fallback": True, "cached": False,
-                        "reason": f"{type(error).__name__}: {error}"}
-            return {**fallback, "texts": [query, query]} if mode == "both" else fallback
-        answer = {"original": query, "text": combine_text(query, text, mode, repeat), "fallback": False, "cached": cached}
-        if mode == "both":  # both texts, for the caller to fuse; "text" stays the rewrite
-            answer["texts"] = [query, text]
-        return answer
+        return rewrite_answer(rewrite, mode, repeat)
 
     # ---- /v1/chat/completions
     async def chat(self, body: Any) -> dict[str, Any]:
@@ -363,6 +355,19 @@ class _JSONValueError(ValueError):
 
 def _no_constants(name: str):
     raise _JSONValueError(f"{name} is not a JSON number")
+
+
+def rewrite_answer(rewrite: Rewrite, mode: str, repeat: int) -> dict[str, Any]:
+    """One rewrite as ``/v1/rewrite`` answers it: ``text`` is what to search for in ``mode`` (the
+    original itself on a fallback), ``texts`` both for ``mode: both``."""
+    answer = {"original": rewrite.original, "fallback": rewrite.fallback, "cached": rewrite.cached,
+              "text": rewrite.text if rewrite.fallback else rewrite.combined_text(mode, repeat),
+              "model": rewrite.model, "prompt_id": rewrite.prompt_id}
+    if rewrite.fallback:
+        answer["reason"] = rewrite.reason
+    if mode == "both":  # both texts, for the caller to fuse; "text" stays the rewrite
+        answer["texts"] = [rewrite.original, rewrite.text]
+    return answer
 
 
 def _finite_float(text: str) -> float:

@@ -8,7 +8,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from tsqr_plugins.backends.base import Backend, Completion
+from tsqr_plugins.backends.base import Backend, Completion, one_per_query
 from tsqr_plugins.cache import RewriteCache
 from tsqr_plugins.errors import BackendTimeout
 from tsqr_plugins.params import GenerationParams
@@ -173,9 +173,8 @@ class MicroBatcher:
         """Runs in a worker thread: the engine call, then one cache transaction for the batch."""
         prompt, params = items[0].prompt, items[0].params
         try:
-            completions = self.backend.generate([item.query for item in items], prompt, params)
-            if len(completions) != len(items):
-                raise RuntimeError(f"the engine returned {len(completions)} completions for {len(items)} queries")
+            completions = one_per_query(self.backend.generate([item.query for item in items], prompt, params),
+                                        len(items), self.backend.NAME)
         except Exception as error:
             logger.warning("engine batch of %d failed: %s", len(items), error)
             self.metrics.count("engine_errors")

@@ -1,0 +1,68 @@
+"""One fail-open path: the same engine failures fed to ``Rewriter`` (which the adapters, the client
+stages and the proxy use) and to ``tsqr serve`` give the same rewrite fields. Before, the service
+re-did the Rewriter's parsing and fallback on plain dicts, and the copies differed (the service's
+fallback had no model or prompt id; only the service refused model output holding a lone
+surrogate)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tsqr_plugins import Rewriter
+from tsqr_plugins.backends.base import Backend, Completion
+from tsqr_plugins.errors import BackendError
+
+QUERY = "why do moths circle street lamps?"
+FIELDS = ("original", "text", "fallback", "model", "prompt_id")
+
+
+class ScriptedEngine(Backend):
+    """Answers every query the same way: a text, an error, a wrong count, or late."""
+
+    NAME = "scripted"
+    model_id = "scripted"
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def generate(self, queries, prompt, params):
+        if self.kind == "raises":
+            raise RuntimeError("engine exploded")
+        if self.kind == "wrong count":
+            return []
+        if self.kind == "late":
+            time.sleep(1.5)
+        texts = {"answers": "<think>moths</think><answer>transverse orientation</answer>",
+                 "unparseable": "no tags at all", "empty": "", "lone surrogate": "<think>x</think><answer>\ud800</answer>",
+                 "late": "<think>x</think><answer>too late</answer>"}
+        return [Completion(text=texts[self.kind]) for _ in queries]
+
+
+KINDS = ["answers", "raises", "wrong count", "unparseable", "empty", "lone surrogate", "late"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rewriter_and_service_agree_on_every_engine_failure(kind):
+    pytest.importorskip("uvicorn")
+    from tsqr_plugins.service import ServiceConfig
+    from tsqr_plugins.testing.service import RunningService
+
+    prompt = "tsqr-think-v1"
+    rewriter = Rewriter(ScriptedEngine(kind), prompt=prompt, timeout=0.5)
+    local = rewriter.rewrite(QUERY)
+    config = ServiceConfig(engine="file", rewrites="unused.json", prompt=prompt, timeout=0.5, no_cache=True)
+    with RunningService(config, ScriptedEngine(kind)) as service:
+        answer = httpx.post(f"{service.url}/v1/rewrite", json={"queries": [QUERY]}, timeout=30).json()["rewrites"][0]
+        strict = httpx.post(f"{service.url}/v1/rewrite", json={"queries": [QUERY], "strict": True}, timeout=30)
+    assert {field: answer[field] for field in FIELDS} == {field: getattr(local, field) for field in FIELDS}, kind
+    assert local.fallback == (kind != "answers")
+    if local.fallback:  # the same reason, by its kind
+        assert answer["reason"].split(":")[0] == local.reason.split(":")[0]
+        with pytest.raises(BackendError):
+            Rewriter(ScriptedEngine(kind), prompt=prompt, timeout=0.5, strict=True).rewrite(QUERY)
+        assert strict.status_code in (502, 504)
+    else:
+        assert strict.status_code == 200
