@@ -199,3 +199,21 @@ def test_a_task_without_texts_runs_only_on_pyserini(tmp_path):
     with pytest.raises(InputError, match="the rewrite gain needs them"):
         run_eval([task], EvalSettings(backends=["pyserini"], output=tmp_path / "out"), gain_encoder=lambda texts: texts)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_plain_ndcg_is_trec_evals():
+    """measures.ndcg_at_k (the training reward's) equals the ir-measures nDCG@10 tsqr eval reports,
+    on generated rankings without tied scores and graded judgements."""
+    import random
+
+    from tsqr_plugins.eval.metrics import evaluate
+    from tsqr_plugins.measures import ndcg_at_k
+
+    rng = random.Random(7)
+    for trial in range(200):
+        docs = [f"d{i}" for i in range(rng.randint(1, 30))]
+        ranked = rng.sample(docs, len(docs))
+        qrels = {doc: rng.choice([0, 0, 1, 2, 3]) for doc in rng.sample(docs, rng.randint(1, len(docs)))}
+        run = {doc: float(len(ranked) - rank) for rank, doc in enumerate(ranked)}
+        means, _ = evaluate({"q": qrels}, {"q": run})
+        assert ndcg_at_k(ranked, qrels, 10) == pytest.approx(means["nDCG@10"], abs=1e-9), (trial, ranked, qrels)

@@ -24,11 +24,11 @@ index (idf x tf / (tf + k1 (1 - b + b |q| / avgdl))).
 
 from __future__ import annotations
 
-import math
 import os
 from collections import Counter
 from typing import Any, Sequence
 
+from .. import bm25q
 from ..core import Rewrite, Rewriter
 from ..errors import InputError
 from ..lazy import require
@@ -148,11 +148,8 @@ class RewritingSearcher:
         """Query-side BM25 weight of each query term the index knows (BRIGHT's gensim formula)."""
         counts = {t: c for t, c in Counter(self.analyzer(text)).items() if self._doc_freq(t) > 0}
         stats = self._index_stats()
-        length = sum(counts.values())
-        norm = self.k1 * (1.0 - self.b + self.b * length / stats["avgdl"])
-        n = stats["documents"]
-        return {t: (math.log(n + 1.0) - math.log(self._doc_freq(t) + 0.5)) * (c / (c + norm))
-                for t, c in counts.items()}
+        return bm25q.term_weights(counts, lambda t: bm25q.idf(stats["documents"], self._doc_freq(t)),
+                                  stats["avgdl"], self.k1, self.b)
 
     def query_side_bm25(self, text: str):
         weights = self.query_weights(text)

@@ -9,11 +9,11 @@ is bounded by a clause budget below the engines' ``max_clause_count`` (1,024 by 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import bm25q
 from ..core import Rewrite
 from ..errors import InputError
 from ..analyzer import tokenize
@@ -28,7 +28,7 @@ DEFAULT_CLAUSE_BUDGET = 1000  # leaves room for the clauses of the rest of the c
 # it counts each as this many. More still passes the limit: the stages then search with the
 # original query (passed_clause_limit).
 FIELDS_PER_PATTERN = 8
-BM25_K1, BM25_B = 0.9, 0.4  # BRIGHT/TongSearch's query-side BM25 parameters
+BM25_K1, BM25_B = bm25q.K1, bm25q.B
 
 # Sub-queries that only exclude or filter documents: a long rewrite there would change which
 # documents are excluded, not how they rank, so they are left alone unless asked for.
@@ -342,10 +342,8 @@ def bm25q_weights(termvectors: dict, text_field: str, k1: float = BM25_K1, b: fl
     known = {t: (tf, df) for t, (tf, df) in terms.items() if df > 0 and tf > 0}
     if not known or documents <= 0:
         return {}
-    avgdl = total / documents
-    length = sum(tf for tf, _ in known.values())
-    norm = k1 * (1.0 - b + b * length / avgdl)
-    return {t: (math.log(documents + 1.0) - math.log(df + 0.5)) * (tf / (tf + norm)) for t, (tf, df) in known.items()}
+    return bm25q.term_weights({t: tf for t, (tf, _) in known.items()}, lambda t: bm25q.idf(documents, known[t][1]),
+                              total / documents, k1, b)
 
 
 def bm25q_query(weights: dict[str, float], text_field: str, budget: int) -> Built:

@@ -16,19 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from array import array
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
+from .. import bm25q
 from ..errors import InputError
 from ..lazy import require
 from ..analyzer import LuceneEnglishAnalyzer
 
 log = logging.getLogger(__name__)
 
-K1, B = 0.9, 0.4
+K1, B = bm25q.K1, bm25q.B
 INDEX_FORMAT = 1
 
 
@@ -131,11 +131,8 @@ class BM25Index:
         """Term ids and BM25 weights of a query (gensim's ``model[dictionary.doc2bow(q)]``)."""
         vocabulary = self.vocabulary
         counts = {vocabulary[t]: c for t, c in Counter(self.analyzer(text)).items() if t in vocabulary}
-        length = sum(counts.values())
-        norm = self.k1 * (1.0 - self.b + self.b * length / self.avgdl)
-        ids = list(counts)
-        weights = [float(self.idf[t]) * (c / (c + norm)) for t, c in counts.items()]
-        return ids, weights
+        weights = bm25q.term_weights(counts, lambda t: float(self.idf[t]), self.avgdl, self.k1, self.b)
+        return list(weights), list(weights.values())
 
     def scores(self, text: str):
         """Scores of every document for one query, float32 as in gensim's similarity index."""
@@ -223,9 +220,9 @@ def index_settings(k1: float, b: float, analyzer) -> dict:
 
 
 def _idf(np, df, num_docs):
-    """ln(N + 1) - ln(df + 0.5) with the C library's log, as gensim computes it."""
+    """``bm25q.idf`` of every term (once per distinct document frequency)."""
     values, inverse = np.unique(df, return_inverse=True)
-    per_value = np.array([math.log(num_docs + 1.0) - math.log(v + 0.5) for v in values.tolist()])
+    per_value = np.array([bm25q.idf(num_docs, v) for v in values.tolist()])
     return per_value[inverse.reshape(-1)] if len(values) else np.zeros(0)
 
 

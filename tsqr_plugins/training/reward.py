@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import InputError, UnparseableCompletion
 from ..gain import DEFAULT_EMBEDDING_MODEL, INVALID_REWRITE_SCORE, Encoder, embedding_gain, sentence_encoder
+from ..measures import ndcg_at_k
 from ..prompts import DEFAULT_PROMPT_ID, get_prompt
 
 logger = logging.getLogger(__name__)
@@ -62,12 +63,8 @@ def get_embedding_reward(model: str = DEFAULT_EMBEDDING_MODEL, encoder: Encoder 
 
 
 def ndcg_at_10(ranked_ids: Sequence[str], relevant: set[str]) -> float:
-    """Binary-relevance nDCG@10."""
-    import math
-
-    dcg = sum(1.0 / math.log2(rank + 2) for rank, doc in enumerate(ranked_ids[:10]) if doc in relevant)
-    ideal = sum(1.0 / math.log2(rank + 2) for rank in range(min(len(relevant), 10)))
-    return dcg / ideal if ideal else 0.0
+    """Binary-relevance nDCG@10 (``measures.ndcg_at_k``, what ``tsqr eval`` reports)."""
+    return ndcg_at_k(ranked_ids, dict.fromkeys(relevant, 1), 10)
 
 
 def get_bm25_reward(documents: Sequence[str]) -> Callable[..., list[float]]:
