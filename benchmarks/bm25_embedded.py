@@ -174,9 +174,9 @@ def pyserini_search(documents, doc_ids, queries, ours) -> float:
                     "DefaultLuceneDocumentGenerator", "--threads", "2"], check=True, capture_output=True)
     print(f"  pyserini {version} index build (2 threads, JVM start included, once): "
           f"{time.perf_counter() - start:.3f} s")
-    from tsqr_plugins.adapters.pyserini import RewritingSearcher
+    from tsqr_plugins.search.pyserini_searcher import BM25QSearcher
 
-    searcher = RewritingSearcher(str(folder / "index"), rewriter=None, scoring="bm25q", k1=0.9, b=0.4)
+    searcher = BM25QSearcher(str(folder / "index"), scoring="bm25q", k1=0.9, b=0.4)
     qids = [str(i) for i in range(len(queries))]
     results, seconds, _ = measure(f"pyserini {version} BM25Q ({'native' if searcher.native else 'boosted'})",
                                   lambda: searcher.batch_search(queries, qids, k=1000, threads=2))

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from tests.background_server import BackgroundServer
-from tsqr_plugins.adapters import engine_configs
+from tsqr_plugins import engine_configs
 from tsqr_plugins.errors import InputError
 from tsqr_plugins.search.bulk import BulkIndexer
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
-from tsqr_plugins.adapters import engine_configs as configs
+from tsqr_plugins import engine_configs as configs
 from tsqr_plugins.errors import InputError
 
 BUILTIN_FILTERS = {"lowercase", "porter_stem"}
@@ -173,7 +173,7 @@ def test_connector_contract_with_a_real_service(query, tmp_path):
     """Render the connector request as ml-commons' substitution would, send it to a real
     `tsqr serve`, and write the answer where the pipeline's output_map puts it."""
     pytest.importorskip("uvicorn", reason="tsqr serve needs the 'serve' extra")
-    from tsqr_plugins.adapters import querydsl
+    from tsqr_plugins import querydsl
     from tsqr_plugins.service import ServiceConfig
     from tsqr_plugins.testing.service import RunningService
 

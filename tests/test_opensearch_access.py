@@ -65,7 +65,7 @@ def test_the_group_is_public_by_default_so_every_user_is_rewritten(fake):
 
 def test_without_access_fields_the_fake_makes_the_group_private_as_ml_commons_does(fake):
     """What the install did before: the searching user's predict is refused."""
-    from tsqr_plugins.adapters import engine_configs as configs
+    from tsqr_plugins import engine_configs as configs
 
     node, url = fake(access_control=True)
     import httpx

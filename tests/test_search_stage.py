@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import skip_unless
 from tests.search_server import RecordingSearchServer
 from tsqr_plugins import Rewriter
-from tsqr_plugins.adapters import querydsl, stage
+from tsqr_plugins import querydsl, stage
 from tsqr_plugins.adapters.stage import StageSettings
 from tsqr_plugins.core import Rewrite
 from tsqr_plugins.errors import BackendError, InputError
@@ -362,7 +362,7 @@ def test_a_malformed_termvectors_answer_falls_back_to_match_and_says_so():
 
 def test_field_patterns_count_as_several_fields_in_the_clause_budget():
     """A pattern (or a multi_match without fields) queries every field it matches with every token."""
-    from tsqr_plugins.adapters import querydsl
+    from tsqr_plugins import querydsl
 
     text = " ".join(f"t{i}" for i in range(2000))
     exact = querydsl.match_query(text, ["a", "b"], 1000, kind="multi_match")

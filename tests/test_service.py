@@ -291,7 +291,7 @@ def test_elasticsearch_inference_endpoint_calls_are_answered_with_the_rewrite(tm
 
     import httpx
 
-    from tsqr_plugins.adapters.engine_configs import elasticsearch_inference_endpoint
+    from tsqr_plugins.engine_configs import elasticsearch_inference_endpoint
     from tsqr_plugins.service import ServiceConfig
     from tsqr_plugins.testing.service import RunningService
 
@@ -350,7 +350,7 @@ def test_elasticsearch_custom_inference_endpoint_calls_v1_rewrite_directly(tmp_p
 
     import httpx
 
-    from tsqr_plugins.adapters.engine_configs import elasticsearch_custom_endpoint
+    from tsqr_plugins.engine_configs import elasticsearch_custom_endpoint
     from tsqr_plugins.service import ServiceConfig
     from tsqr_plugins.testing.service import RunningService
 

@@ -97,3 +97,9 @@ def _hub_revision(repo_id: str) -> str | None:
         return None
     found = try_to_load_from_cache(repo_id, "config.json")
     return Path(found).parent.name if isinstance(found, str) else None
+
+
+def model_identity(model: str) -> str:
+    """A local path resolved to an absolute one (stable cache keys); hub ids unchanged."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model

@@ -31,8 +31,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import engine_configs as configs
 from ..errors import InputError, ServerUnavailableError
-from . import engine_configs as configs
 from .opensearch_trust import TrustRecord, checked_before, plan_trust, plan_untrust
 
 logger = logging.getLogger(__name__)

@@ -17,13 +17,14 @@ import logging
 import time
 from typing import Any
 
-from . import querydsl, stage
-from .searchclient import search_parts, single_index
-from .stage import StageSettings
+from .. import querydsl
 from ..core import Rewriter, as_backend_error
 from ..errors import InputError
+from ..httpserver import read_limited
 from ..lazy import require
-from ..service.server import read_limited
+from . import stage
+from .searchclient import search_parts, single_index
+from .stage import StageSettings
 
 logger = logging.getLogger(__name__)
 

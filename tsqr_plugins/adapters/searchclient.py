@@ -16,7 +16,8 @@ from typing import Any
 
 from ..core import Rewrite, Rewriter, as_backend_error
 from ..errors import InputError
-from . import querydsl, stage
+from .. import querydsl
+from . import stage
 from .stage import Plan, StageSettings, StatsKey
 
 logger = logging.getLogger(__name__)

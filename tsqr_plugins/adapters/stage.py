@@ -16,8 +16,8 @@ from typing import Any
 from ..combine import DEFAULT_REPEAT, MODES
 from ..core import Rewrite
 from ..errors import InputError
-from . import querydsl
-from .querydsl import Built, TextQuery
+from .. import querydsl
+from ..querydsl import Built, TextQuery
 
 StatsKey = tuple[str, tuple[str, ...]]  # (text, field names)
 

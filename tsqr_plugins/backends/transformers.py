@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from tsqr_plugins.backends.base import Backend, Completion, cut_at_stop
@@ -12,17 +11,11 @@ from tsqr_plugins.backends.truncation import fit_query
 from tsqr_plugins.deadline import expired
 from tsqr_plugins.errors import BackendTimeout
 from tsqr_plugins.lazy import require
-from tsqr_plugins.models import check_model_source, weights_fingerprint
+from tsqr_plugins.models import check_model_source, model_identity, weights_fingerprint
 from tsqr_plugins.params import GenerationParams
 from tsqr_plugins.prompts import Prompt
 
 logger = logging.getLogger(__name__)
-
-
-def model_identity(model: str) -> str:
-    """A local path resolved to an absolute one (stable cache keys); hub ids unchanged."""
-    path = Path(model).expanduser()
-    return str(path.resolve()) if path.exists() else model
 
 
 class TransformersBackend(Backend):

@@ -7,8 +7,7 @@ from typing import Any
 
 from tsqr_plugins import deadline
 from tsqr_plugins.backends.base import Backend, Completion
-from tsqr_plugins.backends.transformers import model_identity
-from tsqr_plugins.models import check_model_source, weights_fingerprint
+from tsqr_plugins.models import check_model_source, model_identity, weights_fingerprint
 from tsqr_plugins.backends.truncation import fit_query
 from tsqr_plugins.errors import BackendTimeout
 from tsqr_plugins.lazy import require

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tsqr_plugins.adapters import engine_configs as configs
+from tsqr_plugins import engine_configs as configs
 
 
 def add_parser(commands: Any) -> None:

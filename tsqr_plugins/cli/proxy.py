@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tsqr_plugins.adapters.querydsl import DEFAULT_CLAUSE_BUDGET, SCORINGS
+from tsqr_plugins.querydsl import DEFAULT_CLAUSE_BUDGET, SCORINGS
 from tsqr_plugins.cli.rewrite import add_backend_options, add_rewriter_options, build_backend, build_rewriter
 from tsqr_plugins.errors import InputError
 from tsqr_plugins.lazy import require
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} must be > 0 seconds, got {value}")
     proxy = SearchProxy(args.upstream, rewriter, settings, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
                         timeout=args.upstream_timeout, read_timeout=args.read_timeout)
-    from tsqr_plugins.service.server import uvicorn_config
+    from tsqr_plugins.httpserver import uvicorn_config
 
     # The upstream's Server and Date fields are relayed; uvicorn's own would duplicate them.
     config = uvicorn_config(create_proxy_app(proxy), args.read_timeout, host=args.host, port=args.port,

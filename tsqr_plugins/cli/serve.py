@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"tsqr serve: {config.engine} {service.model_name} on http://{config.host}:{config.port}",
           file=sys.stderr, flush=True)
     # uvicorn stops accepting on SIGINT/SIGTERM and lets in-flight requests finish first.
-    from tsqr_plugins.service.server import uvicorn_config
+    from tsqr_plugins.httpserver import uvicorn_config
 
     server = uvicorn.Server(uvicorn_config(app, config.read_timeout, log_level="warning", timeout_graceful_shutdown=30,
                                            access_log=config.access_log))

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..adapters import engine_configs
+from .. import engine_configs
 from ..errors import InputError, ServerUnavailableError
 
 logger = logging.getLogger(__name__)

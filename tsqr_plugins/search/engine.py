@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..adapters import querydsl
+from .. import querydsl
 from ..errors import InputError
 from . import Retriever, pad_with_zero_scores, top_k_excluding
 from .bm25 import Hit, corpus_key

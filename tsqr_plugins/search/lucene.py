@@ -42,8 +42,8 @@ class PyseriniBM25(Retriever):
 
     def index(self, doc_ids: Sequence[str], texts: Sequence[str], task: str | None = None,
               prebuilt: str | None = None) -> None:
-        from ..adapters.pyserini import RewritingSearcher
         from ..java import ensure_java_home
+        from .pyserini_searcher import BM25QSearcher
 
         ensure_java_home()
         index = prebuilt_index(prebuilt, len(set(doc_ids))) if prebuilt else None
@@ -54,7 +54,7 @@ class PyseriniBM25(Retriever):
             if not (folder / "done").exists():
                 self._build(folder, doc_ids, texts)
             index = folder / "index"
-        self._searcher = RewritingSearcher(index, rewriter=None, scoring=self.scoring, k1=K1, b=B)
+        self._searcher = BM25QSearcher(index, scoring=self.scoring, k1=K1, b=B)
         self._doc_ids = list(doc_ids)
 
     def _build(self, folder: Path, doc_ids: Sequence[str], texts: Sequence[str]) -> None:

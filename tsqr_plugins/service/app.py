@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from tsqr_plugins import deadline
-from tsqr_plugins.adapters.querydsl import rewritten_match
+from tsqr_plugins.querydsl import rewritten_match
 from tsqr_plugins.backends import Backend, load_backend
 from tsqr_plugins.backends.base import Completion
 from tsqr_plugins.cache import RewriteCache, cache_key
@@ -29,7 +29,7 @@ from tsqr_plugins.prompts import PROMPTS, get_prompt, query_from_messages
 from tsqr_plugins.service.batcher import MicroBatcher, QueueFull
 from tsqr_plugins.service.config import ServiceConfig
 from tsqr_plugins.service.metrics import Metrics
-from tsqr_plugins.service.server import read_limited
+from tsqr_plugins.httpserver import read_limited
 from tsqr_plugins.text import is_unicode_text
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ class RunningApp:
     def __init__(self, app, port: int | None = None, host: str = "127.0.0.1", read_timeout: float = 10.0) -> None:
         import uvicorn
 
-        from tsqr_plugins.service.server import uvicorn_config
+        from tsqr_plugins.httpserver import uvicorn_config
 
         self.app = app
         self.port = port or free_port()

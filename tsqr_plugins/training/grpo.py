@@ -39,7 +39,7 @@ def resolve_model(recipe: Recipe, kind: str = "grpo") -> str:
     """The model path; ``tiny`` builds a random-weight Qwen2 (CPU smoke runs, no hub)."""
     if recipe.model != "tiny":
         return recipe.model
-    from ..testing.tiny_model import build_tiny_qwen2
+    from .tiny_model import build_tiny_qwen2
 
     return str(build_tiny_qwen2(Path(recipe.output_for(kind)) / "tiny-base"))
 

@@ -1,4 +1,5 @@
-"""Running the service's and the proxy's ASGI apps under uvicorn with bounded connections.
+"""What tsqr's two HTTP servers (``tsqr serve``, ``tsqr proxy``) share: running an ASGI app under
+uvicorn with bounded connections, and bounded body reads.
 
 uvicorn times out idle keep-alive connections, but a client that sends its request line and
 headers a byte at a time keeps a connection (and its memory) for ever: every byte cancels the

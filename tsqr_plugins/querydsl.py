@@ -13,10 +13,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import bm25q
-from ..core import Rewrite
-from ..errors import InputError
-from ..analyzer import tokenize
+from . import bm25q
+from .analyzer import tokenize
+from .core import Rewrite
+from .errors import InputError
 
 SCORINGS = ("match", "bm25q")
 # OpenSearch's default indices.query.bool.max_clause_count; Elasticsearch 8+ sizes its limit from

@@ -16,8 +16,8 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..errors import InputError
 from . import querydsl
+from .errors import InputError
 
 DEFAULT_NAME = "tsqr"
 DEFAULT_FIELD = "text"
