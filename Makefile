@@ -66,7 +66,7 @@ $(VENV_PYSERINI1)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV_PYSERINI1)
 	$(VENV_PYSERINI1)/bin/pip install -q --upgrade pip
 	$(VENV_PYSERINI1)/bin/pip install -q $(TORCH)
-	$(VENV_PYSERINI1)/bin/pip install -q -e '.[pyserini,eval,dev]' 'pyserini>=1.0' $(TORCH)
+	$(VENV_PYSERINI1)/bin/pip install -q -e '.[pyserini,eval,serve,dev]' 'pyserini>=1.0' $(TORCH)
 	touch $@
 
 demo: $(VENV)/.core-installed

@@ -103,7 +103,7 @@ def test_progress_bar_goes_to_stderr_and_quiet_silences_it(tmp_path):
                "--input", str(SAMPLE / "queries.jsonl"), "--output", str(tmp_path / "o.jsonl")]
     loud = subprocess.run(command, capture_output=True, text=True, check=True)
     assert "rewriting" in loud.stderr and loud.stdout == ""
-    quiet = subprocess.run(command + ["--quiet"], capture_output=True, text=True, check=True)
+    quiet = subprocess.run(command + ["--quiet", "--overwrite"], capture_output=True, text=True, check=True)
     assert quiet.stderr == "" and quiet.stdout == ""
 
 
@@ -120,6 +120,13 @@ def test_outputs_that_would_lose_data_or_fail_late_are_refused_before_any_work(t
                        "--on-missing", "fallback") == 2, output
         assert message in capsys.readouterr().err
     assert queries.read_text() == original
+    # an existing output is replaced only when asked, as tsqr eval's result folder (one rule)
+    done = tmp_path / "done.jsonl"
+    done.write_text("earlier results\n")
+    args = ("rewrite", "--backend", backend, "--input", queries, "--output", done, "--quiet", "--on-missing", "fallback")
+    assert run_cli(*args) == 2 and "--overwrite" in capsys.readouterr().err
+    assert done.read_text() == "earlier results\n"
+    assert run_cli(*args, "--overwrite") == 0 and done.read_text() != "earlier results\n"
 
 
 def test_unreadable_inputs_are_clear(tmp_path, capsys):
@@ -158,3 +165,16 @@ def test_a_timed_out_transformers_generation_is_stopped_and_the_process_exits_cl
     assert "terminate called" not in done.stderr
     (row,) = read_rows(output)
     assert row["fallback"] is True
+
+
+@pytest.mark.parametrize("url, message", [
+    ("127.0.0.1:1", "must start with http:// or https://"),
+    ("http://127.0.0.1:1", "is unreachable"),
+])
+def test_an_unreachable_or_schemeless_engine_url_is_one_line(url, message, tmp_path):
+    """A new user's report: `tsqr eval --backend elasticsearch:<url>` printed a 60-line httpx traceback."""
+    done = subprocess.run([sys.executable, "-m", "tsqr_plugins.cli", "eval", "--dataset", "sample", "--backend",
+                           f"elasticsearch:{url}", "--rewriter", "none", "--output", str(tmp_path / "out"), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-1000:]
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 3

@@ -4,6 +4,7 @@ environment, 1.x on Java 21+ in the second one `make test` builds (.venv-pyserin
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -212,3 +213,68 @@ def test_search_keywords_reach_pyserini_or_are_refused(lucene_index):
             boosted.search("moths lamps", k=3, remove_dups=True)
         with pytest.raises(InputError, match="fields"):
             boosted.batch_search(["moths lamps"], ["q1"], k=3, fields={"contents": 1.0})
+
+
+def test_the_readmes_pyserini_example_works_with_the_readmes_tsqr_serve(lucene_index, tmp_path):
+    """The README's blocks work together as written: its Pyserini block, on a real Lucene index,
+    against the `tsqr serve --engine file` its service section starts (here on a free port), is
+    rewritten (a new user saw every query fall back: the block named a model that service does
+    not serve, and the openai backend now refuses that at once)."""
+    import re
+
+    from tests.conftest import REPO
+    from tsqr_plugins.service import ServiceConfig
+    from tsqr_plugins.testing.service import RunningService
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"^```python\n(.*?)^```", readme, re.S | re.M) if "RewritingSearcher(" in b)
+    assert "tsqr serve --engine file --rewrites tsqr_plugins/data/sample/rewrites.json" in readme
+    rewrites = tmp_path / "rewrites.json"
+    rewrites.write_text(json.dumps({conformance.QUERY: conformance.REWRITE}))
+    with RunningService(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True)) as service:
+        code = block.replace("http://127.0.0.1:8000", service.url).replace("indexes/my-lucene-index", str(lucene_index))
+        code = code.replace("Why do moths circle street lamps?", conformance.QUERY)
+        scope: dict = {}
+        exec(compile(code, "README.md (Pyserini)", "exec"), scope)
+    rewrite = scope["searcher"].last_rewrites["q1"]
+    assert not rewrite.fallback and rewrite.text == conformance.REWRITE
+    assert {hit.docid for hit in scope["hits"][:2]} == conformance.RELEVANT
+
+
+def test_an_openai_backend_naming_a_model_the_server_does_not_serve_is_refused_at_once(tmp_path):
+    from tsqr_plugins import load_backend
+    from tsqr_plugins.errors import ServerUnavailableError
+    from tsqr_plugins.service import ServiceConfig
+    from tsqr_plugins.testing.service import RunningService
+
+    rewrites = tmp_path / "rewrites.json"
+    rewrites.write_text("{}")
+    with RunningService(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True)) as service:
+        with pytest.raises(ServerUnavailableError, match="does not serve 'TongSearch-QR-7B'"):
+            load_backend("openai", base_url=f"{service.url}/v1", model="TongSearch-QR-7B")
+        with pytest.raises(ServerUnavailableError, match="ends in /v1"):
+            load_backend("openai", base_url=service.url)
+
+
+def test_pyserinis_own_indexer_runs_with_the_java_tsqr_env_exports(tmp_path):
+    """A new user's report: pyserini's own commands (as the README shows them) failed with
+    UnsupportedClassVersionError on the machine's default Java 17 while tsqr itself had found a
+    Java 21+. `eval "$(tsqr env --java-exports)"` gives the shell that Java."""
+    skip_unless(is_installed("pyserini"), "pyserini is not installed (make test installs pyserini 0.25 with Java 17)")
+    from tsqr_plugins.java import pairing
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "corpus.jsonl").write_text(json.dumps({"id": "d1", "contents": "moths and lamps"}) + "\n")
+    index = [sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonCollection", "--input",
+             str(tmp_path / "docs"), "--index", str(tmp_path / "index"), "--generator",
+             "DefaultLuceneDocumentGenerator", "--threads", "1"]
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    env["PATH"] = f"{os.path.dirname(sys.executable)}:/usr/bin:/bin"  # the machine's default java
+    tsqr = os.path.join(os.path.dirname(sys.executable), "tsqr")
+    script = f'eval "$({tsqr} env --java-exports)" && exec "$@"'
+    done = subprocess.run(["bash", "-c", script, "bash", *index], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (tmp_path / "index").is_dir()
+    if pairing().needed >= 21:  # without the exports, pyserini 1.x on the default Java 17 fails as reported
+        failed = subprocess.run(index, env=env, capture_output=True, text=True, timeout=300)
+        assert failed.returncode != 0 and "UnsupportedClassVersionError" in failed.stdout + failed.stderr

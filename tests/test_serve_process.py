@@ -129,4 +129,26 @@ def test_start_up_says_where_it_listens_and_a_taken_port_fails_at_once(tmp_path)
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=30)
-    assert f"tsqr serve: file file:r.json on http://127.0.0.1:{port}" in stderr
+    assert f"tsqr serve: file file:r.json, ready on http://127.0.0.1:{port}" in stderr
+    assert stderr.rstrip().endswith("tsqr serve: stopped")  # said on SIGTERM, after in-flight requests
+
+
+def test_the_proxy_says_when_it_is_ready_and_when_it_stopped(tmp_path):
+    """A new user's report: `tsqr proxy` printed nothing when ready, `tsqr serve` nothing on shutdown."""
+    rewrites = tmp_path / "r.json"
+    rewrites.write_text('{"q": "rewrite of q"}')
+    port = free_port()
+    command = [sys.executable, "-m", "tsqr_plugins.cli", "proxy", "--upstream", f"http://127.0.0.1:{free_port()}",
+               "--backend", f"file:{rewrites}", "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        line = ""
+        while "ready on" not in line and time.monotonic() < deadline and process.poll() is None:
+            line = process.stderr.readline()
+        assert f"tsqr proxy: rewriting searches for http://127.0.0.1:" in line and f":{port}" in line, line
+        assert httpx.get(f"http://127.0.0.1:{port}/_search", timeout=30).status_code == 502  # no upstream there
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert stderr.rstrip().endswith("tsqr proxy: stopped")

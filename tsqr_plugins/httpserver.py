@@ -12,7 +12,11 @@ body has its own bound (``read_limited``, within the read timeout).
 from __future__ import annotations
 
 import asyncio
+import socket
+import sys
 from typing import Any
+
+from .errors import InputError
 
 
 def header_deadline_protocol(read_timeout: float) -> type[asyncio.Protocol]:
@@ -82,3 +86,35 @@ def uvicorn_config(app: Any, read_timeout: float, **settings: Any):
     import uvicorn
 
     return uvicorn.Config(app, http=header_deadline_protocol(read_timeout), **settings)
+
+
+def bind(host: str, port: int, command: str) -> socket.socket:
+    """The listening socket, bound before anything slow happens (a taken port fails at once)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as error:
+        listener.close()
+        raise InputError(f"cannot listen on {host}:{port} ({error.strerror}); is another {command} running? "
+                         "Pass another --port") from None
+    listener.listen(2048)
+    return listener
+
+
+def serve(app: Any, listener: socket.socket, read_timeout: float, command: str, what: str, **settings: Any) -> None:
+    """Run ``app`` on ``listener`` until SIGINT/SIGTERM (in-flight requests finish first, 30 s at
+    most), saying on stderr when it is ready and when it has stopped."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            await super().shutdown(sockets)
+            # here, not after run(): uvicorn raises the captured SIGTERM again once it returns
+            print(f"{command}: stopped", file=sys.stderr, flush=True)
+
+    host, port = listener.getsockname()[:2]
+    server = Server(uvicorn_config(app, read_timeout, log_level="warning", timeout_graceful_shutdown=30, **settings))
+    print(f"{command}: {what}, ready on http://{host}:{port} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    server.run(sockets=[listener])

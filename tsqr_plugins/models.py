@@ -36,7 +36,7 @@ def check_model_source(name: str, what: str = "model", instead: str = "a local m
     if offline or not _hub_reachable():
         why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub cannot be reached from here"
         raise InputError(f"{what} {name!r} is not in the local Hugging Face cache and {why}. Pass {instead}, "
-                         "or download it where the hub is reachable (huggingface-cli download "
+                         "or download it where the hub is reachable (hf download "
                          f"{name}) and copy the cache here")
 
 

@@ -100,14 +100,17 @@ def parse_text_line(line: str, number: int, where: str) -> Query:
     return Query(str(number), line)
 
 
-def check_output(path: str | Path, *inputs: str | Path) -> Path:
-    """Refuse, before any work, an output that would replace an input or cannot be written."""
+def check_output(path: str | Path, *inputs: str | Path, overwrite: bool = False) -> Path:
+    """Refuse, before any work, an output that would replace an input, cannot be written, or
+    exists when ``overwrite`` is not given (the rule of every tsqr command that writes results)."""
     path = Path(path)
     for source in inputs:
         if Path(source).exists() and path.exists() and path.resolve() == Path(source).resolve():
             raise InputError(f"--output {path} is the input file; choose another path")
     if path.is_dir():
         raise InputError(f"--output {path} is a directory; name a file inside it")
+    if path.exists() and not overwrite:
+        raise InputError(f"--output {path} already exists; pass --overwrite to replace it")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent

@@ -82,6 +82,9 @@ class OpenAIBackend(Backend):
             if not served:
                 raise ServerUnavailableError(f"{self.base_url}/models lists no model; pass --model")
             model = served[0]
+        elif served and model not in served:  # every request would be a 404, every query a fallback
+            raise ServerUnavailableError(f"{self.base_url} does not serve {model!r}; it serves {served} "
+                                         "(name one of them, or leave the model out to take the first)")
         self.model = model
         self.model_id = f"{self.base_url}#{model}"
 
@@ -95,6 +98,10 @@ class OpenAIBackend(Backend):
                     raise ServerUnavailableError(
                         f"{self.base_url} refused the API key ({response.status_code}); set --api-key or TSQR_API_KEY"
                     )
+                if response.status_code == 404:  # a server answered, at another path
+                    hint = f"; the base URL usually ends in /v1 ({self.base_url}/v1)" if not self.base_url.endswith("/v1") else ""
+                    raise ServerUnavailableError(f"a server at {self.base_url} answered 404 for /models: it is not an "
+                                                 f"OpenAI-compatible API at this path{hint}")
                 response.raise_for_status()
                 return [entry["id"] for entry in response.json().get("data", [])]
             except ServerUnavailableError:

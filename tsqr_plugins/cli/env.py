@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from tsqr_plugins.lazy import install_hint, is_installed
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("env", help="report versions, usable backends and servers")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--java-exports", action="store_true",
+                        help="print the shell lines that give pyserini's own commands the Java this pyserini needs: "
+                        'eval "$(tsqr env --java-exports)"')
     parser.add_argument("--base-url", default=os.environ.get("TSQR_BASE_URL", DEFAULT_BASE_URL),
                         help="OpenAI-compatible server to probe (default $TSQR_BASE_URL or %(default)s)")
     parser.set_defaults(run=run)
@@ -94,6 +98,8 @@ def build_report(base_url: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.java_exports:
+        return print_java_exports()
     report = build_report(args.base_url)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -113,4 +119,22 @@ def run(args: argparse.Namespace) -> int:
     print("servers and tools:")
     for name, status in report["servers"].items():
         print(f"  {name:<18} {status}")
+    return 0
+
+
+def print_java_exports() -> int:
+    """``JAVA_HOME`` and ``PATH`` for the JDK tsqr runs the installed pyserini on, as shell lines:
+    pyserini's own commands (``python -m pyserini.index.lucene``) use whatever ``java`` the shell
+    has, which can be too old though tsqr found a suitable one."""
+    from tsqr_plugins.java import VECTOR_MODULE, has_module, pairing
+
+    chosen = pairing()
+    if not chosen.works:
+        print(f"tsqr: error: {chosen.describe()}; `tsqr env` says what would work", file=sys.stderr)
+        return 1
+    print(f"export JAVA_HOME={shlex.quote(str(chosen.chosen))}")
+    print('export PATH="$JAVA_HOME/bin:$PATH"')
+    if chosen.needed >= 21 and not has_module(chosen.chosen, VECTOR_MODULE):
+        print(f"# this runtime lacks {VECTOR_MODULE}, which pyserini's own commands ask for: index with "
+              "python -m tsqr_plugins.search.pyserini_index (the same arguments as python -m pyserini.index.lucene)")
     return 0

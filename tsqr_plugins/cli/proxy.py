@@ -55,17 +55,17 @@ def run(args: argparse.Namespace) -> int:
         repeat=args.repeat, clause_budget=args.clause_budget, original_boost=args.original_boost,
         rewrite_boost=args.rewrite_boost, include_filters=args.rewrite_filters,
     )
-    uvicorn = require("uvicorn", "serve", "tsqr proxy")
+    require("uvicorn", "serve", "tsqr proxy")
     rewriter = build_rewriter(args, build_backend(args))
     for flag, value in (("--upstream-timeout", args.upstream_timeout), ("--read-timeout", args.read_timeout)):
         if not value > 0:
             raise InputError(f"{flag} must be > 0 seconds, got {value}")
     proxy = SearchProxy(args.upstream, rewriter, settings, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
                         timeout=args.upstream_timeout, read_timeout=args.read_timeout)
-    from tsqr_plugins.httpserver import uvicorn_config
+    from tsqr_plugins.httpserver import bind, serve
 
+    listener = bind(args.host, args.port, "tsqr proxy")
     # The upstream's Server and Date fields are relayed; uvicorn's own would duplicate them.
-    config = uvicorn_config(create_proxy_app(proxy), args.read_timeout, host=args.host, port=args.port,
-                            log_level="warning", timeout_graceful_shutdown=30, server_header=False, date_header=False)
-    uvicorn.Server(config).run()
+    serve(create_proxy_app(proxy), listener, args.read_timeout, "tsqr proxy", f"rewriting searches for {args.upstream}",
+          server_header=False, date_header=False)
     return 0

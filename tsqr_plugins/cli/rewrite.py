@@ -25,7 +25,9 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--backend", required=True, help="transformers | vllm | openai | file:<rewrites.json|.jsonl>")
     parser.add_argument("--input", required=True, type=Path, help="queries: .jsonl, .tsv or one per line")
-    parser.add_argument("--output", required=True, type=Path, help="JSONL rewrites, written when complete")
+    parser.add_argument("--output", required=True, type=Path,
+                        help="JSONL rewrites, written when complete (an existing file needs --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     add_backend_options(parser)
     add_rewriter_options(parser)
     parser.add_argument("--batch-size", type=int, default=32, help="queries per rewrite batch (default 32)")
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    check_output(args.output, args.input)
+    check_output(args.output, args.input, overwrite=args.overwrite)
     queries = read_queries(args.input)
     backend = build_backend(args)
     rewriter = build_rewriter(args, backend)

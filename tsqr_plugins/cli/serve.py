@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
-import sys
 from typing import Any
 
-from tsqr_plugins.errors import InputError
 from tsqr_plugins.lazy import require
 from tsqr_plugins.service.config import ENGINES, ServiceConfig
 
@@ -57,35 +54,16 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = {key: value for key, value in vars(args).items() if key not in ("config", "run", "command", "verbose")}
     config = ServiceConfig.load(args.config, **settings)
-    uvicorn = require("uvicorn", "serve", "tsqr serve")
+    require("uvicorn", "serve", "tsqr serve")
     from tsqr_plugins.service.app import create_app
 
-    listener = bind(config.host, config.port)  # a taken port fails now, not after the model has loaded
+    from tsqr_plugins.httpserver import bind, serve
+
+    listener = bind(config.host, config.port, "tsqr serve")  # a taken port fails now, not after the model has loaded
     app = create_app(config)
     service = app.state.service
-    print(f"tsqr serve: {config.engine} {service.model_name} on http://{config.host}:{config.port}",
-          file=sys.stderr, flush=True)
-    # uvicorn stops accepting on SIGINT/SIGTERM and lets in-flight requests finish first.
-    from tsqr_plugins.httpserver import uvicorn_config
-
-    server = uvicorn.Server(uvicorn_config(app, config.read_timeout, log_level="warning", timeout_graceful_shutdown=30,
-                                           access_log=config.access_log))
     if config.access_log:  # uvicorn's access lines are INFO; its other logs stay at warning
         logging.getLogger("uvicorn.access").setLevel(logging.INFO)
-    server.run(sockets=[listener])
+    serve(app, listener, config.read_timeout, "tsqr serve", f"{config.engine} {service.model_name}",
+          access_log=config.access_log)
     return 0
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound before anything slow happens."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((host, port))
-    except OSError as error:
-        listener.close()
-        raise InputError(f"cannot listen on {host}:{port} ({error.strerror}); is another tsqr serve running? "
-                         "Pass another --port") from None
-    listener.listen(2048)
-    return listener

@@ -213,7 +213,7 @@ def pyserini_name(task: str) -> str:
 
 def _bright_hub(name: str, long_context: bool) -> Task:
     how = (
-        f"Download it where the hub is reachable (huggingface-cli download {BRIGHT_HUB_ID} "
+        f"Download it where the hub is reachable (hf download {BRIGHT_HUB_ID} "
         "--repo-type dataset --local-dir BRIGHT), copy the folder here and pass --bright-dir BRIGHT "
         "(or set TSQR_BRIGHT_DIR)."
     )

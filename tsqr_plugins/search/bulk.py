@@ -28,6 +28,8 @@ class BulkIndexer:
                  verify: bool = True, timeout: float = 120.0, batch_docs: int = 500, backoff_s: float = 1.0):
         import httpx
 
+        if not url.startswith(("http://", "https://")):
+            raise InputError(f"the node's URL must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")
         self.http = httpx.Client(base_url=self.url, auth=auth, headers=headers, verify=verify, timeout=timeout)
         self.batch_docs = batch_docs
@@ -36,22 +38,23 @@ class BulkIndexer:
     def close(self) -> None:
         self.http.close()
 
-    def _call(self, method: str, path: str, **kwargs):
+    def request(self, method: str, path: str, **kwargs):
+        """One request to the node; an unreachable node is a ServerUnavailableError naming the URL."""
         import httpx
 
         try:
             return self.http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
-            raise ServerUnavailableError(f"{self.url} is unreachable ({error}); check --url") from error
+            raise ServerUnavailableError(f"{self.url} is unreachable ({error}): check the URL and that the node runs") from error
 
     def create_index(self, index: str, field: str = engine_configs.DEFAULT_FIELD, recreate: bool = False) -> None:
-        exists = self._call("HEAD", f"/{index}").status_code == 200
+        exists = self.request("HEAD", f"/{index}").status_code == 200
         if exists and not recreate:
             raise InputError(f"index {index!r} exists; pass --recreate to replace it")
         if exists:
-            self._call("DELETE", f"/{index}")
+            self.request("DELETE", f"/{index}")
         template = engine_configs.index_template(field=field)["template"]
-        response = self._call("PUT", f"/{index}", json=template)
+        response = self.request("PUT", f"/{index}", json=template)
         if response.status_code >= 400:
             raise InputError(f"creating {index!r} failed ({response.status_code}): {response.text[:500]}")
 
@@ -67,8 +70,8 @@ class BulkIndexer:
                 batch = list(zip(doc_ids[start:start + self.batch_docs], texts[start:start + self.batch_docs]))
                 self._send(index, batch, field)
                 bar.update(len(batch))
-        self._call("POST", f"/{index}/_refresh")
-        count = self._call("GET", f"/{index}/_count").json().get("count")
+        self.request("POST", f"/{index}/_refresh")
+        count = self.request("GET", f"/{index}/_count").json().get("count")
         expected = len(set(doc_ids))
         if count != expected:
             raise InputError(f"{index!r} holds {count} documents after indexing {expected}")
@@ -81,7 +84,7 @@ class BulkIndexer:
             for doc_id, text in pending:
                 lines.append(json.dumps({"index": {"_index": index, "_id": doc_id}}))
                 lines.append(json.dumps({"id": doc_id, field: text}, ensure_ascii=False))
-            response = self._call("POST", "/_bulk", content=("\n".join(lines) + "\n").encode(),
+            response = self.request("POST", "/_bulk", content=("\n".join(lines) + "\n").encode(),
                                   headers={"Content-Type": "application/x-ndjson"})
             if response.status_code == 429:
                 self._wait(attempt, "the whole batch was refused (429)")

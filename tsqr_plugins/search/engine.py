@@ -32,13 +32,12 @@ class _EngineBM25(Retriever):
                              f"or ${self.URL_VARIABLE}")
         self.progress = progress
         self.indexer = BulkIndexer(url)
-        self.http = self.indexer.http
         self.index_name: str | None = None
 
     def index(self, doc_ids: Sequence[str], texts: Sequence[str], task: str | None = None,
               prebuilt: str | None = None) -> None:
         name = f"tsqr-eval-{corpus_key(doc_ids, texts, {'field': FIELD, 'k1': querydsl.BM25_K1, 'b': querydsl.BM25_B})[:16]}"
-        count = self.http.get(f"/{name}/_count")
+        count = self.indexer.request("GET", f"/{name}/_count")
         if not (count.status_code == 200 and count.json().get("count") == len(set(doc_ids))):
             self.indexer.create_index(name, FIELD, recreate=True)
             self.indexer.index(name, doc_ids, texts, FIELD, progress=self.progress)
@@ -46,7 +45,8 @@ class _EngineBM25(Retriever):
         self._doc_ids = list(doc_ids)
 
     def _query(self, text: str) -> dict:
-        answer = self.http.post(f"/{self.index_name}/_termvectors", json=querydsl.termvectors_body(text, [FIELD]))
+        answer = self.indexer.request("POST", f"/{self.index_name}/_termvectors",
+                                      json=querydsl.termvectors_body(text, [FIELD]))
         if answer.status_code >= 400:
             raise InputError(f"_termvectors failed on {self.index_name} ({answer.status_code}): {answer.text[:300]}")
         try:
@@ -63,7 +63,7 @@ class _EngineBM25(Retriever):
         for i, text in enumerate(queries):
             skip = set(excluded[i]) if excluded else set()
             body = {"query": self._query(querydsl.clean_text(text)), "size": k + len(skip), "_source": False}
-            answer = self.http.post(f"/{self.index_name}/_search", json=body)
+            answer = self.indexer.request("POST", f"/{self.index_name}/_search", json=body)
             if answer.status_code >= 400:
                 raise InputError(f"_search failed on {self.index_name} ({answer.status_code}): {answer.text[:300]}")
             hits = (Hit(h["_id"], float(h["_score"] or 0.0)) for h in answer.json()["hits"]["hits"])
