@@ -71,8 +71,9 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
                 process.kill()
         for name, answer in answers.items():
             assert answer.status_code == 200, answer.text
-            assert answer.json()["rewrites"][0] == {"original": name, "text": f"rewrite of {name}",
-                                                   "fallback": False, "cached": False}
+            body = answer.json()
+            assert body["rewrites"][0] == {"original": name, "text": f"rewrite of {name}", "fallback": False,
+                                           "cached": False, "model": body["model"], "prompt_id": body["prompt_id"]}
         assert len(answers) == 3
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{url}/health", timeout=2)
