@@ -65,6 +65,7 @@ class FakeNode:
     models: dict = field(default_factory=dict)
     pipelines: dict = field(default_factory=dict)
     predictions: list = field(default_factory=list)  # (user, model id) of every allowed predict
+    lock: dict | None = None
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def new_id(self, kind: str) -> str:
@@ -148,7 +149,8 @@ def route(node: FakeNode, user: FakeUser, method: str, path: str, body) -> tuple
     if path == "/_plugins/_security/authinfo":  # opensearch-security SecurityInfoAction
         if not node.security_active:
             return 400, {"error": f"no handler found for uri [{path}] and method [{method}]"}
-        return 200, {"user_name": user.name, "backend_roles": list(user.roles)}
+        return 200, {"user_name": user.name, "backend_roles": list(user.roles),
+                     "roles": ["all_access"] if user.admin else []}
     if path == "/_plugins/_ml/agents/_search":  # no agent yet: ml-commons answers its missing index
         return 404, error("no such index [.plugins-ml-agent]")
     if path == "/_cluster/settings":
@@ -166,7 +168,8 @@ def route(node: FakeNode, user: FakeUser, method: str, path: str, body) -> tuple
             return 200, hits(node.connectors)
         if parts[3:] == ["_create"]:
             connector_id = node.new_id("connector")
-            node.connectors[connector_id] = body
+            # TransportCreateConnectorAction L113-123: with access control the creator is its owner
+            node.connectors[connector_id] = {**body, **({"owner": {"name": user.name}} if node.controls_access else {})}
             return 200, {"connector_id": connector_id}
         node.connectors.pop(parts[3], None)
         return 200, {"result": "deleted"}
@@ -199,6 +202,16 @@ def route(node: FakeNode, user: FakeUser, method: str, path: str, body) -> tuple
         return (200, {parts[2]: node.pipelines[parts[2]]}) if parts[2] in node.pipelines else (404, {})
     if parts[:1] in (["_ingest"], ["_index_template"]):
         return 404, {}
+    if parts[:1] == ["tsqr_install_lock"]:  # an index: created once (resource_already_exists after)
+        if method == "PUT":
+            if node.lock is not None:
+                return 400, error("index [tsqr_install_lock] already exists (resource_already_exists_exception)")
+            node.lock = body["mappings"]["_meta"]
+            return 200, {"acknowledged": True}
+        if method == "DELETE":
+            node.lock = None
+            return 200, {"acknowledged": True}
+        return (200, {"tsqr_install_lock": {"mappings": {"_meta": node.lock}}}) if node.lock else (404, {})
     return 400, error(f"the fake does not answer {method} {path}")
 
 

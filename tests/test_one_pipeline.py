@@ -66,3 +66,26 @@ def test_rewriter_and_service_agree_on_every_engine_failure(kind):
         assert strict.status_code in (502, 504)
     else:
         assert strict.status_code == 200
+
+
+def test_an_engine_refusing_the_request_is_a_caller_error_in_the_library_and_a_fallback_in_the_service():
+    """An InputError from the engine (e.g. a prompt leaving no room in the model's context): the
+    library's caller made it and it raises; a `tsqr serve` client is answered with the original
+    query (a second review found one request's 422 failing the other callers' queries batched with
+    it), and strict gets its 502."""
+    from tsqr_plugins.errors import InputError
+    from tsqr_plugins.service import ServiceConfig
+    from tsqr_plugins.testing.service import RunningService
+
+    class Refusing(ScriptedEngine):
+        def generate(self, queries, prompt, params):
+            return [Completion.failed(InputError("no room in the context")) for _ in queries]
+
+    with pytest.raises(InputError, match="no room"):
+        Rewriter(Refusing("x")).rewrite(QUERY)
+    config = ServiceConfig(engine="file", rewrites="unused.json", no_cache=True)
+    with RunningService(config, Refusing("x")) as service:
+        answer = httpx.post(f"{service.url}/v1/rewrite", json={"queries": [QUERY, "another caller's"]}, timeout=30)
+        strict = httpx.post(f"{service.url}/v1/rewrite", json={"queries": [QUERY], "strict": True}, timeout=30)
+    assert answer.status_code == 200 and all(r["fallback"] for r in answer.json()["rewrites"])
+    assert "no room" in answer.json()["rewrites"][0]["reason"] and strict.status_code == 502

@@ -89,11 +89,24 @@ def test_restricted_to_backend_roles(fake):
     assert node.groups[installed["model_group_id"]]["backend_roles"] == ["analysts"]
     assert predict_as(url, "analyst", installed["model_id"]) == 200
     assert predict_as(url, "searcher", installed["model_id"]) == 403
-    # the closing check runs as whoever installs: the installer is no analyst, says so, and leaves nothing
+    # another user cannot take the admin's install over, and the refusal names whose it is
     models = dict(node.models)
-    with pytest.raises(InputError, match="may not use the model"):
+    with pytest.raises(InputError, match="belongs to admin"):
         install(url, user="installer", model_access="restricted", backend_roles=("analysts",))
     assert node.models == models
+
+
+def test_the_closing_check_runs_as_the_installing_user(fake):
+    """An admin's group for the analysts, an install by someone who may not use its model: the
+    check through OpenSearch says so and nothing stays."""
+    node, url = fake(access_control=True)
+    group = node.create_group({"name": "tsqr", "description": "tsqr: TongSearch-QR query rewriter models "
+                               "(tsqr opensearch install)", "access_mode": "restricted",
+                               "backend_roles": ["analysts"]}, USERS["admin"])[1]["model_group_id"]
+    connectors = dict(node.connectors)
+    with pytest.raises(InputError, match="may not use the model"):
+        install(url, user="installer", model_access="restricted", backend_roles=("analysts",))
+    assert node.connectors == connectors and list(node.groups) == [group]
 
 
 def test_access_options_are_checked_before_anything_is_made(fake):
@@ -131,3 +144,21 @@ def test_a_security_plugin_that_is_switched_off_controls_nothing(fake):
     node, url = fake(access_control=True, security_active=False)
     installed = install(url)
     assert node.groups[installed["model_group_id"]]["owner"] is None
+
+
+def test_another_users_tsqr_record_is_not_read(fake):
+    """With access control on, a connector belongs to who made it: a tsqr record on another user's
+    connector is that user's word, not the cluster's history, and an install or uninstall by
+    someone else does not act on it (a second review planted one to steer cluster settings)."""
+    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
+
+    node, url = fake(access_control=True)
+    install(url, user="searcher")  # a connector owned by searcher, with a tsqr record
+    theirs = OpenSearchInstaller(url, auth=("installer", "pw"))
+    admin = OpenSearchInstaller(url, auth=("admin", "pw"))
+    try:
+        assert theirs.tsqr_connectors() == []
+        assert [c.record.regex for c in admin.tsqr_connectors()]  # an admin reads every record
+    finally:
+        theirs.close()
+        admin.close()

@@ -405,3 +405,88 @@ def test_damaged_or_planted_records_are_left_alone_and_stop_nothing(node, servic
         installer.close()
         for connector_id in ids_planted:
             httpx.delete(f"{url}/_plugins/_ml/connectors/{connector_id}")
+
+
+def test_a_record_claiming_another_endpoint_cannot_make_uninstall_drop_it(node, service):
+    """A second review: anyone who may create a connector could plant a tsqr record whose regex is
+    the administrator's (here OpenAI's, trusted by default) and have uninstall remove it. What an
+    install needs now follows from the connector's own URL, whatever its record claims."""
+    import base64
+
+    from tsqr_plugins.adapters.opensearch_install import RECORD_MARKER, OpenSearchInstaller
+
+    url, _ = node
+    name = f"tsqr-{uuid.uuid4().hex[:6]}"
+    installer = OpenSearchInstaller(url)
+    installer.install(service.url, name=name, index_template=False)  # trusts the service's URL
+    openai = "^https://api\\.openai\\.com/.*$"
+    before = effective_settings(url)
+    trusted = before["persistent"][TRUSTED]
+    assert openai in trusted
+    claim = {"format": 2, "key": "", "trust": {"regex": openai, "private": False, "regex_preexisting": False,
+             "before": {TRUSTED: {"persistent": None, "transient": None, "effective": trusted},
+                        "plugins.ml_commons.connector.private_ip_enabled":
+                            {"persistent": None, "transient": None, "effective": "false"}}}}
+    encoded = base64.urlsafe_b64encode(json.dumps(claim).encode()).decode().rstrip("=")
+    planted = httpx.post(f"{url}/_plugins/_ml/connectors/_create", json={
+        "name": f"{name}-planted", "description": "x" + RECORD_MARKER + encoded, "version": 1, "protocol": "http",
+        "credential": {"api_key": "x"}, "actions": [{"action_type": "predict", "method": "POST",
+                                                     "url": f"{service.url}/v1/rewrite",
+                                                     "request_body": '{"match": ${parameters.match}}'}]}).json()
+    try:
+        installer.uninstall(f"{name}-planted", index_template=False)
+        assert openai in effective_settings(url)["persistent"][TRUSTED]
+    finally:
+        httpx.delete(f"{url}/_plugins/_ml/connectors/{planted.get('connector_id')}")
+        installer.uninstall(name, index_template=False)
+        installer.close()
+
+
+def test_installs_at_once_wait_for_each_other_and_a_dead_runs_lock_is_taken_over(node, tmp_path):
+    """Two installs at once (two names, two services) each read, change and write the same trusted
+    list: they take turns on a lock, so both endpoints stay trusted; a lock a dead run left is
+    taken over once stale."""
+    import threading
+
+    from tsqr_plugins.adapters.opensearch_install import LOCK_INDEX, LOCK_STALE_S, OpenSearchInstaller
+    from tsqr_plugins.service import ServiceConfig, create_app
+    from tsqr_plugins.testing.service import RunningApp
+
+    url, _ = node
+    names = [f"tsqr-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    rewrites = tmp_path / "rewrites.json"
+    rewrites.write_text(json.dumps({QUERY: REWRITE}))
+    apps = [RunningApp(create_app(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True))) for _ in names]
+    stale = {"mappings": {"_meta": {"tsqr_lock": time.time() - LOCK_STALE_S - 5, "holder": "a run that died"}}}
+    assert httpx.put(f"{url}/{LOCK_INDEX}", json=stale).status_code == 200
+    errors = []
+    try:
+        for app in apps:
+            app.__enter__()
+
+        def install(name, app):
+            installer = OpenSearchInstaller(url)
+            try:
+                installer.install(app.url, name=name, index_template=False)
+            except Exception as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+            finally:
+                installer.close()
+
+        threads = [threading.Thread(target=install, args=(n, a)) for n, a in zip(names, apps)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(180)
+        assert not errors, errors
+        trusted = effective_settings(url)["persistent"][TRUSTED]
+        assert all(configs_regex(app.url) in trusted for app in apps)
+        assert httpx.head(f"{url}/{LOCK_INDEX}").status_code == 404
+    finally:
+        installer = OpenSearchInstaller(url)
+        for name in names:
+            installer.uninstall(name, index_template=False)
+        installer.close()
+        for app in apps:
+            app.__exit__(None, None, None)
+        httpx.delete(f"{url}/{LOCK_INDEX}")

@@ -434,5 +434,30 @@ def test_the_client_stage_falls_back_on_shard_failures_past_the_clause_limit(liv
         assert answer["_shards"]["failed"] == 0
         if engine != "elasticsearch":
             assert answer["tsqr"]["fallback"] == 1 and "clause limit" in answer["tsqr"]["error"]
+            # msearch items are not searched again, but a refused one says so (it claimed rewritten: 1)
+            items = msearch(engine, rewriting, [{"index": wide}, body])
+            assert "error" in items["responses"][0] and "clause limit" in items["tsqr"][0]["error"]
     finally:
         httpx.delete(f"{url}/{wide}")
+
+
+def test_the_proxy_reads_only_json_answers_for_the_clause_limit(live, tmp_path):
+    """A document holding the words of the clause-limit error must not send the proxy back to the
+    original query: a YAML answer is not read at all, and a JSON one without hits (filter_path)
+    shows no shard failure (a second review found both taken for a refusal)."""
+    from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app
+    from tsqr_plugins.adapters.stage import StageSettings
+    from tsqr_plugins.testing.service import RunningApp
+
+    engine, url, index = live
+    trap = f"tsqr-trap-{uuid.uuid4().hex[:6]}"
+    httpx.put(f"{url}/{trap}/_doc/t1", params={"refresh": "true"},
+              json={"text": "too_many_nested_clauses: maxClauseCount is set to 1024 " + REWRITE})
+    try:
+        with RunningApp(create_proxy_app(SearchProxy(url, file_rewriter(tmp_path), StageSettings()))) as running:
+            for params in ({"format": "yaml"}, {"filter_path": "took,_shards"}):
+                answer = httpx.post(f"{running.url}/{trap}/_search", params=params, timeout=60,
+                                    json={"query": {"match": {"text": QUERY}}})
+                assert answer.status_code == 200 and answer.headers["X-Tsqr-Rewritten"] == "1", (params, answer.text[:200])
+    finally:
+        httpx.delete(f"{url}/{trap}")

@@ -12,7 +12,8 @@ import pytest
 from tests.conftest import skip_unless
 from tests.search_server import RecordingSearchServer
 from tsqr_plugins import Rewriter
-from tsqr_plugins import querydsl, stage
+from tsqr_plugins import querydsl
+from tsqr_plugins.adapters import stage
 from tsqr_plugins.adapters.stage import StageSettings
 from tsqr_plugins.core import Rewrite
 from tsqr_plugins.errors import BackendError, InputError
@@ -420,3 +421,19 @@ def test_retrievers_hybrid_and_combined_fields_are_rewritten_and_the_rest_is_nam
     both, _ = run_search_stage({"retriever": {"rrf": {"query": "e", "retrievers": []}}}, rewrites,
                                StageSettings(mode="both"))
     assert both["retriever"]["rrf"]["query"] == "e rewritten e"  # one text: original and rewrite side by side
+
+
+def test_what_a_second_review_found_in_the_stage():
+    """A retriever list of the wrong shape is left to the engine (the proxy answered 502); concat
+    keeps part of the rewrite under the budget (capping the joined text kept the repeated original
+    alone); a boost written as a string ("2", which the engines read) is kept."""
+    for retrievers in (5, True, 1.5, "x", {"a": 1}):
+        plan = stage.plan({"retriever": {"rrf": {"retrievers": retrievers}}}, StageSettings())
+        assert plan.leaves == []
+    original = " ".join(f"o{i}" for i in range(250))
+    new, info = run_stage({"match": {"text": original}}, {original: "transverse orientation of moths"},
+                          StageSettings(mode="concat", repeat=5, clause_budget=1000))
+    text = new["match"]["text"]["query"]
+    assert text.endswith("transverse orientation of moths") and len(tokenize(text)) <= 1000
+    new, _ = run_stage({"match": {"text": {"query": QUERY, "boost": "2"}}}, {QUERY: REWRITE}, StageSettings())
+    assert new == {"bool": {"should": [{"match": {"text": {"query": REWRITE}}}], "boost": 2.0}}

@@ -9,6 +9,7 @@ is bounded by a clause budget below the engines' ``max_clause_count`` (1,024 by 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,7 +134,7 @@ def find_in_search(holder: dict, fields: Iterable[str] | None = None, include_fi
 
     def take(container, key, kind, text, names, options):
         if wanted is None or wanted & {field_name(n) for n in names}:
-            boost = options.get("boost") if isinstance(options.get("boost"), (int, float)) else None
+            boost = number(options.get("boost"))
             found.leaves.append(TextQuery(container, key, kind, text, names, boost, options))
 
     def visit(container, key):
@@ -171,12 +172,13 @@ def find_in_search(holder: dict, fields: Iterable[str] | None = None, include_fi
                 names = spec.get("fields") or []
                 if isinstance(names, list) and all(isinstance(n, str) for n in names):
                     take(spec, "query", "text", spec["query"], list(names), {})
-            for index, entry in enumerate(spec.get("retrievers") or []):
+            entries = spec.get("retrievers")
+            for index, entry in enumerate(entries if isinstance(entries, list) else []):
                 # an entry is a retriever, or {"retriever": ..., "weight": ...}
                 if isinstance(entry, dict) and "retriever" in entry:
                     visit_retriever(entry, "retriever")
-                elif isinstance(spec.get("retrievers"), list):
-                    visit_retriever(spec["retrievers"], index)
+                else:
+                    visit_retriever(entries, index)
         elif kind == "knn":
             found.skipped.append({"retriever": kind, "reason": NOT_REWRITTEN["knn"]})
         else:
@@ -285,6 +287,21 @@ def match_query(text: str, fields: list[str], budget: int, options: dict | None 
     return Built({"match": {fields[0]: {**spec, "query": kept}}}, info)
 
 
+def number(value: Any) -> float | None:
+    """A number as the engines read one: a JSON number, or a string holding one ("2")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = float(value)
+        except ValueError:
+            return None
+        return parsed if math.isfinite(parsed) else None
+    return None
+
+
 def rewritten_match(original: dict, text: str | None, budget: int = DEFAULT_CLAUSE_BUDGET) -> dict:
     """The options object of a ``match`` on one field (``{"query": ..., "boost": ...}``), rewritten
     as the client stages rewrite it: the text capped to ``budget`` tokens, ``analyzer`` and ``boost``
@@ -296,8 +313,8 @@ def rewritten_match(original: dict, text: str | None, budget: int = DEFAULT_CLAU
     if text is None:
         return original
     built = match_query(text, ["field"], budget, original, kind="match").query["match"]["field"]
-    boost = original.get("boost")
-    if isinstance(boost, (int, float)) and not isinstance(boost, bool) and boost != 1:
+    boost = number(original.get("boost"))
+    if boost is not None and boost != 1:
         built["boost"] = boost
     return built
 
@@ -368,8 +385,17 @@ def fused(original: dict, rewritten: dict, original_boost: float = 1.0, rewrite_
     return {"bool": {"should": [with_boost(original, original_boost), with_boost(rewritten, rewrite_boost)]}}
 
 
-def leaf_texts(rewrite: Rewrite, mode: str, repeat: int) -> list[str]:
-    """The texts to search for one rewrite: one, or the original and the rewrite for ``both``."""
+def leaf_texts(rewrite: Rewrite, mode: str, repeat: int, tokens: int | None = None) -> list[str]:
+    """The texts to search for one rewrite: one, or the original and the rewrite for ``both``.
+
+    ``tokens``: the text's token budget. In ``concat`` the original comes first, ``repeat``
+    times, so capping the joined text would keep the original alone: each part is capped to its
+    share instead (half the budget for the copies of the original, the rest for the rewrite)."""
+    if mode == "concat" and tokens is not None:
+        per_copy = max(1, tokens // (2 * repeat))
+        original, _ = cap_tokens(rewrite.original, per_copy)
+        text, _ = cap_tokens(rewrite.text, max(1, tokens - per_copy * repeat))
+        return [" ".join([original] * repeat + [text])]
     combined = rewrite.combined(mode, repeat)
     return list(combined) if isinstance(combined, tuple) else [combined]
 

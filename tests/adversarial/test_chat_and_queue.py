@@ -125,7 +125,7 @@ def test_the_openai_backend_ends_its_request_at_the_callers_deadline():
 
     hold = threading.Event()
     with RecordingOpenAIServer(hold=hold) as upstream:
-        backend = OpenAIBackend(upstream.base_url, model="m", max_retries=2)
+        backend = OpenAIBackend(upstream.base_url, model="tiny", max_retries=2)
         (completion,) = deadline.run_until(lambda: backend.chat([CONVERSATION], GenerationParams()),
                                            time.monotonic() + 0.5)
         hold.set()

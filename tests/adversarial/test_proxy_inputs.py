@@ -31,7 +31,7 @@ def test_a_body_nested_past_the_parser_goes_through_unchanged(tmp_path):
 def test_a_rewrite_server_answering_502_falls_back_at_once(tmp_path):
     with RecordingOpenAIServer(fail_first=100, fail_status=502) as rewrite_server, \
             RecordingSearchServer(CORPUS) as upstream:
-        rewriter = Rewriter(OpenAIBackend(rewrite_server.base_url, model="m"), timeout=10)
+        rewriter = Rewriter(OpenAIBackend(rewrite_server.base_url, model="tiny"), timeout=10)
         with running_proxy(upstream.url, rewriter) as proxy:
             response = httpx.post(f"{proxy.url}/docs/_search", json=SEARCH, timeout=60)
         asked = len(rewrite_server.requests)

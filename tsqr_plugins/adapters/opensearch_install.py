@@ -25,10 +25,13 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import re
 import secrets
+import socket
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import engine_configs as configs
@@ -57,6 +60,8 @@ MODEL_ACCESS = ("public", "restricted", "private")
 CHECK_QUERY = "tsqr install check: why do moths circle street lamps?"
 KDF_ITERATIONS = 200_000
 MAX_KDF_ITERATIONS = 2_000_000
+LOCK_INDEX = "tsqr_install_lock"  # outside the index template's tsqr-* pattern
+LOCK_STALE_S = 600
 DEPLOYED_STATES = ("DEPLOYED", "DEPLOYING", "PARTIALLY_DEPLOYED", "LOADED", "LOADING", "PARTIALLY_LOADED")
 
 
@@ -105,13 +110,24 @@ def read_record(source: dict, created: list[dict]) -> tuple[TrustRecord, str] | 
         data = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
         if not isinstance(data, dict) or not isinstance(data.get("key", ""), str):
             raise ValueError("not a tsqr install record")
-        return TrustRecord.from_dict(data.get("trust")), data.get("key", "")
+        record = TrustRecord.from_dict(data.get("trust"))
+        # what the install needs follows from the connector's own URL, whatever the record claims
+        record = replace(record, regex=configs.endpoint_regex(url), private=configs.is_private_host(url))
+        return record, data.get("key", "")
     legacy = (source.get("parameters") or {}).get(LEGACY_RECORD)
     if legacy is None:
         return None
     own = checked_before(json.loads(legacy))  # a record that does not read marks no tsqr connector
     before = created[0]["before"] if created else own
     return TrustRecord.from_legacy(before, configs.endpoint_regex(url), configs.is_private_host(url)), ""
+
+
+@dataclass(frozen=True)
+class User:
+    """The installing user as the security plugin names them (authinfo)."""
+
+    name: str
+    admin: bool
 
 
 @dataclass
@@ -216,8 +232,15 @@ class OpenSearchInstaller:
         hits = sorted(self._hits(CONNECTORS, {"match_all": {}}),
                       key=lambda hit: (str(hit.get("_source", {}).get("created_time", "")), hit["_id"]))
         found: list[Connector] = []
+        user = self._user()
         for hit in hits:
             source = hit.get("_source", {})
+            owner = (source.get("owner") or {}).get("name") if isinstance(source.get("owner"), dict) else None
+            if owner and user and owner != user.name and not user.admin:
+                # another user's connector: with access control, its record is that user's word,
+                # not the cluster's history (ml-commons records the owner, MLCreateConnectorInput)
+                logger.warning("connector %s belongs to %s; its tsqr record is not read", hit["_id"], owner)
+                continue
             try:
                 read = read_record(source, [c.record.to_dict() for c in found])
             except Exception as error:  # a damaged or planted record must not stop every install
@@ -256,6 +279,18 @@ class OpenSearchInstaller:
                 users.append(f"agent {hit['_id']}")
         return users
 
+    def _user(self) -> "User | None":
+        """Who is installing, when the security plugin knows (its authinfo); None without one."""
+        if not hasattr(self, "_who"):
+            try:
+                who = self._call("GET", "/_plugins/_security/authinfo", missing_ok=True)
+            except InputError:  # no security plugin: "no handler found"
+                who = {}
+            name = who.get("user_name")
+            roles = set(who.get("roles") or []) | set(who.get("backend_roles") or [])
+            self._who = User(name, "all_access" in roles) if name else None
+        return self._who
+
     def _access_control_on(self) -> bool:
         """Whether ml-commons applies model access control: the setting, and an active security
         plugin that knows the caller (ModelAccessControlHelper treats a request without a user as
@@ -264,20 +299,53 @@ class OpenSearchInstaller:
         from .opensearch_trust import effective
 
         _, enabled = effective(self._settings(), ACCESS_CONTROL)
-        if str(enabled).lower() != "true":
-            return False
-        try:  # opensearch-security SecurityInfoAction
-            who = self._call("GET", "/_plugins/_security/authinfo", missing_ok=True)
-        except InputError:
-            return False
-        return bool(who.get("user_name"))
+        return str(enabled).lower() == "true" and self._user() is not None
 
     # -- install -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self, patience_s: float = 60.0):
+        """One install or uninstall at a time on a cluster: each reads, changes and writes the same
+        settings and records. The lock is an index only one creator gets (OpenSearch answers
+        resource_already_exists to the others); one left by a run that died goes after LOCK_STALE_S."""
+        end = time.monotonic() + patience_s
+        while True:
+            body = {"settings": {"number_of_shards": 1, "number_of_replicas": 0},
+                    "mappings": {"_meta": {"tsqr_lock": time.time(), "holder": f"{socket.gethostname()}:{os.getpid()}"}}}
+            try:
+                self._call("PUT", f"/{LOCK_INDEX}", body)
+                break
+            except RefusedError as error:
+                if "resource_already_exists" not in str(error):
+                    raise
+            meta = self._call("GET", f"/{LOCK_INDEX}/_mapping", missing_ok=True).get(LOCK_INDEX, {})
+            meta = meta.get("mappings", {}).get("_meta", {})
+            taken = float(meta.get("tsqr_lock", 0) or 0)
+            if time.time() - taken > LOCK_STALE_S:
+                logger.warning("removing a tsqr install lock left at %s by %s", time.ctime(taken), meta.get("holder"))
+                self._call("DELETE", f"/{LOCK_INDEX}", missing_ok=True)
+                continue
+            if time.monotonic() > end:
+                raise ServerUnavailableError(f"another tsqr opensearch install or uninstall ({meta.get('holder')}) holds "
+                                             f"{self.url} since {time.ctime(taken)}; try again, or delete the index "
+                                             f"{LOCK_INDEX} if that run is gone")
+            time.sleep(1.0)
+        try:
+            yield
+        finally:
+            self._call("DELETE", f"/{LOCK_INDEX}", missing_ok=True)
 
     def install(self, service_url: str, name: str = configs.DEFAULT_NAME, field: str = configs.DEFAULT_FIELD,
                 api_key: str | None = None, index_template: bool = True, *, budget_s: int = configs.DEFAULT_REWRITE_BUDGET_S,
                 model_access: str = "public", backend_roles: tuple[str, ...] = (), check: bool = True) -> dict[str, str]:
         """Install (or bring up to date) the stage named ``name``; returns what it made."""
+        configs.connector(service_url, name, api_key=api_key, budget_s=budget_s)  # bad input fails first
+        with self._locked():
+            return self._install(service_url, name, field, api_key, index_template, budget_s, model_access,
+                                 backend_roles, check)
+
+    def _install(self, service_url: str, name: str, field: str, api_key: str | None, index_template: bool,
+                 budget_s: int, model_access: str, backend_roles: tuple[str, ...], check: bool) -> dict[str, str]:
         report = Report()
         wanted = configs.connector(service_url, name, api_key=api_key, budget_s=budget_s)  # bad input fails first
         ml_commons = self.warn_if_not_fail_open()
@@ -360,7 +428,14 @@ class OpenSearchInstaller:
     def _refuse_foreign(self, name: str, previous: list[Connector]) -> None:
         """Before anything changes: the names install uses must be free or tsqr's."""
         hits = self._hits(CONNECTORS, {"term": {"name.keyword": name}})
-        if any(hit["_id"] not in {c.id for c in previous} for hit in hits if hit.get("_source", {}).get("name") == name):
+        for hit in hits:
+            source = hit.get("_source", {})
+            if source.get("name") != name or hit["_id"] in {c.id for c in previous}:
+                continue
+            owner = (source.get("owner") or {}).get("name") if isinstance(source.get("owner"), dict) else None
+            if owner and self._user() and owner != self._user().name:
+                raise InputError(f"a connector named {name!r} belongs to {owner}: install as {owner} or an admin, "
+                                 "or choose another --name")
             raise InputError(f"a connector named {name!r} exists that tsqr did not create; choose another --name")
         group = self._group(name)
         if group is not None and not _is_our_group(group):
@@ -461,6 +536,10 @@ class OpenSearchInstaller:
 
     def uninstall(self, name: str = configs.DEFAULT_NAME, index_template: bool = True) -> Report:
         """Remove what install made under ``name`` and give back the settings only it needed."""
+        with self._locked():
+            return self._uninstall(name, index_template)
+
+    def _uninstall(self, name: str, index_template: bool) -> Report:
         report = Report()
         for pipeline in (f"{name}-rewrite", f"{name}-rewrite-template"):
             document = self._call("GET", f"/_search/pipeline/{pipeline}", missing_ok=True).get(pipeline)

@@ -122,8 +122,8 @@ class SearchProxy:
             return body, {}
         try:
             plan = stage.plan(parts, self.settings)
-        except RecursionError:
-            return body, {}
+        except Exception:  # a body the stage cannot read (nested past the parser, shapes it does not
+            return body, {}  # know): the engine's to judge, as it came
         try:
             if not plan.leaves:
                 return body, _not_rewritten(plan.skipped)
@@ -184,13 +184,14 @@ class SearchProxy:
         try:
             upstream = await self.client.send(outgoing, stream=True)
         except httpx.TimeoutException:
-            return JSONResponse({"error": f"upstream {self.upstream} did not answer within {self.timeout:g} s "
+            return JSONResponse({"error": f"upstream {self.upstream} did not answer within {timeout:g} s "
                                           "(--upstream-timeout)"}, status_code=504)
         except Exception as error:
             return JSONResponse({"error": f"upstream {self.upstream} unreachable: {type(error).__name__}"},
                                 status_code=502)
         head, chunks = b"", upstream.aiter_raw()
-        if original is not None and upstream.status_code in (200, 400, 500) and not self.rewriter.strict:
+        json_answer = "json" in upstream.headers.get("content-type", "")  # not YAML, CBOR, SMILE
+        if original is not None and upstream.status_code in (200, 400, 500) and json_answer and not self.rewriter.strict:
             try:
                 head = await _peek(chunks, PEEK_BYTES)
             except httpx.HTTPError as error:
@@ -200,7 +201,9 @@ class SearchProxy:
             if _passed_clause_limit(head, upstream.status_code, upstream.headers.get("content-encoding")):
                 await upstream.aclose()
                 logger.warning("the rewritten search passed the engine's clause limit; forwarding the original")
-                left = max(0.001, timeout - (time.monotonic() - started))
+                # what is left of the deadline, but enough for a search (httpx times each read, so
+                # the refused attempt may have used more than its share)
+                left = max(timeout - (time.monotonic() - started), min(self.timeout, 5.0))
                 fallback = {"X-Tsqr-Rewritten": "0",
                             "X-Tsqr-Fallback": str(sum(int(extra_headers.get(f"X-Tsqr-{k}", "0")) for k in ("Rewritten", "Fallback"))),
                             **{k: v for k, v in extra_headers.items() if k == "X-Tsqr-Not-Rewritten"}}
@@ -248,8 +251,10 @@ def _passed_clause_limit(head: bytes, status: int, encoding: str | None) -> bool
     search refused (400, or 500 from OpenSearch), or some shards failed in a 200 (their failures
     come before the hits, where a document could hold any words)."""
     text = _readable(head, encoding)
-    if status == 200:
-        text = text.split('"hits"', 1)[0]
+    if status == 200:  # only what comes before the hits; no hits in sight (filter_path): no failure seen
+        text, hits, _ = text.partition('"hits"')
+        if not hits:
+            return False
     return querydsl.passed_clause_limit(text)
 
 

@@ -205,6 +205,14 @@ class _Stage:
                 "(maxClauseCount): a field pattern matched more fields than the clause budget counted"}
 
     def _respond(self, response: Any, info: Any) -> Any:
+        if isinstance(info, list):  # msearch: an item the engine refused says so in its own metadata
+            body = response if isinstance(response, dict) else getattr(response, "body", None)
+            items = body.get("responses") if isinstance(body, dict) else None
+            for item, item_info in zip(items if isinstance(items, list) else [], info):
+                if isinstance(item, dict) and "error" in item and item_info.get("rewritten"):
+                    reason = "the clause limit" if querydsl.passed_clause_limit(str(item["error"])) else "an error"
+                    item_info["error"] = (f"the engine refused this rewritten search ({reason}); msearch items "
+                                          "are not searched again with the original query")
         return annotate(response, info) if info is not None and self.annotate_response else response
 
 

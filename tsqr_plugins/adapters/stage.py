@@ -72,18 +72,25 @@ def plan(search: dict, settings: StageSettings) -> Plan:
     return Plan(holder, leaves, skipped=found.skipped)
 
 
-def _texts(rewrite: Rewrite, settings: StageSettings) -> list[str]:
-    return querydsl.leaf_texts(rewrite, settings.mode, settings.repeat)
+def _per_leaf(plan: Plan, settings: StageSettings) -> int:
+    """Each rewritten text query's share of the clause budget."""
+    return settings.clause_budget // max(1, sum(not rewrite.fallback for rewrite in plan.rewrites))
+
+
+def _texts(rewrite: Rewrite, leaf: TextQuery, settings: StageSettings, per_leaf: int) -> list[str]:
+    tokens = max(1, per_leaf // querydsl.queried_fields(list(leaf.fields))[0])
+    return querydsl.leaf_texts(rewrite, settings.mode, settings.repeat, tokens)
 
 
 def stats_needed(plan: Plan, settings: StageSettings) -> list[StatsKey]:
     """The (text, fields) pairs whose ``_termvectors`` BM25Q needs, each once."""
     if settings.scoring != "bm25q":
         return []
+    per_leaf = _per_leaf(plan, settings)
     keys: dict[StatsKey, None] = {}
     for leaf, rewrite in zip(plan.leaves, plan.rewrites):
         if not rewrite.fallback and leaf.kind != "text" and querydsl.concrete_fields(leaf.field_names):
-            for text in _texts(rewrite, settings):
+            for text in _texts(rewrite, leaf, settings, per_leaf):
                 keys[(querydsl.clean_text(text), leaf.field_names)] = None
     return list(keys)
 
@@ -92,15 +99,14 @@ def apply(plan: Plan, settings: StageSettings, stats: dict[StatsKey, dict | None
     """The rewritten search parts (``query``, ``retriever``) and the metadata saying what was done
     (per text query, and what was left as written)."""
     stats = stats or {}
-    rewritten = [(leaf, rw) for leaf, rw in zip(plan.leaves, plan.rewrites) if not rw.fallback]
-    per_leaf = settings.clause_budget // max(1, len(rewritten))
+    per_leaf = _per_leaf(plan, settings)
     entries = []
     for leaf, rewrite in zip(plan.leaves, plan.rewrites):
         entry: dict[str, Any] = {"original": rewrite.original, "fallback": rewrite.fallback}
         if rewrite.fallback:
             entry["reason"] = rewrite.reason
         else:
-            texts = _texts(rewrite, settings)
+            texts = _texts(rewrite, leaf, settings, per_leaf)
             if leaf.kind == "text" and len(texts) > 1:  # a retriever's query is one text: both, side by side
                 texts = [" ".join(texts)]
             built = [_build(text, leaf, max(1, per_leaf // len(texts)), settings, stats) for text in texts]

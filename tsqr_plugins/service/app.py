@@ -224,10 +224,13 @@ class RewriteService:
     def _to_rewrite(self, query, completion: Completion, cached: bool, prompt, mode, repeat, strict) -> dict[str, Any]:
         """The answer for one query: ``finish`` (what every surface does with a completion), and
         its texts for ``mode``."""
+        if isinstance(completion.error, InputError):
+            # For the library an InputError is the caller's mistake and raises; here the engine's
+            # refusal (a prompt leaving no room in the context, say) is one more failure of the
+            # rewrite: the service falls back, as it does for any engine failure, unless strict.
+            completion = Completion.failed(BackendError(str(completion.error)))
         try:
             rewrite = finish(query, replace(completion, cached=cached), prompt, self.model_name, strict)
-        except InputError as error:  # the engine says the request cannot be answered
-            raise HTTPProblem(422, str(error)) from error
         except BackendError as error:  # strict
             self.metrics.count("strict_failures")
             status = 504 if isinstance(error, BackendTimeout) else 502
