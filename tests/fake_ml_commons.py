@@ -110,6 +110,21 @@ class FakeNode:
         return 200, {"model_group_id": group_id, "status": "CREATED"}
 
 
+# ml-commons 2.19.6.0 MLCommonsSettings: the trusted-endpoint default (a part of it), cloud endpoints
+DEFAULT_TRUSTED = ["^https://api\\.openai\\.com/.*$", "^https://api\\.cohere\\.ai/.*$"]
+TRUSTED = "plugins.ml_commons.trusted_connector_endpoints_regex"
+
+
+def cluster_settings(node: FakeNode, include_defaults: bool) -> dict:
+    """GET _cluster/settings (flat): the defaults only with include_defaults (OpenSearch's
+    RestClusterGetSettingsAction), and only for what no scope sets."""
+    answer = {"persistent": dict(node.persistent), "transient": {}}
+    if include_defaults:
+        defaults = {ACCESS_CONTROL: str(node.access_control).lower(), TRUSTED: DEFAULT_TRUSTED}
+        answer["defaults"] = {k: v for k, v in defaults.items() if k not in node.persistent}
+    return answer
+
+
 def error(reason: str) -> dict:
     return {"error": {"root_cause": [{"type": "status_exception", "reason": reason}], "reason": reason}}
 
@@ -133,6 +148,8 @@ def create_fake_node(node: FakeNode) -> Starlette:
             return JSONResponse(error("Unauthorized"), status_code=401)
         path, method = request.url.path, request.method
         body = json.loads(await request.body() or b"null")
+        if path == "/_cluster/settings" and method == "GET":
+            return JSONResponse(cluster_settings(node, request.query_params.get("include_defaults") == "true"))
         status, answer = route(node, user, method, path, body)
         return JSONResponse(answer, status_code=status)
 
@@ -161,8 +178,7 @@ def route(node: FakeNode, user: FakeUser, method: str, path: str, body) -> tuple
                 else:
                     node.persistent[key] = value
             return 200, {"acknowledged": True}
-        return 200, {"persistent": node.persistent, "transient": {},
-                     "defaults": {ACCESS_CONTROL: str(node.access_control).lower()}}
+        return 200, cluster_settings(node, False)
     if parts[:3] == ["_plugins", "_ml", "connectors"]:
         if parts[3:] == ["_search"]:
             return 200, hits(node.connectors)

@@ -162,3 +162,21 @@ def test_another_users_tsqr_record_is_not_read(fake):
     finally:
         theirs.close()
         admin.close()
+
+
+def test_trusting_the_service_keeps_the_default_endpoints_and_uninstall_gives_the_list_back(fake):
+    """Without engines too (a run without make engines): install reads the effective trusted list,
+    defaults included (include_defaults), adds the service's endpoint beside them, and the last
+    uninstall unsets it again. Dropping include_defaults would replace OpenAI, Bedrock... with ours."""
+    from tests.fake_ml_commons import DEFAULT_TRUSTED, TRUSTED
+    from tsqr_plugins.adapters.opensearch_install import OpenSearchInstaller
+
+    node, url = fake(access_control=False)
+    install(url)
+    assert node.persistent[TRUSTED][: len(DEFAULT_TRUSTED)] == DEFAULT_TRUSTED and len(node.persistent[TRUSTED]) == 3
+    installer = OpenSearchInstaller(url, auth=("installer", "pw"))
+    try:
+        installer.uninstall("tsqr", index_template=False)
+    finally:
+        installer.close()
+    assert TRUSTED not in node.persistent
