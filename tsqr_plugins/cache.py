@@ -49,7 +49,7 @@ class RewriteCache:
         try:
             self._connection = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False,
                                                isolation_level=None)
-            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._set_wal(timeout)
             self._connection.execute("PRAGMA synchronous=NORMAL")
             self._check_identity()
             self._reader = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False, isolation_level=None)
@@ -59,6 +59,20 @@ class RewriteCache:
             raise self._unusable(error) from None
         except sqlite3.DatabaseError as error:  # not a database, truncated, or another program's tables
             raise self._unusable(error) from None
+
+    def _set_wal(self, timeout: float) -> None:
+        """WAL mode, waiting for other processes: SQLite answers "database is locked" to a journal
+        mode change at once, without its busy timeout, while another connection opens the file
+        (seen with four processes creating one cache together)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _unusable(self, error: Exception) -> CacheMismatchError:
         return CacheMismatchError(

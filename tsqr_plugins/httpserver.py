@@ -12,6 +12,7 @@ body has its own bound (``read_limited``, within the read timeout).
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import sys
 from typing import Any
@@ -116,5 +117,7 @@ def serve(app: Any, listener: socket.socket, read_timeout: float, command: str, 
 
     host, port = listener.getsockname()[:2]
     server = Server(uvicorn_config(app, read_timeout, log_level="warning", timeout_graceful_shutdown=30, **settings))
+    if settings.get("access_log"):  # after uvicorn's own logging set-up: its access lines are INFO
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     print(f"{command}: {what}, ready on http://{host}:{port} (Ctrl-C stops)", file=sys.stderr, flush=True)
     server.run(sockets=[listener])

@@ -62,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
     listener = bind(config.host, config.port, "tsqr serve")  # a taken port fails now, not after the model has loaded
     app = create_app(config)
     service = app.state.service
-    if config.access_log:  # uvicorn's access lines are INFO; its other logs stay at warning
-        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     serve(app, listener, config.read_timeout, "tsqr serve", f"{config.engine} {service.model_name}",
           access_log=config.access_log)
     return 0
