@@ -4,45 +4,52 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tsqr_plugins.errors import InputError
+from tsqr_plugins.settings import setting
 
 ENGINES = ("transformers", "vllm", "openai", "file")
 
 
 @dataclass
 class ServiceConfig:
-    engine: str = "file"
-    model: str | None = None  # transformers/vllm: path or hub id; openai: served name upstream
-    rewrites: str | None = None  # file engine: published rewrites
-    upstream: list[str] = field(default_factory=list)  # openai engine: base URLs of `vllm serve`
-    upstream_strategy: str = "least-busy"  # several upstreams: least-busy or round-robin
-    health_interval: float = 5.0  # seconds between health checks of several upstreams
-    served_model_name: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_key: str | None = None
-    prompt: str = "tsqr-v1"
-    preset: str = "paper"
-    cache: str | None = None  # path of the SQLite rewrite cache; None: the default per engine/model
-    no_cache: bool = False
-    max_batch_size: int = 32
-    max_wait_ms: float = 0.0
-    max_queue: int = 1024
-    concurrent_batches: int | None = None  # engine batches in flight; default 1, openai 8, vllm 4
-    timeout: float = 30.0  # per-request time budget in seconds
-    max_queries_per_request: int = 256
-    max_query_chars: int = 32_000
-    max_body_bytes: int = 4 * 1024 * 1024
-    read_timeout: float = 10.0  # seconds for a request's headers, and again for its body
-    access_log: bool = False
-    device: str = "auto"
-    dtype: str = "auto"
-    max_model_len: int = 16000
-    gpu_memory_utilization: float = 0.6
+    """Every setting of ``tsqr serve``, declared once: the flags (``cli/serve.py``), the YAML file
+    (``--config``, dashes or underscores) and the Python API read these fields."""
+
+    engine: str = setting("file", help="the model engine", choices=ENGINES)
+    model: str | None = setting(None, help="transformers/vllm: path or hub id; openai: model name upstream")
+    rewrites: str | None = setting(None, help="file engine: published rewrites (.json or .jsonl)")
+    upstream: list[str] = setting(default_factory=list, help="openai engine: base URL of a `vllm serve` (…/v1), "
+                                  "one per replica")
+    upstream_strategy: str = setting("least-busy", help="several upstreams: how batches are spread",
+                                     choices=("least-busy", "round-robin"))
+    health_interval: float = setting(5.0, help="several upstreams: seconds between health checks")
+    served_model_name: str | None = setting(None, help="name reported by /v1/models")
+    host: str = setting("127.0.0.1", help="bind address")
+    port: int = setting(8000, help="port")
+    api_key: str | None = setting(None, help="require this bearer token", default_text="$TSQR_API_KEY; none if unset")
+    prompt: str = setting("tsqr-v1", help="prompt id")
+    preset: str = setting("paper", help="sampling preset")
+    cache: str | None = setting(None, help="SQLite rewrite cache", default_text="one per engine and model")
+    no_cache: bool = setting(False, help="no rewrite cache")
+    max_batch_size: int = setting(32, help="queries per engine batch")
+    max_wait_ms: float = setting(0.0, help="extra wait for a batch to fill, in ms",
+                                 default_text="0: batches form while the engine is busy")
+    max_queue: int = setting(1024, help="queued queries before 429")
+    concurrent_batches: int | None = setting(None, help="engine batches in flight", default_text="1; openai 8; vllm 4")
+    timeout: float = setting(30.0, help="per-request time budget in seconds")
+    max_queries_per_request: int = setting(256, help="queries (or chat messages) in one request before 413")
+    max_query_chars: int = setting(32_000, help="characters of one query (or conversation) before 413")
+    max_body_bytes: int = setting(4 * 1024 * 1024, help="bytes of one request body before 413")
+    read_timeout: float = setting(10.0, help="seconds a client has to send its headers, and again its body")
+    access_log: bool = setting(False, help="log every request (uvicorn's access log)")
+    device: str = setting("auto", help="transformers: cpu, cuda …")
+    dtype: str = setting("auto", help="transformers/vllm")
+    max_model_len: int = setting(16000, help="vllm")
+    gpu_memory_utilization: float = setting(0.6, help="vllm")
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

@@ -1,0 +1,32 @@
+"""Settings declared once: `tsqr serve`'s flags come from ServiceConfig's fields, so a setting
+cannot exist in one place and not the other (they were declared twice and drifted: there was no
+--max-body-bytes)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from tsqr_plugins.service.config import ServiceConfig
+from tsqr_plugins.settings import add_arguments
+
+
+def parser() -> argparse.ArgumentParser:
+    built = argparse.ArgumentParser()
+    add_arguments(built, ServiceConfig)
+    return built
+
+
+def test_every_service_setting_is_a_flag_with_its_help_and_default():
+    flags = {action.dest: action for action in parser()._actions if action.dest != "help"}
+    assert set(flags) == {field.name for field in dataclasses.fields(ServiceConfig)}
+    assert "(default 8000)" in flags["port"].help and flags["engine"].choices == ("transformers", "vllm", "openai", "file")
+    assert all(action.default is None for action in flags.values())  # YAML and the dataclass decide otherwise
+
+
+def test_flags_parse_into_a_service_config():
+    args = parser().parse_args(["--engine", "openai", "--upstream", "http://a:1/v1", "--upstream", "http://b:1/v1",
+                                "--max-wait-ms", "2.5", "--no-cache", "--max-body-bytes", "1024"])
+    config = ServiceConfig.load(**vars(args))
+    assert config.upstream == ["http://a:1/v1", "http://b:1/v1"] and config.max_wait_ms == 2.5
+    assert config.no_cache is True and config.max_body_bytes == 1024 and config.port == 8000
