@@ -90,7 +90,7 @@ def test_env_reports_backends_as_json_and_text():
     result = subprocess.run([sys.executable, "-m", "tsqr_plugins.cli", "env", "--json", "--base-url", "http://127.0.0.1:9/v1"],
                             capture_output=True, text=True, check=True)
     report = json.loads(result.stdout)
-    assert set(report["backends"]) == {"transformers", "vllm", "openai", "file"}
+    assert set(report["backends"]) == {"transformers", "vllm", "vllm-async", "openai", "replicas", "file"}
     assert report["backends"]["file"] == "usable"
     assert "not answering" in report["servers"]["openai-compatible"]
     text = subprocess.run([sys.executable, "-m", "tsqr_plugins.cli", "env", "--base-url", "http://127.0.0.1:9/v1"],

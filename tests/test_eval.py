@@ -217,3 +217,12 @@ def test_the_plain_ndcg_is_trec_evals():
         run = {doc: float(len(ranked) - rank) for rank, doc in enumerate(ranked)}
         means, _ = evaluate({"q": qrels}, {"q": run})
         assert ndcg_at_k(ranked, qrels, 10) == pytest.approx(means["nDCG@10"], abs=1e-9), (trial, ranked, qrels)
+
+
+def test_an_option_no_chosen_retriever_takes_is_refused_not_dropped(tmp_path, capsys):
+    """--dense-index with --backend embedded was ignored without a word (issue 22)."""
+    from tsqr_plugins.cli import main
+
+    args = ["eval", "--dataset", "sample", "--rewriter", "none", "--output", str(tmp_path / "out"), "--quiet"]
+    assert main([*args, "--backend", "embedded", "--dense-index", "hnsw"]) == 2
+    assert "--dense-index applies to the dense backend" in capsys.readouterr().err

@@ -12,7 +12,11 @@ from tsqr_plugins.errors import InputError
 BACKENDS: dict[str, str] = {
     "transformers": "tsqr_plugins.backends.transformers:TransformersBackend",
     "vllm": "tsqr_plugins.backends.vllm:VLLMBackend",
+    # vLLM's async engine: concurrent batches interleave (tsqr serve); the same rewrites as "vllm"
+    "vllm-async": "tsqr_plugins.backends.vllm:AsyncVLLMBackend",
     "openai": "tsqr_plugins.backends.openai:OpenAIBackend",
+    # several OpenAI-compatible servers of one model, batches spread over them (tsqr serve)
+    "replicas": "tsqr_plugins.backends.replicas:ReplicaPool",
     "file": "tsqr_plugins.backends.file:FileBackend",
 }
 

@@ -48,7 +48,10 @@ def _unreachable(completions: list[Completion]) -> bool:
 
 
 class ReplicaPool(Backend):
-    NAME = "openai"  # the same engine as one OpenAI-compatible server, for the cache
+    """Several OpenAI-compatible servers of one model; each batch goes to one of them. Its cache is
+    the model's: the same rewrites whichever replica answers, however many replicas there are."""
+
+    NAME = "replicas"
     EXTRA = "openai"
     REQUIRES = ("httpx",)
 
@@ -68,7 +71,7 @@ class ReplicaPool(Backend):
             self._connect(replica, timeout=startup_timeout if replica is self.replicas[-1] and not self.healthy() else 2.0)
         if not self.healthy():
             raise ServerUnavailableError("no upstream answered: " + "; ".join(f"{r.url}: {r.last_error}" for r in self.replicas))
-        self.model_id = f"{self.model}@{len(self.replicas)}-replicas"
+        self.model_id = str(self.model)
         self._stop = threading.Event()
         self._checker = threading.Thread(target=self._check_loop, args=(health_interval,), daemon=True)
         self._checker.start()

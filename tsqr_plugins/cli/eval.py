@@ -28,7 +28,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--backend", default="embedded",
                         help="retrieval backends, comma separated: embedded (default), pyserini[:bm25], "
                         "dense:<model> (dense:minilm offline), elasticsearch[:<url>], opensearch[:<url>]")
-    parser.add_argument("--dense-index", choices=("flat", "hnsw", "ivf"), default="flat",
+    parser.add_argument("--dense-index", choices=("flat", "hnsw", "ivf"),
                         help="dense backends: exact inner product (flat, default) or approximate HNSW/IVF for large corpora")
     parser.add_argument("--rewriter", default="none",
                         help="none | file:<rewrites.json> | transformers | vllm | openai (default none)")

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 from .. import __version__
 from ..core import Rewriter
 from ..errors import InputError
-from ..search import make_retriever
+from ..search import check_retriever_options, make_retriever
 from .datasets import Task
 from .metrics import PRIMARY, evaluate
 
@@ -36,13 +36,14 @@ class EvalSettings:
     rewriter_label: str = "none"
     dataset_label: str = ""
     extra: dict = field(default_factory=dict)
-    retriever_options: dict = field(default_factory=dict)  # e.g. dense_index; each backend takes what it knows
+    retriever_options: dict = field(default_factory=dict)  # e.g. index_type; one no backend takes is refused
 
 
 def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter | None = None,
              gain_encoder: Callable | None = None) -> dict:
     if settings.k < 10:
         raise InputError(f"--k must be at least 10 (nDCG@10 needs ten results), got {settings.k}")
+    check_retriever_options(settings.backends, settings.retriever_options)
     textless = next((task for task in tasks if not task.has_texts), None)
     needs_texts = [b for b in settings.backends if b.partition(":")[0] != "pyserini"]
     if textless is not None and (needs_texts or gain_encoder is not None):

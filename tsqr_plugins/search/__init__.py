@@ -40,17 +40,36 @@ class Retriever(ABC):
         """Ranked hits per query (a sequence of ``Hit``), best first, excluded documents left out."""
 
 
-def make_retriever(spec: str, cache_dir: Path | None = None, progress: bool = False, **options) -> Retriever:
-    """The backend ``name[:argument]``; ``options`` go to the backends whose constructor takes them."""
-    name, _, argument = spec.partition(":")
+def retriever_class(spec: str) -> type[Retriever]:
+    name = spec.partition(":")[0]
     target = RETRIEVERS.get(name)
     if target is None:
         raise InputError(f"unknown retrieval backend {spec!r}; valid: {', '.join(sorted(RETRIEVERS))}")
     module_name, _, class_name = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+# How tsqr eval spells each retriever option.
+OPTION_FLAGS = {"index_type": "--dense-index"}
+
+
+def check_retriever_options(specs: Sequence[str], options: dict) -> None:
+    """Every option given (not None) is taken by one of the backends ``specs`` names; one that none
+    takes is refused, never dropped."""
+    for key, value in options.items():
+        if value is not None and not any(key in inspect.signature(retriever_class(s)).parameters for s in specs):
+            takers = sorted(name for name in RETRIEVERS if key in inspect.signature(retriever_class(name)).parameters)
+            raise InputError(f"{OPTION_FLAGS.get(key, key)} applies to the {', '.join(takers) or 'no'} backend(s), "
+                             f"not to --backend {','.join(specs)}")
+
+
+def make_retriever(spec: str, cache_dir: Path | None = None, progress: bool = False, **options) -> Retriever:
+    """The backend ``name[:argument]``; of ``options`` (checked with ``check_retriever_options``),
+    those its constructor takes."""
+    cls = retriever_class(spec)
     accepted = inspect.signature(cls).parameters
     known = {key: value for key, value in options.items() if key in accepted and value is not None}
-    return cls(argument or None, cache_dir=cache_dir, progress=progress, **known)
+    return cls(spec.partition(":")[2] or None, cache_dir=cache_dir, progress=progress, **known)
 
 
 def top_k_excluding(ranked: Iterable[Hit], k: int, excluded: Iterable[str] | None) -> list[Hit]:

@@ -60,18 +60,13 @@ def build_engine(config: ServiceConfig) -> Backend:
         return load_backend(f"file:{config.rewrites}", on_missing="fallback")
     if config.engine == "transformers":
         return load_backend("transformers", model=config.model, device=config.device, dtype=config.dtype)
-    if config.engine == "vllm":
-        # The async engine: concurrent batches interleave in vLLM's continuous batching.
-        from tsqr_plugins.backends.vllm import AsyncVLLMBackend
-
-        return AsyncVLLMBackend(config.model, dtype=config.dtype, max_model_len=config.max_model_len,
-                                gpu_memory_utilization=config.gpu_memory_utilization)
+    if config.engine == "vllm":  # the async engine: concurrent batches interleave in vLLM's continuous batching
+        return load_backend("vllm-async", model=config.model, dtype=config.dtype, max_model_len=config.max_model_len,
+                            gpu_memory_utilization=config.gpu_memory_utilization)
     concurrency = config.max_batch_size * config.concurrent_batches
     if len(config.upstream) > 1:
-        from tsqr_plugins.backends.replicas import ReplicaPool
-
-        return ReplicaPool(config.upstream, model=config.model, strategy=config.upstream_strategy,
-                           health_interval=config.health_interval, max_concurrency=concurrency)
+        return load_backend("replicas", base_urls=config.upstream, model=config.model, strategy=config.upstream_strategy,
+                            health_interval=config.health_interval, max_concurrency=concurrency)
     return load_backend("openai", base_url=config.upstream[0], model=config.model, max_concurrency=concurrency)
 
 
