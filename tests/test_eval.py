@@ -117,10 +117,13 @@ def test_bright_layout_parquet_copy_limit_and_compare(tmp_path):
     assert "doc2" not in [line.split()[2] for line in run_a.splitlines() if line.startswith("0 ")]
     limited = json.loads((out_b / "results.json").read_text())
     assert limited["tasks"]["sustainable_living"]["queries"] == 1
-    assert main(["eval", "--compare", str(out_a), str(out_b), "--output", str(tmp_path / "cmp")]) == 0
+    assert main(["compare", str(out_a), str(out_b), "--output", str(tmp_path / "cmp")]) == 0
     table = (tmp_path / "cmp" / "report.md").read_text()
     assert "| run | backend | queries | Sus | Avg |" in table
     assert "| a | embedded | original |" in table and "| b | embedded | original |" in table
+    # the old spelling still works for one release, and says what replaced it
+    assert main(["eval", "--compare", str(out_a), str(out_b), "--output", str(tmp_path / "old")]) == 0
+    assert (tmp_path / "old" / "report.md").read_text() == table
 
 
 def test_clear_errors(tmp_path, capsys, monkeypatch):

@@ -10,7 +10,7 @@ import sys
 from tsqr_plugins import __version__
 from tsqr_plugins.errors import TSQRError
 
-COMMANDS = ("env", "rewrite", "serve", "proxy", "opensearch", "index", "eval", "train")
+COMMANDS = ("env", "rewrite", "serve", "proxy", "opensearch", "index", "eval", "compare", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

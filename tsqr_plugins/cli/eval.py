@@ -21,7 +21,7 @@ def add_parser(commands: Any) -> None:
         description=(
             "Search each task with the original and the rewritten queries on each backend, score "
             "them (nDCG@10, Recall@10/100, MAP@100, MRR@10) and write results.json, TREC runs, "
-            "report.md and plot.png. `--compare DIR...` renders earlier result folders as one table."
+            "report.md and plot.png. `tsqr compare DIR...` renders earlier result folders as one table."
         ),
     )
     parser.add_argument("--dataset", help="sample | bright:<task>[,<task>] | bright:all | <BEIR or BRIGHT folder>")
@@ -43,7 +43,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--rewrite-gain", action="store_true", help="also report the paper's embedding reward per query")
     parser.add_argument("--gain-model", default=None, help="sentence-transformers model for --rewrite-gain (default BAAI/bge-base-en-v1.5)")
     parser.add_argument("--index-cache", type=Path, help="where indexes are kept (default: the rewrite cache folder, $TSQR_CACHE_DIR or ~/.cache/tsqr)")
-    parser.add_argument("--compare", nargs="+", type=Path, metavar="DIR", help="print one table for these result folders")
+    parser.add_argument("--compare", nargs="+", type=Path, metavar="DIR", help=argparse.SUPPRESS)  # now tsqr compare
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     add_backend_options(parser)
     add_rewriter_options(parser)
@@ -52,17 +52,13 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.compare:
-        from tsqr_plugins.eval.report import compare
+    if args.compare:  # the old spelling, kept for one release
+        from tsqr_plugins.cli.compare import write_comparison
 
-        table = compare(args.compare)
-        if args.output:
-            args.output.mkdir(parents=True, exist_ok=True)
-            (args.output / "report.md").write_text(table, encoding="utf-8")
-        sys.stdout.write(table)
-        return 0
+        print("tsqr: warning: `tsqr eval --compare` is now `tsqr compare DIR... [--output DIR]`", file=sys.stderr)
+        return write_comparison(args.compare, args.output)
     if not args.dataset or not args.output:
-        raise InputError("tsqr eval needs --dataset and --output (or --compare DIR...)")
+        raise InputError("tsqr eval needs --dataset and --output")
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be >= 1, got {args.limit}")
     prepare_output(args.output, args.overwrite)
