@@ -24,6 +24,7 @@ class RecordingOpenAIServer(BackgroundServer):
         self.malformed = malformed
         self.api_key = api_key
         self.requests: list[dict] = []
+        self.authorizations: list[str | None] = []  # the Authorization field of every request
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -53,6 +54,7 @@ class RecordingOpenAIServer(BackgroundServer):
                         server.in_flight -= 1
 
             def _authorized(self):
+                server.authorizations.append(self.headers.get("Authorization"))
                 if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
                     self._send(401, {"error": "bad key"})
                     return False

@@ -57,6 +57,7 @@ class OpenAIBackend(Backend):
         health_timeout: float = 10.0,
         vllm_sampling: bool = True,
         max_query_chars: int = 24_000,
+        key_from_environment: bool = True,
     ) -> None:
         httpx = require("httpx", "openai", "the openai backend")
         if max_concurrency < 1:
@@ -69,7 +70,8 @@ class OpenAIBackend(Backend):
         self.backoff = backoff
         self.vllm_sampling = vllm_sampling
         self.max_query_chars = max_query_chars
-        api_key = api_key or os.environ.get("TSQR_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        if not api_key and key_from_environment:  # a client's own key; tsqr serve passes its upstream's
+            api_key = os.environ.get("TSQR_API_KEY") or os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
             base_url=self.base_url,

@@ -48,6 +48,7 @@ class BulkIndexer:
             raise ServerUnavailableError(f"{self.url} is unreachable ({error}): check the URL and that the node runs") from error
 
     def create_index(self, index: str, field: str = engine_configs.DEFAULT_FIELD, recreate: bool = False) -> None:
+        check_index_name(index)
         exists = self.request("HEAD", f"/{index}").status_code == 200
         if exists and not recreate:
             raise InputError(f"index {index!r} exists; pass --recreate to replace it")
@@ -62,6 +63,8 @@ class BulkIndexer:
               field: str = engine_configs.DEFAULT_FIELD, progress: bool = True) -> int:
         """Sends every document, checks the count, returns it."""
         from tqdm import tqdm
+
+        check_index_name(index)
 
         if len(doc_ids) != len(texts):
             raise InputError(f"{len(doc_ids)} document ids but {len(texts)} texts")
@@ -111,8 +114,27 @@ class BulkIndexer:
         time.sleep(delay)
 
 
+# What Elasticsearch and OpenSearch refuse in an index name (MetadataCreateIndexService
+# .validateIndexOrAliasName, both engines): these characters, a leading _ - +, . and .., over 255 bytes.
+FORBIDDEN_IN_INDEX_NAMES = set('\\/*?"<>| ,#:')
+
+
+def check_index_name(name: str) -> str:
+    """``name`` when both engines take it as one index's exact name, else an InputError saying why.
+    It becomes a URL path segment: a ``#`` or ``?`` there would address another index or add a
+    query string (``--recreate`` could have deleted an index the user never named)."""
+    bad = sorted(FORBIDDEN_IN_INDEX_NAMES & set(name))
+    if bad:
+        raise InputError(f"index name {name!r} holds {' '.join(repr(c) for c in bad)}, which Elasticsearch and "
+                         "OpenSearch refuse in index names; rename the dataset folder or pass another --index-prefix")
+    if not name or name in (".", "..") or name[0] in "_-+" or name != name.lower() or len(name.encode()) > 255:
+        raise InputError(f"index name {name!r} is not one Elasticsearch and OpenSearch take (lowercase, not "
+                         "starting with _ - +, not . or .., at most 255 bytes)")
+    return name
+
+
 def index_name(prefix: str, task: str) -> str:
-    return f"{prefix}-{task}".lower().replace("_", "-")
+    return check_index_name(f"{prefix}-{task}".lower().replace("_", "-"))
 
 
 def check_engine(engine: str) -> str:

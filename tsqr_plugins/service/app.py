@@ -63,11 +63,13 @@ def build_engine(config: ServiceConfig) -> Backend:
     if config.engine == "vllm":  # the async engine: concurrent batches interleave in vLLM's continuous batching
         return load_backend("vllm-async", model=config.model, dtype=config.dtype, max_model_len=config.max_model_len,
                             gpu_memory_utilization=config.gpu_memory_utilization)
-    concurrency = config.max_batch_size * config.concurrent_batches
+    # The service's own key (TSQR_API_KEY) guards the service; an upstream gets its own, never that one.
+    client = {"max_concurrency": config.max_batch_size * config.concurrent_batches,
+              "api_key": config.upstream_api_key, "key_from_environment": False}
     if len(config.upstream) > 1:
         return load_backend("replicas", base_urls=config.upstream, model=config.model, strategy=config.upstream_strategy,
-                            health_interval=config.health_interval, max_concurrency=concurrency)
-    return load_backend("openai", base_url=config.upstream[0], model=config.model, max_concurrency=concurrency)
+                            health_interval=config.health_interval, **client)
+    return load_backend("openai", base_url=config.upstream[0], model=config.model, **client)
 
 
 class RewriteService:

@@ -31,6 +31,9 @@ class ServiceConfig:
     host: str = setting("127.0.0.1", help="bind address")
     port: int = setting(8000, help="port")
     api_key: str | None = setting(None, help="require this bearer token", default_text="$TSQR_API_KEY; none if unset")
+    upstream_api_key: str | None = setting(None, help="openai engine: the bearer token the model server(s) want "
+                                           "(never the service's own key)",
+                                           default_text="$TSQR_UPSTREAM_API_KEY; none if unset")
     prompt: str = setting("tsqr-v1", help="prompt id")
     preset: str = setting("paper", help="sampling preset")
     cache: str | None = setting(None, help="SQLite rewrite cache", default_text="one per engine and model")
@@ -64,6 +67,8 @@ class ServiceConfig:
             raise InputError(f"--upstream-strategy must be least-busy or round-robin, got {self.upstream_strategy!r}")
         if self.api_key is None:
             self.api_key = os.environ.get("TSQR_API_KEY") or None
+        if self.upstream_api_key is None:
+            self.upstream_api_key = os.environ.get("TSQR_UPSTREAM_API_KEY") or None
         if self.concurrent_batches is None:
             # openai: HTTP requests in flight; vllm: the async engine interleaves concurrent batches.
             self.concurrent_batches = {"openai": 8, "vllm": 4}.get(self.engine, 1)

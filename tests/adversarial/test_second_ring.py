@@ -1,0 +1,57 @@
+"""The second adversarial ring (issue 21): each defect a hostile or careless client found, with the
+test that failed before its fix."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.recording_server import RecordingOpenAIServer
+
+pytest.importorskip("uvicorn")
+
+
+def test_the_services_own_key_never_goes_upstream(monkeypatch):
+    """With TSQR_API_KEY set (the key clients must show tsqr serve) and --engine openai, the upstream
+    received `Authorization: Bearer <that key>`: the openai backend read the variable itself. The
+    upstream now gets its own key (--upstream-api-key / TSQR_UPSTREAM_API_KEY) or none."""
+    from tsqr_plugins.service import ServiceConfig
+    from tsqr_plugins.testing.service import RunningService
+
+    monkeypatch.setenv("TSQR_API_KEY", "the-services-own-secret")
+    monkeypatch.delenv("TSQR_UPSTREAM_API_KEY", raising=False)
+    with RecordingOpenAIServer() as upstream:
+        with RunningService(ServiceConfig(engine="openai", upstream=[upstream.base_url], no_cache=True)) as service:
+            answer = httpx.post(f"{service.url}/v1/rewrite", json={"queries": ["moths"]},
+                                headers={"Authorization": "Bearer the-services-own-secret"}, timeout=30)
+        assert answer.status_code == 200 and not answer.json()["rewrites"][0]["fallback"]
+        assert upstream.authorizations and set(upstream.authorizations) == {None}
+    with RecordingOpenAIServer(api_key="upstream-key") as upstream:
+        config = ServiceConfig(engine="openai", upstream=[upstream.base_url, upstream.base_url + "/"],
+                               upstream_api_key="upstream-key", no_cache=True)
+        with RunningService(config) as service:  # one replica or several: the same rule
+            answer = httpx.post(f"{service.url}/v1/rewrite", json={"queries": ["moths"]},
+                                headers={"Authorization": "Bearer the-services-own-secret"}, timeout=30)
+        assert answer.status_code == 200 and not answer.json()["rewrites"][0]["fallback"]
+        assert set(upstream.authorizations) == {"Bearer upstream-key"}
+
+
+@pytest.mark.parametrize("folder", ["bio#logy", "bio?x=1", "a b", "bio,x", "x:y"])
+def test_tsqr_index_refuses_names_that_would_address_another_index(folder, tmp_path, capsys):
+    """A dataset folder named with # or ? made --recreate delete and recreate *another* index
+    (DELETE /tsqr-bio) or add a query string. Names are checked with the engines' own rules
+    before any request; nothing reaches the node."""
+    from tests.search_server import RecordingSearchServer
+    from tsqr_plugins.cli import main
+
+    dataset = tmp_path / folder
+    dataset.mkdir()
+    (dataset / "corpus.jsonl").write_text('{"_id": "d1", "text": "moths"}\n')
+    (dataset / "queries.jsonl").write_text('{"_id": "q1", "text": "moths"}\n')
+    (dataset / "qrels").mkdir()
+    (dataset / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    with RecordingSearchServer() as node:
+        code = main(["index", "--engine", "elasticsearch", "--dataset", str(dataset), "--url", node.url,
+                     "--recreate", "--quiet"])
+        assert code == 2 and "index name" in capsys.readouterr().err
+        assert node.requests == []
