@@ -55,3 +55,27 @@ def test_tsqr_index_refuses_names_that_would_address_another_index(folder, tmp_p
                      "--recreate", "--quiet"])
         assert code == 2 and "index name" in capsys.readouterr().err
         assert node.requests == []
+
+
+@pytest.mark.parametrize("path", ["/../_cluster/settings", "/docs/./_search", "/docs/%2e%2e/_cluster/settings",
+                                  "/docs/%2E/_search", "/a/b/../../_search"])
+def test_the_proxy_relays_no_dot_segments(path, tmp_path):
+    """With an upstream path prefix, /../_cluster/settings reached the upstream out of the prefix;
+    /docs/./_search went through unrewritten (the engine resolves it to a search). Refused now."""
+    import socket
+
+    from tests.search_server import RecordingSearchServer
+    from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app
+    from tsqr_plugins.testing.conformance import file_rewriter
+    from tsqr_plugins.testing.service import RunningApp
+
+    with RecordingSearchServer() as node:
+        proxy = SearchProxy(f"{node.url}/prefix", file_rewriter(tmp_path))
+        with RunningApp(create_proxy_app(proxy)) as running:
+            with socket.create_connection(("127.0.0.1", running.port)) as raw:  # the path exactly as written
+                raw.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                answer = b""
+                while chunk := raw.recv(65536):
+                    answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400") and b"segments" in answer, answer[:200]
+        assert node.requests == []

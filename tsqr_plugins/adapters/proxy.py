@@ -43,6 +43,14 @@ def is_search_path(path: str) -> bool:
     return parts == ["_search"] or (len(parts) == 2 and parts[1] == "_search" and not parts[0].startswith("_"))
 
 
+def has_dot_segments(raw_path: str) -> bool:
+    """Whether a request path holds a ``.`` or ``..`` segment, percent-encoded ones included."""
+    from urllib.parse import unquote
+
+    path = raw_path.split("?", 1)[0]
+    return any(unquote(segment) in (".", "..") for segment in path.split("/"))
+
+
 def forwarded_headers(headers) -> list[tuple[str, str]]:
     """The end-to-end fields of a message, every occurrence kept (several Set-Cookie stay several)."""
     items = headers.multi_items() if hasattr(headers, "multi_items") else list(headers.items())
@@ -84,6 +92,10 @@ class SearchProxy:
         from starlette.responses import JSONResponse
 
         path, method = request.url.path, request.method
+        if has_dot_segments(request.scope.get("raw_path", b"").decode("latin-1") or path):
+            # an upstream (or httpx) resolves them: out of an upstream's path prefix, or a _search
+            # that the stage would not see as one
+            return JSONResponse({"error": "a path with . or .. segments is not relayed"}, status_code=400)
         if method in SEARCH_METHODS and is_search_path(path) and self.rewriter is not None:
             try:
                 body = await asyncio.wait_for(read_limited(request, self.max_body_bytes), self.read_timeout)
