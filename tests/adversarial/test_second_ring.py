@@ -79,3 +79,20 @@ def test_the_proxy_relays_no_dot_segments(path, tmp_path):
                     answer += chunk
         assert answer.startswith(b"HTTP/1.1 400") and b"segments" in answer, answer[:200]
         assert node.requests == []
+
+
+def test_training_data_from_jsonl_keeps_the_query_limit_and_names_bad_lines(tmp_path, caplog):
+    """`tsqr train data --from-jsonl` ignored --max-query-chars (kept a 1M-character query), and an
+    array row or deep JSON was a traceback."""
+    from tsqr_plugins.errors import InputError
+    from tsqr_plugins.training.data import read_user_jsonl
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"query": "moths?", "positives": ["d"]}\n' + '{"query": "' + "x" * 1_000_000 + '", "positives": ["d"]}\n')
+    examples = read_user_jsonl(rows, max_query_chars=16000)
+    assert [e.query for e in examples] == ["moths?"] and "1 queries longer than 16000" in caplog.text
+    for bad, message in (('["a"]\n', "JSON object"), ("[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply"),
+                         ('{"positives": ["d"]}\n', "'query'")):
+        rows.write_text(bad)
+        with pytest.raises(InputError, match=message):
+            read_user_jsonl(rows, 16000)

@@ -79,7 +79,7 @@ def _data(args: argparse.Namespace) -> int:
     from tsqr_plugins.training import data
 
     if args.from_jsonl:
-        examples = data.read_user_jsonl(args.from_jsonl)
+        examples = data.read_user_jsonl(args.from_jsonl, args.max_query_chars)
     else:
         if args.per_domain < 1:
             raise InputError(f"--per-domain must be >= 1, got {args.per_domain}")

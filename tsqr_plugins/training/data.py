@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import random
 import re
 from collections.abc import Iterable, Iterator
@@ -27,6 +28,8 @@ from urllib.parse import urlsplit
 from ..errors import InputError
 from ..lazy import require
 from ..prompts import DEFAULT_PROMPT_ID, TRAINING_USER_TEMPLATE, get_prompt
+
+logger = logging.getLogger(__name__)
 
 H4_DATASET = "HuggingFaceH4/stack-exchange-preferences"
 IMAGE_MARKERS = re.compile(r"<img\b|!\[[^\]]*\]\(|i\.stack\.imgur\.com|\.(png|jpe?g|gif)\b", re.IGNORECASE)
@@ -220,9 +223,11 @@ def bare_question_keys(reasoning: dict[str, str]) -> dict[str, str]:
     return {key.removeprefix(RELEASED_QUESTION_PREFIX).strip(): text for key, text in reasoning.items()}
 
 
-def read_user_jsonl(path: str | Path) -> list[Example]:
-    """``{"query": ..., "positives": [...]}`` per line (also ``"positive": "..."``)."""
-    examples = []
+def read_user_jsonl(path: str | Path, max_query_chars: int | None = None) -> list[Example]:
+    """``{"query": ..., "positives": [...]}`` per line (also ``"positive": "..."``). Queries longer
+    than ``max_query_chars`` are left out, as the released sampler leaves them out, and counted in
+    a warning; a line that is not such an object is an error naming it."""
+    examples, too_long = [], 0
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -231,15 +236,25 @@ def read_user_jsonl(path: str | Path) -> list[Example]:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
                 raise InputError(f"{path}:{number}: not a JSON line ({error.msg})") from None
+            except RecursionError:
+                raise InputError(f"{path}:{number}: JSON nested too deeply") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{path}:{number}: a line must be a JSON object, got {type(row).__name__}")
             positives = row.get("positives", [row["positive"]] if "positive" in row else None)
             query = row.get("query")
             if not isinstance(query, str) or not query.strip():
                 raise InputError(f"{path}:{number}: 'query' must be a non-empty string")
             if not isinstance(positives, list) or not positives or not all(isinstance(p, str) and p.strip() for p in positives):
                 raise InputError(f"{path}:{number}: 'positives' must be a non-empty list of non-empty strings")
+            if max_query_chars is not None and len(query) > max_query_chars:
+                too_long += 1
+                continue
             examples.append(Example(query, tuple(positives), str(row.get("domain", "")), str(row.get("id", number))))
+    if too_long:
+        logger.warning("%s: %d queries longer than %d characters left out (--max-query-chars)", path, too_long,
+                       max_query_chars)
     if not examples:
-        raise InputError(f"{path} holds no examples")
+        raise InputError(f"{path} holds no examples" + (f" of at most {max_query_chars} characters" if too_long else ""))
     return examples
 
 
