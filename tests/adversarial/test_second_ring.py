@@ -96,3 +96,38 @@ def test_training_data_from_jsonl_keeps_the_query_limit_and_names_bad_lines(tmp_
         rows.write_text(bad)
         with pytest.raises(InputError, match=message):
             read_user_jsonl(rows, 16000)
+
+
+def beir(folder, corpus: str, queries: str, qrels: str):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corpus.jsonl").write_text(corpus)
+    (folder / "queries.jsonl").write_text(queries)
+    (folder / "qrels").mkdir(exist_ok=True)
+    (folder / "qrels" / "test.tsv").write_text(qrels)
+    return folder
+
+
+def test_tsqr_eval_loses_no_judgement_and_refuses_duplicates(tmp_path):
+    """A qrels file whose first line is a judgement lost it to header detection; duplicate ids were
+    accepted (the last won). Now a header is only a header, and duplicates name file:line."""
+    from tsqr_plugins.errors import InputError
+    from tsqr_plugins.eval.datasets import load_tasks
+
+    corpus = '{"_id": "d1", "text": "moths"}\n{"_id": "d2", "text": "lamps"}\n'
+    queries = '{"_id": "q1", "text": "moths?"}\n{"_id": "q2", "text": "lamps?"}\n'
+    task, = load_tasks(str(beir(tmp_path / "a", corpus, queries, "q1\td1\t1.0\nq2\td2\t2\n")))
+    assert task.qrels == {"q1": {"d1": 1}, "q2": {"d2": 2}}  # the first line was dropped as a "header"
+    task, = load_tasks(str(beir(tmp_path / "b", corpus, queries, "query-id\tcorpus-id\tscore\nq1\td1\t1\n")))
+    assert task.qrels == {"q1": {"d1": 1}}
+    for name, files, message in (
+        ("c", (corpus + '{"_id": "d1", "text": "again"}\n', queries, "q1\td1\t1\n"), "corpus.jsonl:3: document id 'd1'"),
+        ("d", (corpus, queries + '{"_id": "q1", "text": "again"}\n', "q1\td1\t1\n"), "queries.jsonl:3: query id 'q1'"),
+        ("e", (corpus, queries, "q1\td1\t1\nq1\td1\t0\n"), "test.tsv:2: query 'q1' and document 'd1' are judged twice"),
+        ("f", ('["d1", "moths"]\n', queries, "q1\td1\t1\n"), "corpus.jsonl:1: a line must be a JSON object"),
+        ("g", ('{"text": "moths"}\n', queries, "q1\td1\t1\n"), "corpus.jsonl:1: every document needs an '_id'"),
+        ("h", ('{"_id": "d1", "text": 5}\n', queries, "q1\td1\t1\n"), "corpus.jsonl:1: 'title' and 'text' must be strings"),
+        ("i", ("[" * 100_000 + "]" * 100_000 + "\n", queries, "q1\td1\t1\n"), "corpus.jsonl:1: JSON nested too deeply"),
+        ("j", (corpus, queries, "q1\td1\tgood\n"), "test.tsv:1: expected query-id, corpus-id and an integer score"),
+    ):
+        with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            load_tasks(str(beir(tmp_path / name, *files)))

@@ -175,7 +175,7 @@ def _read_rows(folder: Path, name: str) -> list[dict]:
     """Rows of ``<folder>/<name>.jsonl`` or the hub's ``<folder>/<name>-0000x-of-0000y.parquet``."""
     jsonl = folder / f"{name}.jsonl"
     if jsonl.exists():
-        return list(_jsonl(jsonl))
+        return [row for _, row in _jsonl(jsonl)]
     shards = sorted(folder.glob(f"{name}-*.parquet")) + sorted(folder.glob(f"{name}.parquet"))
     if not shards:
         raise InputError(
@@ -236,23 +236,36 @@ def _bright_hub(name: str, long_context: bool) -> Task:
 # -- BEIR -------------------------------------------------------------------------------------
 
 def _beir_folder(folder: Path) -> Task:
-    doc_ids, texts = [], []
-    for row in _jsonl(folder / "corpus.jsonl"):
-        doc_ids.append(str(row["_id"]))
+    doc_ids, texts, seen = [], [], {}
+    for line_no, row in _beir_rows(folder / "corpus.jsonl"):
+        doc_id = _unique(row, seen, folder / "corpus.jsonl", line_no, "document")
         title = row.get("title") or ""
-        texts.append(f"{title} {row.get('text') or ''}".strip() if title else row.get("text") or "")
-    all_queries = {str(row["_id"]): row["text"] for row in _jsonl(folder / "queries.jsonl")}
+        text = row.get("text") or ""
+        if not isinstance(title, str) or not isinstance(text, str):
+            raise InputError(f"{folder / 'corpus.jsonl'}:{line_no}: 'title' and 'text' must be strings")
+        doc_ids.append(doc_id)
+        texts.append(f"{title} {text}".strip() if title else text)
+    all_queries, seen = {}, {}
+    for line_no, row in _beir_rows(folder / "queries.jsonl"):
+        query_id = _unique(row, seen, folder / "queries.jsonl", line_no, "query")
+        if not isinstance(row.get("text"), str):
+            raise InputError(f"{folder / 'queries.jsonl'}:{line_no}: 'text' must be a string")
+        all_queries[query_id] = row["text"]
     qrels_path = folder / "qrels" / "test.tsv"
     if not qrels_path.exists():
         raise InputError(f"{folder} has no qrels/test.tsv")
     qrels: dict[str, dict[str, int]] = {}
     with open(qrels_path, encoding="utf-8", newline="") as handle:
         for line_no, row in enumerate(csv.reader(handle, delimiter="\t"), 1):
-            if line_no == 1 and row and not row[-1].lstrip("-").isdigit():
-                continue  # header
-            if len(row) != 3:
-                raise InputError(f"{qrels_path}:{line_no}: expected query-id, corpus-id, score")
-            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+            if line_no == 1 and [cell.strip().lower() for cell in row] in QRELS_HEADERS:
+                continue  # a header names the columns; a first judgement is never taken for one
+            score = _score(row[2]) if len(row) == 3 else None
+            if score is None:
+                raise InputError(f"{qrels_path}:{line_no}: expected query-id, corpus-id and an integer score, "
+                                 f"got {row!r}")
+            if row[1] in qrels.get(row[0], {}):
+                raise InputError(f"{qrels_path}:{line_no}: query {row[0]!r} and document {row[1]!r} are judged twice")
+            qrels.setdefault(row[0], {})[row[1]] = score
     missing = [qid for qid in qrels if qid not in all_queries]
     if missing:
         raise InputError(f"{qrels_path} judges queries missing from queries.jsonl: {missing[:5]}")
@@ -262,12 +275,47 @@ def _beir_folder(folder: Path) -> Task:
                 {q: set() for q in query_ids}, source=f"BEIR folder {folder}")
 
 
+# The header lines BEIR's qrels carry (and the TREC spellings of its columns).
+QRELS_HEADERS = (["query-id", "corpus-id", "score"], ["query_id", "corpus_id", "score"], ["qid", "docid", "score"])
+
+
+def _score(text: str) -> int | None:
+    """A judgement's integer grade ("1", "-1", "2.0"), or None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() else None
+
+
+def _beir_rows(path: Path):
+    """(line number, object) of a BEIR JSONL file; a line that is not an object is an error naming it."""
+    for line_no, row in _jsonl(path):
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{line_no}: a line must be a JSON object, got {type(row).__name__}")
+        yield line_no, row
+
+
+def _unique(row: dict, seen: dict, path: Path, line_no: int, what: str) -> str:
+    """The row's ``_id`` as a string, refused when missing or met before (the last one would win)."""
+    if not isinstance(row.get("_id"), (str, int)) or isinstance(row.get("_id"), bool):
+        raise InputError(f"{path}:{line_no}: every {what} needs an '_id' (a string)")
+    key = str(row["_id"])
+    if key in seen:
+        raise InputError(f"{path}:{line_no}: {what} id {key!r} already on line {seen[key]}")
+    seen[key] = line_no
+    return key
+
+
 def _jsonl(path: Path):
+    """(line number, value) of each line of a JSONL file."""
     with open(path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
+                yield line_no, json.loads(line)
             except json.JSONDecodeError as error:
                 raise InputError(f"{path}:{line_no}: not JSON ({error.msg})") from error
+            except RecursionError:
+                raise InputError(f"{path}:{line_no}: JSON nested too deeply") from None
