@@ -131,3 +131,45 @@ def test_tsqr_eval_loses_no_judgement_and_refuses_duplicates(tmp_path):
     ):
         with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
             load_tasks(str(beir(tmp_path / name, *files)))
+
+
+def test_the_proxy_relays_non_ascii_header_values_as_they_came(tmp_path):
+    """`X-User: José` in Latin-1 bytes from a client, `€` in UTF-8 from the upstream: a 500 after the
+    upstream had executed the request. RFC 9110 obs-text is relayed byte for byte, both ways."""
+    import socket
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.background_server import BackgroundServer
+    from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app
+    from tsqr_plugins.testing.conformance import file_rewriter
+    from tsqr_plugins.testing.service import RunningApp
+
+    seen = []
+
+    class Node(BackgroundServer):
+        def _handler(self):
+            class Handler(BaseHTTPRequestHandler):
+                def log_message(self, *args):
+                    pass
+
+                def do_GET(self):
+                    seen.append(self.headers.get("X-User").encode("latin-1"))  # http.server reads Latin-1
+                    self.send_response(200)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"{}")
+
+                def send_header(self, keyword, value):
+                    if keyword == "Content-Length":  # one field in UTF-8 bytes beside it
+                        self._headers_buffer.append("X-Price: ".encode() + "5 €".encode("utf-8") + b"\r\n")
+                    super().send_header(keyword, value)
+            return Handler
+
+    with Node() as node, RunningApp(create_proxy_app(SearchProxy(node.url, file_rewriter(tmp_path)))) as running:
+        with socket.create_connection(("127.0.0.1", running.port)) as raw:
+            raw.sendall(b"GET /docs/_doc/1 HTTP/1.1\r\nHost: x\r\nX-User: Jos\xe9\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := raw.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert seen == [b"Jos\xe9"] and "X-Price: 5 €".encode("utf-8").lower() in answer.lower()

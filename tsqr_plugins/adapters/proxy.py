@@ -51,9 +51,18 @@ def has_dot_segments(raw_path: str) -> bool:
     return any(unquote(segment) in (".", "..") for segment in path.split("/"))
 
 
+def latin1(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """A message's raw fields as text that encodes back to the very bytes (RFC 9110 obs-text, a
+    Latin-1 or UTF-8 value, is relayed as it came, never re-encoded)."""
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
+
+
 def forwarded_headers(headers) -> list[tuple[str, str]]:
     """The end-to-end fields of a message, every occurrence kept (several Set-Cookie stay several)."""
-    items = headers.multi_items() if hasattr(headers, "multi_items") else list(headers.items())
+    if isinstance(headers, list):
+        items = headers
+    else:
+        items = headers.multi_items() if hasattr(headers, "multi_items") else list(headers.items())
     named = {token.strip().lower() for name, value in items if name.lower() in ("connection", "proxy-connection")
              for token in value.split(",")}
     return [(name, value) for name, value in items if name.lower() not in HOP_BY_HOP | named]
@@ -142,7 +151,8 @@ class SearchProxy:
             plan.rewrites = await asyncio.to_thread(self.rewriter.rewrite_batch, plan.texts)
             index = single_index(path.strip("/").split("/")[0]) if path.strip("/") != "_search" else None
             keys = stage.stats_needed(plan, self.settings)
-            auth = {name: value for name, value in incoming.items() if name.lower() in STAGE_HEADERS}
+            auth = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in incoming.items()
+                    if name.lower() in STAGE_HEADERS]
             answers = await asyncio.gather(*(self._termvectors(index, key, auth) for key in keys))
             new_parts, info = stage.apply(plan, self.settings, dict(zip(keys, answers)))
         except Exception as error:
@@ -158,7 +168,7 @@ class SearchProxy:
                    "X-Tsqr-Dropped-Terms": str(dropped), **skipped}
         return json.dumps({**document, **new_parts}).encode(), headers
 
-    async def _termvectors(self, index: str | None, key, headers: dict[str, str]) -> dict | None:
+    async def _termvectors(self, index: str | None, key, headers: list[tuple[bytes, bytes]]) -> dict | None:
         if index is None:
             return None
         text, fields = key
@@ -184,14 +194,15 @@ class SearchProxy:
 
         url = self.target(request.scope.get("raw_path", b"").decode() or request.url.path,
                           request.url.query)
-        headers = forwarded_headers(request.headers)
+        headers = forwarded_headers(latin1(request.scope.get("headers", [])))
         if decoded:
             headers = [(name, value) for name, value in headers if name.lower() != "content-encoding"]
         if not isinstance(content, bytes) and "content-length" in request.headers:
             # A streamed body keeps its length (no chunked encoding that some servers refuse).
             headers.append(("content-length", request.headers["content-length"]))
         timeout = self.timeout if timeout is None else timeout
-        outgoing = self.client.build_request(request.method, url, headers=headers, content=content, timeout=timeout)
+        outgoing = self.client.build_request(request.method, url, content=content, timeout=timeout,
+                                             headers=[(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers])
         started = time.monotonic()
         try:
             upstream = await self.client.send(outgoing, stream=True)
@@ -220,7 +231,7 @@ class SearchProxy:
                             "X-Tsqr-Fallback": str(sum(int(extra_headers.get(f"X-Tsqr-{k}", "0")) for k in ("Rewritten", "Fallback"))),
                             **{k: v for k, v in extra_headers.items() if k == "X-Tsqr-Not-Rewritten"}}
                 return await self._forward(request, original, fallback, timeout=left)
-        relayed = forwarded_headers(upstream.headers)
+        relayed = forwarded_headers(latin1(upstream.headers.raw))
         if "content-length" in upstream.headers:  # raw bytes are relayed, so the length still holds
             relayed.append(("content-length", upstream.headers["content-length"]))
         relayed += list(extra_headers.items())
