@@ -82,11 +82,31 @@ async def read_limited(request: Any, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def refuse_ambiguous_framing(app: Any) -> Any:
+    """An ASGI app answering 400, and closing the connection, to a request that carries both
+    Content-Length and Transfer-Encoding (RFC 9112 6.1: the framing is ambiguous, the way requests
+    are smuggled). uvicorn's parser took the chunked body and kept the connection, so the bytes
+    after it were answered as a second request."""
+    async def guarded(scope: dict, receive: Any, send: Any) -> None:
+        if scope.get("type") == "http":
+            names = {name.lower() for name, _ in scope.get("headers", [])}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                body = b'{"error": "a request with both Content-Length and Transfer-Encoding is refused"}'
+                await send({"type": "http.response.start", "status": 400,
+                            "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await app(scope, receive, send)
+
+    return guarded
+
+
 def uvicorn_config(app: Any, read_timeout: float, **settings: Any):
-    """``uvicorn.Config`` with the header deadline; ``settings`` are uvicorn's own."""
+    """``uvicorn.Config`` with the header deadline and framing checks; ``settings`` are uvicorn's own."""
     import uvicorn
 
-    return uvicorn.Config(app, http=header_deadline_protocol(read_timeout), **settings)
+    return uvicorn.Config(refuse_ambiguous_framing(app), http=header_deadline_protocol(read_timeout), **settings)
 
 
 def bind(host: str, port: int, command: str) -> socket.socket:

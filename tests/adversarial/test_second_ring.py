@@ -173,3 +173,35 @@ def test_the_proxy_relays_non_ascii_header_values_as_they_came(tmp_path):
                 answer += chunk
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     assert seen == [b"Jos\xe9"] and "X-Price: 5 €".encode("utf-8").lower() in answer.lower()
+
+
+@pytest.mark.parametrize("server", ["serve", "proxy"])
+def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed(server, tmp_path):
+    """Both fields on one request: the chunked body was taken, the connection kept, and the bytes
+    after the body answered as a second request (smuggling). RFC 9112: refused, and closed."""
+    import socket
+
+    from tests.search_server import RecordingSearchServer
+    from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app
+    from tsqr_plugins.service import ServiceConfig, create_app
+    from tests.conftest import SAMPLE
+    from tsqr_plugins.testing.conformance import file_rewriter
+    from tsqr_plugins.testing.service import RunningApp
+
+    node = RecordingSearchServer()
+    app = (create_app(ServiceConfig(engine="file", rewrites=str(SAMPLE / "rewrites.json"), no_cache=True))
+           if server == "serve"
+           else create_proxy_app(SearchProxy(node.url, file_rewriter(tmp_path))))
+    smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    body = b'{"queries": ["q"]}'
+    request = (b"POST /v1/rewrite HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n" + smuggled)
+    with node, RunningApp(app) as running, socket.create_connection(("127.0.0.1", running.port)) as raw:
+        raw.settimeout(10)
+        raw.sendall(request)
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400") and answer.count(b"HTTP/1.1 ") == 1, answer[:500]
+    assert node.requests == []
