@@ -205,3 +205,27 @@ def test_content_length_with_transfer_encoding_is_refused_and_the_connection_clo
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400") and answer.count(b"HTTP/1.1 ") == 1, answer[:500]
     assert node.requests == []
+
+
+def test_a_request_refused_with_429_leaves_nothing_queued():
+    """A request whose queries did not all fit got 429, but the ones before the limit stayed queued
+    and were generated for nobody (tsqr_expired_total stayed 0). Admission is all or nothing."""
+    import asyncio
+
+    from tsqr_plugins.params import GenerationParams
+    from tsqr_plugins.prompts import get_prompt
+    from tsqr_plugins.service.batcher import MicroBatcher, QueueFull
+    from tsqr_plugins.service.metrics import Metrics
+
+    async def scenario():
+        batcher = MicroBatcher(backend=None, cache=None, metrics=Metrics(), max_batch_size=1, max_wait=0,
+                               max_queue=3, concurrent_batches=1)
+        prompt, params = get_prompt("tsqr-v1"), GenerationParams.preset("paper")
+        batcher.submit_all({"a": ("a", prompt, params), "b": ("b", prompt, params)})
+        with pytest.raises(QueueFull):
+            batcher.submit_all({"c": ("c", prompt, params), "d": ("d", prompt, params)})
+        assert batcher.depth == 2  # nothing of the refused request
+        batcher.submit_all({"a": ("a", prompt, params), "c": ("c", prompt, params)})  # a joins: one new query fits
+        assert batcher.depth == 3
+
+    asyncio.run(scenario())

@@ -182,11 +182,9 @@ class RewriteService:
         hits = await self._cached(keys)
         self.metrics.count("cache_hits", len(hits))
         self.metrics.count("cache_misses", len(keys) - len(hits))
-        futures = {}
         try:
-            for key, query in zip(keys, queries):
-                if key not in hits:
-                    futures[key] = self.batcher.submit(key, query, prompt, params)
+            futures = self.batcher.submit_all({key: (query, prompt, params)
+                                               for key, query in zip(keys, queries) if key not in hits})
         except QueueFull as error:
             raise HTTPProblem(429, f"the service is busy: {error}; retry shortly", {"Retry-After": "1"}) from error
         if futures:

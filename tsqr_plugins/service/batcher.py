@@ -90,6 +90,16 @@ class MicroBatcher:
         self.metrics.queue_depth = self._queue.qsize()
         return pending.future
 
+    def submit_all(self, queries: dict[str, tuple[str, Prompt, GenerationParams]]) -> dict[str, asyncio.Future]:
+        """Futures for every ``key: (query, prompt, params)`` of one request, or QueueFull before any
+        is queued: admission is the whole request or nothing (a 429 left its earlier queries queued,
+        generated for nobody ahead of live requests)."""
+        new = sum(1 for key in queries if key not in self._in_flight)
+        if new and self._queue.qsize() + new > self.max_queue:
+            raise QueueFull(f"{self._queue.qsize()} queries are waiting and this request adds {new} "
+                            f"(limit {self.max_queue})")
+        return {key: self.submit(key, *query) for key, query in queries.items()}
+
     def give_up(self, key: str) -> None:
         """A request stops waiting for ``key`` (its time budget is spent). A query nobody waits for
         any more is not generated if it is still queued: it would delay live requests for nothing.
