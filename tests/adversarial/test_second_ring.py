@@ -229,3 +229,44 @@ def test_a_request_refused_with_429_leaves_nothing_queued():
         assert batcher.depth == 3
 
     asyncio.run(scenario())
+
+
+def test_the_proxys_rewrite_budget_counts_the_wait_for_a_worker_thread(tmp_path):
+    """40 searches at once, 3 s rewrites, --timeout 10: they ran a few at a time on the worker
+    threads and most took over 10 s, none falling back. The budget now starts when the search
+    arrives: every one answers within it, falling back when its rewrite cannot make it."""
+    import asyncio
+    import time
+
+    from tests.search_server import RecordingSearchServer
+    from tsqr_plugins import Rewriter
+    from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app
+    from tsqr_plugins.backends.base import Backend, Completion
+    from tsqr_plugins.testing.service import RunningApp
+
+    class Slow(Backend):
+        NAME, model_id = "slow", "slow"
+
+        def generate(self, queries, prompt, params):
+            time.sleep(2.0)
+            return [Completion(text="transverse orientation") for _ in queries]
+
+    budget = 2.5
+    rewriter = Rewriter(Slow(), timeout=budget)
+
+    async def searches(url):
+        async with httpx.AsyncClient(timeout=60) as client:
+            async def one(i):
+                started = time.monotonic()
+                answer = await client.post(f"{url}/docs/_search", json={"query": {"match": {"text": f"moths {i}"}}})
+                return answer, time.monotonic() - started
+            return await asyncio.gather(*(one(i) for i in range(40)))
+
+    with RecordingSearchServer() as node, RunningApp(create_proxy_app(SearchProxy(node.url, rewriter))) as running:
+        results = asyncio.run(searches(running.url))
+    assert all(answer.status_code == 200 for answer, _ in results)
+    slowest = max(seconds for _, seconds in results)
+    # before: 40 searches on a few worker threads, two seconds each (over 12 s here); the bound is
+    # loose for a loaded machine, far below that
+    assert slowest < 2 * budget, slowest
+    assert any(answer.headers["X-Tsqr-Fallback"] != "0" for answer, _ in results)

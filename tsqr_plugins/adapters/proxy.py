@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..httpserver import read_limited
 from ..lazy import require
 from . import stage
-from .searchclient import search_parts, single_index
+from .searchclient import search_parts, single_index, within_budget
 from .stage import StageSettings
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class SearchProxy:
         try:
             if not plan.leaves:
                 return body, _not_rewritten(plan.skipped)
-            plan.rewrites = await asyncio.to_thread(self.rewriter.rewrite_batch, plan.texts)
+            plan.rewrites = await within_budget(self.rewriter, plan.texts)
             index = single_index(path.strip("/").split("/")[0]) if path.strip("/") != "_search" else None
             keys = stage.stats_needed(plan, self.settings)
             auth = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in incoming.items()

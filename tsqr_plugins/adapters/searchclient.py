@@ -15,12 +15,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import Rewrite, Rewriter, as_backend_error
-from ..errors import InputError
+from ..errors import BackendTimeout, InputError
 from .. import querydsl
 from . import stage
 from .stage import Plan, StageSettings, StatsKey
 
 logger = logging.getLogger(__name__)
+
+
+async def within_budget(rewriter: Rewriter, texts: list[str]) -> list[Rewrite]:
+    """``rewriter.rewrite_batch`` in a worker thread, bounded by the rewriter's ``timeout`` from now:
+    the wait for a free thread counts too (under load the rewriter's own deadline, which starts in
+    the thread, let searches wait several budgets). Past it, a BackendTimeout: the stage's fallback,
+    or the strict error."""
+    call = asyncio.to_thread(rewriter.rewrite_batch, texts)
+    if not rewriter.timeout:
+        return await call
+    try:
+        return await asyncio.wait_for(call, rewriter.timeout)
+    except asyncio.TimeoutError:
+        raise BackendTimeout(f"no rewrite within the budget of {rewriter.timeout:g} s (waiting included)") from None
 
 
 def search_parts(body: Any) -> dict | None:
@@ -280,7 +294,7 @@ class AsyncRewritingSearchClient(_Stage):
         try:
             job = make_job(kwargs)
             if job is not None:
-                rewrites = await asyncio.to_thread(self.rewriter.rewrite_batch, job.texts) if job.texts else []
+                rewrites = await within_budget(self.rewriter, job.texts) if job.texts else []
                 self.last_rewrites = rewrites
                 job.assign(rewrites)
                 keys = job.stats_keys(self.settings)
