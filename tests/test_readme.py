@@ -1,4 +1,4 @@
-"""The Python blocks of the README (and of integrations/llamaindex/README.md) run as written. A block whose first line is `# needs: ...` (a hub
+"""The Python blocks of the README, of every docs/*.md page and of integrations/llamaindex/README.md run as written. A block whose first line is `# needs: ...` (a hub
 model, a live engine or server) is compiled and its imports resolved; every other block runs in
 a fresh interpreter outside the clone."""
 
@@ -14,7 +14,8 @@ import pytest
 
 from tests.conftest import REPO
 
-DOCUMENTS = ("README.md", "integrations/llamaindex/README.md")
+DOCUMENTS = ("README.md", "integrations/llamaindex/README.md",
+             *sorted(path.relative_to(REPO).as_posix() for path in (REPO / "docs").glob("*.md")))
 FOUND = [(name, block) for name in DOCUMENTS
          for block in re.findall(r"^```python\n(.*?)^```", (REPO / name).read_text(encoding="utf-8"), re.S | re.M)]
 BLOCKS = [block for _, block in FOUND]
