@@ -115,6 +115,26 @@ def query_from_messages(messages: list[dict[str, str]]) -> str | None:
     return None
 
 
+def match_conversation(messages: list[dict[str, str]]) -> tuple[str, Prompt] | None:
+    """(query, prompt) when ``messages`` is exactly what one of our prompts builds for a query
+    (``Prompt.messages``: the same roles, in order, with the same texts), else None. Anything else,
+    a missing or reordered system turn, another turn before, another template, is another
+    conversation for the model, and must be neither answered from nor stored as ours."""
+    if len(messages) != 2 or [m.get("role") for m in messages] != ["system", "user"]:
+        return None
+    if any(set(m) - {"role", "content"} for m in messages):
+        return None
+    system, user = messages[0].get("content"), messages[1].get("content")
+    for prompt in PROMPTS.values():
+        head, _, tail = prompt.user_template.partition("{question}")
+        if system != prompt.system or not user.startswith(head) or not user.endswith(tail):
+            continue
+        query = user[len(head): len(user) - len(tail)] if len(user) >= len(head) + len(tail) else None
+        if query and query.strip() and prompt.messages(query) == messages:
+            return query, prompt
+    return None
+
+
 def build_messages(query: str, prompt: str | Prompt = DEFAULT_PROMPT_ID) -> list[dict[str, str]]:
     return get_prompt(prompt).messages(query)
 

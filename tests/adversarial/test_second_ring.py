@@ -270,3 +270,39 @@ def test_the_proxys_rewrite_budget_counts_the_wait_for_a_worker_thread(tmp_path)
     # loose for a loaded machine, far below that
     assert slowest < 2 * budget, slowest
     assert any(answer.headers["X-Tsqr-Fallback"] != "0" for answer, _ in results)
+
+
+def test_a_conversation_is_ours_only_when_it_is_exactly_our_prompt(tmp_path):
+    """[user], [assistant, user], [user, system ""], [tool, user] carrying our user turn were
+    answered from the cache entry of [system "", user] with no upstream call, and the released think
+    system prompt with the paper's user turn reached the engine re-templated ("Query:q"). Now only
+    the exact conversation one of our prompts builds shares the cache; any other goes as sent."""
+    from tsqr_plugins.prompts import PROMPTS, THINK_SYSTEM_PROMPT_RELEASED
+    from tsqr_plugins.service import ServiceConfig
+    from tsqr_plugins.testing.service import RunningService
+
+    ours = PROMPTS["tsqr-v1"].messages("why do moths circle lamps?")
+    user = ours[1]
+    variants = [
+        [user],
+        [{"role": "assistant", "content": "earlier"}, user],
+        [user, {"role": "system", "content": ""}],
+        [{"role": "tool", "content": "x"}, user],
+        [{"role": "system", "content": THINK_SYSTEM_PROMPT_RELEASED}, user],
+    ]
+    with RecordingOpenAIServer() as upstream:
+        config = ServiceConfig(engine="openai", upstream=[upstream.base_url], cache=str(tmp_path / "c.sqlite"))
+        with RunningService(config) as service:
+            def chat(messages):
+                answer = httpx.post(f"{service.url}/v1/chat/completions", timeout=30,
+                                    json={"messages": messages, "temperature": 0})
+                assert answer.status_code == 200, answer.text
+            # the upstream's own model name is served (it was "v1#tiny", from the URL)
+            assert "tiny" in [m["id"] for m in httpx.get(f"{service.url}/v1/models", timeout=30).json()["data"]]
+            chat(ours)
+            chat(ours)  # the same: answered from the cache
+            assert len(upstream.requests) == 1
+            for variant in variants:
+                chat(variant)
+                assert upstream.requests[-1]["messages"] == variant  # as sent, not from our cache entry
+    assert len(upstream.requests) == 1 + len(variants)

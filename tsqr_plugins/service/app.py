@@ -25,7 +25,7 @@ from tsqr_plugins.core import Rewrite, finish
 from tsqr_plugins.errors import BackendError, BackendTimeout, InputError
 from tsqr_plugins.lazy import require
 from tsqr_plugins.params import GenerationParams
-from tsqr_plugins.prompts import PROMPTS, get_prompt, query_from_messages
+from tsqr_plugins.prompts import get_prompt, match_conversation
 from tsqr_plugins.service.batcher import MicroBatcher, QueueFull
 from tsqr_plugins.service.config import ServiceConfig
 from tsqr_plugins.service.metrics import Metrics
@@ -94,7 +94,10 @@ class RewriteService:
         self._chat_workers = ThreadPoolExecutor(max_workers=config.concurrent_batches, thread_name_prefix="tsqr-chat")
         self._chats = 0  # conversations waiting for or running on the engine
         self.default_params = GenerationParams.preset(config.preset)
-        self.model_name = config.served_model_name or (config.model or engine.model_id).rstrip("/").split("/")[-1]
+        # an OpenAI-compatible upstream's own model name (its model_id also holds the URL)
+        upstream_model = getattr(engine, "model", None)
+        named = config.model or (upstream_model if isinstance(upstream_model, str) else engine.model_id)
+        self.model_name = config.served_model_name or named.rstrip("/").split("/")[-1]
         # what a chat request's "model" may say: the served name, or the model as configured
         self.model_names = {self.model_name, REWRITE_MODEL, engine.model_id} | ({config.model} if config.model else set())
 
@@ -294,12 +297,10 @@ class RewriteService:
         return chat_completion(REWRITE_MODEL, answer["rewrites"][0]["text"])
 
     def _as_rewrite(self, messages: list[dict[str, str]]):
-        system = next((m["content"] for m in messages if m["role"] == "system"), "")
-        query = query_from_messages(messages)
-        if query is None or not query.strip() or len(messages) > 2:
-            return None, None
-        prompt = next((p for p in PROMPTS.values() if p.system == system), None)
-        return (query, prompt) if prompt is not None else (None, None)
+        """(query, prompt) for a conversation that is exactly one of our prompts, which may share
+        the rewrite cache; (None, None) for any other, which goes to the engine as sent."""
+        matched = match_conversation(messages)
+        return matched if matched is not None else (None, None)
 
     async def _chat_direct(self, messages, params) -> Completion:
         """A conversation that is not ours goes to the engine as it is, within the same bounds as
