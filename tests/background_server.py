@@ -7,11 +7,17 @@ import threading
 from http.server import ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5; a burst of searches (40 fallbacks leaving the proxy
+    # at once) overflowed it and Linux reset connections, which no engine's listener does
+    request_queue_size = 128
+
+
 class BackgroundServer:
     """Subclasses set their state, then call ``super().__init__(port)``, and define ``_handler()``."""
 
     def __init__(self, port: int = 0):
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server = _Server(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
