@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tsqr_plugins.errors import InputError
+from tsqr_plugins.textfile import read_text
 
 ID_FIELDS = ("query_id", "qid", "id", "_id")
 TEXT_FIELDS = ("text", "query")
@@ -43,12 +44,7 @@ def read_queries(path: str | Path) -> list[Query]:
         raise InputError(f"query file {path} is a directory; pass the file of queries")
     if not path.is_file():
         raise InputError(f"query file {path} does not exist")
-    try:
-        lines = file_lines(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as error:
-        line = path.read_bytes()[: error.start].count(b"\n") + 1
-        raise InputError(f"{path}:{line}: not UTF-8 text (byte {error.object[error.start]:#x}); "
-                         "save the file as UTF-8") from None
+    lines = file_lines(read_text(path))
     kind = detect_format(path, next((line for line in lines if line.strip()), ""))
     parse = {"jsonl": parse_jsonl_line, "tsv": parse_tsv_line, "text": parse_text_line}[kind]
     queries: list[Query] = []

@@ -38,8 +38,10 @@ safe_field = st.text(alphabet=st.characters(blacklist_characters="\t\n\r\x0b\x0c
                                             blacklist_categories=("Cs",)), min_size=1)
 
 
+# (no id starts with U+FEFF: the file's first character would be a byte order mark, which is dropped)
 @FAST
-@given(st.lists(st.tuples(safe_field.filter(lambda t: t.strip() == t and t), safe_field.filter(str.strip)),
+@given(st.lists(st.tuples(safe_field.filter(lambda t: t.strip() == t and t and not t.startswith("\ufeff")),
+                          safe_field.filter(str.strip)),
                 min_size=1, max_size=8, unique_by=lambda pair: pair[0]))
 def test_tsv_round_trips(tmp_path, rows):
     path = tmp_path / "queries.tsv"

@@ -306,3 +306,94 @@ def test_a_conversation_is_ours_only_when_it_is_exactly_our_prompt(tmp_path):
                 chat(variant)
                 assert upstream.requests[-1]["messages"] == variant  # as sent, not from our cache entry
     assert len(upstream.requests) == 1 + len(variants)
+
+
+BOM = "\ufeff".encode("utf-8")
+
+
+@pytest.mark.parametrize("name, text", [
+    ("queries.tsv", "1\tmoths?\n"), ("queries.txt", "moths?\n"), ("queries.jsonl", '{"query_id": "1", "text": "moths?"}\n'),
+    ("queries.json", '{"query_id": "1", "text": "moths?"}\n'), ("queries", '{"query_id": "1", "text": "moths?"}\n'),
+])
+def test_a_byte_order_mark_is_read_the_same_in_every_query_file_format(name, text, tmp_path):
+    """A UTF-8 BOM (Notepad, Excel's "CSV UTF-8") was kept in the first query's id (TSV: '\\ufeff1')
+    or text (TXT), refused as bad JSON on line 1 (JSONL, JSON), and turned a file without a suffix
+    into plain text. One leading BOM is dropped in every format now. A UTF-16 or UTF-32 file (its BOM
+    says so) is an error naming the file and asking for UTF-8, not a decoding error at byte 0xff."""
+    from tsqr_plugins.errors import InputError
+    from tsqr_plugins.queryfile import Query, read_queries
+
+    path = tmp_path / name
+    path.write_bytes(BOM + text.encode("utf-8"))
+    assert read_queries(path) == [Query("1", "moths?")]
+    for encoding in ("utf-16", "utf-16-be", "utf-32"):
+        path.write_bytes(("\ufeff" + text).encode(encoding))
+        with pytest.raises(InputError, match=rf"{path}.* is {encoding[:6].upper()} text.*save it as UTF-8"):
+            read_queries(path)
+
+
+def test_a_byte_order_mark_is_dropped_by_every_reader_of_user_files(tmp_path, capsys):
+    """The same rule for every other file a user hands tsqr: a BEIR folder's corpus.jsonl,
+    queries.jsonl and qrels/test.tsv, published rewrites (JSON and JSONL), training rows
+    (--from-jsonl, a local H4 file, --reasoning), pyserini's qrels and exclusions, the service
+    config and the training recipe. Before, a BOM was bad JSON on line 1, or an id '\\ufeffq1'
+    (qrels: 'judges queries missing from queries.jsonl'); a UTF-16 file was a decoding traceback
+    or a 'codec can't decode' message. Now the BOM is dropped and UTF-16 is named, with the file."""
+    from tsqr_plugins.backends.file import load_rewrite_file
+    from tsqr_plugins.cli import main
+    from tsqr_plugins.errors import InputError
+    from tsqr_plugins.eval.datasets import load_tasks
+    from tsqr_plugins.eval.pyserini_bright import _read_qrels
+    from tsqr_plugins.service import ServiceConfig
+    from tsqr_plugins.training.data import iter_h4_rows, read_user_jsonl
+
+    def bom(path, text):
+        path.write_bytes(BOM + text.encode("utf-8"))
+        return path
+
+    def utf16(path, text):
+        path.write_bytes(("\ufeff" + text).encode("utf-16"))
+        return path
+
+    corpus, queries, qrels = '{"_id": "d1", "text": "moths"}\n', '{"_id": "q1", "text": "moths?"}\n', "q1\td1\t1\n"
+    folder = beir(tmp_path / "beir", corpus, queries, qrels)
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        bom(folder / name, (folder / name).read_text())
+    task, = load_tasks(str(folder))
+    assert task.doc_ids == ["d1"] and task.query_ids == ["q1"] and task.qrels == {"q1": {"d1": 1}}
+    for name, text in (("corpus.jsonl", corpus), ("queries.jsonl", queries), ("qrels/test.tsv", qrels)):
+        broken = beir(tmp_path / name.replace("/", "-"), corpus, queries, qrels)
+        utf16(broken / name, text)
+        with pytest.raises(InputError, match=rf"{broken / name} is UTF-16 text.*save it as UTF-8"):
+            load_tasks(str(broken))
+
+    checks = [  # (file name, text, read it, what it reads)
+        ("rewrites.json", '{"moths?": "moth phototaxis"}', load_rewrite_file, {"moths?": "moth phototaxis"}),
+        ("rewrites.jsonl", '{"original": "moths?", "text": "moth phototaxis"}\n', load_rewrite_file,
+         {"moths?": "moth phototaxis"}),
+        ("rows.jsonl", '{"query": "moths?", "positives": ["d"]}\n', lambda p: [e.query for e in read_user_jsonl(p)],
+         ["moths?"]),
+        ("h4.jsonl", '{"qid": 1}\n', lambda p: list(iter_h4_rows(str(p))), [{"qid": 1}]),
+        ("qrels.bright-x.txt", "q1 0 d1 1\n", _read_qrels, {"q1": {"d1": 1}}),
+        ("serve.yaml", "max_batch_size: 3\n", lambda p: ServiceConfig.load(p, rewrites="r.json").max_batch_size, 3),
+    ]
+    for name, text, read, expected in checks:
+        assert read(bom(tmp_path / name, text)) == expected, name
+        with pytest.raises(InputError, match=rf"{tmp_path / name} is UTF-16 text.*save it as UTF-8"):
+            read(utf16(tmp_path / name, text))
+
+    reasoning = bom(tmp_path / "reasoning.json", '{"why?": "because"}')
+    h4 = ["train", "data", "--h4", str(tmp_path / "no-h4-here"), "--output", str(tmp_path / "out.parquet")]
+    assert main(h4 + ["--reasoning", str(reasoning)]) == 2
+    assert "no H4 files" in capsys.readouterr().err  # the reasoning file was read
+    assert main(h4 + ["--reasoning", str(utf16(reasoning, '{"why?": "because"}'))]) == 2
+    assert f"{reasoning} is UTF-16 text" in capsys.readouterr().err
+
+    pytest.importorskip("yaml")
+    from tsqr_plugins.training.recipe import Recipe
+
+    settings = "model: /models/qr\ndataset: d.parquet\noutput_dir: out\n"
+    recipe = bom(tmp_path / "recipe.yaml", settings)
+    assert Recipe.load(recipe).model == "/models/qr"
+    with pytest.raises(InputError, match=rf"{recipe} is UTF-16 text.*save it as UTF-8"):
+        Recipe.load(utf16(recipe, settings))

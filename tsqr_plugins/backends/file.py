@@ -11,6 +11,7 @@ from tsqr_plugins.errors import BackendError, InputError, MissingRewriteError
 from tsqr_plugins.params import GenerationParams
 from tsqr_plugins.prompts import DEFAULT_PROMPT_ID, PROMPTS, Prompt, query_from_messages
 from tsqr_plugins.queryfile import file_lines
+from tsqr_plugins.textfile import read_text
 
 ON_MISSING = ("error", "fallback")
 
@@ -27,7 +28,7 @@ def load_rewrite_file(path: Path) -> dict[str, str]:
     """
     if not path.is_file():
         raise InputError(f"rewrite file {path} does not exist")
-    raw = path.read_text(encoding="utf-8")
+    raw = read_text(path)
     if raw.lstrip().startswith("{") and not path.suffix == ".jsonl":
         try:
             data = json.loads(raw)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tsqr_plugins.errors import InputError
+from tsqr_plugins.textfile import read_text
 
 
 def add_parser(commands: Any) -> None:
@@ -86,7 +87,9 @@ def _data(args: argparse.Namespace) -> int:
         reasoning = None
         if args.reasoning:
             try:
-                reasoning = json.loads(args.reasoning.read_text(encoding="utf-8"))
+                reasoning = json.loads(read_text(args.reasoning))
+            except InputError:
+                raise  # names the file already (not UTF-8, UTF-16)
             except (OSError, ValueError) as error:
                 raise InputError(f"--reasoning {args.reasoning}: {error}") from None
             if not isinstance(reasoning, dict):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..errors import InputError, TSQRError
 from ..lazy import require
+from ..textfile import open_text
 
 BRIGHT_TASKS = (
     "biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
@@ -255,7 +256,7 @@ def _beir_folder(folder: Path) -> Task:
     if not qrels_path.exists():
         raise InputError(f"{folder} has no qrels/test.tsv")
     qrels: dict[str, dict[str, int]] = {}
-    with open(qrels_path, encoding="utf-8", newline="") as handle:
+    with open_text(qrels_path, newline="") as handle:
         for line_no, row in enumerate(csv.reader(handle, delimiter="\t"), 1):
             if line_no == 1 and [cell.strip().lower() for cell in row] in QRELS_HEADERS:
                 continue  # a header names the columns; a first judgement is never taken for one
@@ -309,7 +310,7 @@ def _unique(row: dict, seen: dict, path: Path, line_no: int, what: str) -> str:
 
 def _jsonl(path: Path):
     """(line number, value) of each line of a JSONL file."""
-    with open(path, encoding="utf-8") as handle:
+    with open_text(path) as handle:
         for line_no, line in enumerate(handle, 1):
             if not line.strip():
                 continue

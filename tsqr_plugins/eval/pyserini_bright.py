@@ -22,6 +22,7 @@ import logging
 from pathlib import Path
 
 from ..errors import InputError
+from ..textfile import read_text
 from .datasets import Task, pyserini_name
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def _qrels_file(name: str, missing: list[str]) -> Path | None:
 
 def _rows(path: Path, width: int, valid, expected: str):
     """The whitespace-separated fields of each non-blank line, or InputError naming the line."""
-    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+    for number, line in enumerate(read_text(path).split("\n"), 1):
         if not line.strip():
             continue
         fields = line.split()

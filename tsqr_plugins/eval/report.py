@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .datasets import BRIGHT_TASKS, SHORT_NAMES
+from ..textfile import read_text
 from .metrics import PRIMARY
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def compare(folders: Sequence[Path]) -> str:
     for folder in folders:
         path = Path(folder) / "results.json"
         try:
-            documents.append((Path(folder).name, json.loads(path.read_text(encoding="utf-8"))))
+            documents.append((Path(folder).name, json.loads(read_text(path))))
         except (OSError, json.JSONDecodeError) as error:
             from ..errors import InputError
 

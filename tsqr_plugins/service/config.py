@@ -10,6 +10,7 @@ from typing import Any
 
 from tsqr_plugins.errors import InputError
 from tsqr_plugins.settings import setting
+from tsqr_plugins.textfile import read_text
 
 ENGINES = ("transformers", "vllm", "openai", "file")
 
@@ -86,7 +87,7 @@ class ServiceConfig:
             import yaml
 
             try:
-                loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+                loaded = yaml.safe_load(read_text(path)) or {}
             except (OSError, yaml.YAMLError) as error:
                 raise InputError(f"cannot read service config {path}: {error}") from error
             if not isinstance(loaded, dict):

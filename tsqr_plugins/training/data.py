@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from ..errors import InputError
 from ..lazy import require
 from ..prompts import DEFAULT_PROMPT_ID, TRAINING_USER_TEMPLATE, get_prompt
+from ..textfile import open_text
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def _iter_file(file: Path) -> Iterator[dict]:
         for batch in parquet.ParquetFile(file).iter_batches(batch_size=256):
             yield from batch.to_pylist()
         return
-    with open(file, encoding="utf-8") as handle:
+    with open_text(file) as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
                 try:
@@ -228,7 +229,7 @@ def read_user_jsonl(path: str | Path, max_query_chars: int | None = None) -> lis
     than ``max_query_chars`` are left out, as the released sampler leaves them out, and counted in
     a warning; a line that is not such an object is an error naming it."""
     examples, too_long = [], 0
-    with open(path, encoding="utf-8") as handle:
+    with open_text(path) as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue

@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import InputError
 from ..gain import DEFAULT_EMBEDDING_MODEL
 from ..lazy import require
+from ..textfile import read_text
 
 KNOWN_RENAMES = {  # what older recipes may still say, and what to write instead
     "max_prompt_length": "write max_prompt_tokens: N at the recipe's top level (TRL >= 1.0 no longer truncates "
@@ -63,7 +64,7 @@ class Recipe:
         if not path.is_file():
             raise InputError(f"no recipe at {path} (see training/configs/)")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(read_text(path)) or {}
         except yaml.YAMLError as error:
             raise InputError(f"{path} is not valid YAML: {error}") from None
         if not isinstance(data, dict):
