@@ -8,6 +8,7 @@ from tsqr_plugins.combine import MODES, combine
 from tsqr_plugins.core import Rewrite, Rewriter
 from tsqr_plugins.errors import (
     BackendError,
+    CacheError,
     CacheMismatchError,
     EmptyQueryError,
     InputError,
@@ -27,6 +28,7 @@ __all__ = [
     "PROMPTS",
     "Backend",
     "BackendError",
+    "CacheError",
     "CacheMismatchError",
     "Completion",
     "EmptyQueryError",

@@ -40,5 +40,10 @@ class UnparseableCompletion(BackendError):
     """The model's output could not be parsed (empty, or no <answer> in think mode)."""
 
 
-class CacheMismatchError(TSQRError):
-    """A rewrite cache holds rewrites made by another backend or model."""
+class CacheError(TSQRError):
+    """The rewrite cache cannot be opened, read or written; the message names the file and the
+    cause (read-only, no space left, damaged)."""
+
+
+class CacheMismatchError(CacheError):
+    """A rewrite cache holds rewrites made by another backend or model, or is no tsqr cache."""

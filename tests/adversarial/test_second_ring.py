@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from tests.recording_server import RecordingOpenAIServer
+from tsqr_plugins.backends.base import Backend, Completion
 
 pytest.importorskip("uvicorn")
 
@@ -312,8 +313,9 @@ BOM = "\ufeff".encode("utf-8")
 
 
 @pytest.mark.parametrize("name, text", [
-    ("queries.tsv", "1\tmoths?\n"), ("queries.txt", "moths?\n"), ("queries.jsonl", '{"query_id": "1", "text": "moths?"}\n'),
-    ("queries.json", '{"query_id": "1", "text": "moths?"}\n'), ("queries", '{"query_id": "1", "text": "moths?"}\n'),
+    ("queries.tsv", "1\tmoths?\n"), ("queries.txt", "moths?\n"),
+    ("queries.jsonl", '{"query_id": "1", "text": "moths?"}\n'), ("queries.json", '{"query_id": "1", "text": "moths?"}\n'),
+    ("queries", '{"query_id": "1", "text": "moths?"}\n'),  # no suffix: JSONL by its first line
 ])
 def test_a_byte_order_mark_is_read_the_same_in_every_query_file_format(name, text, tmp_path):
     """A UTF-8 BOM (Notepad, Excel's "CSV UTF-8") was kept in the first query's id (TSV: '\\ufeff1')
@@ -397,3 +399,130 @@ def test_a_byte_order_mark_is_dropped_by_every_reader_of_user_files(tmp_path, ca
     assert Recipe.load(recipe).model == "/models/qr"
     with pytest.raises(InputError, match=rf"{recipe} is UTF-16 text.*save it as UTF-8"):
         Recipe.load(utf16(recipe, settings))
+
+
+class Echo(Backend):
+    """Answers 'rewritten <query>', or ``text`` when given."""
+
+    NAME, model_id = "echo", "echo"
+
+    def __init__(self, text=None):
+        self.text = text
+
+    def generate(self, queries, prompt, params):
+        return [Completion(text=self.text or f"rewritten {query}") for query in queries]
+
+
+def test_a_full_disk_is_named_and_the_rewrite_still_answered(tmp_path, caplog):
+    """A store on a full disk (SQLITE_FULL; here the cache's connection capped at the file's size,
+    which gives SQLite's same error) was reported as "cannot rollback - no transaction is active":
+    SQLite had rolled the transaction back itself, and our ROLLBACK's error hid the cause. Through
+    `with_cache` (tsqr rewrite, the proxy, the adapters) the rewrite was then lost, a fallback (or
+    with strict an error). Now the error says "no space left" and names the file, what the cache
+    holds is still read, and the rewrite is answered, strict or not."""
+    from tsqr_plugins import Rewriter
+    from tsqr_plugins.backends.cache import CachedBackend
+    from tsqr_plugins.cache import RewriteCache
+    from tsqr_plugins.errors import CacheError
+
+    path = tmp_path / "c.sqlite"
+    cache = RewriteCache(path, {"backend": "echo", "model": "echo"})
+    cache.put_many([("small", "p", "{}", "moths", "moth phototaxis")])
+    pages = cache._connection.execute("PRAGMA page_count").fetchone()[0]
+    cache._connection.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full
+    with pytest.raises(CacheError, match=rf"no space left on the device .*{path}") as raised:
+        cache.put_many([("big", "p", "{}", "lamps", "x" * 100_000)])
+    assert "rollback" not in str(raised.value) and "damaged" not in str(raised.value)
+    assert cache.get_many(["small", "big"]) == {"small": "moth phototaxis"}
+    cache.close()
+
+    backend = CachedBackend(Echo("x" * 100_000), path)
+    pages = backend.store._connection.execute("PRAGMA page_count").fetchone()[0]
+    backend.store._connection.execute(f"PRAGMA max_page_count = {pages}")
+    for strict in (False, True):
+        rewrite = Rewriter(backend, strict=strict).rewrite(f"lamps {strict}")
+        assert not rewrite.fallback and rewrite.text == "x" * 100_000
+    assert f"no space left on the device writing the rewrite cache {path}" in caplog.text
+    assert "rollback" not in caplog.text
+
+
+READ_ONLY_CHILD = r"""
+import json, logging, sys
+sys.path.insert(0, sys.argv[2])
+from tsqr_plugins import Rewriter
+from tsqr_plugins.backends.cache import CachedBackend
+from tsqr_plugins.errors import TSQRError
+from tests.adversarial.test_second_ring import Echo
+
+logging.basicConfig(level=logging.WARNING, format="log: %(message)s")  # to stderr
+try:
+    backend = CachedBackend(Echo(), sys.argv[1])
+except TSQRError as error:
+    print(json.dumps({"error": str(error)}))
+else:
+    rewrites = Rewriter(backend, strict=True).rewrite_batch(["moths", "lamps"])
+    backend.close()
+    import httpx
+    from tsqr_plugins.service import ServiceConfig
+    from tsqr_plugins.testing.service import RunningService
+
+    config = ServiceConfig(engine="openai", upstream=["http://127.0.0.1:9/v1"], cache=sys.argv[1])
+    with RunningService(config, Echo()) as running:  # tsqr serve on the same cache
+        served = httpx.post(running.url + "/v1/rewrite", json={"queries": ["moths", "lamps"], "strict": True},
+                            timeout=30).json()["rewrites"]
+    print(json.dumps({"rewrites": [[r.text, r.cached, r.fallback] for r in rewrites],
+                      "served": [[r["text"], r["cached"], r["fallback"]] for r in served]}))
+"""
+
+
+def run_without_write_override(*args):
+    """READ_ONLY_CHILD in a child process; as root (whom chmod does not stop) without the
+    capabilities that override file modes (setpriv), so that a read-only mode is read-only."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = [sys.executable, "-c", READ_ONLY_CHILD, *map(str, args), str(Path(__file__).parents[2])]
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv (util-linux): chmod cannot make a folder read-only")
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner,-linux_immutable", "--",
+                   *command]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), done.stderr
+
+
+def test_a_read_only_cache_is_read_and_named_never_called_damaged(tmp_path):
+    """A cache folder or file the user cannot write (a shared cache, a read-only mount) was
+    "damaged or not a tsqr cache ... delete it": the service would not start, tsqr rewrite stopped,
+    and the advice destroyed a good cache. Now the cache is opened to be read, with a warning that
+    names the read-only folder or file; hits are answered, new rewrites answered and not stored
+    (through with_cache, strict too, and by tsqr serve). A read-only folder with no cache in it is
+    an error saying so, not "damaged"."""
+    from tsqr_plugins import Rewriter
+    from tsqr_plugins.backends.cache import CachedBackend
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    path = folder / "c.sqlite"
+    with CachedBackend(Echo(), path) as backend:
+        Rewriter(backend).rewrite("moths")
+    expected = [["rewritten moths", True, False], ["rewritten lamps", False, False]]
+    for read_only, named in ((folder, f"the cache folder {folder} is read-only"),
+                             (path, f"the cache file {path} is read-only")):
+        mode = read_only.stat().st_mode
+        read_only.chmod(0o555 if read_only.is_dir() else 0o444)
+        try:
+            answer, log = run_without_write_override(path)
+        finally:
+            read_only.chmod(mode)
+        assert answer == {"rewrites": expected, "served": expected}, log
+        assert named in log and "damaged" not in log and "rollback" not in log
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o555)
+    answer, log = run_without_write_override(empty / "c.sqlite")
+    assert f"the cache folder {empty} is read-only" in answer["error"] and "damaged" not in answer["error"]
