@@ -7,6 +7,13 @@ keep-alive timer and nothing re-arms it. Here each request's headers must be com
 ``read_timeout`` seconds of the connection opening, or of the first bytes of a later request on
 a kept-alive connection (idle time between requests stays uvicorn's keep-alive timeout); the
 body has its own bound (``read_limited``, within the read timeout).
+
+A client that stops reading its answer holds it in memory (and, in the proxy, a connection to the
+search node) for as long as it keeps the connection open: asyncio's transports buffer what the
+peer has not taken, and ``close()`` waits for the buffer to drain. Here an answer whose unread part
+stays above the transport's high-water mark for ``write_timeout`` seconds has its connection
+aborted. ``max_connections`` bounds how many connections are served at once (uvicorn's
+``limit_concurrency``: past it, requests are answered 503 and their connections closed).
 """
 
 from __future__ import annotations
@@ -19,14 +26,18 @@ from typing import Any
 
 from .errors import InputError
 
+DEFAULT_WRITE_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTIONS = 1024
 
-def header_deadline_protocol(read_timeout: float) -> type[asyncio.Protocol]:
+
+def bounded_protocol(read_timeout: float, write_timeout: float = DEFAULT_WRITE_TIMEOUT) -> type[asyncio.Protocol]:
     """uvicorn's own HTTP protocol (h11, or httptools when installed), closing connections whose
-    request headers are not complete in time."""
+    request headers are not complete in time, and aborting those that leave an answer unread."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-    class HeaderDeadlineProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    class BoundedProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         _header_timer: asyncio.TimerHandle | None = None
+        _write_timer: asyncio.TimerHandle | None = None
         _between_requests = False
 
         def connection_made(self, transport: Any) -> None:
@@ -46,8 +57,19 @@ def header_deadline_protocol(read_timeout: float) -> type[asyncio.Protocol]:
                 self._arm_header_deadline()
             super().data_received(data)
 
+        def pause_writing(self) -> None:
+            # the peer is not taking what was written: it has write_timeout to take enough of it
+            super().pause_writing()
+            if self._write_timer is None:
+                self._write_timer = self.loop.call_later(write_timeout, self._answer_unread)
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            self._cancel_write_deadline()
+
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_header_deadline()
+            self._cancel_write_deadline()
             super().connection_lost(exc)
 
         def _arm_header_deadline(self) -> None:
@@ -59,12 +81,23 @@ def header_deadline_protocol(read_timeout: float) -> type[asyncio.Protocol]:
                 self._header_timer.cancel()
                 self._header_timer = None
 
+        def _cancel_write_deadline(self) -> None:
+            if self._write_timer is not None:
+                self._write_timer.cancel()
+                self._write_timer = None
+
         def _headers_overdue(self) -> None:
             waiting_for_headers = self.cycle is None or self.cycle.response_complete
             if waiting_for_headers and not self.transport.is_closing():
                 self.transport.close()
 
-    return HeaderDeadlineProtocol
+        def _answer_unread(self) -> None:
+            self._write_timer = None
+            # abort, not close: close() would keep the buffer until the peer reads it; uvicorn
+            # then sees a disconnect, and a streamed answer stops (the proxy frees its upstream)
+            self.transport.abort()
+
+    return BoundedProtocol
 
 
 async def read_limited(request: Any, limit: int) -> bytes | None:
@@ -80,6 +113,29 @@ async def read_limited(request: Any, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class BodyStalled(Exception):
+    """A streamed request body that stopped arriving (see :func:`paced`)."""
+
+
+async def paced(chunks: Any, idle_timeout: float, total_timeout: float) -> Any:
+    """A request body's chunks as they come, each within ``idle_timeout`` seconds of the last and
+    all within ``total_timeout`` (BodyStalled otherwise): a body streamed on to a search node holds
+    a connection there while it trickles."""
+    loop_time = asyncio.get_running_loop().time
+    started = loop_time()
+    iterator = chunks.__aiter__()
+    while True:
+        left = total_timeout - (loop_time() - started)
+        try:
+            chunk = await asyncio.wait_for(iterator.__anext__(), min(idle_timeout, max(left, 0.0)))
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise BodyStalled(f"the body stopped arriving (no bytes for {idle_timeout:g} s, or not all within "
+                              f"{total_timeout:g} s)") from None
+        yield chunk
 
 
 def refuse_ambiguous_framing(app: Any) -> Any:
@@ -102,11 +158,15 @@ def refuse_ambiguous_framing(app: Any) -> Any:
     return guarded
 
 
-def uvicorn_config(app: Any, read_timeout: float, **settings: Any):
-    """``uvicorn.Config`` with the header deadline and framing checks; ``settings`` are uvicorn's own."""
+def uvicorn_config(app: Any, read_timeout: float, write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+                   max_connections: int = DEFAULT_MAX_CONNECTIONS, **settings: Any):
+    """``uvicorn.Config`` with the header and write deadlines, the connection cap and the framing
+    checks; ``settings`` are uvicorn's own."""
     import uvicorn
 
-    return uvicorn.Config(refuse_ambiguous_framing(app), http=header_deadline_protocol(read_timeout), **settings)
+    return uvicorn.Config(refuse_ambiguous_framing(app), http=bounded_protocol(read_timeout, write_timeout),
+                          # uvicorn counts the connection asking: its limit N serves N - 1 at once
+                          limit_concurrency=max_connections + 1, **settings)
 
 
 def bind(host: str, port: int, command: str) -> socket.socket:
@@ -124,7 +184,9 @@ def bind(host: str, port: int, command: str) -> socket.socket:
     return listener
 
 
-def serve(app: Any, listener: socket.socket, read_timeout: float, command: str, what: str, **settings: Any) -> None:
+def serve(app: Any, listener: socket.socket, command: str, what: str, read_timeout: float,
+          write_timeout: float = DEFAULT_WRITE_TIMEOUT, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+          **settings: Any) -> None:
     """Run ``app`` on ``listener`` until SIGINT/SIGTERM (in-flight requests finish first, 30 s at
     most), saying on stderr when it is ready and when it has stopped."""
     import uvicorn
@@ -136,7 +198,8 @@ def serve(app: Any, listener: socket.socket, read_timeout: float, command: str, 
             print(f"{command}: stopped", file=sys.stderr, flush=True)
 
     host, port = listener.getsockname()[:2]
-    server = Server(uvicorn_config(app, read_timeout, log_level="warning", timeout_graceful_shutdown=30, **settings))
+    server = Server(uvicorn_config(app, read_timeout, write_timeout, max_connections, log_level="warning",
+                                   timeout_graceful_shutdown=30, **settings))
     if settings.get("access_log"):  # after uvicorn's own logging set-up: its access lines are INFO
         logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     print(f"{command}: {what}, ready on http://{host}:{port} (Ctrl-C stops)", file=sys.stderr, flush=True)

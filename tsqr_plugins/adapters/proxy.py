@@ -12,6 +12,7 @@ answer to a rewritten search carries ``X-Tsqr-Rewritten`` / ``X-Tsqr-Fallback`` 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -20,7 +21,7 @@ from typing import Any
 from .. import querydsl
 from ..core import Rewriter, as_backend_error
 from ..errors import InputError
-from ..httpserver import read_limited
+from ..httpserver import BodyStalled, paced, read_limited
 from ..lazy import require
 from . import stage
 from .searchclient import search_parts, single_index, within_budget
@@ -34,6 +35,7 @@ HOP_BY_HOP = {"connection", "proxy-connection", "keep-alive", "proxy-authenticat
               "trailer", "transfer-encoding", "upgrade", "host", "content-length"}
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 SEARCH_METHODS = ("GET", "POST")
+UPSTREAM_CONNECTIONS = 100  # httpx's default pool size, named for the error that says it is used up
 STAGE_HEADERS = ("authorization", "cookie", "x-opaque-id")  # what our own _termvectors calls carry along
 
 
@@ -85,7 +87,8 @@ class SearchProxy:
         self.max_body_bytes = max_body_bytes
         self.timeout = timeout
         self.read_timeout = read_timeout  # for a _search body to arrive
-        self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        limits = httpx.Limits(max_connections=UPSTREAM_CONNECTIONS, max_keepalive_connections=UPSTREAM_CONNECTIONS // 5)
+        self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, limits=limits)
         # Only the client's own fields go upstream: no Accept-Encoding (so no compressed answers to a
         # client that never asked for them), User-Agent or Accept that httpx would add by itself.
         for name in ("accept-encoding", "user-agent", "accept"):
@@ -109,7 +112,8 @@ class SearchProxy:
             try:
                 body = await asyncio.wait_for(read_limited(request, self.max_body_bytes), self.read_timeout)
             except asyncio.TimeoutError:
-                return JSONResponse({"error": f"the body did not arrive within {self.read_timeout:g} s"}, status_code=408)
+                return JSONResponse({"error": f"the body did not arrive within {self.read_timeout:g} s"}, status_code=408,
+                                    headers={"Connection": "close"})
             if body is None:
                 return JSONResponse({"error": f"request body over {self.max_body_bytes} bytes"}, status_code=413)
             try:
@@ -127,7 +131,9 @@ class SearchProxy:
             # refusal, the original goes out as it came
             return await self._forward(request, new_body, headers, original=body, decoded=readable is not body)
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
-        return await self._forward(request, request.stream() if has_body else None, {})
+        # a body streamed on holds a connection to the node while it comes: it must keep coming
+        body = paced(request.stream(), self.read_timeout, self.timeout) if has_body else None
+        return await self._forward(request, body, {})
 
     async def _rewrite(self, body: bytes, path: str, incoming) -> tuple[bytes, dict[str, str]]:
         """The body with its text queries rewritten, and the headers saying what was done.
@@ -189,8 +195,7 @@ class SearchProxy:
         --upstream-timeout. ``decoded``: ``content`` is the decoded form of a body that came with a
         Content-Encoding."""
         import httpx
-        from starlette.background import BackgroundTask
-        from starlette.responses import JSONResponse, StreamingResponse
+        from starlette.responses import JSONResponse
 
         url = self.target(request.scope.get("raw_path", b"").decode() or request.url.path,
                           request.url.query)
@@ -206,6 +211,11 @@ class SearchProxy:
         started = time.monotonic()
         try:
             upstream = await self.client.send(outgoing, stream=True)
+        except BodyStalled as error:  # the node has part of a request: that connection is dropped
+            return JSONResponse({"error": str(error)}, status_code=408, headers={"Connection": "close"})
+        except httpx.PoolTimeout:
+            return JSONResponse({"error": f"all {UPSTREAM_CONNECTIONS} connections to {self.upstream} stayed busy "
+                                          f"for {timeout:g} s"}, status_code=503)
         except httpx.TimeoutException:
             return JSONResponse({"error": f"upstream {self.upstream} did not answer within {timeout:g} s "
                                           "(--upstream-timeout)"}, status_code=504)
@@ -235,8 +245,8 @@ class SearchProxy:
         if "content-length" in upstream.headers:  # raw bytes are relayed, so the length still holds
             relayed.append(("content-length", upstream.headers["content-length"]))
         relayed += list(extra_headers.items())
-        response = StreamingResponse(_relay(head, chunks), status_code=upstream.status_code,
-                                     background=BackgroundTask(upstream.aclose))
+        response = _relay_response_class()(_relay(head, chunks), status_code=upstream.status_code)
+        response.upstream = upstream
         # raw headers, not a mapping: repeated fields (Set-Cookie) must not be folded into one
         response.raw_headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in relayed]
         return response
@@ -259,6 +269,24 @@ async def _peek(chunks, limit: int) -> bytes:
         if len(head) >= limit:
             break
     return head
+
+
+@functools.cache
+def _relay_response_class():
+    from starlette.responses import StreamingResponse
+
+    class RelayResponse(StreamingResponse):
+        """An upstream answer streamed back; the upstream connection is released however the relay
+        ends (a client that left, or stopped reading and was cut off, included)."""
+        upstream: Any = None
+
+        async def __call__(self, scope, receive, send) -> None:
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                await self.upstream.aclose()
+
+    return RelayResponse
 
 
 async def _relay(head: bytes, chunks):

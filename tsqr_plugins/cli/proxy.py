@@ -8,6 +8,7 @@ from typing import Any
 from tsqr_plugins.querydsl import DEFAULT_CLAUSE_BUDGET, SCORINGS
 from tsqr_plugins.cli.rewrite import add_backend_options, add_rewriter_options, build_backend, build_rewriter
 from tsqr_plugins.errors import InputError
+from tsqr_plugins.httpserver import DEFAULT_MAX_CONNECTIONS, DEFAULT_WRITE_TIMEOUT
 from tsqr_plugins.lazy import require
 
 
@@ -38,7 +39,13 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--upstream-timeout", type=float, default=60.0,
                         help="seconds to wait for the engine (default 60); past it the answer is 504")
     parser.add_argument("--read-timeout", type=float, default=10.0,
-                        help="seconds a client has to send its headers, and a _search body (default 10)")
+                        help="seconds a client has to send its headers and a _search body, and between the "
+                        "chunks of any other body (default 10)")
+    parser.add_argument("--write-timeout", type=float, default=DEFAULT_WRITE_TIMEOUT,
+                        help=f"seconds a client may leave an answer unread (over 64 KiB of it) before its "
+                        f"connection, and the one to the engine, is closed (default {DEFAULT_WRITE_TIMEOUT:g})")
+    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                        help=f"client connections served at once; past it, 503 (default {DEFAULT_MAX_CONNECTIONS})")
     parser.add_argument("--max-body-mb", type=float, default=10.0, help="largest _search body read (default 10)")
     add_backend_options(parser)
     add_rewriter_options(parser)
@@ -57,15 +64,18 @@ def run(args: argparse.Namespace) -> int:
     )
     require("uvicorn", "serve", "tsqr proxy")
     rewriter = build_rewriter(args, build_backend(args))
-    for flag, value in (("--upstream-timeout", args.upstream_timeout), ("--read-timeout", args.read_timeout)):
+    for flag, value in (("--upstream-timeout", args.upstream_timeout), ("--read-timeout", args.read_timeout),
+                        ("--write-timeout", args.write_timeout)):
         if not value > 0:
             raise InputError(f"{flag} must be > 0 seconds, got {value}")
+    if args.max_connections < 1:
+        raise InputError(f"--max-connections must be >= 1, got {args.max_connections}")
     proxy = SearchProxy(args.upstream, rewriter, settings, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
                         timeout=args.upstream_timeout, read_timeout=args.read_timeout)
     from tsqr_plugins.httpserver import bind, serve
 
     listener = bind(args.host, args.port, "tsqr proxy")
     # The upstream's Server and Date fields are relayed; uvicorn's own would duplicate them.
-    serve(create_proxy_app(proxy), listener, args.read_timeout, "tsqr proxy", f"rewriting searches for {args.upstream}",
-          server_header=False, date_header=False)
+    serve(create_proxy_app(proxy), listener, "tsqr proxy", f"rewriting searches for {args.upstream}", args.read_timeout,
+          args.write_timeout, args.max_connections, server_header=False, date_header=False)
     return 0

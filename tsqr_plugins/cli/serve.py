@@ -34,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
     listener = bind(config.host, config.port, "tsqr serve")  # a taken port fails now, not after the model has loaded
     app = create_app(config)
     service = app.state.service
-    serve(app, listener, config.read_timeout, "tsqr serve", f"{config.engine} {service.model_name}",
-          access_log=config.access_log)
+    serve(app, listener, "tsqr serve", f"{config.engine} {service.model_name}", config.read_timeout,
+          config.write_timeout, config.max_connections, access_log=config.access_log)
     return 0

@@ -430,7 +430,9 @@ def create_app(config: ServiceConfig, engine: Backend | None = None):
         try:
             raw = await asyncio.wait_for(read_limited(request, config.max_body_bytes), config.read_timeout)
         except asyncio.TimeoutError:
-            raise HTTPProblem(408, f"the body did not arrive within {config.read_timeout:g} s") from None
+            # the rest of the body may still come: the connection ends, not waits for it
+            raise HTTPProblem(408, f"the body did not arrive within {config.read_timeout:g} s",
+                              {"Connection": "close"}) from None
         if raw is None:
             raise HTTPProblem(413, f"the body is larger than {config.max_body_bytes} bytes")
         try:

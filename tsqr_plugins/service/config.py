@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tsqr_plugins.errors import InputError
+from tsqr_plugins.httpserver import DEFAULT_MAX_CONNECTIONS, DEFAULT_WRITE_TIMEOUT
 from tsqr_plugins.settings import setting
 from tsqr_plugins.textfile import read_text
 
@@ -49,6 +50,9 @@ class ServiceConfig:
     max_query_chars: int = setting(32_000, help="characters of one query (or conversation) before 413")
     max_body_bytes: int = setting(4 * 1024 * 1024, help="bytes of one request body before 413")
     read_timeout: float = setting(10.0, help="seconds a client has to send its headers, and again its body")
+    write_timeout: float = setting(DEFAULT_WRITE_TIMEOUT, help="seconds a client may leave an answer unread "
+                                   "(over 64 KiB of it) before its connection is closed")
+    max_connections: int = setting(DEFAULT_MAX_CONNECTIONS, help="connections served at once; past it, 503")
     access_log: bool = setting(False, help="log every request (uvicorn's access log)")
     device: str = setting("auto", help="transformers: cpu, cuda …")
     dtype: str = setting("auto", help="transformers/vllm")
@@ -73,9 +77,10 @@ class ServiceConfig:
         if self.concurrent_batches is None:
             # openai: HTTP requests in flight; vllm: the async engine interleaves concurrent batches.
             self.concurrent_batches = {"openai": 8, "vllm": 4}.get(self.engine, 1)
-        if not self.read_timeout > 0:
-            raise InputError(f"read_timeout must be > 0 seconds, got {self.read_timeout}")
-        for name in ("max_batch_size", "max_queue", "max_queries_per_request", "max_query_chars", "concurrent_batches"):
+        for name in ("read_timeout", "write_timeout"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+        for name in ("max_connections", "max_batch_size", "max_queue", "max_queries_per_request", "max_query_chars", "concurrent_batches"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
 

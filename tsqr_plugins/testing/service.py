@@ -19,7 +19,8 @@ def free_port() -> int:
 class RunningApp:
     """``with RunningApp(app) as running: httpx.get(running.url + "/…")``"""
 
-    def __init__(self, app, port: int | None = None, host: str = "127.0.0.1", read_timeout: float = 10.0) -> None:
+    def __init__(self, app, port: int | None = None, host: str = "127.0.0.1", read_timeout: float = 10.0,
+                 **limits: float) -> None:
         import uvicorn
 
         from tsqr_plugins.httpserver import uvicorn_config
@@ -29,8 +30,9 @@ class RunningApp:
         self.url = f"http://127.0.0.1:{self.port}"
         # A long keep-alive: on a loaded 2-core machine a pooled connection can sit idle past uvicorn's
         # 5 s default and be closed just as the client reuses it (a ReadError that is not the service's).
+        # limits: write_timeout, max_connections (httpserver's defaults otherwise)
         self._server = uvicorn.Server(uvicorn_config(app, read_timeout, host=host, port=self.port,
-                                                     log_level="warning", timeout_keep_alive=60))
+                                                     log_level="warning", timeout_keep_alive=60, **limits))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def __enter__(self):
@@ -53,7 +55,8 @@ class RunningService(RunningApp):
     def __init__(self, config: ServiceConfig, engine=None) -> None:
         config.host, config.port = "127.0.0.1", free_port()
         self.config = config
-        super().__init__(create_app(config, engine), config.port, read_timeout=config.read_timeout)
+        super().__init__(create_app(config, engine), config.port, read_timeout=config.read_timeout,
+                         write_timeout=config.write_timeout, max_connections=config.max_connections)
 
     @property
     def service(self):
