@@ -3,6 +3,8 @@ test that failed before its fix."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -526,3 +528,89 @@ def test_a_read_only_cache_is_read_and_named_never_called_damaged(tmp_path):
     empty.mkdir(mode=0o555)
     answer, log = run_without_write_override(empty / "c.sqlite")
     assert f"the cache folder {empty} is read-only" in answer["error"] and "damaged" not in answer["error"]
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port)) as raw:
+        raw.settimeout(20)
+        raw.sendall(request)
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("target", ["/docs/_search#x", "/_cluster/health#", "/docs/_doc/a#b?q=1"])
+def test_a_fragment_in_the_proxys_request_target_is_400(target, tmp_path):
+    """A raw '#' in the request target (no fragment belongs there, RFC 9112 3.2) was a 500."""
+    from tests.search_server import RecordingSearchServer
+    from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app
+    from tsqr_plugins.testing.conformance import file_rewriter
+    from tsqr_plugins.testing.service import RunningApp
+
+    with RecordingSearchServer() as node, RunningApp(create_proxy_app(SearchProxy(node.url, file_rewriter(tmp_path)))) as running:
+        answer = raw_exchange(running.port, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 400") and b"#" in answer, answer[:300]
+    assert node.requests == []
+
+
+from tsqr_plugins.testing.conformance import QUERY  # noqa: E402  (a query the file rewriter knows)
+
+
+@pytest.mark.parametrize("body, content_type", [
+    # 1e400 overflows a float: it went out as Infinity, which is not JSON
+    ('{"query": {"match": {"text": {"query": %s, "boost": 1e400}}}}' % json.dumps(QUERY), "application/json"),
+    # duplicate keys: the engine refuses them (Jackson's strict duplicate detection); one was dropped
+    ('{"query": {"match": {"text": "lamps"}}, "query": {"match": {"text": %s}}}' % json.dumps(QUERY), "application/json"),
+    ('{"query": {"match": {"text": "lamps", "text": %s}}}' % json.dumps(QUERY), "application/json"),
+    ('{"query": {"match": {"text": {"query": %s, "boost": NaN}}}}' % json.dumps(QUERY), "application/json"),
+])
+def test_the_proxy_never_reserialises_what_json_cannot_say_again(body, content_type, tmp_path):
+    """A body the proxy cannot write back as the client meant it goes to the engine as it came
+    (its answer is the engine's), never re-serialised into something else."""
+    from tests.search_server import RecordingSearchServer
+    from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app
+    from tsqr_plugins.testing.conformance import file_rewriter
+    from tsqr_plugins.testing.service import RunningApp
+
+    with RecordingSearchServer() as node, RunningApp(create_proxy_app(SearchProxy(node.url, file_rewriter(tmp_path)))) as running:
+        answer = httpx.post(f"{running.url}/docs/_search", content=body.encode(), headers={"Content-Type": content_type},
+                            timeout=30)
+    assert answer.status_code == 200
+    assert [request["raw"] for request in node.searches()] == [body.encode()]
+
+
+def test_a_utf16_search_body_goes_out_as_it_came(tmp_path):
+    """A UTF-16 body with charset=utf-16 was parsed (json detects UTF-16), rewritten and sent as
+    UTF-8 under the client's utf-16 Content-Type. Only UTF-8 bodies are rewritten."""
+    from tests.search_server import RecordingSearchServer
+    from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app
+    from tsqr_plugins.testing.conformance import file_rewriter
+    from tsqr_plugins.testing.service import RunningApp
+
+    body = json.dumps({"query": {"match": {"text": QUERY}}}).encode("utf-16")
+    with RecordingSearchServer() as node, RunningApp(create_proxy_app(SearchProxy(node.url, file_rewriter(tmp_path)))) as running:
+        httpx.post(f"{running.url}/docs/_search", content=body,
+                   headers={"Content-Type": "application/json; charset=utf-16"}, timeout=30)
+        utf8 = httpx.post(f"{running.url}/docs/_search", json={"query": {"match": {"text": QUERY}}}, timeout=30)
+    sent = [request["raw"] for request in node.searches()]
+    assert sent[0] == body
+    assert sent[1] != json.dumps({"query": {"match": {"text": QUERY}}}).encode() and utf8.headers["X-Tsqr-Rewritten"] == "1"
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b'{"queries": ["moths"], "queries": ["lamps"]}', "appears twice"),
+    ('{"queries": ["moths"]}'.encode("utf-16"), "not UTF-8"),
+])
+def test_tsqr_serve_reads_json_with_the_proxys_rules(body, reason, tmp_path):
+    """One reader for both servers (jsontext.loads_exactly): the service took the last of two
+    'queries' keys and read UTF-16 bodies; 400 now, naming the reason."""
+    from tests.test_service import engine_config
+    from tsqr_plugins.testing.service import RunningService
+
+    with RunningService(engine_config(tmp_path)) as service:
+        answer = httpx.post(f"{service.url}/v1/rewrite", content=body, headers={"Content-Type": "application/json"},
+                            timeout=30)
+    assert answer.status_code == 400 and reason in answer.json()["error"]["message"], answer.text

@@ -22,6 +22,7 @@ from .. import querydsl
 from ..core import Rewriter, as_backend_error
 from ..errors import InputError
 from ..httpserver import BodyStalled, paced, read_limited
+from ..jsontext import loads_exactly
 from ..lazy import require
 from . import stage
 from .searchclient import search_parts, single_index, within_budget
@@ -104,6 +105,9 @@ class SearchProxy:
         from starlette.responses import JSONResponse
 
         path, method = request.url.path, request.method
+        if b"#" in request.scope.get("raw_path", b"") + request.scope.get("query_string", b""):
+            # a fragment has no place in a request target (RFC 9112 3.2); httpx would cut it off
+            return JSONResponse({"error": "a request target with '#' is not relayed"}, status_code=400)
         if has_dot_segments(request.scope.get("raw_path", b"").decode("latin-1") or path):
             # an upstream (or httpx) resolves them: out of an upstream's path prefix, or a _search
             # that the stage would not see as one
@@ -141,8 +145,10 @@ class SearchProxy:
         Anything the stage cannot read (no body, not JSON, no query) goes out as it came.
         """
         try:
-            document = json.loads(body) if body.strip() else None
-        except (ValueError, RecursionError):  # not JSON, or nested past Python's parser: the engine's to judge
+            document = loads_exactly(body) if body.strip() else None
+        except (ValueError, RecursionError):
+            # not JSON, JSON that would not be written back as it came (not UTF-8, duplicate keys,
+            # 1e400, NaN), or nested past Python's parser: the engine's to judge
             return body, {}
         parts = search_parts(document)
         if parts is None:

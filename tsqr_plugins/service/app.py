@@ -7,7 +7,6 @@ import asyncio
 import hmac
 import json
 import logging
-import math
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from tsqr_plugins.service.batcher import MicroBatcher, QueueFull
 from tsqr_plugins.service.config import ServiceConfig
 from tsqr_plugins.service.metrics import Metrics
 from tsqr_plugins.httpserver import read_limited
+from tsqr_plugins.jsontext import JSONValueError, loads_exactly
 from tsqr_plugins.text import is_unicode_text
 
 logger = logging.getLogger(__name__)
@@ -348,14 +348,6 @@ class RewriteService:
                                            for name in (self.model_name, REWRITE_MODEL)]}
 
 
-class _JSONValueError(ValueError):
-    pass
-
-
-def _no_constants(name: str):
-    raise _JSONValueError(f"{name} is not a JSON number")
-
-
 def rewrite_answer(rewrite: Rewrite, mode: str, repeat: int) -> dict[str, Any]:
     """One rewrite as ``/v1/rewrite`` answers it: ``text`` is what to search for in ``mode`` (the
     original itself on a fallback), ``texts`` both for ``mode: both``."""
@@ -367,19 +359,6 @@ def rewrite_answer(rewrite: Rewrite, mode: str, repeat: int) -> dict[str, Any]:
     if mode == "both":  # both texts, for the caller to fuse; "text" stays the rewrite
         answer["texts"] = [rewrite.original, rewrite.text]
     return answer
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):  # 1e400: a number no JSON answer can carry back
-        raise _JSONValueError(f"{text[:40]} is past the largest JSON number")
-    return value
-
-
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > 18:  # no field takes more; Python would spend time on thousands of digits
-        raise _JSONValueError(f"an integer of {len(text.lstrip('-'))} digits")
-    return int(text)
 
 
 def chat_completion(model: str, text: str, finish_reason: str = "stop") -> dict[str, Any]:
@@ -436,12 +415,12 @@ def create_app(config: ServiceConfig, engine: Backend | None = None):
         if raw is None:
             raise HTTPProblem(413, f"the body is larger than {config.max_body_bytes} bytes")
         try:
-            return json.loads(raw, parse_constant=_no_constants, parse_int=_bounded_int, parse_float=_finite_float)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            return loads_exactly(raw)
+        except json.JSONDecodeError as error:
             raise HTTPProblem(400, f"malformed JSON: {error}") from error
         except RecursionError:
             raise HTTPProblem(400, "malformed JSON: nested too deeply") from None
-        except _JSONValueError as error:
+        except JSONValueError as error:
             raise HTTPProblem(400, f"malformed JSON: {error}") from None
 
     def endpoint(name: str, handler, needs_body: bool, needs_auth: bool = True):
