@@ -70,7 +70,7 @@ $(VENV_PYSERINI1)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.core-installed
-	$(BIN)/tsqr eval --dataset sample --backend embedded \
+	$(BIN)/tsqr eval --dataset sample --retriever embedded \
 		--rewriter file:tsqr_plugins/data/bright-sample/rewrites.json --output runs/demo --overwrite
 
 engines:

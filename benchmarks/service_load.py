@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     published = json.loads(SAMPLE.read_text(encoding="utf-8"))
-    rows = {"file": run_engine("file", ["--engine", "file", "--rewrites", str(SAMPLE)], list(published),
+    rows = {"file": run_engine("file", ["--rewriter", "file", "--rewrites", str(SAMPLE)], list(published),
                                published.__getitem__, args)}
     upstream_port = free_port()
     upstream = start([sys.executable, __file__, "--upstream-only", str(upstream_port),
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         # distinct queries, so that every request reaches the sleeping upstream (nothing coalesced or cached)
         queries = [f"load query {i}" for i in range(100_000)]
         rows[f"openai, upstream sleeping {args.upstream_delay:g} s"] = run_engine(
-            "openai", ["--engine", "openai", "--upstream", f"http://127.0.0.1:{upstream_port}/v1",
+            "openai", ["--rewriter", "openai", "--upstream", f"http://127.0.0.1:{upstream_port}/v1",
                        "--max-queue", str(args.max_queue)],
             queries, lambda query: f"rewrite of {query}", args)
     finally:

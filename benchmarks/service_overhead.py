@@ -102,7 +102,7 @@ def main() -> None:
     rows = [("in-process Rewriter.rewrite", base_p50, base_p99)]
     with tempfile.TemporaryDirectory() as tmp:
         sample = Path(__file__).resolve().parents[1] / "tsqr_plugins/data/sample/rewrites.json"
-        config = ServiceConfig(engine="file", rewrites=str(sample), cache=str(Path(tmp) / "c.sqlite"), max_queue=100_000)
+        config = ServiceConfig(rewriter="file", rewrites=str(sample), cache=str(Path(tmp) / "c.sqlite"), max_queue=100_000)
         with RunningService(config, InstantEngine()) as running:
             asyncio.run(over_http(running.url, 200, 1, "warm-up"))
             for clients in (1, 64):

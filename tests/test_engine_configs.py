@@ -179,7 +179,7 @@ def test_connector_contract_with_a_real_service(query, tmp_path):
 
     rewrites = tmp_path / "rewrites.json"
     rewrites.write_text(json.dumps({query: "insects, light, transverse orientation"}))
-    with RunningService(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True)) as service:
+    with RunningService(ServiceConfig(rewriter="file", rewrites=str(rewrites), no_cache=True)) as service:
         connector = configs.connector(service.url)
         original = {"query": query, **OPENSEARCH_MATCH}
         url, body = render_connector_request(connector, {"match": original})

@@ -36,7 +36,7 @@ def test_sample_with_published_style_rewrites(tmp_path):
     mean = {v: sum(embedded[v][t]["metrics"]["nDCG@10"] for t in tasks) / 6 for v in embedded}
     assert mean["rewritten"] > mean["original"]  # the sample's rewrites name what the gold documents say
     report = (out / "report.md").read_text()
-    assert "| backend | queries | Bio | Econ | Rob | Stack | Sus | AoPS | Avg |" in report
+    assert "| retriever | queries | Bio | Econ | Rob | Stack | Sus | AoPS | Avg |" in report
     assert "| biology | 1 | 33 | 0 | the tsqr sample |" in report  # where each task came from
     assert {info["source"] for info in results["tasks"].values()} == {"the tsqr sample"}
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -119,7 +119,7 @@ def test_bright_layout_parquet_copy_limit_and_compare(tmp_path):
     assert limited["tasks"]["sustainable_living"]["queries"] == 1
     assert main(["compare", str(out_a), str(out_b), "--output", str(tmp_path / "cmp")]) == 0
     table = (tmp_path / "cmp" / "report.md").read_text()
-    assert "| run | backend | queries | Sus | Avg |" in table
+    assert "| run | retriever | queries | Sus | Avg |" in table
     assert "| a | embedded | original |" in table and "| b | embedded | original |" in table
     # the old spelling still works for one release, and says what replaced it
     assert main(["eval", "--compare", str(out_a), str(out_b), "--output", str(tmp_path / "old")]) == 0
@@ -135,7 +135,7 @@ def test_clear_errors(tmp_path, capsys, monkeypatch):
     assert "neither 'sample'" in capsys.readouterr().err
     assert run_eval("--dataset", "bright:biology", "--output", tmp_path / "x") == 2
     assert "--bright-dir" in capsys.readouterr().err  # offline: says how to get the data
-    assert run_eval("--dataset", "sample", "--backend", "lucene9", "--output", tmp_path / "x") == 2
+    assert run_eval("--dataset", "sample", "--retriever", "lucene9", "--output", tmp_path / "x") == 2
     assert "valid: dense, elasticsearch, embedded, opensearch, pyserini" in capsys.readouterr().err
     assert run_eval("--dataset", "sample", "--rewriter", "file:/no/such.json", "--output", tmp_path / "x") == 2
     bad = tmp_path / "bad"
@@ -198,9 +198,9 @@ def test_a_task_without_texts_runs_only_on_pyserini(tmp_path):
 
     task = replace(load_tasks("sample")[0], documents=[], source="pyserini 1.6.0")
     with pytest.raises(InputError, match="hold no document texts; embedded needs them"):
-        run_eval([task], EvalSettings(backends=["pyserini", "embedded"], output=tmp_path / "out"))
+        run_eval([task], EvalSettings(retrievers=["pyserini", "embedded"], output=tmp_path / "out"))
     with pytest.raises(InputError, match="the rewrite gain needs them"):
-        run_eval([task], EvalSettings(backends=["pyserini"], output=tmp_path / "out"), gain_encoder=lambda texts: texts)
+        run_eval([task], EvalSettings(retrievers=["pyserini"], output=tmp_path / "out"), gain_encoder=lambda texts: texts)
     assert not (tmp_path / "out").exists()
 
 
@@ -223,9 +223,9 @@ def test_the_plain_ndcg_is_trec_evals():
 
 
 def test_an_option_no_chosen_retriever_takes_is_refused_not_dropped(tmp_path, capsys):
-    """--dense-index with --backend embedded was ignored without a word (issue 22)."""
+    """--dense-index with --retriever embedded was ignored without a word (issue 22)."""
     from tsqr_plugins.cli import main
 
     args = ["eval", "--dataset", "sample", "--rewriter", "none", "--output", str(tmp_path / "out"), "--quiet"]
-    assert main([*args, "--backend", "embedded", "--dense-index", "hnsw"]) == 2
-    assert "--dense-index applies to the dense backend" in capsys.readouterr().err
+    assert main([*args, "--retriever", "embedded", "--dense-index", "hnsw"]) == 2
+    assert "--dense-index applies to the dense retriever" in capsys.readouterr().err

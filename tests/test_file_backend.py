@@ -25,7 +25,7 @@ def test_the_cli_replays_published_text_unchanged(published_7b, tmp_path):
     queries = tmp_path / "queries.jsonl"
     queries.write_text("".join(json.dumps({"query_id": f"b{i}", "text": q}) + "\n" for i, q in enumerate(sample)))
     output = tmp_path / "rewrites.jsonl"
-    assert main(["rewrite", "--backend", f"file:{published_7b}", "--input", str(queries), "--output", str(output), "--quiet"]) == 0
+    assert main(["rewrite", "--rewriter", f"file:{published_7b}", "--input", str(queries), "--output", str(output), "--quiet"]) == 0
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert [row["text"] for row in rows] == [published[q] for q in sample]
     assert [row["query_id"] for row in rows] == [f"b{i}" for i in range(25)]

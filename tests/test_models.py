@@ -24,13 +24,13 @@ def test_missing_folders_and_uncached_hub_ids_offline_are_clear(tmp_path, monkey
 
 
 def test_cli_commands_answer_in_seconds_naming_the_model(tmp_path):
-    """`tsqr rewrite --backend transformers` with a missing path, and `tsqr eval --rewrite-gain` with
+    """`tsqr rewrite --rewriter transformers` with a missing path, and `tsqr eval --rewrite-gain` with
     the default (uncached) gain model offline: exit 2 with the fix, not minutes of retries."""
     queries = tmp_path / "q.txt"
     queries.write_text("why do moths circle lamps?\n")
     env_offline = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     cases = [
-        (["rewrite", "--backend", "transformers", "--model", str(tmp_path / "missing" / "model"),
+        (["rewrite", "--rewriter", "transformers", "--model", str(tmp_path / "missing" / "model"),
           "--input", str(queries), "--output", str(tmp_path / "o.jsonl")], "does not exist"),
         (["eval", "--dataset", "sample", "--rewriter", f"file:{REPO / 'tsqr_plugins/data/bright-sample/rewrites.json'}",
           "--rewrite-gain", "--output", str(tmp_path / "e")],

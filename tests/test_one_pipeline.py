@@ -53,7 +53,7 @@ def test_rewriter_and_service_agree_on_every_engine_failure(kind):
     prompt = "tsqr-think-v1"
     rewriter = Rewriter(ScriptedEngine(kind), prompt=prompt, timeout=0.5)
     local = rewriter.rewrite(QUERY)
-    config = ServiceConfig(engine="file", rewrites="unused.json", prompt=prompt, timeout=0.5, no_cache=True)
+    config = ServiceConfig(rewriter="file", rewrites="unused.json", prompt=prompt, timeout=0.5, no_cache=True)
     with RunningService(config, ScriptedEngine(kind)) as service:
         answer = httpx.post(f"{service.url}/v1/rewrite", json={"queries": [QUERY]}, timeout=30).json()["rewrites"][0]
         strict = httpx.post(f"{service.url}/v1/rewrite", json={"queries": [QUERY], "strict": True}, timeout=30)
@@ -83,7 +83,7 @@ def test_an_engine_refusing_the_request_is_a_caller_error_in_the_library_and_a_f
 
     with pytest.raises(InputError, match="no room"):
         Rewriter(Refusing("x")).rewrite(QUERY)
-    config = ServiceConfig(engine="file", rewrites="unused.json", no_cache=True)
+    config = ServiceConfig(rewriter="file", rewrites="unused.json", no_cache=True)
     with RunningService(config, Refusing("x")) as service:
         answer = httpx.post(f"{service.url}/v1/rewrite", json={"queries": [QUERY, "another caller's"]}, timeout=30)
         strict = httpx.post(f"{service.url}/v1/rewrite", json={"queries": [QUERY], "strict": True}, timeout=30)

@@ -42,8 +42,8 @@ def services(tmp_path_factory):
 
     rewrites = tmp_path_factory.mktemp("lifecycle") / "rewrites.json"
     rewrites.write_text(json.dumps({QUERY: REWRITE}))
-    keyed = ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True, api_key=KEY)
-    open_ = ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True)
+    keyed = ServiceConfig(rewriter="file", rewrites=str(rewrites), no_cache=True, api_key=KEY)
+    open_ = ServiceConfig(rewriter="file", rewrites=str(rewrites), no_cache=True)
     with RunningApp(create_app(keyed)) as first, RunningApp(create_app(open_)) as second:
         # (URL as OpenSearch reaches it, the key the service wants)
         yield [(first.url, KEY), (f"http://localhost:{second.port}", None)]

@@ -64,7 +64,7 @@ def service(tmp_path):
     rewrites = tmp_path / "rewrites.json"
     rewrites.write_text(json.dumps({QUERY: REWRITE, HOSTILE: REWRITE, EXPANDED: REWRITE, LONG: LONG_REWRITE,
                                     **{query: REWRITE for query in JSON_LOOKING}}))
-    with RunningApp(create_app(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True))) as running:
+    with RunningApp(create_app(ServiceConfig(rewriter="file", rewrites=str(rewrites), no_cache=True))) as running:
         yield running
 
 
@@ -185,7 +185,7 @@ def test_pipeline_search_falls_back_to_the_original_query_when_the_service_is_do
     installer = OpenSearchInstaller(url)
     body = {"query": {"match": {"text": {"query": QUERY}}}, "size": 3}
     try:
-        with RunningApp(create_app(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True))) as running:
+        with RunningApp(create_app(ServiceConfig(rewriter="file", rewrites=str(rewrites), no_cache=True))) as running:
             installer.install(running.url, name=name, index_template=False)
         # the service is gone now
         answer = search(url, index, body, f"{name}-rewrite")
@@ -456,7 +456,7 @@ def test_installs_at_once_wait_for_each_other_and_a_dead_runs_lock_is_taken_over
     names = [f"tsqr-{uuid.uuid4().hex[:6]}" for _ in range(2)]
     rewrites = tmp_path / "rewrites.json"
     rewrites.write_text(json.dumps({QUERY: REWRITE}))
-    apps = [RunningApp(create_app(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True))) for _ in names]
+    apps = [RunningApp(create_app(ServiceConfig(rewriter="file", rewrites=str(rewrites), no_cache=True))) for _ in names]
     stale = {"mappings": {"_meta": {"tsqr_lock": time.time() - LOCK_STALE_S - 5, "holder": "a run that died"}}}
     assert httpx.put(f"{url}/{LOCK_INDEX}", json=stale).status_code == 200
     errors = []

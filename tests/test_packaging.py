@@ -64,7 +64,7 @@ def test_wheel_and_sdist_install_in_a_fresh_venv_and_run(tmp_path):
     data = Path(run(bin_dir / "python", "-c", "import tsqr_plugins, pathlib; "
                     "print(pathlib.Path(tsqr_plugins.__file__).parent / 'data' / 'sample')", cwd=elsewhere).strip())
     assert "site-packages" in str(data)
-    run(bin_dir / "tsqr", "rewrite", "--backend", f"file:{data / 'rewrites.json'}", "--input", data / "queries.jsonl",
+    run(bin_dir / "tsqr", "rewrite", "--rewriter", f"file:{data / 'rewrites.json'}", "--input", data / "queries.jsonl",
         "--output", elsewhere / "out.jsonl", "--quiet", cwd=elsewhere)
     rows = [json.loads(line) for line in (elsewhere / "out.jsonl").read_text().splitlines()]
     published = json.loads((data / "rewrites.json").read_text())

@@ -124,8 +124,8 @@ def test_cli_rejects_a_bad_upstream_before_serving(tmp_path, capsys):
 
     rewrites = tmp_path / "r.json"
     rewrites.write_text(json.dumps({QUERY: REWRITE}))
-    assert main(["proxy", "--upstream", "localhost:9200", "--backend", f"file:{rewrites}", "--no-cache"]) == 2
-    assert "--upstream must be an http(s) URL" in capsys.readouterr().err
+    assert main(["proxy", "--search-node", "localhost:9200", "--rewriter", f"file:{rewrites}", "--no-cache"]) == 2
+    assert "--search-node must be an http(s) URL" in capsys.readouterr().err
 
 
 class HeaderUpstream:
@@ -182,8 +182,8 @@ def test_the_cli_proxy_relays_fields_as_an_http_intermediary_must(tmp_path):
     port = free_port()
     with HeaderUpstream() as upstream:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tsqr_plugins.cli", "proxy", "--upstream", upstream.url, "--port", str(port),
-             "--backend", f"file:{tmp_path / 'none.json'}", "--on-missing", "fallback"],
+            [sys.executable, "-m", "tsqr_plugins.cli", "proxy", "--search-node", upstream.url, "--port", str(port),
+             "--rewriter", f"file:{tmp_path / 'none.json'}", "--on-missing", "fallback"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         (tmp_path / "none.json").write_text("{}")
         try:

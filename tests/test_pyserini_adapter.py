@@ -217,7 +217,7 @@ def test_search_keywords_reach_pyserini_or_are_refused(lucene_index):
 
 def test_the_readmes_pyserini_example_works_with_the_readmes_tsqr_serve(lucene_index, tmp_path):
     """The README's blocks work together as written: its Pyserini block, on a real Lucene index,
-    against the `tsqr serve --engine file` its service section starts (here on a free port), is
+    against the `tsqr serve --rewriter file` its service section starts (here on a free port), is
     rewritten (a new user saw every query fall back: the block named a model that service does
     not serve, and the openai backend now refuses that at once)."""
     import re
@@ -228,10 +228,10 @@ def test_the_readmes_pyserini_example_works_with_the_readmes_tsqr_serve(lucene_i
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     block = next(b for b in re.findall(r"^```python\n(.*?)^```", readme, re.S | re.M) if "RewritingSearcher(" in b)
-    assert "tsqr serve --engine file --rewrites tsqr_plugins/data/sample/rewrites.json" in readme
+    assert "tsqr serve --rewriter file --rewrites tsqr_plugins/data/sample/rewrites.json" in readme
     rewrites = tmp_path / "rewrites.json"
     rewrites.write_text(json.dumps({conformance.QUERY: conformance.REWRITE}))
-    with RunningService(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True)) as service:
+    with RunningService(ServiceConfig(rewriter="file", rewrites=str(rewrites), no_cache=True)) as service:
         code = block.replace("http://127.0.0.1:8000", service.url).replace("indexes/my-lucene-index", str(lucene_index))
         code = code.replace("Why do moths circle street lamps?", conformance.QUERY)
         scope: dict = {}
@@ -249,7 +249,7 @@ def test_an_openai_backend_naming_a_model_the_server_does_not_serve_is_refused_a
 
     rewrites = tmp_path / "rewrites.json"
     rewrites.write_text("{}")
-    with RunningService(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True)) as service:
+    with RunningService(ServiceConfig(rewriter="file", rewrites=str(rewrites), no_cache=True)) as service:
         with pytest.raises(ServerUnavailableError, match="does not serve 'TongSearch-QR-7B'"):
             load_backend("openai", base_url=f"{service.url}/v1", model="TongSearch-QR-7B")
         with pytest.raises(ServerUnavailableError, match="ends in /v1"):

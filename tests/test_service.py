@@ -51,11 +51,11 @@ class CountingEngine(Backend):
 
 
 def file_config(**overrides):
-    return ServiceConfig(engine="file", rewrites=str(SAMPLE / "rewrites.json"), **overrides)
+    return ServiceConfig(rewriter="file", rewrites=str(SAMPLE / "rewrites.json"), **overrides)
 
 
 def engine_config(tmp_path, **overrides):
-    return ServiceConfig(engine="file", rewrites=str(SAMPLE / "rewrites.json"), cache=str(tmp_path / "c.sqlite"), **overrides)
+    return ServiceConfig(rewriter="file", rewrites=str(SAMPLE / "rewrites.json"), cache=str(tmp_path / "c.sqlite"), **overrides)
 
 
 def post(url, body, **kwargs):
@@ -239,7 +239,7 @@ def test_openai_backend_against_the_service_replays_through_chat_completions():
 
 
 def test_chat_completions_on_the_tiny_model(tiny_model, tmp_path):
-    config = ServiceConfig(engine="transformers", model=str(tiny_model), device="cpu", cache=str(tmp_path / "c.sqlite"))
+    config = ServiceConfig(rewriter="transformers", model=str(tiny_model), device="cpu", cache=str(tmp_path / "c.sqlite"))
     with RunningService(config) as running:
         body = {"model": str(tiny_model), "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8,
                 "temperature": 0}
@@ -259,7 +259,7 @@ def test_load_64_clients_every_response_matches_its_query(tmp_path):
     rewrites = {f"client {c} query {i}": f"rewrite {c}/{i}" for c in range(64) for i in range(25)}
     path = tmp_path / "rewrites.json"
     path.write_text(json.dumps(rewrites))
-    config = ServiceConfig(engine="file", rewrites=str(path), max_queue=100_000)
+    config = ServiceConfig(rewriter="file", rewrites=str(path), max_queue=100_000)
     per_client = 1000
 
     with RunningService(config) as running:
@@ -298,7 +298,7 @@ def test_elasticsearch_inference_endpoint_calls_are_answered_with_the_rewrite(tm
     rewrites = tmp_path / "rewrites.json"
     rewrites.write_text(_json.dumps({"why do moths circle lamps?": "transverse orientation"}))
     model = elasticsearch_inference_endpoint("http://127.0.0.1:8000")["service_settings"]["model_id"]
-    with RunningService(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True)) as service:
+    with RunningService(ServiceConfig(rewriter="file", rewrites=str(rewrites), no_cache=True)) as service:
         def ask(content):
             body = {"messages": [{"content": content, "role": "user"}], "model": model, "n": 1, "stream": False}
             return httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=30)
@@ -357,7 +357,7 @@ def test_elasticsearch_custom_inference_endpoint_calls_v1_rewrite_directly(tmp_p
     hostile = 'why do "moths"\ncircle \\lamps?'
     rewrites = tmp_path / "rewrites.json"
     rewrites.write_text(_json.dumps({"why do moths circle lamps?": "transverse orientation", hostile: "dorsal light"}))
-    config = ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True, api_key="k1")
+    config = ServiceConfig(rewriter="file", rewrites=str(rewrites), no_cache=True, api_key="k1")
     with RunningService(config) as service:
         endpoint = elasticsearch_custom_endpoint(service.url)
         path = endpoint["service_settings"]["response"]["json_parser"]["completion_result"]
@@ -381,7 +381,7 @@ def test_repeat_strict_and_both_are_checked_and_answered_as_documented(tmp_path)
 
     rewrites = tmp_path / "rewrites.json"
     rewrites.write_text(_json.dumps({"q": "rewrite of q"}))
-    with RunningService(ServiceConfig(engine="file", rewrites=str(rewrites), no_cache=True)) as service:
+    with RunningService(ServiceConfig(rewriter="file", rewrites=str(rewrites), no_cache=True)) as service:
         def ask(**body):
             return httpx.post(f"{service.url}/v1/rewrite", json={"queries": ["q"], **body}, timeout=30)
 

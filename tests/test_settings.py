@@ -18,15 +18,19 @@ def parser() -> argparse.ArgumentParser:
 
 
 def test_every_service_setting_is_a_flag_with_its_help_and_default():
-    flags = {action.dest: action for action in parser()._actions if action.dest != "help"}
-    assert set(flags) == {field.name for field in dataclasses.fields(ServiceConfig)}
-    assert "(default 8000)" in flags["port"].help and flags["engine"].choices == ("transformers", "vllm", "openai", "file")
-    assert all(action.default is None for action in flags.values())  # YAML and the dataclass decide otherwise
+    flags = {action.option_strings[0]: action for action in parser()._actions if action.dest != "help"}
+    assert {action.dest for action in flags.values()} == {field.name for field in dataclasses.fields(ServiceConfig)}
+    assert "(default 8000)" in flags["--port"].help and "(default file)" in flags["--rewriter"].help
+    assert flags["--rewriter"].choices == flags["--engine"].choices == ("transformers", "vllm", "openai", "file")
+    # YAML and the dataclass decide otherwise; an old spelling sets nothing unless given
+    assert all(action.default is None for flag, action in flags.items() if flag != "--engine")
+    assert flags["--engine"].default is argparse.SUPPRESS and flags["--engine"].dest == "rewriter"
 
 
 def test_flags_parse_into_a_service_config():
-    args = parser().parse_args(["--engine", "openai", "--upstream", "http://a:1/v1", "--upstream", "http://b:1/v1",
+    args = parser().parse_args(["--rewriter", "openai", "--upstream", "http://a:1/v1", "--upstream", "http://b:1/v1",
                                 "--max-wait-ms", "2.5", "--no-cache", "--max-body-bytes", "1024"])
     config = ServiceConfig.load(**vars(args))
     assert config.upstream == ["http://a:1/v1", "http://b:1/v1"] and config.max_wait_ms == 2.5
     assert config.no_cache is True and config.max_body_bytes == 1024 and config.port == 8000
+    assert config.rewriter == "openai"

@@ -84,10 +84,10 @@ import concurrent.futures, json, sys
 import httpx
 from tsqr_plugins.service import ServiceConfig
 from tsqr_plugins.testing.service import RunningService
-config = ServiceConfig(engine="vllm", model=sys.argv[1], dtype="float32", max_model_len=512,
+config = ServiceConfig(rewriter="vllm", model=sys.argv[1], dtype="float32", max_model_len=512,
                        gpu_memory_utilization=float(sys.argv[2]), no_cache=True, max_batch_size=2)
 with RunningService(config) as service:
-    assert type(service.service.engine).__name__ == "AsyncVLLMBackend"
+    assert type(service.service.backend).__name__ == "AsyncVLLMBackend"
     body = lambda q: {"queries": [q], "params": {"temperature": 0, "max_tokens": 12}, "strict": True}
     queries = ["why do moths fly to light", "sort a dict in python", "rust borrow checker", "why do moths fly to light"]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:

@@ -104,7 +104,7 @@ def slow_headers_are_cut(url: str, read_timeout: float) -> None:
 def test_slow_headers_are_cut_in_a_real_tsqr_serve(tmp_path):
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tsqr_plugins.cli", "serve", "--engine", "file", "--rewrites",
+        [sys.executable, "-m", "tsqr_plugins.cli", "serve", "--rewriter", "file", "--rewrites",
          str(SAMPLE / "rewrites.json"), "--port", str(port), "--read-timeout", "1", "--access-log"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
@@ -123,8 +123,8 @@ def test_slow_headers_are_cut_in_a_real_tsqr_proxy(tmp_path):
     with RecordingSearchServer() as upstream:
         port = free_port()
         process = subprocess.Popen(
-            [sys.executable, "-m", "tsqr_plugins.cli", "proxy", "--upstream", upstream.url, "--port", str(port),
-             "--backend", f"file:{SAMPLE / 'rewrites.json'}", "--read-timeout", "1"],
+            [sys.executable, "-m", "tsqr_plugins.cli", "proxy", "--search-node", upstream.url, "--port", str(port),
+             "--rewriter", f"file:{SAMPLE / 'rewrites.json'}", "--read-timeout", "1"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
         url = f"http://127.0.0.1:{port}"
         try:

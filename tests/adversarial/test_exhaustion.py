@@ -54,17 +54,17 @@ def timed(call):
     return answer, time.monotonic() - started
 
 
-def proxy_app(node_url: str, read_timeout: float = 1.5, upstream_timeout: float = 30.0):
+def proxy_app(node_url: str, read_timeout: float = 1.5, node_timeout: float = 30.0):
     from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app
 
-    return create_proxy_app(SearchProxy(node_url, None, timeout=upstream_timeout, read_timeout=read_timeout))
+    return create_proxy_app(SearchProxy(node_url, None, timeout=node_timeout, read_timeout=read_timeout))
 
 
 @pytest.mark.parametrize("stall", [never_reads, trickles_a_body])
 def test_a_hundred_stalled_clients_do_not_stop_the_proxy(stall):
     """110 clients that never read an 8 MiB answer, or that stop sending a _bulk body, each held a
     connection to the node; with the pool (100) used up every other request waited the whole
-    --upstream-timeout for a misleading 504. Now a stalled client is cut after --write-timeout or
+    --search-node-timeout for a misleading 504. Now a stalled client is cut after --write-timeout or
     --read-timeout (1.5 s here) and its node connection released: a probe answers within that."""
     with BigAnswerServer() as node, RunningApp(proxy_app(node.url), write_timeout=1.5) as running:
         clients = [stall(running.url) for _ in range(110)]
@@ -82,12 +82,12 @@ def test_a_hundred_stalled_clients_do_not_stop_the_proxy(stall):
 
 def test_a_used_up_pool_says_so(monkeypatch):
     """With every node connection held (here by clients that do not read, under a long write
-    timeout), a request waited --upstream-timeout and was told the node did not answer (504). It
+    timeout), a request waited --search-node-timeout and was told the node did not answer (504). It
     now gets 503 saying the connections stayed busy."""
     from tsqr_plugins.adapters import proxy
 
-    monkeypatch.setattr(proxy, "UPSTREAM_CONNECTIONS", 4)
-    with BigAnswerServer() as node, RunningApp(proxy_app(node.url, upstream_timeout=1.0), write_timeout=60) as running:
+    monkeypatch.setattr(proxy, "NODE_CONNECTIONS", 4)
+    with BigAnswerServer() as node, RunningApp(proxy_app(node.url, node_timeout=1.0), write_timeout=60) as running:
         clients = [never_reads(running.url) for _ in range(4)]
         time.sleep(0.5)
         answer = httpx.get(running.url + "/_cluster/health", timeout=30)
@@ -137,7 +137,7 @@ def test_tsqr_serve_cuts_clients_that_leave_large_answers_unread(tmp_path):
     log = tmp_path / "serve.log"
     with log.open("w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tsqr_plugins.cli", "serve", "--engine", "file", "--rewrites", str(rewrites),
+            [sys.executable, "-m", "tsqr_plugins.cli", "serve", "--rewriter", "file", "--rewrites", str(rewrites),
              "--port", str(port), "--no-cache", "--write-timeout", "2"], stderr=stderr, cwd=REPO)
     try:
         wait_until_up(url + "/health", process, 60, log=log)

@@ -140,8 +140,8 @@ chat_bodies = st.fixed_dictionaries({"messages": st.lists(st.fixed_dictionaries(
 @given(chat_bodies)
 def test_any_chat_body_gets_an_answer_or_a_4xx(service, body):
     response = service.post("/v1/chat/completions", content=json.dumps(body))
-    if response.status_code in (502, 504):  # the file engine cannot answer conversations that are not ours
-        assert "engine" in response.json()["error"]["message"]
+    if response.status_code in (502, 504):  # the file rewriter cannot answer conversations that are not ours
+        assert "rewriter" in response.json()["error"]["message"]
         return
     check_answer(response)
 
@@ -149,7 +149,7 @@ def test_any_chat_body_gets_an_answer_or_a_4xx(service, body):
 @FAST
 @given(st.lists(st.tuples(texts, texts), min_size=1, max_size=6, unique_by=lambda pair: pair[0]))
 def test_rewrite_output_is_a_file_backend_input(tmp_path, pairs):
-    """`tsqr rewrite --output x.jsonl` then `--backend file:x.jsonl` replays every rewrite (U+2028,
+    """`tsqr rewrite --output x.jsonl` then `--rewriter file:x.jsonl` replays every rewrite (U+2028,
     U+0085 and the like in a text split the line before)."""
     from tsqr_plugins.backends.file import load_rewrite_file
 

@@ -48,5 +48,5 @@ def test_the_proxy_cli_gives_rewriting_a_time_budget_by_default():
 
     parser = argparse.ArgumentParser()
     proxy_cli.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["proxy", "--upstream", "http://127.0.0.1:9200", "--backend", "file:x.json"])
+    args = parser.parse_args(["proxy", "--search-node", "http://127.0.0.1:9200", "--rewriter", "file:x.json"])
     assert args.timeout == 10.0 and args.read_timeout == 10.0

@@ -31,7 +31,7 @@ def spawn(arguments: list[str], health: str) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def serve():
     port = free_port()
-    process = spawn(["serve", "--engine", "file", "--rewrites", str(SAMPLE / "rewrites.json"), "--port", str(port),
+    process = spawn(["serve", "--rewriter", "file", "--rewrites", str(SAMPLE / "rewrites.json"), "--port", str(port),
                      "--max-queries-per-request", "8", "--read-timeout", "2"], f"http://127.0.0.1:{port}/health")
     yield f"http://127.0.0.1:{port}"
     process.terminate()
@@ -87,8 +87,8 @@ def proxy():
 
     with RecordingSearchServer(CORPUS) as upstream:
         port = free_port()
-        process = spawn(["proxy", "--upstream", upstream.url, "--port", str(port), "--field", "text",
-                         "--backend", f"file:{SAMPLE / 'rewrites.json'}", "--on-missing", "fallback",
+        process = spawn(["proxy", "--search-node", upstream.url, "--port", str(port), "--field", "text",
+                         "--rewriter", f"file:{SAMPLE / 'rewrites.json'}", "--on-missing", "fallback",
                          "--max-body-mb", "2"], f"http://127.0.0.1:{port}/")
         yield f"http://127.0.0.1:{port}", upstream
         process.terminate()

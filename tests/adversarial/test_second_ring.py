@@ -15,7 +15,7 @@ pytest.importorskip("uvicorn")
 
 
 def test_the_services_own_key_never_goes_upstream(monkeypatch):
-    """With TSQR_API_KEY set (the key clients must show tsqr serve) and --engine openai, the upstream
+    """With TSQR_API_KEY set (the key clients must show tsqr serve) and --rewriter openai, the upstream
     received `Authorization: Bearer <that key>`: the openai backend read the variable itself. The
     upstream now gets its own key (--upstream-api-key / TSQR_UPSTREAM_API_KEY) or none."""
     from tsqr_plugins.service import ServiceConfig
@@ -24,13 +24,13 @@ def test_the_services_own_key_never_goes_upstream(monkeypatch):
     monkeypatch.setenv("TSQR_API_KEY", "the-services-own-secret")
     monkeypatch.delenv("TSQR_UPSTREAM_API_KEY", raising=False)
     with RecordingOpenAIServer() as upstream:
-        with RunningService(ServiceConfig(engine="openai", upstream=[upstream.base_url], no_cache=True)) as service:
+        with RunningService(ServiceConfig(rewriter="openai", upstream=[upstream.base_url], no_cache=True)) as service:
             answer = httpx.post(f"{service.url}/v1/rewrite", json={"queries": ["moths"]},
                                 headers={"Authorization": "Bearer the-services-own-secret"}, timeout=30)
         assert answer.status_code == 200 and not answer.json()["rewrites"][0]["fallback"]
         assert upstream.authorizations and set(upstream.authorizations) == {None}
     with RecordingOpenAIServer(api_key="upstream-key") as upstream:
-        config = ServiceConfig(engine="openai", upstream=[upstream.base_url, upstream.base_url + "/"],
+        config = ServiceConfig(rewriter="openai", upstream=[upstream.base_url, upstream.base_url + "/"],
                                upstream_api_key="upstream-key", no_cache=True)
         with RunningService(config) as service:  # one replica or several: the same rule
             answer = httpx.post(f"{service.url}/v1/rewrite", json={"queries": ["moths"]},
@@ -192,7 +192,7 @@ def test_content_length_with_transfer_encoding_is_refused_and_the_connection_clo
     from tsqr_plugins.testing.service import RunningApp
 
     node = RecordingSearchServer()
-    app = (create_app(ServiceConfig(engine="file", rewrites=str(SAMPLE / "rewrites.json"), no_cache=True))
+    app = (create_app(ServiceConfig(rewriter="file", rewrites=str(SAMPLE / "rewrites.json"), no_cache=True))
            if server == "serve"
            else create_proxy_app(SearchProxy(node.url, file_rewriter(tmp_path))))
     smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -294,7 +294,7 @@ def test_a_conversation_is_ours_only_when_it_is_exactly_our_prompt(tmp_path):
         [{"role": "system", "content": THINK_SYSTEM_PROMPT_RELEASED}, user],
     ]
     with RecordingOpenAIServer() as upstream:
-        config = ServiceConfig(engine="openai", upstream=[upstream.base_url], cache=str(tmp_path / "c.sqlite"))
+        config = ServiceConfig(rewriter="openai", upstream=[upstream.base_url], cache=str(tmp_path / "c.sqlite"))
         with RunningService(config) as service:
             def chat(messages):
                 answer = httpx.post(f"{service.url}/v1/chat/completions", timeout=30,

@@ -3,8 +3,8 @@ for callers in any language.
 
 ``GET``/``POST`` ``/_search`` and ``/<index>/_search`` bodies have their text queries rewritten
 (the same stage as the Python clients); every other request, and every search the stage leaves
-alone, goes to the configured upstream unchanged — method, path, query string, headers, body — and
-its answer comes back unchanged, streamed both ways. Requests only ever go to that upstream. The
+alone, goes to the configured search node unchanged — method, path, query string, headers, body —
+and its answer comes back unchanged, streamed both ways. Requests only ever go to that node. The
 answer to a rewritten search carries ``X-Tsqr-Rewritten`` / ``X-Tsqr-Fallback`` /
 ``X-Tsqr-Dropped-Terms`` headers; its body is the engine's own.
 """
@@ -36,7 +36,7 @@ HOP_BY_HOP = {"connection", "proxy-connection", "keep-alive", "proxy-authenticat
               "trailer", "transfer-encoding", "upgrade", "host", "content-length"}
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 SEARCH_METHODS = ("GET", "POST")
-UPSTREAM_CONNECTIONS = 100  # httpx's default pool size, named for the error that says it is used up
+NODE_CONNECTIONS = 100  # httpx's default pool size, named for the error that says it is used up
 STAGE_HEADERS = ("authorization", "cookie", "x-opaque-id")  # what our own _termvectors calls carry along
 
 
@@ -74,21 +74,21 @@ def forwarded_headers(headers) -> list[tuple[str, str]]:
 class SearchProxy:
     """The proxy's request handling (a Starlette app is built around it by :func:`create_proxy_app`)."""
 
-    def __init__(self, upstream: str, rewriter: Rewriter | None, settings: StageSettings | None = None,
+    def __init__(self, search_node: str, rewriter: Rewriter | None, settings: StageSettings | None = None,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, timeout: float = 60.0,
                  read_timeout: float = 10.0) -> None:
         import httpx
 
-        url = httpx.URL(upstream)
+        url = httpx.URL(search_node)
         if url.scheme not in ("http", "https") or not url.host:
-            raise InputError(f"--upstream must be an http(s) URL like http://127.0.0.1:9200, got {upstream!r}")
-        self.upstream = url
+            raise InputError(f"--search-node must be an http(s) URL like http://127.0.0.1:9200, got {search_node!r}")
+        self.search_node = url
         self.rewriter = rewriter
         self.settings = settings or StageSettings()
         self.max_body_bytes = max_body_bytes
         self.timeout = timeout
         self.read_timeout = read_timeout  # for a _search body to arrive
-        limits = httpx.Limits(max_connections=UPSTREAM_CONNECTIONS, max_keepalive_connections=UPSTREAM_CONNECTIONS // 5)
+        limits = httpx.Limits(max_connections=NODE_CONNECTIONS, max_keepalive_connections=NODE_CONNECTIONS // 5)
         self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, limits=limits)
         # Only the client's own fields go upstream: no Accept-Encoding (so no compressed answers to a
         # client that never asked for them), User-Agent or Accept that httpx would add by itself.
@@ -96,10 +96,10 @@ class SearchProxy:
             self.client.headers.pop(name, None)
 
     def target(self, raw_path: str, query: str) -> Any:
-        """The upstream URL for a request path; only ever on the configured upstream."""
-        base = self.upstream.raw_path.decode().rstrip("/")
+        """The URL for a request path; only ever on the configured search node."""
+        base = self.search_node.raw_path.decode().rstrip("/")
         path = raw_path if raw_path.startswith("/") else "/" + raw_path
-        return self.upstream.copy_with(raw_path=(base + path + (f"?{query}" if query else "")).encode())
+        return self.search_node.copy_with(raw_path=(base + path + (f"?{query}" if query else "")).encode())
 
     async def handle(self, request):
         from starlette.responses import JSONResponse
@@ -195,10 +195,10 @@ class SearchProxy:
 
     async def _forward(self, request, content, extra_headers: dict[str, str], original: bytes | None = None,
                        decoded: bool = False, timeout: float | None = None):
-        """Send upstream and stream the answer back. For a rewritten search (``original`` given) that
+        """Send to the search node and stream the answer back. For a rewritten search (``original`` given) that
         the engine refuses for its clause count, whole (400/500) or on some shards (200 with shard
         failures), the original search goes out instead, within what is left of the same
-        --upstream-timeout. ``decoded``: ``content`` is the decoded form of a body that came with a
+        --search-node-timeout. ``decoded``: ``content`` is the decoded form of a body that came with a
         Content-Encoding."""
         import httpx
         from starlette.responses import JSONResponse
@@ -220,13 +220,13 @@ class SearchProxy:
         except BodyStalled as error:  # the node has part of a request: that connection is dropped
             return JSONResponse({"error": str(error)}, status_code=408, headers={"Connection": "close"})
         except httpx.PoolTimeout:
-            return JSONResponse({"error": f"all {UPSTREAM_CONNECTIONS} connections to {self.upstream} stayed busy "
-                                          f"for {timeout:g} s"}, status_code=503)
+            return JSONResponse({"error": f"all {NODE_CONNECTIONS} connections to the search node {self.search_node} "
+                                          f"stayed busy for {timeout:g} s"}, status_code=503)
         except httpx.TimeoutException:
-            return JSONResponse({"error": f"upstream {self.upstream} did not answer within {timeout:g} s "
-                                          "(--upstream-timeout)"}, status_code=504)
+            return JSONResponse({"error": f"search node {self.search_node} did not answer within {timeout:g} s "
+                                          "(--search-node-timeout)"}, status_code=504)
         except Exception as error:
-            return JSONResponse({"error": f"upstream {self.upstream} unreachable: {type(error).__name__}"},
+            return JSONResponse({"error": f"search node {self.search_node} unreachable: {type(error).__name__}"},
                                 status_code=502)
         head, chunks = b"", upstream.aiter_raw()
         json_answer = "json" in upstream.headers.get("content-type", "")  # not YAML, CBOR, SMILE
@@ -235,7 +235,7 @@ class SearchProxy:
                 head = await _peek(chunks, PEEK_BYTES)
             except httpx.HTTPError as error:
                 await upstream.aclose()
-                return JSONResponse({"error": f"upstream {self.upstream} broke off its answer: "
+                return JSONResponse({"error": f"search node {self.search_node} broke off its answer: "
                                               f"{type(error).__name__}"}, status_code=502)
             if _passed_clause_limit(head, upstream.status_code, upstream.headers.get("content-encoding")):
                 await upstream.aclose()
@@ -282,9 +282,9 @@ def _relay_response_class():
     from starlette.responses import StreamingResponse
 
     class RelayResponse(StreamingResponse):
-        """An upstream answer streamed back; the upstream connection is released however the relay
+        """A search node's answer streamed back; the node connection is released however the relay
         ends (a client that left, or stopped reading and was cut off, included)."""
-        upstream: Any = None
+        upstream: Any = None  # the node's httpx response
 
         async def __call__(self, scope, receive, send) -> None:
             try:

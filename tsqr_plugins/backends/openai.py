@@ -26,7 +26,7 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 # own time budget spent): retrying repeats it and delays the search waiting on it.
 RETRY_STATUS = {408, 409, 429, 503}
 START_HINT = (
-    "Start one, e.g. `tsqr serve --engine transformers --model <path>` (the shared rewrite service) or "
+    "Start one, e.g. `tsqr serve --rewriter transformers --model <path>` (the shared rewrite service) or "
     "`vllm serve TongSearch/TongSearch-QR-7B --port 8000`, or point --base-url at a running server."
 )
 

@@ -1,4 +1,4 @@
-"""`tsqr env`: versions, which extras and backends are usable here, and how to get the rest."""
+"""`tsqr env`: versions, which extras and rewriters are usable here, and how to get the rest."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from tsqr_plugins.lazy import install_hint, is_installed
 
 
 def add_parser(commands: Any) -> None:
-    parser = commands.add_parser("env", help="report versions, usable backends and servers")
+    parser = commands.add_parser("env", help="report versions, usable rewriters and servers")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--java-exports", action="store_true",
                         help="print the shell lines that give pyserini's own commands the Java this pyserini needs: "
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             detail = f"missing {', '.join(info['missing'])}: {info['install']}"
         print(f"  {extra:<13} {detail}")
-    print("backends:")
+    print("rewriters:")  # the JSON keeps the Python API's word: "backends" (tsqr_plugins.BACKENDS)
     for name, status in report["backends"].items():
         print(f"  {name:<13} {status}")
     print("servers and tools:")

@@ -1,17 +1,17 @@
-"""`tsqr eval`: BRIGHT-style evaluation of rewritten vs original queries on retrieval backends."""
+"""`tsqr eval`: BRIGHT-style evaluation of rewritten vs original queries on retrievers."""
 
 from __future__ import annotations
 
 import argparse
-import copy
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from tsqr_plugins.backends.cache import default_cache_dir
-from tsqr_plugins.cli.rewrite import add_backend_options, add_rewriter_options, build_backend, build_rewriter
+from tsqr_plugins.cli.rewrite import add_backend_options, add_rewriting_options, build_backend, build_rewriter
 from tsqr_plugins.errors import InputError
+from tsqr_plugins.settings import add_renamed
 
 
 def add_parser(commands: Any) -> None:
@@ -19,23 +19,23 @@ def add_parser(commands: Any) -> None:
         "eval",
         help="evaluate rewriting on BRIGHT or a BEIR folder (nDCG@10)",
         description=(
-            "Search each task with the original and the rewritten queries on each backend, score "
+            "Search each task with the original and the rewritten queries on each retriever, score "
             "them (nDCG@10, Recall@10/100, MAP@100, MRR@10) and write results.json, TREC runs, "
             "report.md and plot.png. `tsqr compare DIR...` renders earlier result folders as one table."
         ),
     )
     parser.add_argument("--dataset", help="sample | bright:<task>[,<task>] | bright:all | <BEIR or BRIGHT folder>")
-    parser.add_argument("--backend", default="embedded",
-                        help="retrieval backends, comma separated: embedded (default), pyserini[:bm25], "
-                        "dense:<model> (dense:minilm offline), elasticsearch[:<url>], opensearch[:<url>]")
+    add_renamed(parser, "--retriever", "--backend", default="embedded",
+                help="what searches, comma separated: embedded (default), pyserini[:bm25], "
+                "dense:<model> (dense:minilm offline), elasticsearch[:<url>], opensearch[:<url>]")
     parser.add_argument("--dense-index", choices=("flat", "hnsw", "ivf"),
-                        help="dense backends: exact inner product (flat, default) or approximate HNSW/IVF for large corpora")
+                        help="dense retrievers: exact inner product (flat, default) or approximate HNSW/IVF for large corpora")
     parser.add_argument("--rewriter", default="none",
                         help="none | file:<rewrites.json> | transformers | vllm | openai (default none)")
     parser.add_argument("--output", type=Path, help="result folder (created; an existing one needs --overwrite)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of an earlier run in --output (its runs/, results.json, report.md, plot.png)")
-    parser.add_argument("--bright-dir", type=Path, help="local copy of the BRIGHT dataset (default $TSQR_BRIGHT_DIR; else, for --backend pyserini alone, "
+    parser.add_argument("--bright-dir", type=Path, help="local copy of the BRIGHT dataset (default $TSQR_BRIGHT_DIR; else, for --retriever pyserini alone, "
                         "pyserini's own BRIGHT topics, qrels and index; else the hub)")
     parser.add_argument("--long-context", action="store_true", help="BRIGHT long documents and gold_ids_long")
     parser.add_argument("--limit", type=int, help="only the first N queries of each task")
@@ -46,7 +46,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--compare", nargs="+", type=Path, metavar="DIR", help=argparse.SUPPRESS)  # now tsqr compare
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     add_backend_options(parser)
-    add_rewriter_options(parser)
+    add_rewriting_options(parser)
     parser.add_argument("--batch-size", type=int, default=32, help="queries per rewrite batch (default 32)")
     parser.set_defaults(run=run)
 
@@ -65,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
     from tsqr_plugins.eval.datasets import load_tasks
     from tsqr_plugins.eval.runner import EvalSettings, run_eval
 
-    backends = [name.strip() for name in args.backend.split(",") if name.strip()]
+    retrievers = [name.strip() for name in args.retriever.split(",") if name.strip()]
     # pyserini's own BRIGHT topics, qrels and index serve a run on pyserini alone (they hold no texts)
-    pyserini_only = bool(backends) and all(b.partition(":")[0] == "pyserini" for b in backends)
+    pyserini_only = bool(retrievers) and all(r.partition(":")[0] == "pyserini" for r in retrievers)
     tasks = [task.limit(args.limit) for task in load_tasks(
         args.dataset, args.bright_dir, args.long_context, pyserini_resources=pyserini_only and not args.rewrite_gain)]
     rewriter, backend = _rewriter(args)
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
         gain_encoder = sentence_encoder(args.gain_model or DEFAULT_EMBEDDING_MODEL)
     settings = EvalSettings(
-        backends=backends, output=args.output, k=args.k, mode=args.mode, repeat=args.repeat,
+        retrievers=retrievers, output=args.output, k=args.k, mode=args.mode, repeat=args.repeat,
         batch_size=args.batch_size, cache_dir=args.index_cache or default_cache_dir(), progress=not args.quiet,
         rewriter_label=args.rewriter, dataset_label=args.dataset,
         extra={"gain_model": gain_encoder.model_name} if gain_encoder else {},
@@ -102,9 +102,7 @@ def run(args: argparse.Namespace) -> int:
 def _rewriter(args: argparse.Namespace):
     if args.rewriter == "none":
         return None, None
-    backend_args = copy.copy(args)
-    backend_args.backend = args.rewriter
-    backend = build_backend(backend_args, flag="--rewriter")
+    backend = build_backend(args)
     return build_rewriter(args, backend), backend
 
 

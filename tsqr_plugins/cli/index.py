@@ -20,7 +20,7 @@ def add_parser(commands: Any) -> None:
         description="Creates one index per task (<prefix>-<task>) with the shipped index template's settings, "
         "sends the documents with _bulk (retrying 429s), and checks the final count.",
     )
-    parser.add_argument("--engine", required=True, choices=ENGINES)
+    parser.add_argument("--engine", required=True, choices=ENGINES, help="the search engine the cluster runs")
     parser.add_argument("--dataset", required=True, help="sample | bright:<task>[,<task>] | bright:all | <folder>")
     parser.add_argument("--url", help="the cluster (default $TSQR_ES_URL or $TSQR_OPENSEARCH_URL)")
     parser.add_argument("--index-prefix", default="tsqr", help="indexes are named <prefix>-<task> (default tsqr)")

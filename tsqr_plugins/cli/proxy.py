@@ -6,10 +6,11 @@ import argparse
 from typing import Any
 
 from tsqr_plugins.querydsl import DEFAULT_CLAUSE_BUDGET, SCORINGS
-from tsqr_plugins.cli.rewrite import add_backend_options, add_rewriter_options, build_backend, build_rewriter
+from tsqr_plugins.cli.rewrite import add_backend_options, add_rewriting_options, build_backend, build_rewriter
 from tsqr_plugins.errors import InputError
 from tsqr_plugins.httpserver import DEFAULT_MAX_CONNECTIONS, DEFAULT_WRITE_TIMEOUT
 from tsqr_plugins.lazy import require
+from tsqr_plugins.settings import add_renamed
 
 
 def add_parser(commands: Any) -> None:
@@ -17,14 +18,15 @@ def add_parser(commands: Any) -> None:
         "proxy",
         help="rewrite _search requests on their way to Elasticsearch/OpenSearch",
         description="Rewrites the match/multi_match queries of GET/POST <index>/_search bodies and passes "
-        "every other request through unchanged, to --upstream only. Binds 127.0.0.1:9201 by default. "
-        "Point the backend at a shared `tsqr serve` with --backend openai --base-url http://127.0.0.1:8000/v1.",
+        "every other request through unchanged, to --search-node only. Binds 127.0.0.1:9201 by default. "
+        "Use a shared `tsqr serve` with --rewriter openai --base-url http://127.0.0.1:8000/v1.",
     )
-    parser.add_argument("--upstream", required=True, help="the engine's URL, e.g. http://127.0.0.1:9200")
+    add_renamed(parser, "--search-node", "--upstream", required=True,
+                help="the Elasticsearch/OpenSearch URL, e.g. http://127.0.0.1:9200")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9201, help="port (default 9201)")
-    parser.add_argument("--backend", default="openai", help="rewriting backend: openai (default), transformers, "
-                        "vllm, file:<rewrites.json>")
+    add_renamed(parser, "--rewriter", "--backend", default="openai",
+                help="openai (default), transformers, vllm, file:<rewrites.json>")
     parser.add_argument("--field", action="append", dest="fields",
                         help="rewrite text queries on this field (repeatable; default: every match/multi_match)")
     parser.add_argument("--scoring", choices=SCORINGS, default="match",
@@ -36,19 +38,19 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--rewrite-filters", action="store_true",
                         help="also rewrite text queries under bool filter/must_not, boosting negative and "
                         "constant_score (left alone by default: they exclude documents, they do not rank them)")
-    parser.add_argument("--upstream-timeout", type=float, default=60.0,
-                        help="seconds to wait for the engine (default 60); past it the answer is 504")
+    add_renamed(parser, "--search-node-timeout", "--upstream-timeout", type=float, default=60.0,
+                help="seconds to wait for the search node (default 60); past it the answer is 504")
     parser.add_argument("--read-timeout", type=float, default=10.0,
                         help="seconds a client has to send its headers and a _search body, and between the "
                         "chunks of any other body (default 10)")
     parser.add_argument("--write-timeout", type=float, default=DEFAULT_WRITE_TIMEOUT,
                         help=f"seconds a client may leave an answer unread (over 64 KiB of it) before its "
-                        f"connection, and the one to the engine, is closed (default {DEFAULT_WRITE_TIMEOUT:g})")
+                        f"connection, and the one to the search node, is closed (default {DEFAULT_WRITE_TIMEOUT:g})")
     parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
                         help=f"client connections served at once; past it, 503 (default {DEFAULT_MAX_CONNECTIONS})")
     parser.add_argument("--max-body-mb", type=float, default=10.0, help="largest _search body read (default 10)")
     add_backend_options(parser)
-    add_rewriter_options(parser)
+    add_rewriting_options(parser)
     # a search waits on the rewrite: the proxy's rewriting budget has a default
     parser.set_defaults(run=run, timeout=10.0)
 
@@ -64,18 +66,18 @@ def run(args: argparse.Namespace) -> int:
     )
     require("uvicorn", "serve", "tsqr proxy")
     rewriter = build_rewriter(args, build_backend(args))
-    for flag, value in (("--upstream-timeout", args.upstream_timeout), ("--read-timeout", args.read_timeout),
+    for flag, value in (("--search-node-timeout", args.search_node_timeout), ("--read-timeout", args.read_timeout),
                         ("--write-timeout", args.write_timeout)):
         if not value > 0:
             raise InputError(f"{flag} must be > 0 seconds, got {value}")
     if args.max_connections < 1:
         raise InputError(f"--max-connections must be >= 1, got {args.max_connections}")
-    proxy = SearchProxy(args.upstream, rewriter, settings, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-                        timeout=args.upstream_timeout, read_timeout=args.read_timeout)
+    proxy = SearchProxy(args.search_node, rewriter, settings, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                        timeout=args.search_node_timeout, read_timeout=args.read_timeout)
     from tsqr_plugins.httpserver import bind, serve
 
     listener = bind(args.host, args.port, "tsqr proxy")
-    # The upstream's Server and Date fields are relayed; uvicorn's own would duplicate them.
-    serve(create_proxy_app(proxy), listener, "tsqr proxy", f"rewriting searches for {args.upstream}", args.read_timeout,
-          args.write_timeout, args.max_connections, server_header=False, date_header=False)
+    # The search node's Server and Date fields are relayed; uvicorn's own would duplicate them.
+    serve(create_proxy_app(proxy), listener, "tsqr proxy", f"rewriting searches for {args.search_node}",
+          args.read_timeout, args.write_timeout, args.max_connections, server_header=False, date_header=False)
     return 0

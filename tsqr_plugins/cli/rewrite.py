@@ -1,4 +1,4 @@
-"""`tsqr rewrite`: rewrite a query file with any backend, resumably (through the cache)."""
+"""`tsqr rewrite`: rewrite a query file with any rewriter, resumably (through the cache)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from tsqr_plugins.errors import InputError
 from tsqr_plugins.params import PRESETS, GenerationParams
 from tsqr_plugins.prompts import DEFAULT_PROMPT_ID, PROMPTS
 from tsqr_plugins.queryfile import atomic_output, check_output, read_queries, write_jsonl
+from tsqr_plugins.settings import add_renamed
 
 
 def add_parser(commands: Any) -> None:
@@ -23,20 +24,22 @@ def add_parser(commands: Any) -> None:
         help="rewrite the queries of a file",
         description="Rewrite queries (JSONL, TSV or plain text) into JSONL. Re-running resumes from the cache.",
     )
-    parser.add_argument("--backend", required=True, help="transformers | vllm | openai | file:<rewrites.json|.jsonl>")
+    add_renamed(parser, "--rewriter", "--backend", required=True,
+                help="transformers | vllm | openai | file:<rewrites.json|.jsonl>")
     parser.add_argument("--input", required=True, type=Path, help="queries: .jsonl, .tsv or one per line")
     parser.add_argument("--output", required=True, type=Path,
                         help="JSONL rewrites, written when complete (an existing file needs --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     add_backend_options(parser)
-    add_rewriter_options(parser)
+    add_rewriting_options(parser)
     parser.add_argument("--batch-size", type=int, default=32, help="queries per rewrite batch (default 32)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.set_defaults(run=run)
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("backend")
+    """The options of the --rewriter's backend (model, server, device, cache)."""
+    group = parser.add_argument_group("rewriter")
     group.add_argument("--model", help="model path or hub id (transformers, vllm); served name (openai)")
     group.add_argument("--base-url", default=DEFAULT_BASE_URL, help=f"openai: server URL (default {DEFAULT_BASE_URL})")
     group.add_argument("--api-key", help="openai: bearer token (default $TSQR_API_KEY or $OPENAI_API_KEY)")
@@ -49,11 +52,12 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
         "--on-missing", choices=("error", "fallback"), default="error",
         help="file: a query missing from the file is an error (default) or keeps the original",
     )
-    group.add_argument("--cache", type=Path, help="rewrite cache file (default: one per backend and model in ~/.cache/tsqr)")
+    group.add_argument("--cache", type=Path, help="rewrite cache file (default: one per rewriter and model in ~/.cache/tsqr)")
     group.add_argument("--no-cache", action="store_true", help="do not read or write the rewrite cache")
 
 
-def add_rewriter_options(parser: argparse.ArgumentParser) -> None:
+def add_rewriting_options(parser: argparse.ArgumentParser) -> None:
+    """Prompt, sampling and how a rewrite is combined with its query."""
     group = parser.add_argument_group("rewriting")
     group.add_argument("--prompt", default=DEFAULT_PROMPT_ID, choices=sorted(PROMPTS), help="prompt id")
     group.add_argument("--think", action="store_true", help="the paper's think mode (--prompt tsqr-think-v1)")
@@ -70,11 +74,11 @@ def add_rewriter_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--timeout", type=float, help="time budget per batch in seconds; past it, fall back")
 
 
-def build_backend(args: argparse.Namespace, flag: str = "--backend") -> Backend:
-    """The rewriting backend ``args.backend`` names; ``flag`` is the option the user typed it with."""
-    name = args.backend.partition(":")[0]
+def build_backend(args: argparse.Namespace) -> Backend:
+    """The backend of the rewriter ``args.rewriter`` names."""
+    name = args.rewriter.partition(":")[0]
     if name in ("transformers", "vllm") and not args.model:
-        raise InputError(f"{flag} {name} needs --model <path-or-hub-id>")
+        raise InputError(f"--rewriter {name} needs --model <path-or-hub-id>")
     options: dict[str, Any] = {
         "file": {"on_missing": args.on_missing},
         "transformers": {"model": args.model, "device": args.device, "dtype": args.dtype},
@@ -91,7 +95,7 @@ def build_backend(args: argparse.Namespace, flag: str = "--backend") -> Backend:
             "max_concurrency": args.concurrency,
         },
     }.get(name, {})
-    backend = load_backend(args.backend, **options)
+    backend = load_backend(args.rewriter, **options)
     return backend if args.no_cache else with_cache(backend, args.cache)
 
 

@@ -1,4 +1,4 @@
-"""`tsqr serve`: the shared rewrite service over one engine (transformers, vllm, openai, file)."""
+"""`tsqr serve`: the shared rewrite service over one rewriter (transformers, vllm, openai, file)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
     listener = bind(config.host, config.port, "tsqr serve")  # a taken port fails now, not after the model has loaded
     app = create_app(config)
     service = app.state.service
-    serve(app, listener, "tsqr serve", f"{config.engine} {service.model_name}", config.read_timeout,
+    serve(app, listener, "tsqr serve", f"{config.rewriter} {service.model_name}", config.read_timeout,
           config.write_timeout, config.max_connections, access_log=config.access_log)
     return 0

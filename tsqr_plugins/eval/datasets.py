@@ -82,7 +82,7 @@ def load_tasks(spec: str, bright_dir: str | os.PathLike | None = None,
                long_context: bool = False, pyserini_resources: bool = False) -> list[Task]:
     """The tasks named by a dataset spec (see the module docstring). ``pyserini_resources``: BRIGHT
     tasks that would come from the hub come from pyserini's own topics, qrels and prebuilt index
-    when they can be had (for runs on the pyserini backend alone; such tasks hold no texts)."""
+    when they can be had (for runs on the pyserini retriever alone; such tasks hold no texts)."""
     if spec == "sample":
         return _bright_folder(sample_dir(), None, long_context)
     if spec.startswith("bright:"):
@@ -202,7 +202,7 @@ def _bright_from_pyserini(name: str) -> Task:
         try:
             task = _bright_hub(name, False)
         except TSQRError as error:
-            raise TSQRError(f"{error}\nOr let pyserini's own BRIGHT resources serve --backend pyserini: {missing}") from error
+            raise TSQRError(f"{error}\nOr let pyserini's own BRIGHT resources serve --retriever pyserini: {missing}") from error
         task.prebuilt_index = pyserini_name(name)
         return task
 

@@ -19,16 +19,16 @@ def task_order(names) -> list[str]:
 
 
 def table_rows(document: dict, label: str = "") -> tuple[list[str], list[list[str]]]:
-    """Tasks, then one row per (backend, variant): nDCG@10 x 100 per task and the average."""
+    """Tasks, then one row per (retriever, variant): nDCG@10 x 100 per task and the average."""
     tasks = task_order(document["tasks"])
     rows = []
-    for backend, variants in document["results"].items():
+    for retriever, variants in document["results"].items():
         for variant, per_task in variants.items():
             values = [per_task[t]["metrics"][PRIMARY] * 100 for t in tasks if t in per_task]
             cells = [f"{per_task[t]['metrics'][PRIMARY] * 100:.1f}" if t in per_task else "" for t in tasks]
             average = f"{sum(values) / len(values):.1f}" if values else ""
             queries = document["rewriter"] if variant == "rewritten" else "original"
-            rows.append([*(([label]) if label else []), backend, queries, *cells, average])
+            rows.append([*(([label]) if label else []), retriever, queries, *cells, average])
     return tasks, rows
 
 
@@ -46,7 +46,7 @@ SAMPLE_NOTE = ("The sample's queries, documents and rewrites were written by the
 
 def write_report(document: dict, output: Path) -> None:
     tasks, rows = table_rows(document)
-    header = ["backend", "queries", *[SHORT_NAMES.get(t, t) for t in tasks], "Avg"]
+    header = ["retriever", "queries", *[SHORT_NAMES.get(t, t) for t in tasks], "Avg"]
     parts = [
         f"# tsqr eval: {document['dataset']}",
         "",
@@ -72,7 +72,7 @@ def write_report(document: dict, output: Path) -> None:
 
 
 def plot(document: dict, path: Path) -> bool:
-    """Bars per task, original vs rewritten, one panel per backend. False when matplotlib is absent."""
+    """Bars per task, original vs rewritten, one panel per retriever. False when matplotlib is absent."""
     try:
         import matplotlib
 
@@ -82,11 +82,11 @@ def plot(document: dict, path: Path) -> bool:
         log.warning("matplotlib is not installed: no plot (install the eval extra: pip install -e '.[eval]' in the tsqr clone)")
         return False
     tasks = task_order(document["tasks"])
-    backends = list(document["results"])
-    figure, axes = plt.subplots(len(backends), 1, figsize=(max(6, 1.1 * len(tasks) + 2), 3.2 * len(backends)),
+    retrievers = list(document["results"])
+    figure, axes = plt.subplots(len(retrievers), 1, figsize=(max(6, 1.1 * len(tasks) + 2), 3.2 * len(retrievers)),
                                 squeeze=False)
-    for axis, backend in zip(axes[:, 0], backends):
-        variants = document["results"][backend]
+    for axis, retriever in zip(axes[:, 0], retrievers):
+        variants = document["results"][retriever]
         width = 0.8 / max(len(variants), 1)
         for n, (variant, per_task) in enumerate(variants.items()):
             values = [per_task.get(t, {}).get("metrics", {}).get(PRIMARY, 0) * 100 for t in tasks]
@@ -94,7 +94,7 @@ def plot(document: dict, path: Path) -> bool:
         axis.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))])
         axis.set_xticklabels([SHORT_NAMES.get(t, t) for t in tasks])
         axis.set_ylabel(f"{PRIMARY} x 100")
-        axis.set_title(backend)
+        axis.set_title(retriever)
         axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -121,5 +121,5 @@ def compare(folders: Sequence[Path]) -> str:
                    for b, vs in document["results"].items()}
         _, more = table_rows({**document, "results": results}, label)
         rows += more
-    header = ["run", "backend", "queries", *[SHORT_NAMES.get(t, t) for t in tasks], "Avg"]
+    header = ["run", "retriever", "queries", *[SHORT_NAMES.get(t, t) for t in tasks], "Avg"]
     return markdown_table(header, rows) + "\n"

@@ -1,4 +1,4 @@
-"""`tsqr eval`'s work: rewrite each task's queries once, search every backend with the original and
+"""`tsqr eval`'s work: rewrite each task's queries once, search every retriever with the original and
 the rewritten queries, score, and write results.json, TREC runs, report.md and a plot."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EvalSettings:
-    backends: Sequence[str]
+    retrievers: Sequence[str]  # make_retriever specs: embedded, pyserini:bm25, elasticsearch:<url> ...
     output: Path
     k: int = 1000
     mode: str = "replace"  # the paper scores the rewrite alone
@@ -36,22 +36,22 @@ class EvalSettings:
     rewriter_label: str = "none"
     dataset_label: str = ""
     extra: dict = field(default_factory=dict)
-    retriever_options: dict = field(default_factory=dict)  # e.g. index_type; one no backend takes is refused
+    retriever_options: dict = field(default_factory=dict)  # e.g. index_type; one no retriever takes is refused
 
 
 def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter | None = None,
              gain_encoder: Callable | None = None) -> dict:
     if settings.k < 10:
         raise InputError(f"--k must be at least 10 (nDCG@10 needs ten results), got {settings.k}")
-    check_retriever_options(settings.backends, settings.retriever_options)
+    check_retriever_options(settings.retrievers, settings.retriever_options)
     textless = next((task for task in tasks if not task.has_texts), None)
-    needs_texts = [b for b in settings.backends if b.partition(":")[0] != "pyserini"]
+    needs_texts = [r for r in settings.retrievers if r.partition(":")[0] != "pyserini"]
     if textless is not None and (needs_texts or gain_encoder is not None):
         raise InputError(f"task {textless.name} comes from {textless.source}'s resources, which hold no document texts; "
                          f"{', '.join(needs_texts) or 'the rewrite gain'} needs them: load BRIGHT itself (--bright-dir)")
     output = Path(settings.output)
     (output / "runs").mkdir(parents=True, exist_ok=True)
-    results: dict = {backend: {} for backend in settings.backends}
+    results: dict = {spec: {} for spec in settings.retrievers}
     task_info, gains = {}, {}
     for task in tasks:
         rewrites = _rewrite(task, rewriter, settings) if rewriter else None
@@ -62,18 +62,18 @@ def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter |
         variants = {ORIGINAL: list(task.queries)}
         if rewrites:
             variants[REWRITTEN] = [r.combined_text(settings.mode, settings.repeat) for r in rewrites]
-        for backend in settings.backends:
-            retriever = make_retriever(backend, settings.cache_dir, settings.progress, **settings.retriever_options)
+        for spec in settings.retrievers:
+            retriever = make_retriever(spec, settings.cache_dir, settings.progress, **settings.retriever_options)
             retriever.index(task.doc_ids, task.documents, task=task.name, prebuilt=task.prebuilt_index)
             for variant, texts in variants.items():
-                run = _search(retriever, task, texts, settings, f"{backend} {variant} {task.name}")
+                run = _search(retriever, task, texts, settings, f"{spec} {variant} {task.name}")
                 means, per_query = evaluate(task.qrels, run)
-                results[backend].setdefault(variant, {})[task.name] = {"metrics": means, "per_query": per_query}
+                results[spec].setdefault(variant, {})[task.name] = {"metrics": means, "per_query": per_query}
                 if trec_ok:
-                    _write_trec(output / "runs" / f"{_safe(backend)}.{variant}.{task.name}.trec", run,
-                                f"tsqr-{_safe(backend)}-{variant}")
+                    _write_trec(output / "runs" / f"{_safe(spec)}.{variant}.{task.name}.trec", run,
+                                f"tsqr-{_safe(spec)}-{variant}")
         if rewrites and gain_encoder is not None:
-            gains[task.name] = _gains(task, rewrites, gain_encoder, results, settings.backends)
+            gains[task.name] = _gains(task, rewrites, gain_encoder, results, settings.retrievers)
     document = {
         "tsqr_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -125,7 +125,7 @@ def _search(retriever, task: Task, texts: list[str], settings: EvalSettings, lab
     return run
 
 
-def _gains(task: Task, rewrites, encoder, results, backends) -> dict:
+def _gains(task: Task, rewrites, encoder, results, retrievers) -> dict:
     from ..gain import embedding_gain
 
     known = task.doc_positions
@@ -142,10 +142,10 @@ def _gains(task: Task, rewrites, encoder, results, backends) -> dict:
     for i, gain in zip(judged, values):
         qid = task.query_ids[i]
         entry = {"gain": gain}
-        for backend in backends:
-            before = results[backend][ORIGINAL][task.name]["per_query"][qid][PRIMARY]
-            after = results[backend][REWRITTEN][task.name]["per_query"][qid][PRIMARY]
-            entry[f"{PRIMARY} change ({backend})"] = after - before
+        for spec in retrievers:
+            before = results[spec][ORIGINAL][task.name]["per_query"][qid][PRIMARY]
+            after = results[spec][REWRITTEN][task.name]["per_query"][qid][PRIMARY]
+            entry[f"{PRIMARY} change ({spec})"] = after - before
         per_query[qid] = entry
     mean = sum(values) / len(values) if values else 0.0
     return {"mean": mean, "per_query": per_query}

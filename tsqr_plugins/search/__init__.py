@@ -1,4 +1,4 @@
-"""Retrieval backends for evaluation, one module each, resolved on use.
+"""Retrievers for evaluation (`tsqr eval --retriever`), one module each, resolved on use.
 
 A retriever indexes one task's corpus and answers batches of queries with ranked ``Hit`` lists,
 honouring per-query exclusions (BRIGHT's ``excluded_ids``).
@@ -31,8 +31,8 @@ class Retriever(ABC):
     def index(self, doc_ids: Sequence[str], texts: Sequence[str], task: str | None = None,
               prebuilt: str | None = None) -> None:
         """Make the corpus searchable (from a cache when it was indexed before); ``task`` names
-        the BRIGHT task, for backends whose queries carry task instructions; ``prebuilt`` names an
-        index of exactly this corpus that a backend may have ready-made (pyserini's ``bright-*``)."""
+        the BRIGHT task, for retrievers whose queries carry task instructions; ``prebuilt`` names an
+        index of exactly this corpus that a retriever may have ready-made (pyserini's ``bright-*``)."""
 
     @abstractmethod
     def search_batch(self, queries: Sequence[str], k: int,
@@ -44,7 +44,7 @@ def retriever_class(spec: str) -> type[Retriever]:
     name = spec.partition(":")[0]
     target = RETRIEVERS.get(name)
     if target is None:
-        raise InputError(f"unknown retrieval backend {spec!r}; valid: {', '.join(sorted(RETRIEVERS))}")
+        raise InputError(f"unknown retriever {spec!r}; valid: {', '.join(sorted(RETRIEVERS))}")
     module_name, _, class_name = target.partition(":")
     return getattr(importlib.import_module(module_name), class_name)
 
@@ -54,17 +54,17 @@ OPTION_FLAGS = {"index_type": "--dense-index"}
 
 
 def check_retriever_options(specs: Sequence[str], options: dict) -> None:
-    """Every option given (not None) is taken by one of the backends ``specs`` names; one that none
+    """Every option given (not None) is taken by one of the retrievers ``specs`` names; one that none
     takes is refused, never dropped."""
     for key, value in options.items():
         if value is not None and not any(key in inspect.signature(retriever_class(s)).parameters for s in specs):
             takers = sorted(name for name in RETRIEVERS if key in inspect.signature(retriever_class(name)).parameters)
-            raise InputError(f"{OPTION_FLAGS.get(key, key)} applies to the {', '.join(takers) or 'no'} backend(s), "
-                             f"not to --backend {','.join(specs)}")
+            raise InputError(f"{OPTION_FLAGS.get(key, key)} applies to the {', '.join(takers) or 'no'} retriever(s), "
+                             f"not to --retriever {','.join(specs)}")
 
 
 def make_retriever(spec: str, cache_dir: Path | None = None, progress: bool = False, **options) -> Retriever:
-    """The backend ``name[:argument]``; of ``options`` (checked with ``check_retriever_options``),
+    """The retriever ``name[:argument]``; of ``options`` (checked with ``check_retriever_options``),
     those its constructor takes."""
     cls = retriever_class(spec)
     accepted = inspect.signature(cls).parameters
@@ -73,7 +73,7 @@ def make_retriever(spec: str, cache_dir: Path | None = None, progress: bool = Fa
 
 
 def top_k_excluding(ranked: Iterable[Hit], k: int, excluded: Iterable[str] | None) -> list[Hit]:
-    """The first ``k`` hits not in ``excluded`` (backends that cannot filter at the source)."""
+    """The first ``k`` hits not in ``excluded`` (retrievers that cannot filter at the source)."""
     skip = set(excluded or ())
     kept = []
     for hit in ranked:

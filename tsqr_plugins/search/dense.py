@@ -95,8 +95,8 @@ class DenseRetriever(Retriever):
             raise InputError(f"dense index must be one of {', '.join(INDEX_TYPES)}, got {index_type!r}")
         self.index_type = index_type
         if not argument:
-            raise InputError("the dense backend needs a model: dense:<path-or-hub-id> (dense:minilm works offline)")
-        require("sentence_transformers", "train", "the dense eval backend")
+            raise InputError("the dense retriever needs a model: dense:<path-or-hub-id> (dense:minilm works offline)")
+        require("sentence_transformers", "train", "the dense eval retriever")
         self.model_name = argument
         self.cache_dir = Path(cache_dir) / "embeddings" if cache_dir else None
         self.progress = progress

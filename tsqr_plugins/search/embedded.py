@@ -16,7 +16,7 @@ class EmbeddedBM25(Retriever):
     def __init__(self, argument: str | None = None, cache_dir: Path | None = None, progress: bool = False,
                  k1: float = K1, b: float = B):
         if argument:
-            raise InputError(f"the embedded backend takes no argument (got {argument!r})")
+            raise InputError(f"the embedded retriever takes no argument (got {argument!r})")
         self.cache_dir = Path(cache_dir) / "indexes" if cache_dir else None
         self.progress = progress
         self.k1, self.b = k1, b

@@ -28,7 +28,7 @@ class _EngineBM25(Retriever):
     def __init__(self, argument: str | None = None, cache_dir: Path | None = None, progress: bool = False):
         url = argument or os.environ.get(self.URL_VARIABLE)
         if not url:
-            raise InputError(f"the {self.NAME} backend needs a URL: --backend {self.NAME}:http://host:9200 "
+            raise InputError(f"the {self.NAME} retriever needs a URL: --retriever {self.NAME}:http://host:9200 "
                              f"or ${self.URL_VARIABLE}")
         self.progress = progress
         self.indexer = BulkIndexer(url)

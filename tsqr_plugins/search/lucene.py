@@ -33,8 +33,8 @@ class PyseriniBM25(Retriever):
 
     def __init__(self, argument: str | None = None, cache_dir: Path | None = None, progress: bool = False):
         if argument not in (None, "bm25q", "bm25"):
-            raise InputError(f"the pyserini backend takes bm25q (default) or bm25, got {argument!r}")
-        require("pyserini", "pyserini", "the pyserini eval backend")
+            raise InputError(f"the pyserini retriever takes bm25q (default) or bm25, got {argument!r}")
+        require("pyserini", "pyserini", "the pyserini eval retriever")
         self.scoring = argument or "bm25q"
         self.cache_dir = Path(cache_dir) / "indexes" if cache_dir else Path(tempfile.mkdtemp(prefix="tsqr-lucene-"))
         self.progress = progress

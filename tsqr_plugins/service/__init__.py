@@ -5,7 +5,10 @@ from tsqr_plugins.service.config import ServiceConfig
 __all__ = ["ServiceConfig", "create_app"]
 
 
-def create_app(config, engine=None):
+def create_app(config, backend=None, *, engine=None):
+    """The service's Starlette application over ``backend`` (default: the one ``config.rewriter``
+    names). ``engine`` is the old name of ``backend``, kept for one release."""
     from tsqr_plugins.service.app import create_app as build
+    from tsqr_plugins.settings import renamed_keyword
 
-    return build(config, engine)
+    return build(config, renamed_keyword("create_app", "backend", backend, "engine", engine))

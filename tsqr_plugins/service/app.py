@@ -1,5 +1,5 @@
 """The shared rewrite service: `/v1/rewrite`, an OpenAI-compatible `/v1/chat/completions`,
-`/health`, `/metrics` and `/v1/models`, over one engine with micro-batching and the cache."""
+`/health`, `/metrics` and `/v1/models`, over one rewriter backend with micro-batching and the cache."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ REWRITE_MODEL = "tsqr-rewrite"
 MAX_REPEAT = 20  # query2doc uses 5
 MAX_ANSWER_CHARS = 8_000_000  # what mode concat may echo back in one answer
 # How long a cache write waits for another process's write before it is skipped (the rewrite is
-# still answered): an engine slot is held meanwhile.
+# still answered): a rewriter slot is held meanwhile.
 CACHE_BUSY_TIMEOUT = 5.0
 CLIENT_CLOSED = 499  # nginx's status for a client gone before its answer; only ever in /metrics
 CHAT_SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "stop", "seed")
@@ -55,12 +55,13 @@ class HTTPProblem(Exception):
         self.headers = headers or {}
 
 
-def build_engine(config: ServiceConfig) -> Backend:
-    if config.engine == "file":
+def build_backend(config: ServiceConfig) -> Backend:
+    """The backend of the rewriter ``config`` names."""
+    if config.rewriter == "file":
         return load_backend(f"file:{config.rewrites}", on_missing="fallback")
-    if config.engine == "transformers":
+    if config.rewriter == "transformers":
         return load_backend("transformers", model=config.model, device=config.device, dtype=config.dtype)
-    if config.engine == "vllm":  # the async engine: concurrent batches interleave in vLLM's continuous batching
+    if config.rewriter == "vllm":  # the async engine: concurrent batches interleave in vLLM's continuous batching
         return load_backend("vllm-async", model=config.model, dtype=config.dtype, max_model_len=config.max_model_len,
                             gpu_memory_utilization=config.gpu_memory_utilization)
     # The service's own key (TSQR_API_KEY) guards the service; an upstream gets its own, never that one.
@@ -75,31 +76,31 @@ def build_engine(config: ServiceConfig) -> Backend:
 class RewriteService:
     """The request handling, independent of the HTTP framework."""
 
-    def __init__(self, config: ServiceConfig, engine: Backend) -> None:
+    def __init__(self, config: ServiceConfig, backend: Backend) -> None:
         self.config = config
-        self.engine = engine
+        self.backend = backend
         self.metrics = Metrics()
-        self.identity = engine.cache_identity()
+        self.identity = backend.cache_identity()
         self.cache = None
-        if not config.no_cache and engine.CACHEABLE:
+        if not config.no_cache and backend.CACHEABLE:
             from tsqr_plugins.backends.cache import default_cache_path
 
-            self.cache = RewriteCache(config.cache or default_cache_path(engine), self.identity,
+            self.cache = RewriteCache(config.cache or default_cache_path(backend), self.identity,
                                       timeout=CACHE_BUSY_TIMEOUT)
         self.batcher = MicroBatcher(
-            engine, self.cache, self.metrics, config.max_batch_size, config.max_wait_ms / 1000,
+            backend, self.cache, self.metrics, config.max_batch_size, config.max_wait_ms / 1000,
             config.max_queue, config.concurrent_batches,
         )
         self._cache_readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tsqr-cache")
         self._chat_workers = ThreadPoolExecutor(max_workers=config.concurrent_batches, thread_name_prefix="tsqr-chat")
-        self._chats = 0  # conversations waiting for or running on the engine
+        self._chats = 0  # conversations waiting for or running on the rewriter
         self.default_params = GenerationParams.preset(config.preset)
         # an OpenAI-compatible upstream's own model name (its model_id also holds the URL)
-        upstream_model = getattr(engine, "model", None)
-        named = config.model or (upstream_model if isinstance(upstream_model, str) else engine.model_id)
+        upstream_model = getattr(backend, "model", None)
+        named = config.model or (upstream_model if isinstance(upstream_model, str) else backend.model_id)
         self.model_name = config.served_model_name or named.rstrip("/").split("/")[-1]
         # what a chat request's "model" may say: the served name, or the model as configured
-        self.model_names = {self.model_name, REWRITE_MODEL, engine.model_id} | ({config.model} if config.model else set())
+        self.model_names = {self.model_name, REWRITE_MODEL, backend.model_id} | ({config.model} if config.model else set())
 
     # ---- /v1/rewrite
     async def rewrite(self, body: Any) -> dict[str, Any]:
@@ -171,7 +172,7 @@ class RewriteService:
         return queries, mode, repeat, prompt, params, strict, budget
 
     def _check_context(self, params) -> None:
-        context = getattr(self.engine, "context_length", None)
+        context = getattr(self.backend, "context_length", None)
         if isinstance(context, int) and params.max_tokens >= context:
             raise HTTPProblem(400, f"max_tokens {params.max_tokens} leaves no room for the prompt in the model's "
                                    f"context of {context} tokens")
@@ -223,9 +224,9 @@ class RewriteService:
         """The answer for one query: ``finish`` (what every surface does with a completion), and
         its texts for ``mode``."""
         if isinstance(completion.error, InputError):
-            # For the library an InputError is the caller's mistake and raises; here the engine's
+            # For the library an InputError is the caller's mistake and raises; here the rewriter's
             # refusal (a prompt leaving no room in the context, say) is one more failure of the
-            # rewrite: the service falls back, as it does for any engine failure, unless strict.
+            # rewrite: the service falls back, as it does for any rewriter failure, unless strict.
             completion = Completion.failed(BackendError(str(completion.error)))
         try:
             rewrite = finish(query, replace(completion, cached=cached), prompt, self.model_name, strict)
@@ -269,9 +270,9 @@ class RewriteService:
             completion = await self._chat_direct(messages, params)
         if completion.error is not None:
             status = 504 if isinstance(completion.error, BackendTimeout) else 502
-            raise HTTPProblem(status, f"the engine failed: {completion.error}")
+            raise HTTPProblem(status, f"the rewriter failed: {completion.error}")
         if not is_unicode_text(completion.text or ""):
-            raise HTTPProblem(502, "the engine's output is not text (it holds a lone surrogate)")
+            raise HTTPProblem(502, "the rewriter's output is not text (it holds a lone surrogate)")
         return chat_completion(self.model_name, completion.text, completion.finish_reason or "stop")
 
     def _check_conversation(self, messages: list[dict[str, str]]) -> None:
@@ -288,7 +289,7 @@ class RewriteService:
 
     async def _chat_rewrite(self, messages: list[dict[str, str]]) -> dict[str, Any]:
         """Model ``tsqr-rewrite``: the last user message is a query, the answer its rewrite
-        (fail-open: the query itself when rewriting fails), whatever the engine. Elasticsearch's
+        (fail-open: the query itself when rewriting fails), whatever the rewriter. Elasticsearch's
         ``PUT _inference/completion/<id>`` checks the endpoint with such a call ("how big")."""
         users = [m["content"] for m in messages if m["role"] == "user" and m["content"].strip()]
         if not users:
@@ -298,14 +299,14 @@ class RewriteService:
 
     def _as_rewrite(self, messages: list[dict[str, str]]):
         """(query, prompt) for a conversation that is exactly one of our prompts, which may share
-        the rewrite cache; (None, None) for any other, which goes to the engine as sent."""
+        the rewrite cache; (None, None) for any other, which goes to the rewriter as sent."""
         matched = match_conversation(messages)
         return matched if matched is not None else (None, None)
 
     async def _chat_direct(self, messages, params) -> Completion:
-        """A conversation that is not ours goes to the engine as it is, within the same bounds as
+        """A conversation that is not ours goes to the rewriter as it is, within the same bounds as
         rewrites: queued behind ``concurrent_batches`` others (429 past ``max_queue``), and given up
-        at the time budget, when the engine stops too (transformers ends generation, openai closes
+        at the time budget, when the rewriter stops too (transformers ends generation, openai closes
         its request, vLLM aborts it) instead of generating for nobody."""
         if self._chats + self.batcher.depth >= self.config.max_queue:
             raise HTTPProblem(429, f"the service is busy: {self._chats} conversations and {self.batcher.depth} "
@@ -332,11 +333,13 @@ class RewriteService:
     def _chat_in_time(self, messages, params) -> list[Completion]:
         if deadline.expired():  # waited its whole budget for a worker: its client has its answer already
             return [Completion.failed(BackendTimeout("the time budget was spent waiting"))]
-        return self.engine.chat([messages], params)
+        return self.backend.chat([messages], params)
 
     def health(self) -> dict[str, Any]:
-        answer = {"status": "ok", "engine": self.config.engine, "model": self.model_name, "queue_depth": self.batcher.depth}
-        states = getattr(self.engine, "states", None)
+        # "engine": the old name of "rewriter", kept for one release
+        answer = {"status": "ok", "rewriter": self.config.rewriter, "engine": self.config.rewriter,
+                  "model": self.model_name, "queue_depth": self.batcher.depth}
+        states = getattr(self.backend, "states", None)
         if callable(states):  # several upstreams: each one's health and load
             answer["upstreams"] = states()
             if not any(state["healthy"] for state in answer["upstreams"]):
@@ -378,15 +381,15 @@ def text_content(content: Any) -> Any:
     return content
 
 
-def create_app(config: ServiceConfig, engine: Backend | None = None):
-    """The Starlette application. ``engine`` defaults to the one the config describes."""
+def create_app(config: ServiceConfig, backend: Backend | None = None):
+    """The Starlette application. ``backend`` defaults to the one the config's rewriter names."""
     require("starlette", "serve", "tsqr serve")  # a clear error naming the extra when it is missing
     from starlette.applications import Starlette
     from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route
 
-    service = RewriteService(config, engine if engine is not None else build_engine(config))
+    service = RewriteService(config, backend if backend is not None else build_backend(config))
 
     @asynccontextmanager
     async def lifespan(app):
@@ -397,7 +400,7 @@ def create_app(config: ServiceConfig, engine: Backend | None = None):
         service._chat_workers.shutdown(wait=True)
         if service.cache is not None:
             service.cache.close()
-        service.engine.close()
+        service.backend.close()
 
     def authorized(request: Request) -> bool:
         if not config.api_key:

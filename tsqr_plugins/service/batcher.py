@@ -1,4 +1,4 @@
-"""Micro-batching: concurrent requests are gathered into engine batches, identical in-flight
+"""Micro-batching: concurrent requests are gathered into rewriter batches, identical in-flight
 queries share one generation, and finished completions go into the rewrite cache."""
 
 from __future__ import annotations
@@ -186,8 +186,8 @@ class MicroBatcher:
             completions = one_per_query(self.backend.generate([item.query for item in items], prompt, params),
                                         len(items), self.backend.NAME)
         except Exception as error:
-            logger.warning("engine batch of %d failed: %s", len(items), error)
-            self.metrics.count("engine_errors")
+            logger.warning("rewriter batch of %d failed: %s", len(items), error)
+            self.metrics.count("rewriter_errors")
             return [Completion.failed(error)] * len(items)
         if self.cache is not None:
             params_key = params.key()

@@ -4,27 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import Any
 
 from tsqr_plugins.errors import InputError
 from tsqr_plugins.httpserver import DEFAULT_MAX_CONNECTIONS, DEFAULT_WRITE_TIMEOUT
-from tsqr_plugins.settings import setting
+from tsqr_plugins.settings import current_names, renamed_keyword, setting
 from tsqr_plugins.textfile import read_text
 
-ENGINES = ("transformers", "vllm", "openai", "file")
+REWRITERS = ("transformers", "vllm", "openai", "file")
 
 
 @dataclass
 class ServiceConfig:
     """Every setting of ``tsqr serve``, declared once: the flags (``cli/serve.py``), the YAML file
-    (``--config``, dashes or underscores) and the Python API read these fields."""
+    (``--config``, dashes or underscores) and the Python API read these fields. ``engine`` is the
+    old name of ``rewriter``, kept for one release with a warning."""
 
-    engine: str = setting("file", help="the model engine", choices=ENGINES)
+    rewriter: str | None = setting(None, help="what produces the rewrites", choices=REWRITERS, default_text="file",
+                                   aliases=("engine",))
     model: str | None = setting(None, help="transformers/vllm: path or hub id; openai: model name upstream")
-    rewrites: str | None = setting(None, help="file engine: published rewrites (.json or .jsonl)")
-    upstream: list[str] = setting(default_factory=list, help="openai engine: base URL of a `vllm serve` (…/v1), "
+    rewrites: str | None = setting(None, help="file rewriter: published rewrites (.json or .jsonl)")
+    upstream: list[str] = setting(default_factory=list, help="openai rewriter: base URL of a `vllm serve` (…/v1), "
                                   "one per replica")
     upstream_strategy: str = setting("least-busy", help="several upstreams: how batches are spread",
                                      choices=("least-busy", "round-robin"))
@@ -33,18 +35,19 @@ class ServiceConfig:
     host: str = setting("127.0.0.1", help="bind address")
     port: int = setting(8000, help="port")
     api_key: str | None = setting(None, help="require this bearer token", default_text="$TSQR_API_KEY; none if unset")
-    upstream_api_key: str | None = setting(None, help="openai engine: the bearer token the model server(s) want "
+    upstream_api_key: str | None = setting(None, help="openai rewriter: the bearer token the model server(s) want "
                                            "(never the service's own key)",
                                            default_text="$TSQR_UPSTREAM_API_KEY; none if unset")
     prompt: str = setting("tsqr-v1", help="prompt id")
     preset: str = setting("paper", help="sampling preset")
-    cache: str | None = setting(None, help="SQLite rewrite cache", default_text="one per engine and model")
+    cache: str | None = setting(None, help="SQLite rewrite cache", default_text="one per rewriter and model")
     no_cache: bool = setting(False, help="no rewrite cache")
-    max_batch_size: int = setting(32, help="queries per engine batch")
+    max_batch_size: int = setting(32, help="queries per rewriter batch")
     max_wait_ms: float = setting(0.0, help="extra wait for a batch to fill, in ms",
-                                 default_text="0: batches form while the engine is busy")
+                                 default_text="0: batches form while the rewriter is busy")
     max_queue: int = setting(1024, help="queued queries before 429")
-    concurrent_batches: int | None = setting(None, help="engine batches in flight", default_text="1; openai 8; vllm 4")
+    concurrent_batches: int | None = setting(None, help="rewriter batches in flight",
+                                             default_text="1; openai 8; vllm 4")
     timeout: float = setting(30.0, help="per-request time budget in seconds")
     max_queries_per_request: int = setting(256, help="queries (or chat messages) in one request before 413")
     max_query_chars: int = setting(32_000, help="characters of one query (or conversation) before 413")
@@ -58,16 +61,20 @@ class ServiceConfig:
     dtype: str = setting("auto", help="transformers/vllm")
     max_model_len: int = setting(16000, help="vllm")
     gpu_memory_utilization: float = setting(0.6, help="vllm")
+    engine: InitVar[str | None] = None  # the old name of rewriter
 
-    def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise InputError(f"unknown engine {self.engine!r}; choose one of {list(ENGINES)}")
-        if self.engine in ("transformers", "vllm") and not self.model:
-            raise InputError(f"--engine {self.engine} needs --model <path-or-hub-id>")
-        if self.engine == "file" and not self.rewrites:
-            raise InputError("--engine file needs --rewrites <published.json>")
-        if self.engine == "openai" and not self.upstream:
-            raise InputError("--engine openai needs --upstream http://127.0.0.1:8001/v1")
+    def __post_init__(self, engine: str | None) -> None:
+        self.rewriter = renamed_keyword("ServiceConfig", "rewriter", self.rewriter, "engine", engine, stacklevel=4)
+        if self.rewriter is None:
+            self.rewriter = "file"
+        if self.rewriter not in REWRITERS:
+            raise InputError(f"unknown rewriter {self.rewriter!r}; choose one of {list(REWRITERS)}")
+        if self.rewriter in ("transformers", "vllm") and not self.model:
+            raise InputError(f"--rewriter {self.rewriter} needs --model <path-or-hub-id>")
+        if self.rewriter == "file" and not self.rewrites:
+            raise InputError("--rewriter file needs --rewrites <published.json>")
+        if self.rewriter == "openai" and not self.upstream:
+            raise InputError("--rewriter openai needs --upstream http://127.0.0.1:8001/v1")
         if self.upstream_strategy not in ("least-busy", "round-robin"):
             raise InputError(f"--upstream-strategy must be least-busy or round-robin, got {self.upstream_strategy!r}")
         if self.api_key is None:
@@ -76,17 +83,19 @@ class ServiceConfig:
             self.upstream_api_key = os.environ.get("TSQR_UPSTREAM_API_KEY") or None
         if self.concurrent_batches is None:
             # openai: HTTP requests in flight; vllm: the async engine interleaves concurrent batches.
-            self.concurrent_batches = {"openai": 8, "vllm": 4}.get(self.engine, 1)
+            self.concurrent_batches = {"openai": 8, "vllm": 4}.get(self.rewriter, 1)
         for name in ("read_timeout", "write_timeout"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
-        for name in ("max_connections", "max_batch_size", "max_queue", "max_queries_per_request", "max_query_chars", "concurrent_batches"):
+        for name in ("max_connections", "max_batch_size", "max_queue", "max_queries_per_request", "max_query_chars",
+                     "concurrent_batches"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> ServiceConfig:
-        """Settings from a YAML file (optional), then ``overrides`` that are not None."""
+        """Settings from a YAML file (optional), then ``overrides`` that are not None. A file's old
+        names (``engine``) are read as the new ones, with a logged warning."""
         values: dict[str, Any] = {}
         if path is not None:
             import yaml
@@ -97,10 +106,12 @@ class ServiceConfig:
                 raise InputError(f"cannot read service config {path}: {error}") from error
             if not isinstance(loaded, dict):
                 raise InputError(f"service config {path} must be a YAML mapping")
-            values.update({key.replace("-", "_"): value for key, value in loaded.items()})
+            values.update(current_names(cls, {key.replace("-", "_"): value for key, value in loaded.items()},
+                                        f"service config {path}"))
         values.update({key: value for key, value in overrides.items() if value is not None})
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        old = {name for f in dataclasses.fields(cls) for name in f.metadata.get("aliases", ())}  # keywords, warned
+        unknown = sorted(set(values) - known - old)
         if unknown:
             raise InputError(f"unknown service settings {unknown}; known: {sorted(known)}")
         if isinstance(values.get("upstream"), str):

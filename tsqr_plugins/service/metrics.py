@@ -7,6 +7,8 @@ from collections import defaultdict
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Counters also rendered under their old name for one release: old name -> counter.
+OLD_COUNTER_NAMES = {"engine_errors": "rewriter_errors"}
 
 
 class Histogram:
@@ -39,7 +41,7 @@ class Metrics:
         self.latency: dict[str, Histogram] = {}
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.counters = {"cache_hits": 0, "cache_misses": 0, "fallbacks": 0, "strict_failures": 0, "coalesced": 0,
-                         "engine_errors": 0, "cache_errors": 0, "expired": 0}
+                         "rewriter_errors": 0, "cache_errors": 0, "expired": 0}
         self.queue_depth = 0
 
     def count(self, name: str, amount: int = 1) -> None:
@@ -62,10 +64,13 @@ class Metrics:
             lines += ["# HELP tsqr_request_seconds Request latency.", "# TYPE tsqr_request_seconds histogram"]
             for endpoint, histogram in sorted(self.latency.items()):
                 lines += histogram.lines("tsqr_request_seconds", f'endpoint="{endpoint}"')
-            lines += ["# HELP tsqr_batch_size Queries per engine batch.", "# TYPE tsqr_batch_size histogram"]
+            lines += ["# HELP tsqr_batch_size Queries per rewriter batch.", "# TYPE tsqr_batch_size histogram"]
             lines += self.batch_size.lines("tsqr_batch_size")
             for name, value in self.counters.items():
                 lines += [f"# TYPE tsqr_{name}_total counter", f"tsqr_{name}_total {value}"]
-            lines += ["# HELP tsqr_queue_depth Queries waiting for the engine.", "# TYPE tsqr_queue_depth gauge",
+            for old, name in OLD_COUNTER_NAMES.items():
+                lines += [f"# HELP tsqr_{old}_total Deprecated: tsqr_{name}_total (this name goes in the next "
+                          "release).", f"# TYPE tsqr_{old}_total counter", f"tsqr_{old}_total {self.counters[name]}"]
+            lines += ["# HELP tsqr_queue_depth Queries waiting for the rewriter.", "# TYPE tsqr_queue_depth gauge",
                       f"tsqr_queue_depth {self.queue_depth}"]
         return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ import threading
 import time
 
 from tsqr_plugins.service import ServiceConfig, create_app
+from tsqr_plugins.settings import renamed_keyword
 
 
 def free_port() -> int:
@@ -50,12 +51,14 @@ class RunningApp:
 
 
 class RunningService(RunningApp):
-    """``with RunningService(config, engine) as service: httpx.post(service.url + "/v1/rewrite", …)``"""
+    """``with RunningService(config, backend) as service: httpx.post(service.url + "/v1/rewrite", …)``;
+    ``engine`` is the old name of ``backend``, kept for one release."""
 
-    def __init__(self, config: ServiceConfig, engine=None) -> None:
+    def __init__(self, config: ServiceConfig, backend=None, *, engine=None) -> None:
+        backend = renamed_keyword("RunningService", "backend", backend, "engine", engine)
         config.host, config.port = "127.0.0.1", free_port()
         self.config = config
-        super().__init__(create_app(config, engine), config.port, read_timeout=config.read_timeout,
+        super().__init__(create_app(config, backend), config.port, read_timeout=config.read_timeout,
                          write_timeout=config.write_timeout, max_connections=config.max_connections)
 
     @property

@@ -1,7 +1,7 @@
 """GRPO (the paper's recipe) and the SFT baseline on TRL, from a recipe file.
 
 The trained checkpoint is a plain transformers model + tokenizer with the chat template, so every
-rewriter backend loads it (``--backend transformers --model <output_dir>``, ``vllm``, ``tsqr serve``).
+rewriter backend loads it (``--rewriter transformers --model <output_dir>``, ``vllm``, ``tsqr serve``).
 """
 
 from __future__ import annotations
