@@ -34,3 +34,23 @@ def test_flags_parse_into_a_service_config():
     assert config.upstream == ["http://a:1/v1", "http://b:1/v1"] and config.max_wait_ms == 2.5
     assert config.no_cache is True and config.max_body_bytes == 1024 and config.port == 8000
     assert config.rewriter == "openai"
+
+
+def test_model_options_default_to_what_the_backends_themselves_default_to():
+    """One source for a local model's defaults: the flags of tsqr rewrite/proxy/eval and tsqr serve's
+    settings come from ModelOptions, whose defaults are the backend classes' own."""
+    import dataclasses
+    import inspect
+
+    from tsqr_plugins.backends.options import ModelOptions
+    from tsqr_plugins.backends.transformers import TransformersBackend
+    from tsqr_plugins.backends.vllm import AsyncVLLMBackend, VLLMBackend
+    from tsqr_plugins.service import ServiceConfig
+
+    defaults = {field.name: field.default for field in dataclasses.fields(ModelOptions)}
+    for backend in (TransformersBackend, VLLMBackend, AsyncVLLMBackend):
+        for name, parameter in inspect.signature(backend.__init__).parameters.items():
+            if name in defaults and name != "model":
+                assert parameter.default == defaults[name], (backend.__name__, name)
+    service = {field.name: field.default for field in dataclasses.fields(ServiceConfig)}
+    assert all(service[name] == value for name, value in defaults.items())

@@ -9,13 +9,14 @@ from typing import Any
 
 from tsqr_plugins.backends import Backend, load_backend, with_cache
 from tsqr_plugins.backends.openai import DEFAULT_BASE_URL
+from tsqr_plugins.backends.options import LOCAL, ModelOptions, local_backend
 from tsqr_plugins.combine import DEFAULT_REPEAT, MODES
 from tsqr_plugins.core import Rewriter
 from tsqr_plugins.errors import InputError
 from tsqr_plugins.params import PRESETS, GenerationParams
 from tsqr_plugins.prompts import DEFAULT_PROMPT_ID, PROMPTS
 from tsqr_plugins.queryfile import atomic_output, check_output, read_queries, write_jsonl
-from tsqr_plugins.settings import add_renamed
+from tsqr_plugins.settings import add_arguments, add_renamed
 
 
 def add_parser(commands: Any) -> None:
@@ -40,14 +41,10 @@ def add_parser(commands: Any) -> None:
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
     """The options of the --rewriter's backend (model, server, device, cache)."""
     group = parser.add_argument_group("rewriter")
-    group.add_argument("--model", help="model path or hub id (transformers, vllm); served name (openai)")
+    add_arguments(group, ModelOptions)
     group.add_argument("--base-url", default=DEFAULT_BASE_URL, help=f"openai: server URL (default {DEFAULT_BASE_URL})")
     group.add_argument("--api-key", help="openai: bearer token (default $TSQR_API_KEY or $OPENAI_API_KEY)")
     group.add_argument("--concurrency", type=int, default=16, help="openai: requests in flight (default 16)")
-    group.add_argument("--device", default="auto", help="transformers: cpu, cuda, cuda:1 … (default auto)")
-    group.add_argument("--dtype", default="auto", help="transformers, vllm: float32, bfloat16 … (default auto)")
-    group.add_argument("--max-model-len", type=int, default=16000, help="vllm: context length (default 16000)")
-    group.add_argument("--gpu-memory-utilization", type=float, default=0.6, help="vllm (default 0.6)")
     group.add_argument(
         "--on-missing", choices=("error", "fallback"), default="error",
         help="file: a query missing from the file is an error (default) or keeps the original",
@@ -77,25 +74,15 @@ def add_rewriting_options(parser: argparse.ArgumentParser) -> None:
 def build_backend(args: argparse.Namespace) -> Backend:
     """The backend of the rewriter ``args.rewriter`` names."""
     name = args.rewriter.partition(":")[0]
-    if name in ("transformers", "vllm") and not args.model:
-        raise InputError(f"--rewriter {name} needs --model <path-or-hub-id>")
-    options: dict[str, Any] = {
-        "file": {"on_missing": args.on_missing},
-        "transformers": {"model": args.model, "device": args.device, "dtype": args.dtype},
-        "vllm": {
-            "model": args.model,
-            "dtype": args.dtype,
-            "max_model_len": args.max_model_len,
-            "gpu_memory_utilization": args.gpu_memory_utilization,
-        },
-        "openai": {
-            "base_url": args.base_url,
-            "model": args.model,
-            "api_key": args.api_key,
-            "max_concurrency": args.concurrency,
-        },
-    }.get(name, {})
-    backend = load_backend(args.rewriter, **options)
+    if name in LOCAL:
+        backend = local_backend(name, ModelOptions.from_values(args))
+    else:
+        options: dict[str, Any] = {
+            "file": {"on_missing": args.on_missing},
+            "openai": {"base_url": args.base_url, "model": args.model, "api_key": args.api_key,
+                       "max_concurrency": args.concurrency},
+        }.get(name, {})
+        backend = load_backend(args.rewriter, **options)
     return backend if args.no_cache else with_cache(backend, args.cache)
 
 

@@ -28,6 +28,7 @@ from tsqr_plugins.prompts import get_prompt, match_conversation
 from tsqr_plugins.service.batcher import MicroBatcher, QueueFull
 from tsqr_plugins.service.config import ServiceConfig
 from tsqr_plugins.service.metrics import Metrics
+from tsqr_plugins.backends.options import ModelOptions, local_backend
 from tsqr_plugins.httpserver import read_limited
 from tsqr_plugins.jsontext import JSONValueError, loads_exactly
 from tsqr_plugins.text import is_unicode_text
@@ -59,11 +60,10 @@ def build_backend(config: ServiceConfig) -> Backend:
     """The backend of the rewriter ``config`` names."""
     if config.rewriter == "file":
         return load_backend(f"file:{config.rewrites}", on_missing="fallback")
-    if config.rewriter == "transformers":
-        return load_backend("transformers", model=config.model, device=config.device, dtype=config.dtype)
-    if config.rewriter == "vllm":  # the async engine: concurrent batches interleave in vLLM's continuous batching
-        return load_backend("vllm-async", model=config.model, dtype=config.dtype, max_model_len=config.max_model_len,
-                            gpu_memory_utilization=config.gpu_memory_utilization)
+    if config.rewriter in ("transformers", "vllm"):
+        # vllm: the async engine, where concurrent batches interleave in vLLM's continuous batching
+        name = "vllm-async" if config.rewriter == "vllm" else config.rewriter
+        return local_backend(name, ModelOptions.from_values(config))
     # The service's own key (TSQR_API_KEY) guards the service; an upstream gets its own, never that one.
     client = {"max_concurrency": config.max_batch_size * config.concurrent_batches,
               "api_key": config.upstream_api_key, "key_from_environment": False}

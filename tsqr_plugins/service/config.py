@@ -8,6 +8,7 @@ from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import Any
 
+from tsqr_plugins.backends.options import ModelOptions
 from tsqr_plugins.errors import InputError
 from tsqr_plugins.httpserver import DEFAULT_MAX_CONNECTIONS, DEFAULT_WRITE_TIMEOUT
 from tsqr_plugins.settings import current_names, renamed_keyword, setting
@@ -17,14 +18,13 @@ REWRITERS = ("transformers", "vllm", "openai", "file")
 
 
 @dataclass
-class ServiceConfig:
+class ServiceConfig(ModelOptions):
     """Every setting of ``tsqr serve``, declared once: the flags (``cli/serve.py``), the YAML file
     (``--config``, dashes or underscores) and the Python API read these fields. ``engine`` is the
     old name of ``rewriter``, kept for one release with a warning."""
 
     rewriter: str | None = setting(None, help="what produces the rewrites", choices=REWRITERS, default_text="file",
                                    aliases=("engine",))
-    model: str | None = setting(None, help="transformers/vllm: path or hub id; openai: model name upstream")
     rewrites: str | None = setting(None, help="file rewriter: published rewrites (.json or .jsonl)")
     upstream: list[str] = setting(default_factory=list, help="openai rewriter: base URL of a `vllm serve` (…/v1), "
                                   "one per replica")
@@ -57,10 +57,6 @@ class ServiceConfig:
                                    "(over 64 KiB of it) before its connection is closed")
     max_connections: int = setting(DEFAULT_MAX_CONNECTIONS, help="connections served at once; past it, 503")
     access_log: bool = setting(False, help="log every request (uvicorn's access log)")
-    device: str = setting("auto", help="transformers: cpu, cuda …")
-    dtype: str = setting("auto", help="transformers/vllm")
-    max_model_len: int = setting(16000, help="vllm")
-    gpu_memory_utilization: float = setting(0.6, help="vllm")
     engine: InitVar[str | None] = None  # the old name of rewriter
 
     def __post_init__(self, engine: str | None) -> None:
