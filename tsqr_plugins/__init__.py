@@ -1,6 +1,14 @@
 """tsqr: TongSearch-QR reasoning query rewriting for the search stacks people already run.
 
 Importing this package is cheap: heavy libraries load inside the backend or adapter that needs them.
+Start with :class:`Rewriter` over a backend from :func:`load_backend` (docs/python-api.md).
+
+The registries, each keyed by the name the API and the CLI take:
+
+- ``BACKENDS``: backend name -> ``"module:Class"``, imported on use (see :func:`load_backend`).
+- ``PROMPTS``: prompt id -> :class:`Prompt` (``"tsqr-v1"``, the paper's, is the default).
+- ``PRESETS``: sampling preset -> :class:`GenerationParams` (``"paper"``, ``"greedy"``).
+- ``MODES``: the ways to combine a query with its rewrite (``replace``, ``concat``, ``both``).
 """
 
 from tsqr_plugins.backends import BACKENDS, Backend, Completion, load_backend, with_cache

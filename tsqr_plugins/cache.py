@@ -63,11 +63,23 @@ def cache_key(identity: Mapping[str, str], prompt_id: str, params_key: str, quer
 
 
 class RewriteCache:
-    """``identity`` (e.g. ``{"backend": "transformers", "model": "/models/qr-7b"}``) is stored in the
-    file on creation and must match on every later open.
+    """One SQLite rewrite cache file, bound to the identity it was created with.
 
-    ``read_only`` is None, or why the cache could only be opened to be read (its rewrites are
-    answered; ``put_many`` raises CacheError).
+    Args:
+        path: The SQLite file; created with its folder when missing.
+        identity: What the file is bound to (e.g. ``{"backend": "transformers", "model":
+            "/models/qr-7b"}``, a backend's ``cache_identity()``): stored on creation, and it
+            must match on every later open.
+        timeout: Seconds to wait for another process's lock before a read or write fails.
+
+    Attributes:
+        read_only: None, or why the cache could only be opened to be read (its rewrites are
+            answered; ``put_many`` raises CacheError).
+
+    Raises:
+        CacheMismatchError: The file was made for another identity, is damaged, is no tsqr cache,
+            or is a directory.
+        CacheError: The file or its folder cannot be created, or a read-only file cannot be opened.
     """
 
     def __init__(self, path: str | Path, identity: Mapping[str, str], timeout: float = 60.0) -> None:
@@ -229,9 +241,27 @@ class RewriteCache:
                 logger.debug("rewrite cache %s: rollback failed: %s", self.path, error)
 
     def key(self, prompt_id: str, params_key: str, query: str) -> str:
+        """The entry key: sha256 of this cache's identity, ``prompt_id``, ``params_key`` and ``query``.
+
+        Args:
+            prompt_id: The prompt's id.
+            params_key: ``GenerationParams.key()`` of the sampling parameters.
+            query: The original query.
+        """
         return cache_key(self.identity, prompt_id, params_key, query)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, str]:
+        """The stored completions of those ``keys`` that are in the cache.
+
+        Args:
+            keys: Entry keys from :meth:`key`.
+
+        Returns:
+            ``{key: completion}`` for the hits only.
+
+        Raises:
+            CacheError: The file cannot be read (the message names the cause).
+        """
         keys = list(dict.fromkeys(keys))
         found: dict[str, str] = {}
         with self._read_lock:
@@ -248,8 +278,15 @@ class RewriteCache:
         return found
 
     def put_many(self, entries: Iterable[tuple[str, str, str, str, str]]) -> None:
-        """Store ``(key, prompt_id, params_key, query, completion)`` rows in one transaction; on
-        failure nothing of them is stored and CacheError says why."""
+        """Store rows in one transaction; an entry already there is kept.
+
+        Args:
+            entries: ``(key, prompt_id, params_key, query, completion)`` tuples.
+
+        Raises:
+            CacheError: The cache is only read, or the write failed (read-only, no space left,
+                locked); then none of ``entries`` is stored.
+        """
         now = time.time()
         rows = [(*entry, now) for entry in entries]
         if not rows:
@@ -284,5 +321,6 @@ class RewriteCache:
         self._reader = self._connection = None
 
     def close(self) -> None:
+        """Close both connections to the file."""
         with self._read_lock, self._lock:
             self._close_connections()

@@ -9,8 +9,21 @@ DEFAULT_REPEAT = 5  # query2doc repeats the original five times for BM25
 
 
 def combine(original: str, rewrite: str, mode: str = "replace", repeat: int = DEFAULT_REPEAT) -> str | tuple[str, str]:
-    """``replace``: the rewrite alone (the paper). ``concat``: the original ``repeat`` times,
-    then the rewrite (query2doc style). ``both``: ``(original, rewrite)`` for fusion by the host.
+    """The original query and its rewrite combined into what is searched.
+
+    Args:
+        original: The caller's query.
+        rewrite: Its rewrite.
+        mode: ``"replace"``: the rewrite alone (the paper). ``"concat"``: the original ``repeat``
+            times, then the rewrite (query2doc style). ``"both"``: the pair, for the host to fuse.
+        repeat: ``concat`` only: how many times the original is repeated (default 5, as query2doc
+            does for BM25).
+
+    Returns:
+        A string, or ``(original, rewrite)`` for ``both``.
+
+    Raises:
+        InputError: An unknown mode, or ``repeat`` below 1 with ``concat``.
     """
     if mode == "replace":
         return rewrite
@@ -24,6 +37,14 @@ def combine(original: str, rewrite: str, mode: str = "replace", repeat: int = DE
 
 
 def combine_text(original: str, rewrite: str, mode: str = "replace", repeat: int = DEFAULT_REPEAT) -> str:
-    """One query string for hosts that take a single text: ``both`` (a pair, for fusion) gives the rewrite."""
+    """One query string for hosts that take a single text: :func:`combine`, but ``both`` (a pair,
+    for fusion) gives the rewrite.
+
+    Args:
+        original: The caller's query.
+        rewrite: Its rewrite.
+        mode: ``"replace"``, ``"concat"`` or ``"both"``.
+        repeat: ``concat`` only: how many times the original is repeated (default 5).
+    """
     combined = combine(original, rewrite, mode, repeat)
     return combined if isinstance(combined, str) else rewrite

@@ -20,7 +20,19 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Rewrite:
-    """A rewritten query. ``text`` is the rewrite, or the original when ``fallback`` is set."""
+    """A rewritten query, always carrying its original.
+
+    Attributes:
+        original: The query as the caller gave it.
+        text: The rewrite to search with; the original itself when ``fallback`` is set.
+        raw: The model's completion before parsing (think mode keeps its ``<think>`` part here);
+            None when there was none.
+        fallback: True when rewriting failed and ``text`` is the original.
+        reason: Why it fell back (``"<ErrorType>: <message>"``); None otherwise.
+        model: The backend's ``model_id`` (e.g. ``"http://127.0.0.1:8000/v1#tsqr-rewrite"``).
+        prompt_id: The id of the prompt that made it (see ``PROMPTS``).
+        cached: True when the completion came from the rewrite cache.
+    """
 
     original: str
     text: str
@@ -32,14 +44,29 @@ class Rewrite:
     cached: bool = False
 
     def combined(self, mode: str = "replace", repeat: int = DEFAULT_REPEAT) -> str | tuple[str, str]:
-        """The search query to send for ``mode`` (see :func:`tsqr_plugins.combine.combine`)."""
+        """The search query to send, see :func:`tsqr_plugins.combine.combine`.
+
+        Args:
+            mode: ``"replace"`` (the rewrite alone, the paper's), ``"concat"`` or ``"both"``.
+            repeat: ``concat`` only: how many times the original goes before the rewrite (default 5).
+
+        Returns:
+            One string, or ``(original, rewrite)`` for ``both``.
+        """
         return combine(self.original, self.text, mode, repeat)
 
     def combined_text(self, mode: str = "replace", repeat: int = DEFAULT_REPEAT) -> str:
-        """One query string for ``mode`` (``both`` gives the rewrite; see :func:`combine_text`)."""
+        """One query string, for hosts that take a single text: like :meth:`combined`, but
+        ``both`` gives the rewrite.
+
+        Args:
+            mode: ``"replace"``, ``"concat"`` or ``"both"``.
+            repeat: ``concat`` only: how many times the original goes before the rewrite (default 5).
+        """
         return combine_text(self.original, self.text, mode, repeat)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict."""
         return asdict(self)
 
 
@@ -66,10 +93,17 @@ def as_backend_error(error: Exception) -> BackendError:
 class Rewriter:
     """TongSearch-QR query rewriting over any backend.
 
-    ``strict=False`` (the default) is fail-open: when the backend errors, times out
-    (``timeout`` seconds for a whole batch) or returns something unparseable, the result is the
-    original query with ``fallback=True`` and a logged warning. ``strict=True`` raises instead.
-    Caller mistakes (empty queries, a query missing from a rewrite file) always raise.
+    Fail-open by default: when the backend errors, times out or returns something unparseable,
+    the result is the original query with ``fallback=True`` and a logged warning. Caller mistakes
+    (empty queries, a query missing from a rewrite file) always raise.
+
+    Args:
+        backend: What generates the completions (see :func:`load_backend`, :func:`with_cache`).
+        prompt: A prompt id from ``PROMPTS`` or a :class:`Prompt`; default ``"tsqr-v1"``, the paper's.
+        params: A preset name from ``PRESETS`` (default ``"paper"``) or :class:`GenerationParams`.
+        strict: Raise :class:`BackendError` instead of falling back to the original query.
+        timeout: Seconds one ``rewrite_batch`` call may take, for the whole batch; None: no limit.
+            Past it every query of the batch falls back (or, with ``strict``, BackendTimeout).
     """
 
     def __init__(
@@ -89,12 +123,36 @@ class Rewriter:
 
     @property
     def model(self) -> str:
+        """The backend's ``model_id``, as each ``Rewrite.model`` carries it."""
         return self.backend.model_id
 
     def rewrite(self, query: str) -> Rewrite:
+        """One query's rewrite: ``rewrite_batch([query])[0]``.
+
+        Args:
+            query: The search query, a non-empty string.
+
+        Raises:
+            EmptyQueryError: ``query`` is empty or whitespace only.
+            BackendError: With ``strict``, when the backend fails.
+        """
         return self.rewrite_batch([query])[0]
 
     def rewrite_batch(self, queries: Sequence[str]) -> list[Rewrite]:
+        """The rewrites of ``queries``, in order, from one backend call; repeated queries are
+        generated once.
+
+        Args:
+            queries: Non-empty query strings (a sequence; a single string is refused).
+
+        Returns:
+            One :class:`Rewrite` per query, each carrying its original.
+
+        Raises:
+            InputError: A query is not a string, or ``queries`` is one string.
+            EmptyQueryError: A query is empty or whitespace only.
+            BackendError: With ``strict``, when the backend fails for any query.
+        """
         validate_queries(queries)
         unique = list(dict.fromkeys(queries))  # one generation per distinct query
         completions = self._generate(unique)

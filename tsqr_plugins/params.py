@@ -15,9 +15,21 @@ QWEN_STOP = ("<|im_end|>", "<|endoftext|>")
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """How a backend samples a rewrite. Defaults are the paper's (released evaluation code).
+    """How a backend samples a rewrite. Defaults are the paper's (released evaluation code), the
+    ``paper`` preset.
 
-    ``top_k=None`` disables top-k; ``temperature=0`` means greedy decoding.
+    Args:
+        temperature: Sampling temperature, >= 0; 0 means greedy decoding.
+        top_p: Nucleus sampling mass, in (0, 1].
+        top_k: Sample from the k likeliest tokens; None disables top-k.
+        repetition_penalty: > 0; 1 is none (the paper's 1.05 discourages repeats).
+        max_tokens: Most tokens of one completion.
+        stop: Strings (Qwen's end tokens by default) that end a completion; one string or a list
+            is taken as a tuple.
+        seed: Sampling seed, for repeatable rewrites; None: unseeded.
+
+    Raises:
+        InputError: A value of the wrong type or out of range.
     """
 
     temperature: float = 0.7
@@ -57,22 +69,40 @@ class GenerationParams:
 
     @property
     def greedy(self) -> bool:
+        """Whether decoding is greedy (``temperature == 0``)."""
         return self.temperature == 0
 
     @classmethod
     def preset(cls, name: str = "paper", **overrides: Any) -> GenerationParams:
-        """A named preset with some fields overridden (``None`` overrides are ignored)."""
+        """A named preset with some fields overridden.
+
+        Args:
+            name: A preset in ``PRESETS``: ``"paper"`` or ``"greedy"``.
+            **overrides: Fields to change; a None value is ignored (so unset CLI flags pass through).
+
+        Raises:
+            InputError: An unknown preset or field.
+        """
         if name not in PRESETS:
             raise InputError(f"unknown sampling preset {name!r}; choose one of {sorted(PRESETS)}")
         return PRESETS[name].replace(**{k: v for k, v in overrides.items() if v is not None})
 
     def replace(self, **overrides: Any) -> GenerationParams:
+        """A copy with some fields changed (checked like a new instance).
+
+        Args:
+            **overrides: Fields to change.
+
+        Raises:
+            InputError: An unknown field, or a value out of range.
+        """
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise InputError(f"unknown generation parameters {sorted(unknown)}")
         return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (``stop`` as a list)."""
         data = dataclasses.asdict(self)
         data["stop"] = list(self.stop)
         return data

@@ -47,7 +47,15 @@ THINK_PATTERN = re.compile(r"<think>.*?</think>\s*<answer>(.*?)</answer>", re.DO
 
 @dataclass(frozen=True)
 class Prompt:
-    """A prompt: its id, system turn, user template (with ``{question}``) and parsing mode."""
+    """A prompt: how a query becomes chat messages, and how a completion becomes a rewrite.
+
+    Args:
+        id: Its name, part of every cache key and output row (e.g. ``"tsqr-v1"``).
+        system: The system turn; ``""`` sends an empty one.
+        user_template: The user turn, with ``{question}`` where the query goes (verbatim).
+        think: Think mode: the rewrite is the ``<answer>`` of ``<think>…</think><answer>…</answer>``;
+            otherwise the whole completion.
+    """
 
     id: str
     system: str
@@ -59,13 +67,24 @@ class Prompt:
 
         The system turn is always present, empty when the prompt has none: an empty system turn
         suppresses Qwen2.5's default system prompt, as the released evaluation code does.
+
+        Args:
+            query: The search query, inserted as it is (braces and all).
         """
         # str.replace, not str.format: queries contain braces (code, LaTeX).
         user = self.user_template.replace("{question}", query)
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
     def parse(self, completion: str) -> str:
-        """The rewrite inside a completion; raises UnparseableCompletion when there is none."""
+        """The rewrite inside a completion.
+
+        Args:
+            completion: The model's text.
+
+        Raises:
+            UnparseableCompletion: The completion is empty, or in think mode has no non-empty
+                ``<answer>`` after a ``<think>`` block.
+        """
         if not completion or not completion.strip():
             raise UnparseableCompletion("the model returned an empty completion")
         if not self.think:
@@ -95,6 +114,14 @@ DEFAULT_PROMPT_ID = "tsqr-v1"
 
 
 def get_prompt(prompt: str | Prompt = DEFAULT_PROMPT_ID) -> Prompt:
+    """The prompt ``prompt`` names.
+
+    Args:
+        prompt: An id from ``PROMPTS`` (default ``"tsqr-v1"``), or a :class:`Prompt`, returned as it is.
+
+    Raises:
+        InputError: An unknown id (the message lists the valid ones).
+    """
     if isinstance(prompt, Prompt):
         return prompt
     try:
@@ -136,8 +163,23 @@ def match_conversation(messages: list[dict[str, str]]) -> tuple[str, Prompt] | N
 
 
 def build_messages(query: str, prompt: str | Prompt = DEFAULT_PROMPT_ID) -> list[dict[str, str]]:
+    """The chat messages (system, then user) that ask the model to rewrite ``query``.
+
+    Args:
+        query: The search query.
+        prompt: A prompt id from ``PROMPTS`` (default ``"tsqr-v1"``) or a :class:`Prompt`.
+    """
     return get_prompt(prompt).messages(query)
 
 
 def parse_completion(completion: str, prompt: str | Prompt = DEFAULT_PROMPT_ID) -> str:
+    """The rewrite inside a model's completion, see :meth:`Prompt.parse`.
+
+    Args:
+        completion: The model's text.
+        prompt: The prompt id (default ``"tsqr-v1"``) or :class:`Prompt` that asked for it.
+
+    Raises:
+        UnparseableCompletion: There is no rewrite in it.
+    """
     return get_prompt(prompt).parse(completion)

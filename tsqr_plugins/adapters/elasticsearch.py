@@ -22,7 +22,19 @@ from .searchclient import AsyncRewritingSearchClient, RewritingSearchClient
 
 
 class RewritingElasticsearch(RewritingSearchClient):
-    """An ``elasticsearch.Elasticsearch`` client whose ``search()`` rewrites text queries first."""
+    """An ``elasticsearch.Elasticsearch`` client whose ``search()`` and ``msearch()`` rewrite text queries first.
+
+    Args:
+        client: The ``elasticsearch.Elasticsearch`` to wrap.
+        rewriter: Makes the rewrites; None sends every search as written.
+        **options: The stage's options (see :class:`RewritingSearchClient`): ``fields``, ``scoring``, ``mode``,
+            ``repeat``, ``clause_budget``, ``original_boost``, ``rewrite_boost``,
+            ``annotate_response``, ``include_filters``.
+
+    Raises:
+        MissingDependencyError: The ``elasticsearch`` extra is not installed.
+        InputError: ``client`` is not an ``elasticsearch.Elasticsearch``, or an option is invalid.
+    """
 
     BODY_AS_KEYWORDS = True
 
@@ -34,7 +46,19 @@ class RewritingElasticsearch(RewritingSearchClient):
 
 
 class AsyncRewritingElasticsearch(AsyncRewritingSearchClient):
-    """An ``elasticsearch.AsyncElasticsearch`` client whose ``search()`` rewrites text queries first."""
+    """An ``elasticsearch.AsyncElasticsearch`` client whose ``search()`` and ``msearch()`` rewrite text queries first.
+
+    Args:
+        client: The ``elasticsearch.AsyncElasticsearch`` to wrap.
+        rewriter: Makes the rewrites; None sends every search as written.
+        **options: The stage's options (see :class:`AsyncRewritingSearchClient`): ``fields``, ``scoring``, ``mode``,
+            ``repeat``, ``clause_budget``, ``original_boost``, ``rewrite_boost``,
+            ``annotate_response``, ``include_filters``.
+
+    Raises:
+        MissingDependencyError: The ``elasticsearch`` extra is not installed.
+        InputError: ``client`` is not an ``elasticsearch.AsyncElasticsearch``, or an option is invalid.
+    """
 
     BODY_AS_KEYWORDS = True
 

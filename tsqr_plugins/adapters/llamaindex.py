@@ -53,11 +53,21 @@ def _check_mode(mode: str) -> str:
 class TongSearchQRQueryTransform(BaseQueryTransform):
     """Rewrites ``query_str`` with TongSearch-QR; use it wherever LlamaIndex takes a query transform.
 
-    ``mode``: ``replace`` (the paper: the rewrite alone), ``concat`` (the original ``repeat`` times,
-    then the rewrite) or ``both`` (``query_str`` is the rewrite; the original is embedded too).
-    ``include_original`` adds the original query to ``custom_embedding_strs`` in every mode
-    (LlamaIndex averages their embeddings). A failed rewrite leaves the query as it was unless the
-    rewriter is strict. The rewrites of the latest call are in ``last_rewrites``.
+    A failed rewrite leaves the query as it was unless the rewriter is strict. The rewrites of the
+    latest call are in ``last_rewrites``. The user turn of the prompt is exposed as
+    ``rewrite_prompt`` (``get_prompts``/``update_prompts``, with ``{query_str}``).
+
+    Args:
+        rewriter: Makes the rewrites.
+        mode: ``"replace"`` (the paper: the rewrite alone), ``"concat"`` (the original ``repeat``
+            times, then the rewrite) or ``"both"`` (``query_str`` is the rewrite; the original is
+            embedded too).
+        repeat: ``concat`` only: how many times the original goes before the rewrite.
+        include_original: Add the original query to ``custom_embedding_strs`` in every mode
+            (LlamaIndex averages their embeddings).
+
+    Raises:
+        InputError: ``rewriter`` is not a Rewriter, or an unknown ``mode``.
     """
 
     def __init__(self, rewriter: Rewriter, mode: str = "replace", repeat: int = DEFAULT_REPEAT,
@@ -100,14 +110,26 @@ class TongSearchQRQueryTransform(BaseQueryTransform):
     # -- batch path --------------------------------------------------------------------------
 
     def run_batch(self, queries: Sequence[QueryType]) -> list[QueryBundle]:
-        """Transforms many queries with one backend call."""
+        """Transforms many queries with one backend call.
+
+        Args:
+            queries: Query strings or ``QueryBundle``s.
+
+        Returns:
+            The transformed bundles, in order.
+        """
         bundles = [_as_bundle(query) for query in queries]
         rewrites = self.rewriter.rewrite_batch([bundle.query_str for bundle in bundles])
         self.last_rewrites = rewrites
         return [self.transformed(bundle, rewrite) for bundle, rewrite in zip(bundles, rewrites)]
 
     def transformed(self, bundle: QueryBundle, rewrite: Rewrite) -> QueryBundle:
-        """The bundle with ``rewrite`` applied (pure; the embedding is dropped, it no longer matches)."""
+        """The bundle with ``rewrite`` applied (pure; the embedding is dropped, it no longer matches).
+
+        Args:
+            bundle: The query as it came.
+            rewrite: Its rewrite.
+        """
         query_str = rewrite.combined_text(self.mode, self.repeat)
         embedding_strs = [query_str]
         if self.include_original or self.mode == "both":
@@ -124,8 +146,20 @@ class TongSearchQRRetriever(BaseRetriever):
 
     ``aretrieve`` rewrites in a worker thread, so the event loop keeps running while the model
     generates, then awaits the inner retriever's own ``aretrieve``. ``retrieve_batch`` /
-    ``aretrieve_batch`` rewrite many queries in one backend call. ``mode="both"`` retrieves with
-    the original and the rewrite and fuses the two lists by reciprocal rank.
+    ``aretrieve_batch`` rewrite many queries in one backend call.
+
+    Args:
+        retriever: The LlamaIndex retriever that searches.
+        rewriter: Makes the rewrites.
+        mode: ``"replace"``, ``"concat"`` or ``"both"``: retrieve with the original and the rewrite
+            and fuse the two lists by reciprocal rank (k=60).
+        repeat: ``concat`` only: how many times the original goes before the rewrite.
+        include_original: Embed the original query too (see :class:`TongSearchQRQueryTransform`).
+        **kwargs: ``BaseRetriever``'s own arguments (``callback_manager``, ``verbose``...).
+
+    Raises:
+        InputError: ``retriever`` is not a BaseRetriever, ``rewriter`` not a Rewriter, or an
+            unknown ``mode``.
     """
 
     def __init__(self, retriever: BaseRetriever, rewriter: Rewriter, mode: str = "replace",
@@ -138,6 +172,7 @@ class TongSearchQRRetriever(BaseRetriever):
 
     @property
     def last_rewrites(self) -> list[Rewrite]:
+        """The rewrites of the latest call, originals included."""
         return self.transform.last_rewrites
 
     def _get_prompt_modules(self) -> dict[str, Any]:
@@ -152,12 +187,27 @@ class TongSearchQRRetriever(BaseRetriever):
         return await self._asearch(query_bundle, bundle)
 
     def retrieve_batch(self, queries: Sequence[QueryType]) -> list[list[NodeWithScore]]:
-        """One rewrite call for all queries, then one retrieval each (results in query order)."""
+        """One rewrite call for all queries, then one retrieval each.
+
+        Args:
+            queries: Query strings or ``QueryBundle``s.
+
+        Returns:
+            Each query's nodes, in query order.
+        """
         originals = [_as_bundle(query) for query in queries]
         bundles = self.transform.run_batch(originals)
         return [self._search(original, bundle) for original, bundle in zip(originals, bundles)]
 
     async def aretrieve_batch(self, queries: Sequence[QueryType]) -> list[list[NodeWithScore]]:
+        """One rewrite call (in a worker thread) for all queries, then the retrievals concurrently.
+
+        Args:
+            queries: Query strings or ``QueryBundle``s.
+
+        Returns:
+            Each query's nodes, in query order.
+        """
         originals = [_as_bundle(query) for query in queries]
         bundles = await asyncio.to_thread(self.transform.run_batch, originals)
         return list(await asyncio.gather(*(self._asearch(o, b) for o, b in zip(originals, bundles))))

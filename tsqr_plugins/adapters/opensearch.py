@@ -22,7 +22,19 @@ from .searchclient import AsyncRewritingSearchClient, RewritingSearchClient
 
 
 class RewritingOpenSearch(RewritingSearchClient):
-    """An ``opensearchpy.OpenSearch`` client whose ``search()`` rewrites text queries first."""
+    """An ``opensearchpy.OpenSearch`` client whose ``search()`` and ``msearch()`` rewrite text queries first.
+
+    Args:
+        client: The ``opensearchpy.OpenSearch`` to wrap.
+        rewriter: Makes the rewrites; None sends every search as written.
+        **options: The stage's options (see :class:`RewritingSearchClient`): ``fields``, ``scoring``, ``mode``,
+            ``repeat``, ``clause_budget``, ``original_boost``, ``rewrite_boost``,
+            ``annotate_response``, ``include_filters``.
+
+    Raises:
+        MissingDependencyError: The ``opensearch`` extra is not installed.
+        InputError: ``client`` is not an ``opensearchpy.OpenSearch``, or an option is invalid.
+    """
 
     def __init__(self, client: Any, rewriter: Rewriter | None, **options: Any):
         opensearchpy = require("opensearchpy", "opensearch", "the OpenSearch stage")
@@ -32,7 +44,19 @@ class RewritingOpenSearch(RewritingSearchClient):
 
 
 class AsyncRewritingOpenSearch(AsyncRewritingSearchClient):
-    """An ``opensearchpy.AsyncOpenSearch`` client whose ``search()`` rewrites text queries first."""
+    """An ``opensearchpy.AsyncOpenSearch`` client whose ``search()`` and ``msearch()`` rewrite text queries first.
+
+    Args:
+        client: The ``opensearchpy.AsyncOpenSearch`` to wrap.
+        rewriter: Makes the rewrites; None sends every search as written.
+        **options: The stage's options (see :class:`AsyncRewritingSearchClient`): ``fields``, ``scoring``, ``mode``,
+            ``repeat``, ``clause_budget``, ``original_boost``, ``rewrite_boost``,
+            ``annotate_response``, ``include_filters``.
+
+    Raises:
+        MissingDependencyError: The ``opensearch`` extra is not installed.
+        InputError: ``client`` is not an ``opensearchpy.AsyncOpenSearch``, or an option is invalid.
+    """
 
     def __init__(self, client: Any, rewriter: Rewriter | None, **options: Any):
         opensearchpy = require("opensearchpy", "opensearch", "the OpenSearch stage")

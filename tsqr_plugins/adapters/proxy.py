@@ -72,7 +72,20 @@ def forwarded_headers(headers) -> list[tuple[str, str]]:
 
 
 class SearchProxy:
-    """The proxy's request handling (a Starlette app is built around it by :func:`create_proxy_app`)."""
+    """The proxy's request handling (a Starlette app is built around it by :func:`create_proxy_app`).
+
+    Args:
+        search_node: The Elasticsearch/OpenSearch URL every request goes to (``--search-node``).
+        rewriter: Makes the rewrites; None relays every request untouched.
+        settings: How text queries are rewritten; None: ``StageSettings()``'s defaults.
+        max_body_bytes: Largest ``_search`` body read, also once decoded; past it, 413 (default 10 MiB).
+        timeout: Seconds to wait for the search node (``--search-node-timeout``); past it, 504.
+        read_timeout: Seconds a client has to send a ``_search`` body (past it, 408), and between
+            the chunks of any other body.
+
+    Raises:
+        InputError: ``search_node`` is not an http(s) URL with a host.
+    """
 
     def __init__(self, search_node: str, rewriter: Rewriter | None, settings: StageSettings | None = None,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, timeout: float = 60.0,
@@ -96,12 +109,22 @@ class SearchProxy:
             self.client.headers.pop(name, None)
 
     def target(self, raw_path: str, query: str) -> Any:
-        """The URL for a request path; only ever on the configured search node."""
+        """The URL for a request path; only ever on the configured search node.
+
+        Args:
+            raw_path: The request's path, as it came (percent-escapes kept).
+            query: The request's query string, without ``?``; empty for none.
+        """
         base = self.search_node.raw_path.decode().rstrip("/")
         path = raw_path if raw_path.startswith("/") else "/" + raw_path
         return self.search_node.copy_with(raw_path=(base + path + (f"?{query}" if query else "")).encode())
 
     async def handle(self, request):
+        """Answer one request: a ``_search`` rewritten and forwarded, anything else relayed as it came.
+
+        Args:
+            request: The Starlette request.
+        """
         from starlette.responses import JSONResponse
 
         path, method = request.url.path, request.method
@@ -258,6 +281,7 @@ class SearchProxy:
         return response
 
     async def aclose(self) -> None:
+        """Close the connections to the search node."""
         await self.client.aclose()
 
 
@@ -362,6 +386,12 @@ def _readable(body: bytes, encoding: str | None) -> str:
 
 
 def create_proxy_app(proxy: SearchProxy):
+    """A Starlette app routing every path and method to ``proxy.handle``; it closes the proxy on
+    shutdown.
+
+    Args:
+        proxy: The request handling.
+    """
     require("starlette", "serve", "tsqr proxy")
     from contextlib import asynccontextmanager
 

@@ -28,8 +28,25 @@ __all__ = ["RewritingSearcher", "SCORINGS"]
 class RewritingSearcher(BM25QSearcher):
     """``search`` / ``batch_search`` / ``doc`` / ``set_bm25`` of ``LuceneSearcher``, rewriting first.
 
-    ``searcher`` is an index path or an existing ``LuceneSearcher``. The rewrites of the latest call
-    are kept in ``last_rewrites`` (query id or query text -> ``Rewrite``, original included).
+    The rewrites of the latest call are kept in ``last_rewrites`` (query id, or the query text for
+    ``search``, -> ``Rewrite``, original included). Other ``LuceneSearcher`` attributes pass through.
+
+    Args:
+        searcher: A Lucene index folder or an existing pyserini ``LuceneSearcher``.
+        rewriter: Makes the rewrites; None searches with the queries as given.
+        mode: ``"replace"`` or ``"concat"`` (``"both"`` searches the rewrite: one text per query).
+        repeat: ``concat`` only: how many times the original goes before the rewrite.
+        scoring: ``"bm25q"`` (BRIGHT/TongSearch's query-side BM25, as ``tsqr eval``) or ``"bm25"``.
+        k1: BM25's k1 (0.9, as BRIGHT).
+        b: BM25's b (0.4, as BRIGHT).
+        field: The index field searched (pyserini's ``contents``).
+        native: Use Anserini's own query-side BM25 generator (pyserini >= 1.0, ``field="contents"``);
+            None: when available; False: BRIGHT's exact weights, built here.
+
+    Raises:
+        MissingDependencyError: pyserini (the ``pyserini`` extra) is not installed.
+        InputError: No index at the path, an unknown ``scoring``, or ``native=True`` where it is
+            not available.
     """
 
     def __init__(self, searcher: Any, rewriter: Rewriter | None, mode: str = "replace", repeat: int = 5,
@@ -41,12 +58,33 @@ class RewritingSearcher(BM25QSearcher):
         self.last_rewrites: dict[str, Rewrite] = {}
 
     def search(self, q: str, k: int = 10, **kwargs):
+        """The top ``k`` hits of ``q``'s rewrite (combined by ``mode``).
+
+        Args:
+            q: The query text, non-empty.
+            k: Hits to return.
+            **kwargs: Further ``LuceneSearcher.search`` arguments (see :class:`BM25QSearcher`).
+        """
         (text,) = self._rewrite([q], [q])
         return super().search(text, k, **kwargs)
 
     def batch_search(self, queries: Sequence[str], qids: Sequence[str], k: int = 10, threads: int = 1,
                      **kwargs) -> dict[str, list]:
-        """Rewrites the whole batch in one backend call, then searches."""
+        """Rewrites the whole batch in one backend call, then searches.
+
+        Args:
+            queries: The query texts.
+            qids: Their ids, one per query.
+            k: Hits per query.
+            threads: Pyserini's search threads.
+            **kwargs: Further ``LuceneSearcher.batch_search`` arguments (see :class:`BM25QSearcher`).
+
+        Returns:
+            ``{query id: hits}``.
+
+        Raises:
+            InputError: ``queries`` and ``qids`` differ in length, or a query is empty.
+        """
         if len(queries) != len(qids):
             raise InputError(f"{len(queries)} queries but {len(qids)} query ids")
         texts = self._rewrite(list(queries), [str(q) for q in qids])

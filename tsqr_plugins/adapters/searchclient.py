@@ -136,6 +136,27 @@ class _Stage:
                  mode: str = "replace", repeat: int = 5, clause_budget: int = querydsl.DEFAULT_CLAUSE_BUDGET,
                  original_boost: float = 1.0, rewrite_boost: float = 1.0, annotate_response: bool = True,
                  include_filters: bool = False):
+        """The keyword options are :class:`~tsqr_plugins.adapters.stage.StageSettings`' fields, plus
+        ``annotate_response``.
+
+        Args:
+            client: The Elasticsearch or OpenSearch client to wrap; its other methods stay reachable.
+            rewriter: Makes the rewrites; None sends every search as written.
+            fields: Rewrite only text queries on these fields; None: every text query.
+            scoring: ``"match"`` (plain BM25 on the rewrite) or ``"bm25q"`` (query-side BM25).
+            mode: ``"replace"``, ``"concat"`` or ``"both"``.
+            repeat: ``concat`` only: how many times the original goes before the rewrite.
+            clause_budget: Most clauses the rewrites of one search may add.
+            original_boost: ``both`` only: boost of the original query's clause.
+            rewrite_boost: ``both`` only: boost of the rewrite's clause.
+            annotate_response: Add what was done (rewrites, fallbacks, dropped terms) to the
+                response under ``"tsqr"``.
+            include_filters: Also rewrite text queries under ``bool.filter``/``must_not``,
+                ``boosting.negative`` and ``constant_score``.
+
+        Raises:
+            InputError: ``rewriter`` is not a Rewriter, or a setting is invalid.
+        """
         if rewriter is not None and not isinstance(rewriter, Rewriter):
             raise InputError(f"rewriter must be a tsqr_plugins.Rewriter, got {type(rewriter).__name__}")
         self.client = client
@@ -231,13 +252,32 @@ class _Stage:
 
 
 class RewritingSearchClient(_Stage):
-    """A synchronous client (``elasticsearch.Elasticsearch`` or ``opensearchpy.OpenSearch``) with rewriting."""
+    """A synchronous client (``elasticsearch.Elasticsearch`` or ``opensearchpy.OpenSearch``) with rewriting.
+
+    Fail-open: when rewriting fails the search goes out as written (a strict rewriter raises), and
+    a rewritten search the engine refuses for its clause count is sent again as written (``msearch``
+    items excepted: their errors come back as the engine gave them). The
+    rewrites of the latest call are in ``last_rewrites``.
+    """
 
     def search(self, **kwargs):
+        """The client's ``search`` with the text queries of ``query``/``retriever`` rewritten first.
+
+        Args:
+            **kwargs: The client's ``search`` arguments, ``body=`` or keyword style.
+
+        Returns:
+            The client's response, with ``"tsqr"`` metadata unless ``annotate_response=False``.
+        """
         return self._run(self._search_job, self.client.search, kwargs)
 
     def msearch(self, **kwargs):
-        """Every search of the batch rewritten with one rewriter call."""
+        """The client's ``msearch``, every search of the batch rewritten with one rewriter call.
+
+        Args:
+            **kwargs: The client's ``msearch`` arguments: ``searches=[header, body, ...]`` or ``body=``
+                as such a list (NDJSON strings pass through untouched).
+        """
         return self._run(self._msearch_job, self.client.msearch, kwargs)
 
     def _run(self, make_job, send, kwargs):
@@ -279,12 +319,23 @@ class RewritingSearchClient(_Stage):
 
 class AsyncRewritingSearchClient(_Stage):
     """An async client (``AsyncElasticsearch`` / ``AsyncOpenSearch``): the rewrite runs in a worker
-    thread, so the event loop keeps serving while the model generates."""
+    thread, so the event loop keeps serving while the model generates; the rewriter's ``timeout``
+    counts from the call, the wait for a thread included. Fail-open as the sync client."""
 
     async def search(self, **kwargs):
+        """The client's ``search`` with the text queries rewritten first (see the sync client).
+
+        Args:
+            **kwargs: The client's ``search`` arguments, ``body=`` or keyword style.
+        """
         return await self._run(self._search_job, self.client.search, kwargs)
 
     async def msearch(self, **kwargs):
+        """The client's ``msearch``, every search of the batch rewritten with one rewriter call.
+
+        Args:
+            **kwargs: The client's ``msearch`` arguments (``searches=`` or ``body=``).
+        """
         return await self._run(self._msearch_job, self.client.msearch, kwargs)
 
     async def _run(self, make_job, send, kwargs):

@@ -24,7 +24,29 @@ StatsKey = tuple[str, tuple[str, ...]]  # (text, field names)
 
 @dataclass(frozen=True)
 class StageSettings:
-    """How text queries are rewritten. ``fields=None`` rewrites every ``match``/``multi_match``."""
+    """How the client stages and ``tsqr proxy`` rewrite the text queries of a search.
+
+    Args:
+        fields: Rewrite only text queries on these fields (one name or several); None: every
+            ``match``/``multi_match``/``combined_fields``.
+        scoring: ``"match"``: plain BM25 on the rewrite; ``"bm25q"``: BRIGHT's query-side BM25,
+            term clauses weighted from one ``_termvectors`` call (falls back to ``match`` when it
+            cannot, saying why).
+        mode: ``"replace"``, ``"concat"`` or ``"both"`` (original and rewrite in one ``bool.should``).
+        repeat: ``concat`` only: how many times the original goes before the rewrite.
+        clause_budget: Most clauses one search's rewrites may add, 1 to 65,536 (default 1,000,
+            below the engines' 1,024); the lowest-weight terms or the last tokens are dropped.
+        original_boost: ``both`` only: boost of the original query's clause.
+        rewrite_boost: ``both`` only: boost of the rewrite's clause.
+        k1: ``bm25q``: BM25's k1 for the query-side weights (0.9, as BRIGHT).
+        b: ``bm25q``: BM25's b for the query-side weights (0.4, as BRIGHT).
+        include_filters: Also rewrite text queries under ``bool.filter``/``must_not``,
+            ``boosting.negative`` and ``constant_score`` (left alone by default: they exclude
+            documents rather than rank them).
+
+    Raises:
+        InputError: An unknown ``scoring`` or ``mode``, or ``clause_budget`` out of range.
+    """
 
     fields: tuple[str, ...] | None = None
     scoring: str = "match"

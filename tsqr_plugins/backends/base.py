@@ -15,7 +15,15 @@ from tsqr_plugins.prompts import Prompt
 
 @dataclass(frozen=True)
 class Completion:
-    """One backend answer: the raw completion text, or the error that prevented it."""
+    """One backend answer: the raw completion text, or the error that prevented it.
+
+    Attributes:
+        text: The model's completion, unparsed; None when it failed.
+        error: Why there is no completion; None when there is one.
+        cached: True when it came from the rewrite cache.
+        finish_reason: How generation ended, in OpenAI's words (``"stop"``; ``"length"``: cut at
+            ``max_tokens``); None when the backend does not say.
+    """
 
     text: str | None = None
     error: Exception | None = None
@@ -24,6 +32,11 @@ class Completion:
 
     @classmethod
     def failed(cls, error: Exception) -> Completion:
+        """A completion that carries only its ``error``.
+
+        Args:
+            error: Why this item has no completion.
+        """
         return cls(text=None, error=error)
 
 
@@ -37,10 +50,17 @@ def one_per_query(completions: list[Completion], queries: int, engine: str) -> l
 class Backend(ABC):
     """Turns queries into raw completions for a prompt and sampling parameters.
 
-    Subclasses set ``NAME``, ``EXTRA`` (the pip extra providing ``REQUIRES``) and implement
-    ``generate``. A missing dependency fails in ``__init__`` with the extra to install, never at
-    import. ``generate`` returns one Completion per query, in order; an item that failed carries
-    its error so that one bad item does not sink the batch.
+    Subclasses set ``NAME``, ``EXTRA`` and ``REQUIRES`` and implement ``generate``. A missing
+    dependency fails in ``__init__`` with the extra to install, never at import. A backend is a
+    context manager: leaving the ``with`` block calls ``close``.
+
+    Attributes:
+        NAME: The name it is registered under in ``BACKENDS``.
+        EXTRA: The pip extra that installs ``REQUIRES``; None: the base install.
+        REQUIRES: Modules it imports when built.
+        CACHEABLE: False when its answers are already persistent (``with_cache`` leaves it alone).
+        model_id: What produced the rewrites (a model path or hub id, a URL and model name, a file).
+        weights: A fingerprint of the model's weights, part of the cache identity when set.
     """
 
     NAME: ClassVar[str]
@@ -54,24 +74,42 @@ class Backend(ABC):
     weights: str = ""
 
     def cache_identity(self) -> dict[str, str]:
-        """What a rewrite cache file is bound to: rewrites of other backends, models or weights never mix."""
+        """What a rewrite cache file is bound to (``backend``, ``model``, ``weights`` when set):
+        rewrites of other backends, models or weights never mix."""
         identity = {"backend": self.NAME, "model": self.model_id}
         return {**identity, "weights": self.weights} if self.weights else identity
 
     @classmethod
     def is_available(cls) -> bool:
+        """Whether every module in ``REQUIRES`` is installed (nothing is imported)."""
         return all(is_installed(module) for module in cls.REQUIRES)
 
     @classmethod
     def install_hint(cls) -> str:
+        """The pip command that installs ``EXTRA``, or that none is needed."""
         return install_hint(cls.EXTRA) if cls.EXTRA else "included in the base install"
 
     @abstractmethod
     def generate(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[Completion]:
-        ...
+        """One completion per query, in order; an item that failed carries its error, so that one
+        bad item does not sink the batch.
+
+        Args:
+            queries: The search queries, each put into ``prompt``.
+            prompt: The prompt that turns a query into chat messages.
+            params: How to sample.
+        """
 
     def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
-        """Completions for arbitrary chat conversations (the service's OpenAI-compatible endpoint)."""
+        """Completions for arbitrary chat conversations (the service's OpenAI-compatible endpoint).
+
+        Args:
+            conversations: Chat messages (``{"role": ..., "content": ...}`` lists), one per completion.
+            params: How to sample.
+
+        Raises:
+            NotImplementedError: The backend answers only its own prompts.
+        """
         raise NotImplementedError(f"the {self.NAME} backend cannot answer arbitrary chat conversations")
 
     def close(self) -> None:

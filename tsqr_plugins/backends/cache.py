@@ -31,7 +31,14 @@ def default_cache_path(backend: Backend) -> Path:
 
 
 class CachedBackend(Backend):
-    """Hits come from SQLite; misses go to ``inner`` and successful answers are stored."""
+    """Hits come from SQLite; misses go to ``inner`` and successful answers are stored. What
+    :func:`~tsqr_plugins.backends.with_cache` builds. A cache that cannot be read or written is
+    logged (once per cause) and the rewrites are answered all the same.
+
+    Args:
+        inner: The backend that generates the misses.
+        path: The SQLite file; None: one per backend and model under the default cache folder.
+    """
 
     NAME = "cache"
 
@@ -73,5 +80,6 @@ class CachedBackend(Backend):
         self._warned.add(message)
 
     def close(self) -> None:
+        """Close the cache file and the inner backend."""
         self.store.close()
         self.inner.close()

@@ -56,10 +56,18 @@ def load_rewrite_file(path: Path) -> dict[str, str]:
 
 
 class FileBackend(Backend):
-    """Rewrites looked up by the exact original query text (then by whitespace-folded text).
+    """Published rewrites replayed from a file, looked up by the exact original query text, then by
+    whitespace-folded text (one-line inputs match multi-line BRIGHT queries). Never cached: the file
+    already is one.
 
-    ``on_missing="error"`` raises MissingRewriteError naming the missing queries; ``"fallback"``
-    lets the rewriter fall back to the original for them.
+    Args:
+        path: A release JSON object (``{query: rewrite}``) or ``tsqr rewrite`` JSONL output (rows that
+            fell back are skipped).
+        on_missing: ``"error"``: a batch with a query the file lacks raises MissingRewriteError
+            naming it; ``"fallback"``: the rewriter falls back to the original for that query.
+
+    Raises:
+        InputError: The file does not exist or is malformed, or ``on_missing`` is unknown.
     """
 
     NAME = "file"
@@ -77,11 +85,25 @@ class FileBackend(Backend):
         self.model_id = f"file:{self.path.name}"
 
     def lookup(self, query: str) -> str | None:
+        """The rewrite of ``query`` in the file, or None.
+
+        Args:
+            query: The original query, exactly or up to whitespace.
+        """
         found = self.rewrites.get(query)
         return found if found is not None else self._by_folded.get(normalize_space(query))
 
     def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
-        """Answers conversations whose last user turn is a tsqr prompt, by looking its query up."""
+        """Answers conversations whose last user turn is the paper's (``…Query: <query>``), by
+        looking its query up.
+
+        Args:
+            conversations: Chat messages, one list per completion.
+            params: Ignored (the rewrites are already made).
+
+        Raises:
+            InputError: A conversation's last user turn is not the paper's.
+        """
         queries = []
         for messages in conversations:
             query = query_from_messages(messages)

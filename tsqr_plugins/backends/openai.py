@@ -32,13 +32,32 @@ START_HINT = (
 
 
 class OpenAIBackend(Backend):
-    """Chat completions over HTTP, ``max_concurrency`` requests at a time, retried with exponential
-    backoff on connection errors, 408, 409, 429 and 503 (never past the caller's time budget). The
-    server's health is checked at construction.
+    """Chat completions over HTTP from any OpenAI-compatible server (the ``openai`` extra):
+    ``vllm serve``, ``tsqr serve`` (this is the Python client of the rewrite service), hosted APIs.
 
-    ``vllm_sampling=True`` sends vLLM's extra sampling fields (``top_k``, ``repetition_penalty``);
-    turn it off for servers that reject unknown fields. Queries longer than ``max_query_chars``
-    are cut to that many characters (no tokenizer here).
+    Requests run ``max_concurrency`` at a time, retried with exponential backoff on connection
+    errors and 408, 409, 429 and 503, never past the caller's time budget; any other error status
+    is answered at once. The server's ``/models`` is checked at construction.
+
+    Args:
+        base_url: The API root, usually ending in ``/v1``.
+        model: The model name the server serves; None: the first one it lists.
+        api_key: Bearer token; None: ``$TSQR_API_KEY``, else ``$OPENAI_API_KEY``.
+        max_concurrency: Requests in flight at once (and HTTP connections kept).
+        timeout: Seconds per request.
+        max_retries: Retries of a request after its first attempt.
+        backoff: Seconds before the first retry, doubled for each next one (with jitter).
+        health_timeout: Seconds to wait for ``/models`` to answer at construction.
+        vllm_sampling: Send vLLM's extra sampling fields (``top_k``, ``repetition_penalty``); turn it
+            off for servers that reject unknown fields.
+        max_query_chars: Queries longer than this are cut to it (characters: there is no tokenizer).
+        key_from_environment: Read the key from the environment when ``api_key`` is not given.
+
+    Raises:
+        MissingDependencyError: httpx is not installed.
+        InputError: ``max_concurrency`` is below 1.
+        ServerUnavailableError: No server answered in time, it refused the key, it is not an
+            OpenAI-compatible API at ``base_url``, or it does not serve ``model``.
     """
 
     NAME = "openai"
@@ -91,7 +110,18 @@ class OpenAIBackend(Backend):
         self.model_id = f"{self.base_url}#{model}"
 
     def check_server(self, deadline: float) -> list[str]:
-        """Poll ``/models`` until it answers or ``deadline`` seconds pass; returns the served model ids."""
+        """Poll ``/models`` until it answers.
+
+        Args:
+            deadline: Seconds to keep trying.
+
+        Returns:
+            The ids of the models the server serves.
+
+        Raises:
+            ServerUnavailableError: No answer within ``deadline``, the key was refused (401/403),
+                or ``/models`` is not found (404: the message says whether ``/v1`` is missing).
+        """
         stop_at = time.monotonic() + deadline
         while True:
             try:
@@ -117,6 +147,12 @@ class OpenAIBackend(Backend):
                 time.sleep(0.25)
 
     def request_body(self, messages: list[dict[str, str]], params: GenerationParams) -> dict[str, Any]:
+        """The JSON body of one ``/chat/completions`` request.
+
+        Args:
+            messages: The chat messages.
+            params: How to sample (``top_k`` and ``repetition_penalty`` only with ``vllm_sampling``).
+        """
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -166,6 +202,7 @@ class OpenAIBackend(Backend):
         return Completion.failed(failure)
 
     def close(self) -> None:
+        """Close the HTTP connections."""
         self._client.close()
 
 

@@ -49,7 +49,23 @@ def _unreachable(completions: list[Completion]) -> bool:
 
 class ReplicaPool(Backend):
     """Several OpenAI-compatible servers of one model; each batch goes to one of them. Its cache is
-    the model's: the same rewrites whichever replica answers, however many replicas there are."""
+    the model's: the same rewrites whichever replica answers, however many replicas there are.
+
+    Args:
+        base_urls: One API root per replica (usually ending in ``/v1``); repeats are dropped.
+        model: The model every replica serves; None: the first one the first healthy replica lists.
+        strategy: ``"least-busy"`` (fewest batches in flight, ties in turn) or ``"round-robin"``.
+        health_interval: Seconds between background checks of every replica's ``/models``.
+        startup_timeout: Seconds the last replica is given at construction when none answered yet
+            (the others get 2 s each).
+        **options: :class:`~tsqr_plugins.backends.openai.OpenAIBackend` options for every replica
+            (``api_key``, ``max_concurrency``, ``timeout``...); ``max_retries`` defaults to 1 here,
+            to fail over instead of retrying one replica.
+
+    Raises:
+        InputError: No URL, or an unknown ``strategy``.
+        ServerUnavailableError: No replica answered (the message gives each one's error).
+    """
 
     NAME = "replicas"
     EXTRA = "openai"
@@ -79,6 +95,7 @@ class ReplicaPool(Backend):
     # -- health ----------------------------------------------------------------------------
 
     def healthy(self) -> list[Replica]:
+        """The replicas that passed their latest health check."""
         return [r for r in self.replicas if r.healthy]
 
     def _connect(self, replica: Replica, timeout: float) -> None:
@@ -102,6 +119,7 @@ class ReplicaPool(Backend):
                 self._connect(replica, timeout=2.0)
 
     def states(self) -> list[dict[str, Any]]:
+        """Each replica's URL, health, batches in flight and served, failures and last error."""
         return [replica.state() for replica in self.replicas]
 
     # -- routing ---------------------------------------------------------------------------
@@ -148,6 +166,7 @@ class ReplicaPool(Backend):
         return self._route(lambda backend: backend.chat(conversations, params))
 
     def close(self) -> None:
+        """Stop the health checks and close every replica's connections."""
         self._stop.set()
         for replica in self.replicas:
             if replica.backend is not None:

@@ -19,11 +19,23 @@ logger = logging.getLogger(__name__)
 
 
 class TransformersBackend(Backend):
-    """``AutoModelForCausalLM`` with the model's chat template.
+    """``AutoModelForCausalLM`` with the model's chat template (the ``transformers`` extra).
 
-    ``device="auto"`` picks CUDA when available, else CPU; ``dtype="auto"`` uses bfloat16 on
-    CUDA and float32 on CPU. Queries are generated ``batch_size`` at a time; a batch that fails
-    fails only its own items.
+    Queries are generated ``batch_size`` at a time, left-padded; a batch that fails fails only its
+    own items. Generation stops at the caller's deadline (``Rewriter(timeout=...)``).
+
+    Args:
+        model: A local model folder or a Hugging Face hub id (checked in seconds: a hub id must be
+            in the local cache or the hub must answer).
+        device: A torch device (``"cpu"``, ``"cuda:0"``); ``"auto"``: CUDA when available, else CPU.
+        dtype: A torch dtype name (``"float32"``, ``"bfloat16"``); ``"auto"``: bfloat16 on CUDA,
+            float32 on CPU.
+        batch_size: Queries per ``model.generate`` call.
+        trust_remote_code: Run code shipped with the model (tokenizer and model classes).
+
+    Raises:
+        MissingDependencyError: torch or transformers is not installed.
+        InputError: The model folder does not exist, or the hub id cannot be reached or found.
     """
 
     NAME = "transformers"
@@ -64,6 +76,13 @@ class TransformersBackend(Backend):
         return self.chat([prompt.messages(self.fit(query, prompt, params)) for query in queries], params)
 
     def fit(self, query: str, prompt: Prompt, params: GenerationParams) -> str:
+        """``query``, or its longest head whose prompt leaves ``params.max_tokens`` of the context.
+
+        Args:
+            query: The search query.
+            prompt: The prompt it goes into.
+            params: Sampling parameters (their ``max_tokens`` is the room kept for the answer).
+        """
         return fit_query(query, prompt, self.tokenizer, self.context_length, params.max_tokens)
 
     def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
@@ -145,6 +164,7 @@ class TransformersBackend(Backend):
         }
 
     def close(self) -> None:
+        """Drop the model and free the CUDA cache."""
         self.model = None
         if self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()

@@ -16,9 +16,26 @@ from tsqr_plugins.prompts import Prompt
 
 
 class VLLMBackend(Backend):
-    """``vllm.LLM`` with the released evaluation's engine settings as defaults
-    (bfloat16, ``max_model_len=16000``, ``gpu_memory_utilization=0.6``) and prefix caching on:
-    every prompt shares the instruction prefix. Extra keyword arguments go to ``vllm.LLM``.
+    """In-process ``vllm.LLM`` (the ``vllm`` extra): each batch is one ``LLM.chat`` call.
+
+    Defaults are the released evaluation's engine settings (``max_model_len=16000``,
+    ``gpu_memory_utilization=0.6``), with prefix caching on: every prompt shares the instruction
+    prefix. Queries whose prompt would not leave ``max_tokens`` of the context are cut.
+
+    Args:
+        model: A local model folder or a Hugging Face hub id (checked at once).
+        dtype: vLLM's ``dtype``; ``"auto"``: vLLM's choice from the checkpoint's config
+            (bfloat16 for a bfloat16 checkpoint such as Qwen2.5's).
+        max_model_len: Context length in tokens (prompt and completion).
+        gpu_memory_utilization: Fraction of GPU memory vLLM may take (0-1).
+        tensor_parallel_size: GPUs to shard the model over.
+        enable_prefix_caching: Reuse the KV cache of the shared instruction prefix.
+        trust_remote_code: Run code shipped with the model.
+        **engine_kwargs: Any other ``vllm.LLM`` (or ``AsyncEngineArgs``) keyword.
+
+    Raises:
+        MissingDependencyError: vllm is not installed.
+        InputError: The model folder does not exist, or the hub id cannot be reached or found.
     """
 
     NAME = "vllm"
@@ -53,6 +70,11 @@ class VLLMBackend(Backend):
         self.tokenizer = self.llm.get_tokenizer()
 
     def sampling_params(self, params: GenerationParams) -> Any:
+        """``params`` as ``vllm.SamplingParams``; the stop strings also as token ids.
+
+        Args:
+            params: How to sample.
+        """
         # Qwen's stop tokens are special tokens: stop on their ids, as the released code does.
         stop_ids = [self.tokenizer.convert_tokens_to_ids(token) for token in params.stop]
         stop_ids = [i for i in stop_ids if isinstance(i, int) and i != self.tokenizer.unk_token_id]
@@ -82,6 +104,7 @@ class VLLMBackend(Backend):
                 for output in outputs]
 
     def close(self) -> None:
+        """Drop the engine."""
         self.llm = None
 
 
@@ -90,8 +113,9 @@ class AsyncVLLMBackend(VLLMBackend):
 
     ``generate`` may be called from several threads at once (the service keeps several batches in
     flight): every query becomes its own engine request, so concurrent batches are interleaved by
-    vLLM's continuous batching instead of waiting for each other. Same defaults and sampling as
-    :class:`VLLMBackend`; prefix caching on.
+    vLLM's continuous batching instead of waiting for each other. It takes :class:`VLLMBackend`'s
+    arguments, with the same defaults and sampling; the engine gets ``STARTUP_TIMEOUT`` seconds to
+    load the model.
     """
 
     STARTUP_TIMEOUT = 900.0  # seconds for the engine to load the model
@@ -143,6 +167,7 @@ class AsyncVLLMBackend(VLLMBackend):
             return [Completion.failed(BackendTimeout("the time budget was spent")) for _ in texts]
 
     def close(self) -> None:
+        """Shut the engine down and stop its event loop."""
         engine, self.engine = getattr(self, "engine", None), None
         if engine is not None:
             engine.shutdown()

@@ -43,10 +43,18 @@ def pyserini_lucene():
 class BM25QSearcher:
     """``search`` / ``batch_search`` / ``doc`` / ``set_bm25`` of ``LuceneSearcher``, scoring BM25Q.
 
-    ``searcher`` is an index path or an existing ``LuceneSearcher``. Keyword arguments of
-    ``search``/``batch_search`` (``fields``, ``remove_dups``, ...) go to pyserini where it applies
-    them (plain BM25, or pyserini >= 1.0's generator); where the searcher builds the query itself
-    (pyserini 0.25) they are refused, never dropped.
+    Keyword arguments of ``search``/``batch_search`` (``fields``, ``remove_dups``, ...) go to
+    pyserini where it applies them (plain BM25, or pyserini >= 1.0's generator); where the searcher
+    builds the query itself (pyserini 0.25) they are refused, never dropped.
+
+    Args:
+        searcher: A Lucene index folder or an existing pyserini ``LuceneSearcher``.
+        scoring: ``"bm25q"`` (query-side BM25) or ``"bm25"`` (plain bag-of-words BM25).
+        k1: BM25's k1 (0.9, as BRIGHT).
+        b: BM25's b (0.4, as BRIGHT).
+        field: The index field searched (pyserini's ``contents``).
+        native: Use Anserini's own query-side BM25 generator (pyserini >= 1.0, ``field="contents"``);
+            None: when available; False: BRIGHT's exact weights, built here.
     """
 
     def __init__(self, searcher: Any, scoring: str = "bm25q", k1: float = bm25q.K1, b: float = bm25q.B,
@@ -76,14 +84,32 @@ class BM25QSearcher:
     # -- the LuceneSearcher surface --------------------------------------------------------
 
     def set_bm25(self, k1: float = bm25q.K1, b: float = bm25q.B) -> None:
+        """Set BM25's parameters, for the documents and the query-side weights alike.
+
+        Args:
+            k1: Term-frequency saturation (default 0.9).
+            b: Length normalisation (default 0.4).
+        """
         self.k1, self.b = float(k1), float(b)
         self.searcher.set_bm25(self.k1, self.b)
         self._generator = None  # query-side weights use the same k1, b
 
     def doc(self, docid):
+        """The stored document, as ``LuceneSearcher.doc`` gives it.
+
+        Args:
+            docid: The document's id (or Lucene's internal number).
+        """
         return self.searcher.doc(docid)
 
     def search(self, q: str, k: int = 10, **kwargs):
+        """The top ``k`` hits of one query.
+
+        Args:
+            q: The query text.
+            k: Hits to return.
+            **kwargs: Further ``LuceneSearcher.search`` arguments, where pyserini applies them.
+        """
         return self._search_text(q, k, **kwargs)
 
     def _search_text(self, q: str, k: int, **kwargs):
@@ -100,6 +126,18 @@ class BM25QSearcher:
 
     def batch_search(self, queries: Sequence[str], qids: Sequence[str], k: int = 10, threads: int = 1,
                      **kwargs) -> dict[str, list]:
+        """The top ``k`` hits of each query.
+
+        Args:
+            queries: The query texts.
+            qids: Their ids, one per query.
+            k: Hits per query.
+            threads: Pyserini's search threads (pyserini 0.25 with BM25Q searches one by one).
+            **kwargs: Further ``LuceneSearcher.batch_search`` arguments, where pyserini applies them.
+
+        Returns:
+            ``{query id: hits}``.
+        """
         if len(queries) != len(qids):
             raise InputError(f"{len(queries)} queries but {len(qids)} query ids")
         qids = [str(q) for q in qids]
@@ -132,13 +170,23 @@ class BM25QSearcher:
         return self._generator
 
     def query_weights(self, text: str) -> dict[str, float]:
-        """Query-side BM25 weight of each query term the index knows (BRIGHT's gensim formula)."""
+        """Query-side BM25 weight of each query term the index knows (BRIGHT's gensim formula).
+
+        Args:
+            text: The query text, analysed as pyserini's default analyzer does.
+        """
         counts = {t: c for t, c in Counter(self.analyzer(text)).items() if self._doc_freq(t) > 0}
         stats = self._index_stats()
         return bm25q.term_weights(counts, lambda t: bm25q.idf(stats["documents"], self._doc_freq(t)),
                                   stats["avgdl"], self.k1, self.b)
 
     def query_side_bm25(self, text: str):
+        """A Lucene ``BooleanQuery`` of the query's terms, each boosted by its query-side weight;
+        None when the index knows none of them.
+
+        Args:
+            text: The query text.
+        """
         weights = self.query_weights(text)
         if not weights:
             return None

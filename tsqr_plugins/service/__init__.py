@@ -6,8 +6,13 @@ __all__ = ["ServiceConfig", "create_app"]
 
 
 def create_app(config, backend=None, *, engine=None):
-    """The service's Starlette application over ``backend`` (default: the one ``config.rewriter``
-    names). ``engine`` is the old name of ``backend``, kept for one release."""
+    """The service's Starlette application.
+
+    Args:
+        config: The service's settings (:class:`ServiceConfig`).
+        backend: The backend to serve; None: the one ``config.rewriter`` names.
+        engine: The old name of ``backend``, kept for one release with a warning.
+    """
     from tsqr_plugins.service.app import create_app as build
     from tsqr_plugins.settings import renamed_keyword
 

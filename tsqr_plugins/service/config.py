@@ -20,8 +20,20 @@ REWRITERS = ("transformers", "vllm", "openai", "file")
 @dataclass
 class ServiceConfig(ModelOptions):
     """Every setting of ``tsqr serve``, declared once: the flags (``cli/serve.py``), the YAML file
-    (``--config``, dashes or underscores) and the Python API read these fields. ``engine`` is the
-    old name of ``rewriter``, kept for one release with a warning."""
+    (``--config``, dashes or underscores) and the Python API read these fields.
+
+    Each field's documentation is the ``help`` of its ``setting(...)`` below, which ``tsqr serve
+    --help`` shows with the default (field ``max_batch_size`` is ``--max-batch-size``); ``dataclasses.fields``
+    gives it as ``field.metadata["help"]``. Defaults that depend on the rewriter are resolved in
+    ``__post_init__``.
+
+    Args:
+        engine: The old name of ``rewriter``, kept for one release with a warning.
+
+    Raises:
+        InputError: An unknown rewriter, one without what it needs (``model``, ``rewrites``,
+            ``upstream``), or a limit out of range.
+    """
 
     rewriter: str | None = setting(None, help="what produces the rewrites", choices=REWRITERS, default_text="file",
                                    aliases=("engine",))
@@ -90,8 +102,16 @@ class ServiceConfig(ModelOptions):
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> ServiceConfig:
-        """Settings from a YAML file (optional), then ``overrides`` that are not None. A file's old
-        names (``engine``) are read as the new ones, with a logged warning."""
+        """Settings from a YAML file, then overrides.
+
+        Args:
+            path: A YAML mapping of settings (dashes or underscores); None: none. Old names
+                (``engine``) are read as the new ones, with a logged warning.
+            **overrides: Settings that take precedence over the file; None values are ignored.
+
+        Raises:
+            InputError: The file cannot be read or is not a mapping, or a setting is unknown.
+        """
         values: dict[str, Any] = {}
         if path is not None:
             import yaml
