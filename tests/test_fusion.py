@@ -111,3 +111,42 @@ def test_the_paired_test_agrees_with_the_textbook_statistic():
 
     assert abs(paired_t_test(a, b) - 2 * student.sf(abs(t), n - 1)) < 1e-12
     assert paired_t_test(a, a) == 1.0 and paired_t_test([2.0, 3.0, 5.0], [1.0, 2.0, 4.0]) == 0.0
+
+
+def test_adaptive_repetition_gives_the_original_a_third_of_the_rewrites_weight():
+    from tsqr_plugins.combine import ADAPTIVE_MAX_COPIES, adaptive_copies, combine
+
+    original = "why do moths circle lamps"  # 5 words
+    for words, copies in ((0, 1), (10, 1), (15, 1), (30, 2), (150, 10), (1500, 100), (100_000, ADAPTIVE_MAX_COPIES)):
+        rewrite = " ".join(["light"] * words)
+        assert adaptive_copies(original, rewrite) == copies
+        assert combine(original, rewrite, "adaptive") == " ".join([original] * copies + [rewrite])
+    # the same text in every host: the Rewrite, the query DSL's leaf text, the service's answer
+    from tsqr_plugins.core import Rewrite
+    from tsqr_plugins.querydsl import leaf_texts
+
+    rewrite = Rewrite(original=original, text=" ".join(["light"] * 150), fallback=False)
+    assert leaf_texts(rewrite, "adaptive", 5) == [combine(original, rewrite.text, "adaptive")]
+    capped = leaf_texts(rewrite, "adaptive", 5, tokens=100)[0].split()
+    assert len(capped) <= 100 and capped[:5] == original.split()
+
+
+def test_the_service_answers_adaptive_as_every_host_combines_it(tmp_path):
+    pytest.importorskip("uvicorn")
+    import httpx
+
+    from tests.test_service import engine_config
+    from tsqr_plugins.combine import combine
+    from tsqr_plugins.testing.service import RunningService
+
+    query = "Why do moths circle street lamps instead of flying straight to them?\nI watched moths around a lamp last night. They never land on it, they keep spiralling. What makes them do that?"
+    with RunningService(engine_config(tmp_path)) as service:
+        def ask(**body):
+            return httpx.post(f"{service.url}/v1/rewrite", json=body, timeout=30).json()
+
+        alone = ask(queries=[query])["rewrites"][0]
+        adaptive = ask(queries=[query], mode="adaptive")["rewrites"][0]
+        match = ask(match={"query": query, "boost": 2}, mode="adaptive")["match"]
+    assert not alone["fallback"] and not adaptive["fallback"]
+    assert adaptive["text"] == combine(query, alone["text"], "adaptive") != alone["text"]
+    assert match["query"] == adaptive["text"] and match["boost"] == 2

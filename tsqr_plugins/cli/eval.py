@@ -33,7 +33,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--rewriter", default="none",
                         help="none | file:<rewrites.json> | transformers | vllm | openai (default none)")
     parser.add_argument("--combine", help="several ways to use the rewrites, scored side by side in one run: a "
-                        "comma-separated list of replace, concat (--repeat copies of the original, then the rewrite) "
+                        "comma-separated list of replace, concat (--repeat copies of the original, then the rewrite), "
+                        "adaptive (copies of the original about a third of the rewrite's words) "
                         "and rrf (the original's and the rewrite's results fused by reciprocal rank; replace is "
                         "reported with it); with a paired t-test of each against the original queries")
     parser.add_argument("--rrf-k", type=float, default=60.0, help="rrf: the rank constant (default 60)")

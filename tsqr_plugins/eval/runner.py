@@ -20,7 +20,7 @@ from .datasets import Task
 from .metrics import PRIMARY, evaluate
 
 ORIGINAL, REWRITTEN = "original", "rewritten"
-COMBINATIONS = ("replace", "concat", "rrf")  # rrf: the original's and the rewrite's results, fused
+COMBINATIONS = ("replace", "concat", "adaptive", "rrf")  # rrf: the original's and the rewrite's results, fused
 log = logging.getLogger(__name__)
 
 
@@ -127,8 +127,9 @@ def _variants(task: Task, rewrites, settings: EvalSettings) -> dict[str, list[st
     check_combinations(settings.combine)
     if "replace" in settings.combine or "rrf" in settings.combine:
         variants["replace"] = [r.combined_text("replace") for r in rewrites]
-    if "concat" in settings.combine:
-        variants["concat"] = [r.combined_text("concat", settings.repeat) for r in rewrites]
+    for mode in ("concat", "adaptive"):
+        if mode in settings.combine:
+            variants[mode] = [r.combined_text(mode, settings.repeat) for r in rewrites]
     if "rrf" in settings.combine:
         variants["rrf"] = None
     return variants
