@@ -16,6 +16,7 @@ from typing import Any
 
 from . import bm25q
 from .analyzer import tokenize
+from .combine import adaptive_copies
 from .core import Rewrite
 from .errors import InputError
 
@@ -388,10 +389,12 @@ def fused(original: dict, rewritten: dict, original_boost: float = 1.0, rewrite_
 def leaf_texts(rewrite: Rewrite, mode: str, repeat: int, tokens: int | None = None) -> list[str]:
     """The texts to search for one rewrite: one, or the original and the rewrite for ``both``.
 
-    ``tokens``: the text's token budget. In ``concat`` the original comes first, ``repeat``
-    times, so capping the joined text would keep the original alone: each part is capped to its
+    ``tokens``: the text's token budget. In ``concat`` (and ``adaptive``) the original comes first,
+    ``repeat`` times, so capping the joined text would keep the original alone: each part is capped to its
     share instead (half the budget for the copies of the original, the rest for the rewrite)."""
-    if mode == "concat" and tokens is not None:
+    if mode in ("concat", "adaptive") and tokens is not None:
+        if mode == "adaptive":
+            repeat = adaptive_copies(rewrite.original, rewrite.text)
         per_copy = max(1, tokens // (2 * repeat))
         original, _ = cap_tokens(rewrite.original, per_copy)
         text, _ = cap_tokens(rewrite.text, max(1, tokens - per_copy * repeat))

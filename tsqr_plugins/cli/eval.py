@@ -32,6 +32,12 @@ def add_parser(commands: Any) -> None:
                         help="dense retrievers: exact inner product (flat, default) or approximate HNSW/IVF for large corpora")
     parser.add_argument("--rewriter", default="none",
                         help="none | file:<rewrites.json> | transformers | vllm | openai (default none)")
+    parser.add_argument("--combine", help="several ways to use the rewrites, scored side by side in one run: a "
+                        "comma-separated list of replace, concat (--repeat copies of the original, then the rewrite), "
+                        "adaptive (copies of the original about a third of the rewrite's words) "
+                        "and rrf (the original's and the rewrite's results fused by reciprocal rank; replace is "
+                        "reported with it); with a paired t-test of each against the original queries")
+    parser.add_argument("--rrf-k", type=float, default=60.0, help="rrf: the rank constant (default 60)")
     parser.add_argument("--output", type=Path, help="result folder (created; an existing one needs --overwrite)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of an earlier run in --output (its runs/, results.json, report.md, plot.png)")
@@ -61,6 +67,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("tsqr eval needs --dataset and --output")
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be >= 1, got {args.limit}")
+    combine = tuple(mode.strip() for mode in (args.combine or "").split(",") if mode.strip())
+    if combine:
+        from tsqr_plugins.eval.runner import check_combinations
+
+        check_combinations(combine)
+        if args.rewriter == "none":
+            raise InputError("--combine needs a --rewriter")
     prepare_output(args.output, args.overwrite)
     from tsqr_plugins.eval.datasets import load_tasks
     from tsqr_plugins.eval.runner import EvalSettings, run_eval
@@ -83,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, cache_dir=args.index_cache or default_cache_dir(), progress=not args.quiet,
         rewriter_label=args.rewriter, dataset_label=args.dataset,
         extra={"gain_model": gain_encoder.model_name} if gain_encoder else {},
-        retriever_options={"index_type": args.dense_index},
+        retriever_options={"index_type": args.dense_index}, combine=combine, rrf_k=args.rrf_k,
     )
     try:
         document = run_eval(tasks, settings, rewriter, gain_encoder)

@@ -27,7 +27,8 @@ def table_rows(document: dict, label: str = "") -> tuple[list[str], list[list[st
             values = [per_task[t]["metrics"][PRIMARY] * 100 for t in tasks if t in per_task]
             cells = [f"{per_task[t]['metrics'][PRIMARY] * 100:.1f}" if t in per_task else "" for t in tasks]
             average = f"{sum(values) / len(values):.1f}" if values else ""
-            queries = document["rewriter"] if variant == "rewritten" else "original"
+            queries = ("original" if variant == "original" else document["rewriter"] if variant == "rewritten"
+                       else f"{document['rewriter']} ({variant})")
             rows.append([*(([label]) if label else []), retriever, queries, *cells, average])
     return tasks, rows
 
@@ -44,13 +45,19 @@ SAMPLE_NOTE = ("The sample's queries, documents and rewrites were written by the
                "measurement of TongSearch-QR (docs/reproduce.md has the real BRIGHT commands).")
 
 
+def _how_combined(document: dict) -> str:
+    if document.get("combine"):
+        return f"combined as {', '.join(document['combine'])}; rrf with k = {document['rrf_k']:g}"
+    return f"mode `{document['mode']}`"
+
+
 def write_report(document: dict, output: Path) -> None:
     tasks, rows = table_rows(document)
     header = ["retriever", "queries", *[SHORT_NAMES.get(t, t) for t in tasks], "Avg"]
     parts = [
         f"# tsqr eval: {document['dataset']}",
         "",
-        f"{PRIMARY} x 100 per task. Rewriter: `{document['rewriter']}` (mode `{document['mode']}`), "
+        f"{PRIMARY} x 100 per task. Rewriter: `{document['rewriter']}` ({_how_combined(document)}), "
         f"depth {document['k']}. Queries with no results count as 0.",
         *(["", SAMPLE_NOTE] if document["dataset"] == "sample" else []),
         "",
@@ -61,6 +68,14 @@ def write_report(document: dict, output: Path) -> None:
         *[f"| {t} | {i['queries']} | {i['documents']} | {i['rewrite_fallbacks']} | {i.get('source', '')} |"
           for t, i in ((t, document["tasks"][t]) for t in tasks)],
     ]
+    significance = document.get("significance")
+    if significance:
+        parts += ["", "## Against the original queries", "",
+                  f"Mean change of {PRIMARY} x 100 over every judged query, and the two-sided paired t-test's "
+                  "p-value (scipy's ttest_rel) that the variant and the original queries score the same.",
+                  "", "| retriever | variant | change | p-value | queries |", "|---|---|---|---|---|"]
+        parts += [f"| {spec} | {variant} | {entry['mean_change'] * 100:+.1f} | {entry['p_value']:.3g} | {entry['queries']} |"
+                  for spec, variants in significance.items() for variant, entry in variants.items()]
     gains = document.get("rewrite_gain")
     if gains:
         parts += ["", f"## Rewrite gain ({document.get('gain_model', 'embedding model')})", "",

@@ -14,11 +14,13 @@ from typing import Callable, Sequence
 from .. import __version__
 from ..core import Rewriter
 from ..errors import InputError
+from ..fusion import RRF_K, rrf
 from ..search import check_retriever_options, make_retriever
 from .datasets import Task
 from .metrics import PRIMARY, evaluate
 
 ORIGINAL, REWRITTEN = "original", "rewritten"
+COMBINATIONS = ("replace", "concat", "adaptive", "rrf")  # rrf: the original's and the rewrite's results, fused
 log = logging.getLogger(__name__)
 
 
@@ -29,6 +31,10 @@ class EvalSettings:
     k: int = 1000
     mode: str = "replace"  # the paper scores the rewrite alone
     repeat: int = 5
+    # several ways to use the rewrites, scored side by side (one variant each, named by the mode);
+    # empty: the one variant "rewritten", in ``mode``
+    combine: Sequence[str] = ()
+    rrf_k: float = RRF_K
     batch_size: int = 32
     search_chunk: int = 64
     cache_dir: Path | None = None
@@ -59,27 +65,31 @@ def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter |
         task_info[task.name] = {"queries": len(task.query_ids), "documents": len(task.doc_ids),
                                 "rewrite_fallbacks": fallbacks, "source": task.source}
         trec_ok = _write_qrels(output / "runs" / f"qrels.{task.name}.txt", task.qrels)
-        variants = {ORIGINAL: list(task.queries)}
-        if rewrites:
-            variants[REWRITTEN] = [r.combined_text(settings.mode, settings.repeat) for r in rewrites]
+        variants = _variants(task, rewrites, settings)
         for spec in settings.retrievers:
             retriever = make_retriever(spec, settings.cache_dir, settings.progress, **settings.retriever_options)
             retriever.index(task.doc_ids, task.documents, task=task.name, prebuilt=task.prebuilt_index)
+            runs: dict[str, dict] = {}
             for variant, texts in variants.items():
-                run = _search(retriever, task, texts, settings, f"{spec} {variant} {task.name}")
-                means, per_query = evaluate(task.qrels, run)
+                if texts is None:  # fused from runs searched already
+                    runs[variant] = _fused(runs[ORIGINAL], runs["replace"], settings)
+                else:
+                    runs[variant] = _search(retriever, task, texts, settings, f"{spec} {variant} {task.name}")
+                means, per_query = evaluate(task.qrels, runs[variant])
                 results[spec].setdefault(variant, {})[task.name] = {"metrics": means, "per_query": per_query}
                 if trec_ok:
-                    _write_trec(output / "runs" / f"{_safe(spec)}.{variant}.{task.name}.trec", run,
+                    _write_trec(output / "runs" / f"{_safe(spec)}.{variant}.{task.name}.trec", runs[variant],
                                 f"tsqr-{_safe(spec)}-{variant}")
         if rewrites and gain_encoder is not None:
-            gains[task.name] = _gains(task, rewrites, gain_encoder, results, settings.retrievers)
+            gains[task.name] = _gains(task, rewrites, gain_encoder, results, settings.retrievers,
+                                      settings.combine[0] if settings.combine else REWRITTEN)
     document = {
         "tsqr_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "dataset": settings.dataset_label,
         "rewriter": settings.rewriter_label,
         "mode": settings.mode,
+        **({"combine": list(settings.combine), "rrf_k": settings.rrf_k} if settings.combine else {}),
         "k": settings.k,
         "primary_metric": PRIMARY,
         "empty_results_count_as": 0,
@@ -89,11 +99,76 @@ def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter |
     }
     if gains:
         document["rewrite_gain"] = gains
+    if rewriter is not None:
+        document["significance"] = _significance(results)
     (output / "results.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
     from .report import write_report
 
     write_report(document, output)
     return document
+
+
+def check_combinations(combine: Sequence[str]) -> None:
+    unknown = [mode for mode in combine if mode not in COMBINATIONS]
+    if unknown:
+        raise InputError(f"unknown --combine mode(s) {unknown}; choose from {list(COMBINATIONS)}")
+    if len(set(combine)) != len(combine):
+        raise InputError(f"--combine names a mode twice: {list(combine)}")
+
+
+def _variants(task: Task, rewrites, settings: EvalSettings) -> dict[str, list[str] | None]:
+    """The query texts of each variant (None: fused from other variants' runs), searched in order."""
+    variants: dict[str, list[str] | None] = {ORIGINAL: list(task.queries)}
+    if not rewrites:
+        return variants
+    if not settings.combine:
+        variants[REWRITTEN] = [r.combined_text(settings.mode, settings.repeat) for r in rewrites]
+        return variants
+    check_combinations(settings.combine)
+    if "replace" in settings.combine or "rrf" in settings.combine:
+        variants["replace"] = [r.combined_text("replace") for r in rewrites]
+    for mode in ("concat", "adaptive"):
+        if mode in settings.combine:
+            variants[mode] = [r.combined_text(mode, settings.repeat) for r in rewrites]
+    if "rrf" in settings.combine:
+        variants["rrf"] = None
+    return variants
+
+
+def _fused(original: dict, rewritten: dict, settings: EvalSettings) -> dict[str, dict[str, float]]:
+    """Each query's original and rewrite results fused by RRF, the first ``k`` kept. A fallback's
+    rewrite is the original, so its two rankings agree and the fusion keeps that ranking."""
+    fused = {}
+    for qid in original.keys() | rewritten.keys():
+        scores = rrf([original.get(qid, {}), rewritten.get(qid, {})], settings.rrf_k, depth=settings.k)
+        fused[qid] = dict(sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)[:settings.k])
+    return fused
+
+
+def rewritten_variants(document: dict) -> list[str]:
+    """The variants that use the rewrites, in the order they were asked for."""
+    return list(document.get("combine") or [REWRITTEN])
+
+
+def _significance(results: dict) -> dict:
+    """Per retriever and variant: the mean change of the primary measure against the original
+    queries over every judged query of every task, and its paired t-test p-value."""
+    from .significance import paired_t_test
+
+    table: dict = {}
+    for spec, variants in results.items():
+        if ORIGINAL not in variants:
+            continue
+        keys = [(task, qid) for task, scores in variants[ORIGINAL].items() for qid in scores["per_query"]]
+        baseline = [variants[ORIGINAL][task]["per_query"][qid][PRIMARY] for task, qid in keys]
+        for variant, per_task in variants.items():
+            if variant == ORIGINAL:
+                continue
+            values = [per_task[task]["per_query"][qid][PRIMARY] for task, qid in keys]
+            table.setdefault(spec, {})[variant] = {
+                "queries": len(keys), "mean_change": (sum(values) - sum(baseline)) / max(len(keys), 1),
+                "p_value": paired_t_test(values, baseline), "test": "paired t-test, two-sided"}
+    return table
 
 
 def _rewrite(task: Task, rewriter: Rewriter, settings: EvalSettings):
@@ -125,7 +200,7 @@ def _search(retriever, task: Task, texts: list[str], settings: EvalSettings, lab
     return run
 
 
-def _gains(task: Task, rewrites, encoder, results, retrievers) -> dict:
+def _gains(task: Task, rewrites, encoder, results, retrievers, variant: str) -> dict:
     from ..gain import embedding_gain
 
     known = task.doc_positions
@@ -144,7 +219,7 @@ def _gains(task: Task, rewrites, encoder, results, retrievers) -> dict:
         entry = {"gain": gain}
         for spec in retrievers:
             before = results[spec][ORIGINAL][task.name]["per_query"][qid][PRIMARY]
-            after = results[spec][REWRITTEN][task.name]["per_query"][qid][PRIMARY]
+            after = results[spec][variant][task.name]["per_query"][qid][PRIMARY]
             entry[f"{PRIMARY} change ({spec})"] = after - before
         per_query[qid] = entry
     mean = sum(values) / len(values) if values else 0.0

@@ -125,8 +125,8 @@ class RewriteService:
                 raise HTTPProblem(400, "send 'queries' or 'match', not both")
             if not isinstance(match, dict) or not isinstance(match.get("query"), str):
                 raise HTTPProblem(400, "'match' must be a match query's object with a string 'query'")
-            if body.get("mode", "replace") not in ("replace", "concat"):
-                raise HTTPProblem(400, "'match' takes mode replace or concat (one text per match query)")
+            if body.get("mode", "replace") not in ("replace", "concat", "adaptive"):
+                raise HTTPProblem(400, "'match' takes mode replace, concat or adaptive (one text per match query)")
             body = {**body, "queries": [match["query"]]}
         queries = body.get("queries")
         if not isinstance(queries, list) or not queries:

@@ -1,0 +1,42 @@
+"""Reciprocal rank fusion (Cormack, Clarke and Büttcher, SIGIR 2009): several rankings of one
+query become one, each document scoring ``sum_i w_i / (k + rank_i(d))`` over the rankings that hold
+it (ranks from 1). Used to fuse the original query's results with the rewrite's."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from tsqr_plugins.errors import InputError
+
+RRF_K = 60  # the paper's constant, and Elasticsearch's, OpenSearch's and LlamaIndex's default
+
+
+def ranked(run: Mapping[str, float]) -> list[str]:
+    """Document ids best first; equal scores ordered as trec_eval orders them (by id, descending),
+    so that a fused ranking agrees with the scores tsqr eval reports for its inputs."""
+    return [doc_id for doc_id, _ in sorted(run.items(), key=lambda item: (item[1], item[0]), reverse=True)]
+
+
+def rrf(runs: Sequence[Mapping[str, float]], k: float = RRF_K, weights: Sequence[float] | None = None,
+        depth: int | None = None) -> dict[str, float]:
+    """The fused scores of one query's ``runs`` (each ``{doc_id: score}``).
+
+    Args:
+        runs: the rankings to fuse, as scores (higher is better).
+        k: the rank constant; larger values flatten the difference between top ranks.
+        weights: one per run (default 1 each).
+        depth: only each run's first ``depth`` documents take part (default: all).
+
+    Returns:
+        ``{doc_id: fused score}`` for every document in the runs' first ``depth``.
+    """
+    if k < 0:
+        raise InputError(f"the RRF constant k must be >= 0, got {k}")
+    weights = [1.0] * len(runs) if weights is None else list(weights)
+    if len(weights) != len(runs):
+        raise InputError(f"{len(weights)} RRF weights for {len(runs)} rankings")
+    fused: dict[str, float] = {}
+    for run, weight in zip(runs, weights):
+        for rank, doc_id in enumerate(ranked(run)[:depth], 1):
+            fused[doc_id] = fused.get(doc_id, 0.0) + weight / (k + rank)
+    return fused
