@@ -29,14 +29,25 @@ class ModelOptions:
 
     @classmethod
     def from_values(cls, values: Any) -> ModelOptions:
-        """The options set in ``values`` (parsed flags or another dataclass); unset ones (None)
-        keep their defaults."""
+        """The options ``values`` sets, the others at their defaults.
+
+        Args:
+            values: Parsed flags or another dataclass; an attribute that is missing or None is unset.
+        """
         given = {field.name: getattr(values, field.name, None) for field in dataclasses.fields(cls)}
         return cls(**{name: value for name, value in given.items() if value is not None})
 
 
 def local_backend(name: str, options: ModelOptions) -> Backend:
-    """A transformers, vllm or vllm-async backend built from ``options``."""
+    """A transformers, vllm or vllm-async backend built from ``options``.
+
+    Args:
+        name: ``transformers``, ``vllm`` or ``vllm-async``.
+        options: The model and how it runs; ``options.model`` is required.
+
+    Raises:
+        InputError: Another name, or no model.
+    """
     if name not in LOCAL:
         raise InputError(f"{name!r} is not a local model rewriter; choose one of {list(LOCAL)}")
     if not options.model:
