@@ -238,3 +238,15 @@ def test_llama_index_namespace_package(tmp_path):
             "assert TongSearchQRRetriever is llamaindex.TongSearchQRRetriever;"
             "assert TongSearchQRQueryTransform is llamaindex.TongSearchQRQueryTransform")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+
+
+def test_rrf_mode_is_the_fusion_every_host_computes(bm25, tmp_path):
+    """mode="rrf" (the name the other hosts use) fuses the two lists with tsqr_plugins.fusion, at
+    its rank constant: the same scores as fusion.rrf over the two lists' ranks."""
+    from tsqr_plugins.fusion import rrf_ranked
+
+    fused = TongSearchQRRetriever(bm25, file_rewriter(tmp_path), mode="rrf", rrf_k=10).retrieve(QUERY)
+    original, rewritten = ids(bm25.retrieve(QUERY)), ids(bm25.retrieve(REWRITE))
+    expected = rrf_ranked([original, rewritten], 10)
+    assert {hit.node.node_id: hit.score for hit in fused} == pytest.approx(expected)
+    assert [hit.score for hit in fused] == sorted(expected.values(), reverse=True)

@@ -278,3 +278,26 @@ def test_pyserinis_own_indexer_runs_with_the_java_tsqr_env_exports(tmp_path):
     if pairing().needed >= 21:  # without the exports, pyserini 1.x on the default Java 17 fails as reported
         failed = subprocess.run(index, env=env, capture_output=True, text=True, timeout=300)
         assert failed.returncode != 0 and "UnsupportedClassVersionError" in failed.stdout + failed.stderr
+
+
+def test_rrf_mode_fuses_the_original_and_the_rewrite_with_tsqrs_fusion(lucene_index, tmp_path):
+    """mode="rrf": the original's and the rewrite's hit lists fused by tsqr_plugins.fusion (the
+    same scores as rrf_ranked over the two lists' ids), single and batch alike; a hit reads
+    through to pyserini's (lucene_document, raw...)."""
+    from tsqr_plugins.adapters.pyserini import FusedHit, RewritingSearcher
+    from tsqr_plugins.fusion import rrf_ranked
+
+    plain = RewritingSearcher(lucene_index, rewriter=None)
+    original = [hit.docid for hit in plain.search(QUERY, k=5)]
+    rewritten = [hit.docid for hit in plain.search(REWRITE, k=5)]
+    fusing = RewritingSearcher(lucene_index, file_rewriter(tmp_path), mode="rrf", rrf_k=1)
+    hits = fusing.search(QUERY, k=5)
+    expected = rrf_ranked([original, rewritten], 1)
+    assert all(isinstance(hit, FusedHit) for hit in hits) and len(hits) == 5
+    assert {hit.docid: hit.score for hit in hits} == pytest.approx({d: expected[d] for d in (h.docid for h in hits)})
+    assert [hit.score for hit in hits] == sorted(expected.values(), reverse=True)[:5]
+    assert hits[0].lucene_document is not None or hits[0].raw is not None
+    batch = fusing.batch_search([QUERY], ["q1"], k=5)["q1"]
+    assert [(hit.docid, hit.score) for hit in batch] == [(hit.docid, hit.score) for hit in hits]
+    with pytest.raises(InputError):
+        RewritingSearcher(lucene_index, None, mode="fuse")

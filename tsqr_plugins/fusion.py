@@ -4,7 +4,7 @@ it (ranks from 1). Used to fuse the original query's results with the rewrite's.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Hashable, Mapping, Sequence
 
 from tsqr_plugins.errors import InputError
 
@@ -30,13 +30,34 @@ def rrf(runs: Sequence[Mapping[str, float]], k: float = RRF_K, weights: Sequence
     Returns:
         ``{doc_id: fused score}`` for every document in the runs' first ``depth``.
     """
+    return rrf_ranked([ranked(run) for run in runs], k, weights, depth)
+
+
+def rrf_ranked(rankings: Sequence[Sequence[Hashable]], k: float = RRF_K, weights: Sequence[float] | None = None,
+               depth: int | None = None) -> dict[Hashable, float]:
+    """:func:`rrf` over rankings given as ids in order, best first (a host's own result lists).
+
+    Args:
+        rankings: each ranking's ids, best first; an id appears once per ranking.
+        k: the rank constant.
+        weights: one per ranking (default 1 each).
+        depth: only each ranking's first ``depth`` ids take part (default: all).
+
+    Returns:
+        ``{id: fused score}``, ids in the order first seen.
+    """
     if k < 0:
         raise InputError(f"the RRF constant k must be >= 0, got {k}")
-    weights = [1.0] * len(runs) if weights is None else list(weights)
-    if len(weights) != len(runs):
-        raise InputError(f"{len(weights)} RRF weights for {len(runs)} rankings")
-    fused: dict[str, float] = {}
-    for run, weight in zip(runs, weights):
-        for rank, doc_id in enumerate(ranked(run)[:depth], 1):
+    weights = [1.0] * len(rankings) if weights is None else list(weights)
+    if len(weights) != len(rankings):
+        raise InputError(f"{len(weights)} RRF weights for {len(rankings)} rankings")
+    fused: dict[Hashable, float] = {}
+    for ranking, weight in zip(rankings, weights):
+        for rank, doc_id in enumerate(ranking[:depth], 1):
             fused[doc_id] = fused.get(doc_id, 0.0) + weight / (k + rank)
     return fused
+
+
+def best_first(fused: Mapping[Hashable, float]) -> list[Hashable]:
+    """The fused ids by score, equal scores in the order first seen (a stable sort)."""
+    return sorted(fused, key=lambda doc_id: -fused[doc_id])

@@ -23,6 +23,7 @@ from typing import Any
 from ..combine import DEFAULT_REPEAT, MODES
 from ..core import Rewrite, Rewriter
 from ..errors import InputError
+from ..fusion import RRF_K, best_first, rrf_ranked
 from ..lazy import require
 from ..prompts import Prompt
 
@@ -34,7 +35,6 @@ from llama_index.core.prompts import PromptTemplate  # noqa: E402
 from llama_index.core.schema import NodeWithScore, QueryBundle, QueryType  # noqa: E402
 
 PROMPT_KEY = "rewrite_prompt"
-RRF_K = 60  # the usual reciprocal-rank-fusion constant (Cormack et al.)
 
 
 def _as_bundle(query: QueryType) -> QueryBundle:
@@ -151,8 +151,9 @@ class TongSearchQRRetriever(BaseRetriever):
     Args:
         retriever: The LlamaIndex retriever that searches.
         rewriter: Makes the rewrites.
-        mode: ``"replace"``, ``"concat"`` or ``"both"``: retrieve with the original and the rewrite
-            and fuse the two lists by reciprocal rank (k=60).
+        mode: ``"replace"``, ``"concat"``, ``"adaptive"``, or ``"rrf"``: retrieve with the original
+            and the rewrite and fuse the two lists by reciprocal rank (``"both"`` does the same).
+        rrf_k: ``rrf``: the rank constant (60, as LlamaIndex's ``QueryFusionRetriever``).
         repeat: ``concat`` only: how many times the original goes before the rewrite.
         include_original: Embed the original query too (see :class:`TongSearchQRQueryTransform`).
         **kwargs: ``BaseRetriever``'s own arguments (``callback_manager``, ``verbose``...).
@@ -163,11 +164,15 @@ class TongSearchQRRetriever(BaseRetriever):
     """
 
     def __init__(self, retriever: BaseRetriever, rewriter: Rewriter, mode: str = "replace",
-                 repeat: int = DEFAULT_REPEAT, include_original: bool = False, **kwargs: Any) -> None:
+                 repeat: int = DEFAULT_REPEAT, include_original: bool = False, rrf_k: float = RRF_K,
+                 **kwargs: Any) -> None:
         if not isinstance(retriever, BaseRetriever):
             raise InputError(f"retriever must be a LlamaIndex BaseRetriever, got {type(retriever).__name__}")
         self._retriever = retriever
-        self.transform = TongSearchQRQueryTransform(rewriter, mode, repeat, include_original)
+        # rrf, the name every host uses, is this retriever's "both": both texts, two lists, fused
+        self.fuse, self.rrf_k = mode in ("both", "rrf"), rrf_k
+        self.transform = TongSearchQRQueryTransform(rewriter, "both" if mode == "rrf" else mode, repeat,
+                                                    include_original)
         super().__init__(**kwargs)
 
     @property
@@ -213,25 +218,32 @@ class TongSearchQRRetriever(BaseRetriever):
         return list(await asyncio.gather(*(self._asearch(o, b) for o, b in zip(originals, bundles))))
 
     def _search(self, original: QueryBundle, bundle: QueryBundle) -> list[NodeWithScore]:
-        if self.transform.mode != "both":
+        if not self.fuse:
             return self._retriever.retrieve(bundle)
-        return reciprocal_rank_fusion([self._retriever.retrieve(original), self._retriever.retrieve(bundle)])
+        lists = [self._retriever.retrieve(original), self._retriever.retrieve(bundle)]
+        return reciprocal_rank_fusion(lists, self.rrf_k)
 
     async def _asearch(self, original: QueryBundle, bundle: QueryBundle) -> list[NodeWithScore]:
-        if self.transform.mode != "both":
+        if not self.fuse:
             return await self._retriever.aretrieve(bundle)
         lists = await asyncio.gather(self._retriever.aretrieve(original), self._retriever.aretrieve(bundle))
-        return reciprocal_rank_fusion(list(lists))
+        return reciprocal_rank_fusion(list(lists), self.rrf_k)
 
 
-def reciprocal_rank_fusion(rankings: list[list[NodeWithScore]], k: int = RRF_K) -> list[NodeWithScore]:
-    """One list from several: each node scores sum(1 / (k + rank)); ties keep first-seen order."""
-    scores: dict[str, float] = {}
+def reciprocal_rank_fusion(rankings: list[list[NodeWithScore]], k: float = RRF_K) -> list[NodeWithScore]:
+    """One list from several (:func:`tsqr_plugins.fusion.rrf_ranked`): each node scores
+    sum(1 / (k + rank)); equal scores keep the order first seen.
+
+    Args:
+        rankings: The retrievers' lists, each best first.
+        k: The rank constant (60).
+
+    Returns:
+        The fused nodes, best first, each with its fused score.
+    """
     nodes: dict[str, Any] = {}
     for ranking in rankings:
-        for rank, hit in enumerate(ranking, start=1):
-            node_id = hit.node.node_id
-            scores[node_id] = scores.get(node_id, 0.0) + 1.0 / (k + rank)
-            nodes.setdefault(node_id, hit.node)
-    order = sorted(scores, key=lambda node_id: -scores[node_id])
-    return [NodeWithScore(node=nodes[node_id], score=scores[node_id]) for node_id in order]
+        for hit in ranking:
+            nodes.setdefault(hit.node.node_id, hit.node)
+    fused = rrf_ranked([[hit.node.node_id for hit in ranking] for ranking in rankings], k)
+    return [NodeWithScore(node=nodes[node_id], score=fused[node_id]) for node_id in best_first(fused)]

@@ -15,14 +15,17 @@ The JVM starts on first use, never on import.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .. import bm25q
+from ..combine import MODES
 from ..core import Rewrite, Rewriter
 from ..errors import InputError
+from ..fusion import RRF_K, best_first, rrf_ranked
 from ..search.pyserini_searcher import SCORINGS, BM25QSearcher
 
-__all__ = ["RewritingSearcher", "SCORINGS"]
+__all__ = ["FusedHit", "RewritingSearcher", "SCORINGS"]
 
 
 class RewritingSearcher(BM25QSearcher):
@@ -34,7 +37,10 @@ class RewritingSearcher(BM25QSearcher):
     Args:
         searcher: A Lucene index folder or an existing pyserini ``LuceneSearcher``.
         rewriter: Makes the rewrites; None searches with the queries as given.
-        mode: ``"replace"`` or ``"concat"`` (``"both"`` searches the rewrite: one text per query).
+        mode: ``"replace"``, ``"concat"`` or ``"adaptive"`` (``"both"`` searches the rewrite: one text
+            per query), or ``"rrf"``: search the original and the rewrite and fuse the two hit lists
+            by reciprocal rank (hits are then :class:`FusedHit`, scored by the fusion).
+        rrf_k: ``rrf``: the rank constant (60).
         repeat: ``concat`` only: how many times the original goes before the rewrite.
         scoring: ``"bm25q"`` (BRIGHT/TongSearch's query-side BM25, as ``tsqr eval``) or ``"bm25"``.
         k1: BM25's k1 (0.9, as BRIGHT).
@@ -51,10 +57,12 @@ class RewritingSearcher(BM25QSearcher):
 
     def __init__(self, searcher: Any, rewriter: Rewriter | None, mode: str = "replace", repeat: int = 5,
                  scoring: str = "bm25q", k1: float = bm25q.K1, b: float = bm25q.B, field: str = "contents",
-                 native: bool | None = None):
+                 native: bool | None = None, rrf_k: float = RRF_K):
+        if mode not in (*MODES, "rrf"):
+            raise InputError(f"unknown mode {mode!r}; choose one of {[*MODES, 'rrf']}")
         super().__init__(searcher, scoring, k1, b, field, native)
         self.rewriter = rewriter
-        self.mode, self.repeat = mode, repeat
+        self.mode, self.repeat, self.rrf_k = mode, repeat, rrf_k
         self.last_rewrites: dict[str, Rewrite] = {}
 
     def search(self, q: str, k: int = 10, **kwargs):
@@ -66,6 +74,8 @@ class RewritingSearcher(BM25QSearcher):
             **kwargs: Further ``LuceneSearcher.search`` arguments (see :class:`BM25QSearcher`).
         """
         (text,) = self._rewrite([q], [q])
+        if self.fusing:
+            return self._fused(super().search(q, k, **kwargs), super().search(text, k, **kwargs), k)
         return super().search(text, k, **kwargs)
 
     def batch_search(self, queries: Sequence[str], qids: Sequence[str], k: int = 10, threads: int = 1,
@@ -88,7 +98,23 @@ class RewritingSearcher(BM25QSearcher):
         if len(queries) != len(qids):
             raise InputError(f"{len(queries)} queries but {len(qids)} query ids")
         texts = self._rewrite(list(queries), [str(q) for q in qids])
+        if self.fusing:
+            originals = super().batch_search(list(queries), qids, k, threads, **kwargs)
+            rewritten = super().batch_search(texts, qids, k, threads, **kwargs)
+            return {qid: self._fused(originals[qid], rewritten[qid], k) for qid in originals}
         return super().batch_search(texts, qids, k, threads, **kwargs)
+
+    @property
+    def fusing(self) -> bool:
+        """Whether searches fuse two lists (``mode="rrf"`` with a rewriter)."""
+        return self.mode == "rrf" and self.rewriter is not None
+
+    def _fused(self, original: list, rewritten: list, k: int) -> list[FusedHit]:
+        hits: dict[str, Any] = {}
+        for hit in [*original, *rewritten]:
+            hits.setdefault(hit.docid, hit)
+        fused = rrf_ranked([[hit.docid for hit in original], [hit.docid for hit in rewritten]], self.rrf_k)
+        return [FusedHit(docid, fused[docid], hits[docid]) for docid in best_first(fused)[:k]]
 
     def _rewrite(self, queries: list[str], keys: list[str]) -> list[str]:
         for query in queries:
@@ -99,4 +125,24 @@ class RewritingSearcher(BM25QSearcher):
             return queries
         rewrites = self.rewriter.rewrite_batch(queries)
         self.last_rewrites = dict(zip(keys, rewrites))
-        return [rewrite.combined_text(self.mode, self.repeat) for rewrite in rewrites]
+        mode = "replace" if self.mode == "rrf" else self.mode
+        return [rewrite.combined_text(mode, self.repeat) for rewrite in rewrites]
+
+
+@dataclass(frozen=True)
+class FusedHit:
+    """A hit of a fused list: ``docid``, its fused ``score``, and whatever else the pyserini hit it
+    came from holds (``lucene_document``, ``raw``...), read through.
+
+    Attributes:
+        docid: The document's id.
+        score: Its RRF score.
+        hit: The pyserini hit (from the original's list when both lists hold it).
+    """
+
+    docid: str
+    score: float
+    hit: Any
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.hit, name)
