@@ -87,8 +87,13 @@ class RecordingOpenAIServer(BackgroundServer):
                     elif server.malformed:
                         self._send(200, b'{"choices": []}')
                     else:
-                        message = {"role": "assistant", "content": server.answer(body)}
-                        self._send(200, {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
+                        # n choices, as vLLM answers them (each with its index), sent last first here
+                        # so that a client must order them by index
+                        text = server.answer(body)
+                        choices = [{"index": i, "finish_reason": "stop", "message": {
+                            "role": "assistant", "content": text if i == 0 else f"{text} (sample {i})"}}
+                            for i in reversed(range(body.get("n", 1)))]
+                        self._send(200, {"choices": choices})
                 finally:
                     self._done()
 

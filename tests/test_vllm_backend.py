@@ -28,8 +28,14 @@ greedy = Rewriter(backend, params=GenerationParams.preset("greedy", max_tokens=1
 sampled = GenerationParams.preset("paper", max_tokens=12, seed=123)  # top_k 20, repetition_penalty 1.05
 first = Rewriter(backend, params=sampled, strict=True).rewrite_batch(queries[:2])
 second = Rewriter(backend, params=sampled, strict=True).rewrite_batch(queries[:2])
+def counted_chat_n(conversations, sampling_params=None, **kwargs):
+    calls.append({"conversations": len(conversations), "n": sampling_params.n})
+    return engine_chat(conversations, sampling_params=sampling_params, **kwargs)
+backend.llm.chat = counted_chat_n
+several = Rewriter(backend, params=sampled, strict=True).rewrite_samples(queries[:2], 3)
 print("RESULT " + json.dumps({"greedy": [r.to_dict() for r in greedy], "calls": calls,
-                              "sampled": [[r.text for r in first], [r.text for r in second]]}))
+                              "sampled": [[r.text for r in first], [r.text for r in second]],
+                              "several": [[r.text for r in row] for row in several]}))
 """
 
 
@@ -72,11 +78,14 @@ def test_vllm_backend_rewrites_a_batch_in_one_call(tiny_model):
     assert [r["original"] for r in rewrites] == ["why do moths fly to light", "sort a dict in python", "why do moths fly to light"]
     assert all(not r["fallback"] and r["text"] for r in rewrites)
     # one engine call per batch; the repeated query was generated once (the rewriter dedups)
-    assert len(calls) == 3 and calls[0]["conversations"] == 2
+    assert len(calls) == 4 and calls[0]["conversations"] == 2
     # the paper's sampling reaches the real engine, and a seeded sampled run repeats exactly
     assert (calls[1]["top_k"], calls[1]["repetition_penalty"], calls[1]["seed"]) == (20, 1.05, 123)
     first, second = result["sampled"]
     assert first == second and all(first)
+    # several samples per query: one engine call with SamplingParams.n, three texts each
+    assert calls[-1] == {"conversations": 2, "n": 3}
+    assert [len(row) for row in result["several"]] == [3, 3] and all(all(row) for row in result["several"])
 
 
 SERVICE_SCRIPT = """

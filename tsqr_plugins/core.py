@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tsqr_plugins.backends.base import Backend, Completion, one_per_query
+from tsqr_plugins.backends.base import Backend, Completion, n_per_query, one_per_query
 from tsqr_plugins.combine import DEFAULT_REPEAT, combine, combine_text
 from tsqr_plugins.deadline import call_with_deadline
 from tsqr_plugins.errors import BackendError, EmptyQueryError, InputError
@@ -158,6 +158,46 @@ class Rewriter:
         completions = self._generate(unique)
         by_query = {query: self._to_rewrite(query, completion) for query, completion in zip(unique, completions)}
         return [by_query[query] for query in queries]
+
+    def rewrite_samples(self, queries: Sequence[str], n: int) -> list[list[Rewrite]]:
+        """``n`` rewrites of each query, sampled in one backend call where the engine can (OpenAI's
+        and vLLM's ``n``), each cached under its sample index; the first is :meth:`rewrite_batch`'s.
+
+        Args:
+            queries: Non-empty query strings.
+            n: Rewrites per query, >= 1.
+
+        Returns:
+            Per query, its ``n`` rewrites in sample order (fallbacks as in :meth:`rewrite_batch`).
+
+        Raises:
+            InputError: ``n`` below 1, or a query is not a string.
+            EmptyQueryError: A query is empty or whitespace only.
+            BackendError: With ``strict``, when the backend fails for any query.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InputError(f"n must be an integer >= 1, got {n!r}")
+        validate_queries(queries)
+        unique = list(dict.fromkeys(queries))
+        if n == 1:
+            samples = [[completion] for completion in self._generate(unique)]
+        else:
+            samples = self._generate_samples(unique, n)
+        by_query = {query: [self._to_rewrite(query, completion) for completion in row]
+                    for query, row in zip(unique, samples)}
+        return [by_query[query] for query in queries]
+
+    def _generate_samples(self, queries: list[str], n: int) -> list[list[Completion]]:
+        try:
+            return n_per_query(call_with_deadline(
+                lambda: self.backend.generate_samples(queries, self.prompt, self.params, n), self.timeout
+            ), len(queries), n, self.backend.NAME)
+        except InputError:
+            raise
+        except Exception as error:
+            if self.strict:
+                raise as_backend_error(error)
+            return [[Completion.failed(error)] * n for _ in queries]
 
     def _generate(self, queries: list[str]) -> list[Completion]:
         if not queries:

@@ -100,6 +100,25 @@ class Backend(ABC):
             params: How to sample.
         """
 
+    def generate_samples(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams,
+                         n: int) -> list[list[Completion]]:
+        """``n`` completions per query (sample ``i`` of a seeded ``params`` with seed + i).
+
+        One ``generate`` call per sample here; engines that sample several completions of one
+        prompt at once (OpenAI's and vLLM's ``n``) override this with one call.
+
+        Args:
+            queries: The search queries, each put into ``prompt``.
+            prompt: The prompt that turns a query into chat messages.
+            params: How to sample.
+            n: Completions per query, >= 1.
+
+        Returns:
+            Per query, its ``n`` completions in sample order.
+        """
+        per_sample = [self.generate(queries, prompt, sample_params(params, i)) for i in range(n)]
+        return [list(samples) for samples in zip(*per_sample)]
+
     def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
         """Completions for arbitrary chat conversations (the service's OpenAI-compatible endpoint).
 
@@ -120,6 +139,26 @@ class Backend(ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def sample_params(params: GenerationParams, index: int) -> GenerationParams:
+    """The parameters of sample ``index`` drawn one at a time: a seeded run gets seed + index (the
+    same seed would give the same text again)."""
+    return params if params.seed is None or index == 0 else params.replace(seed=params.seed + index)
+
+
+def sample_key(params: GenerationParams, index: int) -> str:
+    """The cache's parameter key of sample ``index``: sample 0 is the single rewrite's entry, so a
+    rewrite and the first of several samples are one and the same."""
+    return params.key() if index == 0 else f"{params.key()}#sample={index}"
+
+
+def n_per_query(samples: list[list[Completion]], queries: int, n: int, engine: str) -> list[list[Completion]]:
+    """A backend's samples, checked to hold ``n`` completions for each query (BackendError otherwise)."""
+    if len(samples) != queries or any(len(row) != n for row in samples):
+        raise BackendError(f"backend {engine} returned {[len(row) for row in samples]} samples for {queries} "
+                           f"queries, {n} each")
+    return samples
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from tsqr_plugins.backends.base import Backend, Completion
+from tsqr_plugins.backends.base import Backend, Completion, n_per_query, sample_key
 from tsqr_plugins.cache import RewriteCache, cache_key
 from tsqr_plugins.errors import CacheError
 from tsqr_plugins.params import GenerationParams
@@ -73,6 +73,39 @@ class CachedBackend(Backend):
         for index, completion in zip(misses, fresh):
             results[index] = completion
         return results  # type: ignore[return-value]
+
+    def generate_samples(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams,
+                         n: int) -> list[list[Completion]]:
+        """``n`` samples per query, each cached under its sample index (sample 0 is the single
+        rewrite's entry): a replay gives the same texts. A query missing any sample is sampled
+        again whole, in one call, and only its missing samples are stored.
+
+        Args:
+            queries: The search queries.
+            prompt: The prompt.
+            params: How to sample.
+            n: Samples per query.
+        """
+        keys = [[self.store.key(prompt.id, sample_key(params, i), query) for i in range(n)] for query in queries]
+        try:
+            hits = self.store.get_many(key for row in keys for key in row)
+        except CacheError as error:
+            self._warn(f"rewrite cache read failed (treated as a miss): {error}")
+            hits = {}
+        misses = [index for index, row in enumerate(keys) if any(key not in hits for key in row)]
+        fresh = n_per_query(self.inner.generate_samples([queries[index] for index in misses], prompt, params, n),
+                            len(misses), n, self.inner.NAME) if misses else []
+        try:
+            self.store.put_many(
+                (keys[index][i], prompt.id, sample_key(params, i), queries[index], completion.text)
+                for index, samples in zip(misses, fresh) for i, completion in enumerate(samples)
+                if completion.error is None and completion.text is not None and keys[index][i] not in hits
+            )
+        except CacheError as error:
+            self._warn(f"rewrite cache write failed (the rewrites are answered, not cached): {error}")
+        generated = dict(zip(misses, fresh))
+        return [[Completion(text=hits[key], cached=True) if key in hits else generated[index][i]
+                 for i, key in enumerate(row)] for index, row in enumerate(keys)]
 
     def _warn(self, message: str) -> None:
         """A cache failure logged as a warning once, then at debug level (one a batch would flood a run)."""

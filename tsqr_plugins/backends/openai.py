@@ -179,11 +179,28 @@ class OpenAIBackend(Backend):
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(bodies))) as pool:
             return list(pool.map(lambda body: deadline.run_until(lambda: self._complete(body), budget), bodies))
 
-    def _complete(self, body: dict[str, Any]) -> Completion:
+    def generate_samples(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams,
+                         n: int) -> list[list[Completion]]:
+        """``n`` completions per query, each query one request with OpenAI's ``n``.
+
+        Args:
+            queries: The search queries, each put into ``prompt``.
+            prompt: The prompt that turns a query into chat messages.
+            params: How to sample.
+            n: Completions per query, >= 1.
+        """
+        bodies = [{**self.request_body(prompt.messages(fit_query_chars(query, self.max_query_chars)), params), "n": n}
+                  for query in queries]
+        budget = deadline.current()
+        with ThreadPoolExecutor(max_workers=max(1, min(self.max_concurrency, len(bodies)))) as pool:
+            return list(pool.map(lambda body: deadline.run_until(lambda: self._complete(body, n), budget), bodies))
+
+    def _complete(self, body: dict[str, Any], n: int | None = None) -> Any:
+        """One request's completion (``n`` None), or its ``n`` completions (a list)."""
         for attempt in range(self.max_retries + 1):
             left = deadline.remaining()  # the caller's time budget, when it has one: the request ends with it
             if left is not None and left <= 0:
-                return Completion.failed(BackendTimeout("the time budget was spent"))
+                return _failed(BackendTimeout("the time budget was spent"), n)
             try:
                 response = self._client.post("/chat/completions", json=body,
                                              **({} if left is None else {"timeout": min(left, self.timeout)}))
@@ -193,24 +210,47 @@ class OpenAIBackend(Backend):
                     f"request to {self.base_url} failed: {type(error).__name__}: {error}")
             else:
                 if response.status_code == 200:
-                    return parse_chat_response(response)
+                    return parse_chat_response(response) if n is None else parse_chat_choices(response, n)
                 failure = BackendError(f"{self.base_url} answered {response.status_code}: {response.text[:300]}")
                 if response.status_code not in RETRY_STATUS:
-                    return Completion.failed(failure)
+                    return _failed(failure, n)
             if attempt < self.max_retries:
                 time.sleep(self.backoff * 2**attempt * (0.5 + random.random()))
-        return Completion.failed(failure)
+        return _failed(failure, n)
 
     def close(self) -> None:
         """Close the HTTP connections."""
         self._client.close()
 
 
+def _failed(error: Exception, n: int | None) -> Any:
+    return Completion.failed(error) if n is None else [Completion.failed(error)] * n
+
+
 def parse_chat_response(response: Any) -> Completion:
     try:
         choice = response.json()["choices"][0]
-        content = choice["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError) as error:
+        return Completion.failed(BackendError(f"malformed chat completion ({type(error).__name__}: {error})"))
+    return _choice(choice)
+
+
+def parse_chat_choices(response: Any, n: int) -> list[Completion]:
+    """The ``n`` choices of one completion, by their ``index`` (a server may send them in any order)."""
+    try:
+        choices = response.json()["choices"]
+        by_index = {choice["index"]: choice for choice in choices}
+        ordered = [by_index[index] for index in range(n)]
+    except (ValueError, KeyError, IndexError, TypeError) as error:
+        return [Completion.failed(BackendError(f"malformed chat completion with n={n} "
+                                               f"({type(error).__name__}: {error})"))] * n
+    return [_choice(choice) for choice in ordered]
+
+
+def _choice(choice: Any) -> Completion:
+    try:
+        content = choice["message"]["content"]
+    except (KeyError, TypeError) as error:
         return Completion.failed(BackendError(f"malformed chat completion ({type(error).__name__}: {error})"))
     if not isinstance(content, str):
         return Completion.failed(BackendError("chat completion has no text content"))

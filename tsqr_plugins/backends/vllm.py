@@ -98,6 +98,24 @@ class VLLMBackend(Backend):
             params,
         )
 
+    def generate_samples(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams,
+                         n: int) -> list[list[Completion]]:
+        """``n`` completions per query in one engine call (``SamplingParams(n=...)``).
+
+        Args:
+            queries: The search queries, each put into ``prompt``.
+            prompt: The prompt that turns a query into chat messages.
+            params: How to sample.
+            n: Completions per query, >= 1.
+        """
+        conversations = [prompt.messages(fit_query(query, prompt, self.tokenizer, self.context_length, params.max_tokens))
+                         for query in queries]
+        sampling = self.sampling_params(params)
+        sampling.n = n
+        outputs = self.llm.chat(conversations, sampling_params=sampling, use_tqdm=False)
+        return [[Completion(text=sample.text, finish_reason=sample.finish_reason) for sample in output.outputs]
+                for output in outputs]
+
     def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
         outputs = self.llm.chat(list(conversations), sampling_params=self.sampling_params(params), use_tqdm=False)
         return [Completion(text=output.outputs[0].text, finish_reason=output.outputs[0].finish_reason)
@@ -139,6 +157,9 @@ class AsyncVLLMBackend(VLLMBackend):
 
         self.tokenizer = AutoTokenizer.from_pretrained(settings["model"],
                                                        trust_remote_code=settings["trust_remote_code"])
+
+    # one engine request per query and sample: the per-sample calls interleave in the engine
+    generate_samples = Backend.generate_samples
 
     def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
         import asyncio

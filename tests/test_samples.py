@@ -1,0 +1,78 @@
+"""Several rewrites per query (issue 23): sampled in one engine call where the engine can (the
+OpenAI protocol's and vLLM's ``n``), each cached under its sample index so that a replay is
+exact, the first one being the single rewrite."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.recording_server import RecordingOpenAIServer
+from tsqr_plugins import Rewriter, load_backend
+from tsqr_plugins.backends import with_cache
+from tsqr_plugins.backends.base import Backend, Completion
+from tsqr_plugins.errors import InputError
+
+QUERIES = ["why do moths circle lamps?", "is composting possible indoors?"]
+
+
+def test_n_samples_are_one_request_per_query_and_replay_exactly(tmp_path):
+    with RecordingOpenAIServer() as server:
+        backend = with_cache(load_backend("openai", base_url=server.base_url, model="tiny"), tmp_path / "c.sqlite")
+        rewriter = Rewriter(backend, params="paper")
+        samples = rewriter.rewrite_samples(QUERIES + QUERIES[:1], 3)
+        assert len(server.requests) == 2 and {request["n"] for request in server.requests} == {3}
+        for query, row in zip(QUERIES, samples):
+            assert [r.original for r in row] == [query] * 3
+            # ordered by the choices' index although the server sent them last first
+            assert [r.text for r in row] == [f"rewrite of {query}"] + [f"rewrite of {query} (sample {i})" for i in (1, 2)]
+            assert not any(r.fallback or r.cached for r in row)
+        assert samples[2] == samples[0]
+        replay = rewriter.rewrite_samples(QUERIES, 3)
+        assert len(server.requests) == 2  # every sample from the cache
+        assert [[r.text for r in row] for row in replay] == [[r.text for r in row] for row in samples[:2]]
+        assert all(r.cached for row in replay for r in row)
+        # the first sample is the single rewrite's cache entry
+        assert [r.text for r in rewriter.rewrite_batch(QUERIES)] == [row[0].text for row in samples[:2]]
+        assert len(server.requests) == 2
+        backend.close()
+
+
+class CountingBackend(Backend):
+    """Samples one at a time (the default generate_samples): seed + i for sample i."""
+
+    NAME, model_id = "counting", "counting"
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, queries, prompt, params):
+        self.calls.append((list(queries), params.seed))
+        return [Completion(text=f"{query} seed {params.seed}") for query in queries]
+
+
+def test_one_at_a_time_engines_get_seed_plus_i_and_a_partial_cache_keeps_its_entries(tmp_path):
+    from tsqr_plugins.params import GenerationParams
+
+    inner = CountingBackend()
+    backend = with_cache(inner, tmp_path / "c.sqlite")
+    rewriter = Rewriter(backend, params=GenerationParams(seed=7))
+    first = rewriter.rewrite_batch(QUERIES[:1])  # sample 0 only
+    samples = rewriter.rewrite_samples(QUERIES[:1], 3)
+    assert [r.text for r in samples[0]] == [f"{QUERIES[0]} seed {s}" for s in (7, 8, 9)]
+    assert samples[0][0].cached and samples[0][0].text == first[0].text
+    assert inner.calls[1:] == [(QUERIES[:1], 7), (QUERIES[:1], 8), (QUERIES[:1], 9)]
+
+
+def test_a_failing_engine_falls_back_per_sample_and_strict_raises(tmp_path):
+    from tsqr_plugins.errors import BackendError
+
+    class Broken(CountingBackend):
+        def generate_samples(self, queries, prompt, params, n):
+            return [[Completion(text="")] * (n - 1) for _ in queries]  # one sample short
+
+    rows = Rewriter(Broken()).rewrite_samples(QUERIES, 2)
+    assert all(r.fallback and r.text == r.original for row in rows for r in row)
+    with pytest.raises(BackendError):
+        Rewriter(Broken(), strict=True).rewrite_samples(QUERIES, 2)
+    with pytest.raises(InputError):
+        Rewriter(CountingBackend()).rewrite_samples(QUERIES, 0)
