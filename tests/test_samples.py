@@ -76,3 +76,46 @@ def test_a_failing_engine_falls_back_per_sample_and_strict_raises(tmp_path):
         Rewriter(Broken(), strict=True).rewrite_samples(QUERIES, 2)
     with pytest.raises(InputError):
         Rewriter(CountingBackend()).rewrite_samples(QUERIES, 0)
+
+
+def test_eval_joins_samples_and_fuses_each_samples_list(tmp_path):
+    """tsqr eval --samples 3 against a real OpenAI-compatible server: one request per query with
+    n=3; replace searches the three texts joined, rrf fuses the original's list with each
+    sample's (four lists, the reference fusion of the runs searched directly)."""
+    pytest.importorskip("ir_measures")
+    import json
+
+    from tests.test_eval import run_eval
+    from tests.test_fusion import reference_rrf
+    from tsqr_plugins.eval.datasets import load_tasks
+    from tsqr_plugins.search import make_retriever
+
+    with RecordingOpenAIServer(answer=lambda body: "moths lamps light orientation") as server:
+        out = tmp_path / "out"
+        assert run_eval("--dataset", "sample", "--rewriter", "openai", "--base-url", server.base_url,
+                        "--model", "tiny", "--cache", tmp_path / "c.sqlite", "--samples", "3",
+                        "--combine", "replace,rrf", "--output", out) == 0
+        assert {request["n"] for request in server.requests} == {3}
+        tasks = load_tasks("sample")
+        assert len(server.requests) == sum(len(task.queries) for task in tasks)
+    document = json.loads((out / "results.json").read_text())
+    assert document["samples"] == 3 and list(document["results"]["embedded"]) == ["original", "replace", "rrf"]
+    texts = ["moths lamps light orientation"] + [f"moths lamps light orientation (sample {i})" for i in (1, 2)]
+    task = tasks[0]
+    retriever = make_retriever("embedded", tmp_path / "idx", False)
+    retriever.index(task.doc_ids, task.documents)
+
+    def ranking(text):
+        hits = retriever.search_batch([text], 1000, [task.excluded.get(task.query_ids[0], ())])[0]
+        run = {h.doc_id: h.score for h in hits}
+        return sorted(sorted(run, reverse=True), key=lambda d: -run[d])
+
+    expected = reference_rrf([ranking(task.queries[0])] + [ranking(text) for text in texts], 60, [1.0] * 4)
+    fused = {}
+    for line in (out / "runs" / f"embedded.rrf.{task.name}.trec").read_text().splitlines():
+        _, _, doc, _, score, _ = line.split()
+        fused[doc] = float(score)
+    assert fused == pytest.approx(expected)
+    joined = " ".join(texts)
+    replace_run = (out / "runs" / f"embedded.replace.{task.name}.trec").read_text().split()
+    assert replace_run[2] == ranking(joined)[0]

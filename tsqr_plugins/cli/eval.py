@@ -38,6 +38,10 @@ def add_parser(commands: Any) -> None:
                         "and rrf (the original's and the rewrite's results fused by reciprocal rank; replace is "
                         "reported with it); with a paired t-test of each against the original queries")
     parser.add_argument("--rrf-k", type=float, default=60.0, help="rrf: the rank constant (default 60)")
+    parser.add_argument("--samples", type=int, default=1,
+                        help="rewrites per query (default 1), sampled in one engine call where it can: their "
+                        "texts are joined for replace/concat/adaptive, and rrf fuses the original's list with "
+                        "each sample's; each is cached under its sample index")
     parser.add_argument("--output", type=Path, help="result folder (created; an existing one needs --overwrite)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of an earlier run in --output (its runs/, results.json, report.md, plot.png)")
@@ -74,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         check_combinations(combine)
         if args.rewriter == "none":
             raise InputError("--combine needs a --rewriter")
+    if args.samples < 1:
+        raise InputError(f"--samples must be >= 1, got {args.samples}")
+    if args.samples > 1 and args.rewriter == "none":
+        raise InputError("--samples needs a --rewriter")
     prepare_output(args.output, args.overwrite)
     from tsqr_plugins.eval.datasets import load_tasks
     from tsqr_plugins.eval.runner import EvalSettings, run_eval
@@ -97,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         rewriter_label=args.rewriter, dataset_label=args.dataset,
         extra={"gain_model": gain_encoder.model_name} if gain_encoder else {},
         retriever_options={"index_type": args.dense_index}, combine=combine, rrf_k=args.rrf_k,
+        samples=args.samples,
     )
     try:
         document = run_eval(tasks, settings, rewriter, gain_encoder)

@@ -35,6 +35,8 @@ class EvalSettings:
     # empty: the one variant "rewritten", in ``mode``
     combine: Sequence[str] = ()
     rrf_k: float = RRF_K
+    # rewrites per query: their texts joined for replace/concat/adaptive, their lists fused for rrf
+    samples: int = 1
     batch_size: int = 32
     search_chunk: int = 64
     cache_dir: Path | None = None
@@ -60,21 +62,24 @@ def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter |
     results: dict = {spec: {} for spec in settings.retrievers}
     task_info, gains = {}, {}
     for task in tasks:
-        rewrites = _rewrite(task, rewriter, settings) if rewriter else None
+        rows = _rewrite(task, rewriter, settings) if rewriter else None
+        rewrites = [_joined(row) for row in rows] if rows else None
         fallbacks = sum(r.fallback for r in rewrites) if rewrites else 0
         task_info[task.name] = {"queries": len(task.query_ids), "documents": len(task.doc_ids),
                                 "rewrite_fallbacks": fallbacks, "source": task.source}
         trec_ok = _write_qrels(output / "runs" / f"qrels.{task.name}.txt", task.qrels)
-        variants = _variants(task, rewrites, settings)
+        variants = _variants(task, rows, settings)
         for spec in settings.retrievers:
             retriever = make_retriever(spec, settings.cache_dir, settings.progress, **settings.retriever_options)
             retriever.index(task.doc_ids, task.documents, task=task.name, prebuilt=task.prebuilt_index)
             runs: dict[str, dict] = {}
             for variant, texts in variants.items():
-                if texts is None:  # fused from runs searched already
-                    runs[variant] = _fused(runs[ORIGINAL], runs["replace"], settings)
+                if isinstance(texts, tuple):  # fused from runs searched already
+                    runs[variant] = _fused([runs[name] for name in texts], settings)
                 else:
                     runs[variant] = _search(retriever, task, texts, settings, f"{spec} {variant} {task.name}")
+                if variant.startswith("_"):  # searched only to be fused
+                    continue
                 means, per_query = evaluate(task.qrels, runs[variant])
                 results[spec].setdefault(variant, {})[task.name] = {"metrics": means, "per_query": per_query}
                 if trec_ok:
@@ -90,6 +95,7 @@ def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter |
         "rewriter": settings.rewriter_label,
         "mode": settings.mode,
         **({"combine": list(settings.combine), "rrf_k": settings.rrf_k} if settings.combine else {}),
+        **({"samples": settings.samples} if settings.samples > 1 else {}),
         "k": settings.k,
         "primary_metric": PRIMARY,
         "empty_results_count_as": 0,
@@ -116,31 +122,50 @@ def check_combinations(combine: Sequence[str]) -> None:
         raise InputError(f"--combine names a mode twice: {list(combine)}")
 
 
-def _variants(task: Task, rewrites, settings: EvalSettings) -> dict[str, list[str] | None]:
-    """The query texts of each variant (None: fused from other variants' runs), searched in order."""
-    variants: dict[str, list[str] | None] = {ORIGINAL: list(task.queries)}
-    if not rewrites:
+def _variants(task: Task, rows, settings: EvalSettings) -> dict[str, list[str] | tuple[str, ...]]:
+    """The query texts of each variant, or the names of the runs it fuses, in search order; a name
+    starting with "_" is searched only to be fused. ``rows``: each query's rewrites (one per
+    sample); several are joined into one text, except for rrf, which fuses their lists."""
+    variants: dict[str, list[str] | tuple[str, ...]] = {ORIGINAL: list(task.queries)}
+    if not rows:
         return variants
+    joined = [_joined(row) for row in rows]
     if not settings.combine:
-        variants[REWRITTEN] = [r.combined_text(settings.mode, settings.repeat) for r in rewrites]
+        variants[REWRITTEN] = [r.combined_text(settings.mode, settings.repeat) for r in joined]
         return variants
     check_combinations(settings.combine)
-    if "replace" in settings.combine or "rrf" in settings.combine:
-        variants["replace"] = [r.combined_text("replace") for r in rewrites]
+    samples = len(rows[0])
+    if "replace" in settings.combine or ("rrf" in settings.combine and samples == 1):
+        variants["replace"] = [r.combined_text("replace") for r in joined]
     for mode in ("concat", "adaptive"):
         if mode in settings.combine:
-            variants[mode] = [r.combined_text(mode, settings.repeat) for r in rewrites]
+            variants[mode] = [r.combined_text(mode, settings.repeat) for r in joined]
     if "rrf" in settings.combine:
-        variants["rrf"] = None
+        if samples == 1:
+            variants["rrf"] = (ORIGINAL, "replace")
+        else:  # the original's list and each sample's
+            for i in range(samples):
+                variants[f"_sample{i}"] = [row[i].text for row in rows]
+            variants["rrf"] = (ORIGINAL, *(f"_sample{i}" for i in range(samples)))
     return variants
 
 
-def _fused(original: dict, rewritten: dict, settings: EvalSettings) -> dict[str, dict[str, float]]:
-    """Each query's original and rewrite results fused by RRF, the first ``k`` kept. A fallback's
-    rewrite is the original, so its two rankings agree and the fusion keeps that ranking."""
+def _joined(row):
+    """One query's rewrites as one: the samples' texts in order (a fallback's is the original), a
+    fallback only when every sample fell back."""
+    if len(row) == 1:
+        return row[0]
+    from dataclasses import replace
+
+    return replace(row[0], text=" ".join(r.text for r in row), fallback=all(r.fallback for r in row))
+
+
+def _fused(runs: list[dict], settings: EvalSettings) -> dict[str, dict[str, float]]:
+    """Each query's runs fused by RRF, the first ``k`` kept. A fallback's rewrite is the original,
+    so its lists agree with the original's and the fusion keeps that ranking."""
     fused = {}
-    for qid in original.keys() | rewritten.keys():
-        scores = rrf([original.get(qid, {}), rewritten.get(qid, {})], settings.rrf_k, depth=settings.k)
+    for qid in set().union(*(run.keys() for run in runs)):
+        scores = rrf([run.get(qid, {}) for run in runs], settings.rrf_k, depth=settings.k)
         fused[qid] = dict(sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)[:settings.k])
     return fused
 
@@ -179,7 +204,10 @@ def _rewrite(task: Task, rewriter: Rewriter, settings: EvalSettings):
               disable=not settings.progress, file=sys.stderr, leave=False) as bar:
         for start in range(0, len(task.queries), settings.batch_size):
             chunk = task.queries[start:start + settings.batch_size]
-            rewrites.extend(rewriter.rewrite_batch(chunk))
+            if settings.samples > 1:
+                rewrites.extend(rewriter.rewrite_samples(chunk, settings.samples))
+            else:
+                rewrites.extend([rewrite] for rewrite in rewriter.rewrite_batch(chunk))
             bar.update(len(chunk))
     return rewrites
 
