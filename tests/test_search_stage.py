@@ -19,7 +19,7 @@ from tsqr_plugins.core import Rewrite
 from tsqr_plugins.errors import BackendError, InputError
 from tsqr_plugins.lazy import is_installed
 from tsqr_plugins.analyzer import tokenize
-from tsqr_plugins.testing.conformance import CORPUS, QUERY, REWRITE, FailingBackend, file_rewriter
+from tsqr_plugins.testing.conformance import CORPUS, QUERY, REWRITE, FailingBackend, file_rewriter, slow_rewriter
 
 
 def rewrite(original: str, text: str, fallback: bool = False) -> Rewrite:
@@ -571,22 +571,6 @@ def originals_first(searches: list[dict]) -> list[dict]:
     return sorted((r["body"] for r in searches), key=lambda body: REWRITE in json.dumps(body))
 
 
-def slow_rewriter(tmp_path, delay: float, **kwargs) -> Rewriter:
-    """A rewriter that knows QUERY's rewrite and takes ``delay`` seconds for it."""
-    import time
-
-    from tsqr_plugins.backends.file import FileBackend
-
-    class SlowBackend(FileBackend):
-        def generate(self, queries, prompt, params):
-            time.sleep(delay)
-            return super().generate(queries, prompt, params)
-
-    path = tmp_path / f"slow-{delay}.json"
-    path.write_text(json.dumps({QUERY: REWRITE}))
-    return Rewriter(SlowBackend(path, on_missing="fallback"), **kwargs)
-
-
 def test_anytime_answers_the_original_when_the_rewrite_is_late_and_the_fusion_when_it_is_in_time(
         es_client, tmp_path):
     import time
@@ -663,3 +647,20 @@ def test_fusion_settings_are_checked():
 
     with pytest.raises(InputError, match="does not fuse"):
         SearchProxy("http://127.0.0.1:9200", None, StageSettings(fusion="rrf"))
+
+
+def test_rrf_ranks_by_the_engines_order_even_among_equal_scores():
+    """Equal engine scores (common with BM25 on short fields) keep the engine's order as the
+    ranking: the fusion must not re-sort a list by its scores (fusion.ranked breaks ties by id)."""
+    from tsqr_plugins.adapters import fusedsearch
+
+    def answer(order):
+        hits = [{"_index": "docs", "_id": doc_id, "_score": 1.0} for doc_id in order]
+        return {"took": 1, "hits": {"total": {"value": len(hits), "relation": "eq"}, "max_score": 1.0, "hits": hits}}
+
+    target, _ = fusedsearch.split({"body": {"query": {"match_all": {}}, "size": 3}})
+    fused, info = fusedsearch.fuse(answer(["a", "b", "c"]), answer(["a", "b", "c"]), target,
+                                   StageSettings(fusion="rrf"), took=2)
+    assert [hit["_id"] for hit in fused["hits"]["hits"]] == ["a", "b", "c"]
+    assert fused["hits"]["hits"][0]["_score"] == pytest.approx(2 / 61) and fused["took"] == 2
+    assert info["hits"] == {"original": 3, "rewrite": 3, "both": 3}
