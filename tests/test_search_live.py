@@ -547,3 +547,38 @@ def test_anytime_answers_the_original_within_the_budget_or_the_fusion(live, tmp_
     assert [doc_id for doc_id, _ in fused_hits(response)] == [doc_id for doc_id, _ in expected]
     assert [score for _, score in fused_hits(response)] == pytest.approx([score for _, score in expected])
     assert response["tsqr"]["anytime"]["rewrite_in_time"] is True and response["tsqr"]["fused"] is True
+
+
+def test_a_refused_rewritten_search_answers_the_originals_page_unfused(live, tmp_path):
+    """A rewrite past OpenSearch's clause limit (a pattern matching 40 fields): the rewritten
+    _msearch item (or anytime's rewritten search) is refused, and the answer is the original's own
+    page, fused: false with the reason, never a fusion with an empty list. Elasticsearch 9 takes the
+    clauses and fuses."""
+    import json
+
+    from tsqr_plugins.backends.file import FileBackend
+    from tsqr_plugins.testing.conformance import LONG_REWRITE
+
+    engine, url, _ = live
+    index = f"tsqr-fields-{uuid.uuid4().hex[:6]}"
+    fields = {f"f_{i}": {"type": "text"} for i in range(40)}
+    assert httpx.put(f"{url}/{index}", json={"mappings": {"properties": fields}}).status_code == 200
+    for doc_id, text in CORPUS.items():
+        httpx.put(f"{url}/{index}/_doc/{doc_id}", params={"refresh": "true"}, json={"f_3": text})
+    rewrites = tmp_path / "long.json"
+    rewrites.write_text(json.dumps({QUERY: LONG_REWRITE}))
+    body = {"query": {"multi_match": {"query": QUERY, "fields": ["f_*"]}}, "from": 1, "size": 2}
+    client = python_client(engine, url)
+    direct = search(engine, client, index, body)
+    try:
+        for options in ({}, {"budget": 30.0}):
+            rewriting = stage(engine, client, Rewriter(FileBackend(rewrites)), fusion="rrf", **options)
+            answer = search(engine, rewriting, index, body)
+            if engine == "elasticsearch":
+                assert answer["tsqr"]["fused"] is True, options
+            else:
+                assert answer["tsqr"]["fused"] is False and "refused" in answer["tsqr"]["fusion"]["reason"], options
+                assert answer["tsqr"]["fallback"] == 1 and "clause limit" in answer["tsqr"]["error"]
+                assert fused_hits(answer) == fused_hits(direct), options
+    finally:
+        httpx.delete(f"{url}/{index}")
