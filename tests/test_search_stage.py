@@ -664,3 +664,22 @@ def test_rrf_ranks_by_the_engines_order_even_among_equal_scores():
     assert [hit["_id"] for hit in fused["hits"]["hits"]] == ["a", "b", "c"]
     assert fused["hits"]["hits"][0]["_score"] == pytest.approx(2 / 61) and fused["took"] == 2
     assert info["hits"] == {"original": 3, "rewrite": 3, "both": 3}
+
+
+def test_a_search_not_fused_under_a_budget_has_its_rewrite_bounded_by_it(es_client, tmp_path):
+    """A sorted search is not fused; with a budget the rewrite still may not hold it longer (past
+    the budget the original goes out, as with the rewriter's own timeout)."""
+    import time
+
+    from tsqr_plugins.adapters.elasticsearch import RewritingElasticsearch
+
+    with RankingServer(CORPUS) as server:
+        es = RewritingElasticsearch(es_client(server), slow_rewriter(tmp_path, 3.0), fusion="rrf", budget=0.3)
+        started = time.monotonic()
+        response = es.search(index="docs", query={"match": {"text": QUERY}}, sort=[{"date": "desc"}])
+        assert time.monotonic() - started < 0.3 + 1.0
+        assert search_of(server) == {"match": {"text": QUERY}} and response["tsqr"]["fallback"] == 1
+        assert response["tsqr"]["fused"] is False and "sorted" in response["tsqr"]["fusion"]["reason"]
+        server.requests.clear()
+        items = es.msearch(searches=[{"index": "docs"}, {"query": {"match": {"text": QUERY}}}])
+        assert items["tsqr"][0]["fusion"]["reason"] == "msearch items are not fused"

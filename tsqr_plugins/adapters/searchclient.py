@@ -343,6 +343,7 @@ class _Stage:
             tooks = [item.get("took") for item in (body, second) if isinstance(item, dict)]
             took = sum(tooks) if len(tooks) == 2 and all(isinstance(t, int) for t in tooks) else body.get("took")
             answer, info = self._fused_answer(target, body, second, info, took)
+            answer = fusedsearch.page(body, target) if answer is None else answer  # the client raised on errors
         return self._respond(fusedsearch.like(original, answer), {**info, "anytime": anytime})
 
     def _in_time(self, started: float) -> bool:
