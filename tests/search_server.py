@@ -30,6 +30,11 @@ class RecordingSearchServer(BackgroundServer):
     def searches(self) -> list[dict]:
         return [r for r in self.requests if r["path"].split("?")[0].endswith("/_search")]
 
+    def search_answer(self, body: dict | None) -> dict:
+        """The answer to one search (``_search`` or an ``_msearch`` item): no hits; a test's
+        subclass ranks."""
+        return SEARCH_ANSWER
+
     def termvectors(self, body: dict) -> dict:
         """Term and field statistics for an artificial document, as `_termvectors` returns them."""
         vectors = {}
@@ -89,11 +94,11 @@ class RecordingSearchServer(BackgroundServer):
                     else:
                         self._send(200, server.termvectors(body or {}))
                 elif path.endswith("/_search"):
-                    self._send(200, SEARCH_ANSWER)
+                    self._send(200, server.search_answer(body if isinstance(body, dict) else None))
                 elif path.endswith("/_msearch"):
                     lines = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
                     record["ndjson"] = lines
-                    self._send(200, {"took": 1, "responses": [SEARCH_ANSWER] * (len(lines) // 2)})
+                    self._send(200, {"took": 1, "responses": [server.search_answer(item) for item in lines[1::2]]})
                 elif path.startswith("/missing"):
                     self._send(404, {"error": {"type": "index_not_found_exception"}, "status": 404},
                                [("X-Upstream", "recording")])

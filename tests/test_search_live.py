@@ -461,3 +461,124 @@ def test_the_proxy_reads_only_json_answers_for_the_clause_limit(live, tmp_path):
                 assert answer.status_code == 200 and answer.headers["X-Tsqr-Rewritten"] == "1", (params, answer.text[:200])
     finally:
         httpx.delete(f"{url}/{trap}")
+
+
+# -- fusion (fusion="rrf") and anytime rewriting (budget) ----------------------------------------
+
+
+def node_fusion(engine, client, index, original: dict, rewritten: dict, weights=(1.0, 1.0)) -> list[tuple[str, float]]:
+    """fusion.rrf of the node's own rankings of the two bodies, searched directly (first from + size
+    hits of each; the node's order is the ranking)."""
+    from tsqr_plugins import fusion
+
+    depth = original.get("from", 0) + original["size"]
+    runs = []
+    for body in (original, rewritten):
+        hits = search(engine, client, index, {**body, "from": 0, "size": depth})["hits"]["hits"]
+        runs.append({hit["_id"]: len(hits) - rank for rank, hit in enumerate(hits)})
+    scores = fusion.rrf(runs, 60, list(weights), depth)
+    ranked = fusion.ranked(scores)[original.get("from", 0):depth]
+    return [(doc_id, scores[doc_id]) for doc_id in ranked]
+
+
+def fused_hits(response) -> list[tuple[str, float]]:
+    return [(hit["_id"], hit["_score"]) for hit in response["hits"]["hits"]]
+
+
+REWRITTEN_BODY = {"query": {"match": {"text": {"query": REWRITE}}}}
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_rrf_answers_the_fusion_of_the_nodes_own_rankings(live, tmp_path, asynchronous):
+    """fusion="rrf" on a real node: the fused page equals fusion.rrf of the two lists the node gives
+    when the original and the rewritten bodies are searched directly; total and aggregations are
+    the original's."""
+    engine, url, index = live
+    client = python_client(engine, url)
+    body = {"query": {"match": {"text": QUERY}}, "from": 1, "size": 3,
+            "aggs": {"lamps": {"filter": {"match": {"text": "lamps"}}}}}
+    options = {"fusion": "rrf", "rewrite_weight": 2.0}
+    if asynchronous:
+        async def run():
+            async_client = python_client(engine, url, asynchronous=True)
+            try:
+                rewriting = stage(engine, async_client, file_rewriter(tmp_path), asynchronous=True, **options)
+                if engine == "elasticsearch":
+                    return await rewriting.search(index=index, **body)
+                return await rewriting.search(index=index, body=body)
+            finally:
+                await async_client.close()
+
+        response = asyncio.run(run())
+    else:
+        response = search(engine, stage(engine, client, file_rewriter(tmp_path), **options), index, body)
+    expected = node_fusion(engine, client, index, body, {**REWRITTEN_BODY, "size": 3, "from": 1}, (1.0, 2.0))
+    assert [doc_id for doc_id, _ in fused_hits(response)] == [doc_id for doc_id, _ in expected]
+    assert [score for _, score in fused_hits(response)] == pytest.approx([score for _, score in expected])
+    direct = search(engine, client, index, body)
+    assert response["hits"]["total"] == direct["hits"]["total"]
+    assert response["aggregations"] == direct["aggregations"]
+    assert response["tsqr"]["fused"] is True and response["tsqr"]["fusion"]["depth"] == 4
+    assert set(ids(response)) & RELEVANT  # the rewrite's documents reach the page
+
+
+def test_anytime_answers_the_original_within_the_budget_or_the_fusion(live, tmp_path):
+    """budget on a real node: a rewriter slower than the budget does not hold the answer (the
+    original's hits, said so); a fast one gives the fusion of both rankings."""
+    import time
+
+    from tsqr_plugins.testing.conformance import slow_rewriter
+
+    engine, url, index = live
+    client = python_client(engine, url)
+    body = {"query": {"match": {"text": QUERY}}, "size": 3}
+    direct = search(engine, client, index, body)
+    late = stage(engine, client, slow_rewriter(tmp_path, 5.0), fusion="rrf", budget=0.5)
+    started = time.monotonic()
+    response = search(engine, late, index, body)
+    elapsed = time.monotonic() - started
+    assert elapsed < 0.5 + 2.0, elapsed  # the budget and one search, not the model's 5 s
+    assert fused_hits(response) == fused_hits(direct)
+    assert response["tsqr"]["anytime"]["rewrite_in_time"] is False and response["tsqr"]["fused"] is False
+
+    fast = stage(engine, client, slow_rewriter(tmp_path, 0.0), fusion="rrf", budget=30.0)
+    response = search(engine, fast, index, body)
+    expected = node_fusion(engine, client, index, body, {**REWRITTEN_BODY, "size": 3})
+    assert [doc_id for doc_id, _ in fused_hits(response)] == [doc_id for doc_id, _ in expected]
+    assert [score for _, score in fused_hits(response)] == pytest.approx([score for _, score in expected])
+    assert response["tsqr"]["anytime"]["rewrite_in_time"] is True and response["tsqr"]["fused"] is True
+
+
+def test_a_refused_rewritten_search_answers_the_originals_page_unfused(live, tmp_path):
+    """A rewrite past OpenSearch's clause limit (a pattern matching 40 fields): the rewritten
+    _msearch item (or anytime's rewritten search) is refused, and the answer is the original's own
+    page, fused: false with the reason, never a fusion with an empty list. Elasticsearch 9 takes the
+    clauses and fuses."""
+    import json
+
+    from tsqr_plugins.backends.file import FileBackend
+    from tsqr_plugins.testing.conformance import LONG_REWRITE
+
+    engine, url, _ = live
+    index = f"tsqr-fields-{uuid.uuid4().hex[:6]}"
+    fields = {f"f_{i}": {"type": "text"} for i in range(40)}
+    assert httpx.put(f"{url}/{index}", json={"mappings": {"properties": fields}}).status_code == 200
+    for doc_id, text in CORPUS.items():
+        httpx.put(f"{url}/{index}/_doc/{doc_id}", params={"refresh": "true"}, json={"f_3": text})
+    rewrites = tmp_path / "long.json"
+    rewrites.write_text(json.dumps({QUERY: LONG_REWRITE}))
+    body = {"query": {"multi_match": {"query": QUERY, "fields": ["f_*"]}}, "from": 1, "size": 2}
+    client = python_client(engine, url)
+    direct = search(engine, client, index, body)
+    try:
+        for options in ({}, {"budget": 30.0}):
+            rewriting = stage(engine, client, Rewriter(FileBackend(rewrites)), fusion="rrf", **options)
+            answer = search(engine, rewriting, index, body)
+            if engine == "elasticsearch":
+                assert answer["tsqr"]["fused"] is True, options
+            else:
+                assert answer["tsqr"]["fused"] is False and "refused" in answer["tsqr"]["fusion"]["reason"], options
+                assert answer["tsqr"]["fallback"] == 1 and "clause limit" in answer["tsqr"]["error"]
+                assert fused_hits(answer) == fused_hits(direct), options
+    finally:
+        httpx.delete(f"{url}/{index}")

@@ -19,7 +19,7 @@ from tsqr_plugins.core import Rewrite
 from tsqr_plugins.errors import BackendError, InputError
 from tsqr_plugins.lazy import is_installed
 from tsqr_plugins.analyzer import tokenize
-from tsqr_plugins.testing.conformance import CORPUS, QUERY, REWRITE, FailingBackend, file_rewriter
+from tsqr_plugins.testing.conformance import CORPUS, QUERY, REWRITE, FailingBackend, file_rewriter, slow_rewriter
 
 
 def rewrite(original: str, text: str, fallback: bool = False) -> Rewrite:
@@ -437,3 +437,249 @@ def test_what_a_second_review_found_in_the_stage():
     assert text.endswith("transverse orientation of moths") and len(tokenize(text)) <= 1000
     new, _ = run_stage({"match": {"text": {"query": QUERY, "boost": "2"}}}, {QUERY: REWRITE}, StageSettings())
     assert new == {"bool": {"should": [{"match": {"text": {"query": REWRITE}}}], "boost": 2.0}}
+
+
+# -- fusion (fusion="rrf") and anytime rewriting (budget) ----------------------------------------
+
+
+class RankingServer(RecordingSearchServer):
+    """Ranks the corpus for each search by shared analyzed terms (a stand-in for BM25: the tests
+    check what is sent and how the two answers are fused, with lists that differ)."""
+
+    def search_answer(self, body):
+        body = body or {}
+        texts = [v for v in querydsl.walk_values(body.get("query", {})) if isinstance(v, str)]
+        words = set(self.analyzer(" ".join(texts)))
+        scored = sorted(((sum(c for term, c in doc.items() if term in words), doc_id)
+                         for doc_id, doc in self.documents.items()), key=lambda item: (-item[0], item[1]))
+        matched = [(score, doc_id) for score, doc_id in scored if score > 0]
+        start, size = body.get("from", 0), body.get("size", 10)
+        hits = [{"_index": "docs", "_id": doc_id, "_score": float(score), "_source": {"text": CORPUS[doc_id]}}
+                for score, doc_id in matched[start:start + size]]
+        answer = {"took": 2, "timed_out": False, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+                  "hits": {"total": {"value": len(matched), "relation": "eq"},
+                           "max_score": float(matched[0][0]) if matched else None, "hits": hits}}
+        if "aggs" in body:
+            answer["aggregations"] = {"matched": {"value": len(matched)}}
+        return answer
+
+
+def expected_fusion(server, first: dict, second: dict, weights=(1.0, 1.0), k=60):
+    """fusion.rrf of the two lists the server gives for the two bodies (the engine's order as the ranking)."""
+    from tsqr_plugins import fusion
+
+    runs = []
+    for body in (first, second):
+        hits = server.search_answer(body)["hits"]["hits"]
+        runs.append({hit["_id"]: len(hits) - rank for rank, hit in enumerate(hits)})
+    scores = fusion.rrf(runs, k, list(weights), first["size"])
+    return [(doc_id, scores[doc_id]) for doc_id in fusion.ranked(scores)]
+
+
+def requests_to(server, endpoint: str) -> list[dict]:
+    return [r for r in server.requests if r["path"].split("?")[0].endswith(endpoint)]
+
+
+def test_rrf_sends_one_msearch_and_answers_the_fusion_of_both_lists(es_client, tmp_path):
+    from tsqr_plugins.adapters.elasticsearch import RewritingElasticsearch
+
+    with RankingServer(CORPUS) as server:
+        es = RewritingElasticsearch(es_client(server), file_rewriter(tmp_path), fusion="rrf", rewrite_weight=2.0)
+        aggs = {"matched": {"value_count": {"field": "_id"}}}
+        response = es.search(index="docs", query={"match": {"text": QUERY}}, from_=1, size=2, aggs=aggs)
+        assert requests_to(server, "/_search") == []
+        (sent,) = requests_to(server, "/_msearch")  # one request, two items
+        header, first, header2, second = sent["ndjson"]
+        assert header == header2 == {"index": "docs"}
+        assert first == {"query": {"match": {"text": QUERY}}, "from": 0, "size": 3, "aggs": aggs}
+        assert second == {"query": {"match": {"text": {"query": REWRITE}}}, "from": 0, "size": 3}  # no aggs
+        fused = expected_fusion(server, first, second, weights=(1.0, 2.0))[1:3]
+        assert [(h["_id"], h["_score"]) for h in response["hits"]["hits"]] == fused
+        original = server.search_answer(first)
+        assert response["hits"]["total"] == original["hits"]["total"]  # the original query's total
+        assert response["aggregations"] == original["aggregations"]
+        assert response["hits"]["max_score"] == expected_fusion(server, first, second, (1.0, 2.0))[0][1]
+        info = response["tsqr"]
+        assert info["fused"] is True and info["rewritten"] == 1
+        assert info["fusion"]["weights"] == [1.0, 2.0] and info["fusion"]["depth"] == 3
+        in_original = {h["_id"] for h in original["hits"]["hits"]}
+        assert info["fusion"]["hits"]["original"] == sum(h["_id"] in in_original for h in response["hits"]["hits"])
+        assert es.last_rewrites[0].text == REWRITE
+
+
+@pytest.mark.parametrize("request_options, reason", [
+    ({"sort": [{"date": "desc"}]}, "sorted by other than _score"),
+    ({"search_after": [1]}, "search_after"),
+    ({"collapse": {"field": "group"}}, "collapse"),
+    ({"size": 0}, "size 0"),
+    ({"explain": True}, "explain"),
+])
+def test_rrf_leaves_what_it_cannot_fuse_to_the_plain_rewritten_search(es_client, tmp_path, request_options, reason):
+    from tsqr_plugins.adapters.elasticsearch import RewritingElasticsearch
+
+    with RankingServer(CORPUS) as server:
+        es = RewritingElasticsearch(es_client(server), file_rewriter(tmp_path), fusion="rrf")
+        response = es.search(index="docs", query={"match": {"text": QUERY}}, **request_options)
+        assert requests_to(server, "/_msearch") == []
+        assert search_of(server) == {"match": {"text": {"query": REWRITE}}}  # as mode="replace"
+        assert response["tsqr"]["fused"] is False and reason in response["tsqr"]["fusion"]["reason"]
+
+
+def test_rrf_on_a_failed_rewrite_is_one_plain_search_with_the_original(es_client):
+    from tsqr_plugins.adapters.elasticsearch import RewritingElasticsearch
+
+    with RankingServer(CORPUS) as server:
+        es = RewritingElasticsearch(es_client(server), Rewriter(FailingBackend()), fusion="rrf")
+        response = es.search(index="docs", query={"match": {"text": QUERY}}, size=3)
+        assert requests_to(server, "/_msearch") == [] and search_of(server) == {"match": {"text": QUERY}}
+        assert server.searches()[0]["body"]["size"] == 3  # as the caller wrote it
+        assert response["tsqr"]["fused"] is False and response["tsqr"]["fusion"]["answer"] == "original"
+        assert response["tsqr"]["fallback"] == 1
+
+
+def test_rrf_with_opensearch_sync_and_async(tmp_path):
+    skip_unless(is_installed("opensearchpy"), "opensearch-py is not installed (the 'opensearch' extra)")
+    from opensearchpy import AsyncOpenSearch, OpenSearch
+
+    from tsqr_plugins.adapters.opensearch import AsyncRewritingOpenSearch, RewritingOpenSearch
+
+    body = {"query": {"match": {"text": QUERY}}, "size": 4}
+    with RankingServer(CORPUS) as server:
+        client = RewritingOpenSearch(OpenSearch([server.url]), file_rewriter(tmp_path), fusion="rrf", rrf_k=1)
+        response = client.search(index="docs", body=body)
+        (sent,) = requests_to(server, "/_msearch")
+        fused = expected_fusion(server, sent["ndjson"][1], sent["ndjson"][3], k=1)
+        assert [(h["_id"], h["_score"]) for h in response["hits"]["hits"]] == fused[:4]
+
+        async def main():
+            wrapped = AsyncRewritingOpenSearch(AsyncOpenSearch([server.url]), file_rewriter(tmp_path), fusion="rrf",
+                                               rrf_k=1)
+            try:
+                return await wrapped.search(index="docs", body=body)
+            finally:
+                await wrapped.close()
+
+        if is_installed("aiohttp"):
+            server.requests.clear()
+            answer = asyncio.run(main())
+            assert len(requests_to(server, "/_msearch")) == 1 and requests_to(server, "/_search") == []
+            assert answer["hits"]["hits"] == response["hits"]["hits"] and answer["tsqr"]["fused"] is True
+
+
+def originals_first(searches: list[dict]) -> list[dict]:
+    """The bodies of anytime's two searches, the original's first."""
+    return sorted((r["body"] for r in searches), key=lambda body: REWRITE in json.dumps(body))
+
+
+def test_anytime_answers_the_original_when_the_rewrite_is_late_and_the_fusion_when_it_is_in_time(
+        es_client, tmp_path):
+    import time
+
+    from tsqr_plugins.adapters.elasticsearch import RewritingElasticsearch
+
+    query = {"match": {"text": QUERY}}
+    with RankingServer(CORPUS) as server:
+        late = RewritingElasticsearch(es_client(server), slow_rewriter(tmp_path, 3.0), fusion="rrf", budget=0.3)
+        started = time.monotonic()
+        response = late.search(index="docs", query=query, size=2)
+        assert time.monotonic() - started < 0.3 + 1.0  # the budget plus one local search, not the model's 3 s
+        original = server.search_answer({"query": query, "size": 2})
+        assert response["hits"]["hits"] == original["hits"]["hits"]
+        assert response["tsqr"]["anytime"]["rewrite_in_time"] is False and response["tsqr"]["fused"] is False
+        assert response["tsqr"]["queries"][0]["fallback"] is True and late.last_rewrites == []
+        assert len(server.searches()) == 1
+
+        server.requests.clear()
+        fast = RewritingElasticsearch(es_client(server), slow_rewriter(tmp_path, 0.0), fusion="rrf", budget=5.0)
+        response = fast.search(index="docs", query=query, from_=1, size=2)
+        first, second = originals_first(server.searches())  # sent concurrently: either may come first
+        assert second["query"] == {"match": {"text": {"query": REWRITE}}}
+        fused = expected_fusion(server, first, second)[1:3]
+        assert [(h["_id"], h["_score"]) for h in response["hits"]["hits"]] == fused
+        assert response["tsqr"]["anytime"]["rewrite_in_time"] is True and response["tsqr"]["fused"] is True
+
+        server.requests.clear()
+        strict = RewritingElasticsearch(es_client(server), slow_rewriter(tmp_path, 3.0, strict=True),
+                                        fusion="rrf", budget=0.2)
+        with pytest.raises(BackendError, match="budget"):
+            strict.search(index="docs", query=query)
+
+
+def test_async_anytime_answers_the_original_within_the_budget(tmp_path):
+    skip_unless(is_installed("elasticsearch") and is_installed("aiohttp"), "elasticsearch[async] is not installed")
+    import time
+
+    from elasticsearch import AsyncElasticsearch
+
+    from tsqr_plugins.adapters.elasticsearch import AsyncRewritingElasticsearch
+
+    async def main(server, rewriter):
+        client = AsyncRewritingElasticsearch(AsyncElasticsearch(server.url), rewriter, fusion="rrf", budget=0.3)
+        try:
+            started = time.monotonic()
+            response = await client.search(index="docs", query={"match": {"text": QUERY}}, size=3)
+            return response, time.monotonic() - started
+        finally:
+            await client.close()
+
+    with RankingServer(CORPUS) as server:
+        response, elapsed = asyncio.run(main(server, slow_rewriter(tmp_path, 3.0)))
+        assert elapsed < 0.3 + 1.0
+        assert response["hits"]["hits"] == server.search_answer({"query": {"match": {"text": QUERY}}})["hits"]["hits"][:3]
+        assert response["tsqr"]["anytime"]["rewrite_in_time"] is False
+        server.requests.clear()
+        response, _ = asyncio.run(main(server, slow_rewriter(tmp_path, 0.0)))
+        first, second = originals_first(server.searches())
+        assert [(h["_id"], h["_score"]) for h in response["hits"]["hits"]] == expected_fusion(server, first, second)[:3]
+        assert response["tsqr"]["fused"] is True
+
+
+def test_fusion_settings_are_checked():
+    with pytest.raises(InputError, match="fusion must be one of"):
+        StageSettings(fusion="linear")
+    with pytest.raises(InputError, match="fusion='rrf'"):
+        StageSettings(budget=0.5)
+    with pytest.raises(InputError, match="positive"):
+        StageSettings(fusion="rrf", budget=0)
+    with pytest.raises(InputError, match=">= 0"):
+        StageSettings(fusion="rrf", rewrite_weight=-1)
+    from tsqr_plugins.adapters.proxy import SearchProxy
+
+    with pytest.raises(InputError, match="does not fuse"):
+        SearchProxy("http://127.0.0.1:9200", None, StageSettings(fusion="rrf"))
+
+
+def test_rrf_ranks_by_the_engines_order_even_among_equal_scores():
+    """Equal engine scores (common with BM25 on short fields) keep the engine's order as the
+    ranking: the fusion must not re-sort a list by its scores (fusion.ranked breaks ties by id)."""
+    from tsqr_plugins.adapters import fusedsearch
+
+    def answer(order):
+        hits = [{"_index": "docs", "_id": doc_id, "_score": 1.0} for doc_id in order]
+        return {"took": 1, "hits": {"total": {"value": len(hits), "relation": "eq"}, "max_score": 1.0, "hits": hits}}
+
+    target, _ = fusedsearch.split({"body": {"query": {"match_all": {}}, "size": 3}})
+    fused, info = fusedsearch.fuse(answer(["a", "b", "c"]), answer(["a", "b", "c"]), target,
+                                   StageSettings(fusion="rrf"), took=2)
+    assert [hit["_id"] for hit in fused["hits"]["hits"]] == ["a", "b", "c"]
+    assert fused["hits"]["hits"][0]["_score"] == pytest.approx(2 / 61) and fused["took"] == 2
+    assert info["hits"] == {"original": 3, "rewrite": 3, "both": 3}
+
+
+def test_a_search_not_fused_under_a_budget_has_its_rewrite_bounded_by_it(es_client, tmp_path):
+    """A sorted search is not fused; with a budget the rewrite still may not hold it longer (past
+    the budget the original goes out, as with the rewriter's own timeout)."""
+    import time
+
+    from tsqr_plugins.adapters.elasticsearch import RewritingElasticsearch
+
+    with RankingServer(CORPUS) as server:
+        es = RewritingElasticsearch(es_client(server), slow_rewriter(tmp_path, 3.0), fusion="rrf", budget=0.3)
+        started = time.monotonic()
+        response = es.search(index="docs", query={"match": {"text": QUERY}}, sort=[{"date": "desc"}])
+        assert time.monotonic() - started < 0.3 + 1.0
+        assert search_of(server) == {"match": {"text": QUERY}} and response["tsqr"]["fallback"] == 1
+        assert response["tsqr"]["fused"] is False and "sorted" in response["tsqr"]["fusion"]["reason"]
+        server.requests.clear()
+        items = es.msearch(searches=[{"index": "docs"}, {"query": {"match": {"text": QUERY}}}])
+        assert items["tsqr"][0]["fusion"]["reason"] == "msearch items are not fused"

@@ -29,7 +29,8 @@ class RewritingElasticsearch(RewritingSearchClient):
         rewriter: Makes the rewrites; None sends every search as written.
         **options: The stage's options (see :class:`RewritingSearchClient`): ``fields``, ``scoring``, ``mode``,
             ``repeat``, ``clause_budget``, ``original_boost``, ``rewrite_boost``,
-            ``annotate_response``, ``include_filters``.
+            ``annotate_response``, ``include_filters``, ``fusion`` (``"rrf"``), ``rrf_k``,
+            ``original_weight``, ``rewrite_weight``, ``budget`` (anytime rewriting).
 
     Raises:
         MissingDependencyError: The ``elasticsearch`` extra is not installed.
@@ -53,7 +54,8 @@ class AsyncRewritingElasticsearch(AsyncRewritingSearchClient):
         rewriter: Makes the rewrites; None sends every search as written.
         **options: The stage's options (see :class:`AsyncRewritingSearchClient`): ``fields``, ``scoring``, ``mode``,
             ``repeat``, ``clause_budget``, ``original_boost``, ``rewrite_boost``,
-            ``annotate_response``, ``include_filters``.
+            ``annotate_response``, ``include_filters``, ``fusion`` (``"rrf"``), ``rrf_k``,
+            ``original_weight``, ``rewrite_weight``, ``budget`` (anytime rewriting).
 
     Raises:
         MissingDependencyError: The ``elasticsearch`` extra is not installed.

@@ -29,7 +29,8 @@ class RewritingOpenSearch(RewritingSearchClient):
         rewriter: Makes the rewrites; None sends every search as written.
         **options: The stage's options (see :class:`RewritingSearchClient`): ``fields``, ``scoring``, ``mode``,
             ``repeat``, ``clause_budget``, ``original_boost``, ``rewrite_boost``,
-            ``annotate_response``, ``include_filters``.
+            ``annotate_response``, ``include_filters``, ``fusion`` (``"rrf"``), ``rrf_k``,
+            ``original_weight``, ``rewrite_weight``, ``budget`` (anytime rewriting).
 
     Raises:
         MissingDependencyError: The ``opensearch`` extra is not installed.
@@ -51,7 +52,8 @@ class AsyncRewritingOpenSearch(AsyncRewritingSearchClient):
         rewriter: Makes the rewrites; None sends every search as written.
         **options: The stage's options (see :class:`AsyncRewritingSearchClient`): ``fields``, ``scoring``, ``mode``,
             ``repeat``, ``clause_budget``, ``original_boost``, ``rewrite_boost``,
-            ``annotate_response``, ``include_filters``.
+            ``annotate_response``, ``include_filters``, ``fusion`` (``"rrf"``), ``rrf_k``,
+            ``original_weight``, ``rewrite_weight``, ``budget`` (anytime rewriting).
 
     Raises:
         MissingDependencyError: The ``opensearch`` extra is not installed.

@@ -98,6 +98,9 @@ class SearchProxy:
         self.search_node = url
         self.rewriter = rewriter
         self.settings = settings or StageSettings()
+        if self.settings.fusion is not None:
+            raise InputError("tsqr proxy does not fuse yet (fusion/budget are the Python client stages' "
+                             "options); use mode='both' for the original and the rewrite in one query")
         self.max_body_bytes = max_body_bytes
         self.timeout = timeout
         self.read_timeout = read_timeout  # for a _search body to arrive

@@ -9,32 +9,44 @@ The engine-specific classes are in ``elasticsearch.py`` and ``opensearch.py``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from ..core import Rewrite, Rewriter, as_backend_error
+from ..deadline import call_with_deadline, run_until
 from ..errors import BackendTimeout, InputError
 from .. import querydsl
-from . import stage
+from . import fusedsearch, stage
+from .fusedsearch import Split
 from .stage import Plan, StageSettings, StatsKey
+from ..fusion import RRF_K
 
 logger = logging.getLogger(__name__)
 
 
-async def within_budget(rewriter: Rewriter, texts: list[str]) -> list[Rewrite]:
-    """``rewriter.rewrite_batch`` in a worker thread, bounded by the rewriter's ``timeout`` from now:
+async def within_budget(rewriter: Rewriter, texts: list[str], budget: float | None = None) -> list[Rewrite]:
+    """``rewriter.rewrite_batch`` in a worker thread, bounded by the rewriter's ``timeout`` (and the
+    stage's ``budget``, whose deadline the thread carries for backends that stop early) from now:
     the wait for a free thread counts too (under load the rewriter's own deadline, which starts in
     the thread, let searches wait several budgets). Past it, a BackendTimeout: the stage's fallback,
     or the strict error."""
-    call = asyncio.to_thread(rewriter.rewrite_batch, texts)
-    if not rewriter.timeout:
+    if budget:
+        end = time.monotonic() + budget
+        call = asyncio.to_thread(run_until, functools.partial(rewriter.rewrite_batch, texts), end)
+    else:
+        call = asyncio.to_thread(rewriter.rewrite_batch, texts)
+    limits = [seconds for seconds in (rewriter.timeout, budget) if seconds]
+    if not limits:
         return await call
     try:
-        return await asyncio.wait_for(call, rewriter.timeout)
+        return await asyncio.wait_for(call, min(limits))
     except asyncio.TimeoutError:
-        raise BackendTimeout(f"no rewrite within the budget of {rewriter.timeout:g} s (waiting included)") from None
+        raise BackendTimeout(f"no rewrite within the budget of {min(limits):g} s (waiting included)") from None
 
 
 def search_parts(body: Any) -> dict | None:
@@ -72,6 +84,16 @@ def _shard_failures(response: Any) -> str | None:
     body = response if isinstance(response, dict) else getattr(response, "body", None)
     failures = body.get("_shards", {}).get("failures") if isinstance(body, dict) else None
     return str(failures) if failures else None
+
+
+def note(response: Any, extra: dict) -> Any:
+    """Add ``extra`` to the stage's metadata of a response (each item's, for ``msearch``)."""
+    body = fusedsearch.body_of(response)
+    info = body.get("tsqr") if isinstance(body, dict) else None
+    for entry in info if isinstance(info, list) else [info]:
+        if isinstance(entry, dict):
+            entry.update(extra)
+    return response
 
 
 def annotate(response: Any, info: Any) -> Any:
@@ -135,7 +157,8 @@ class _Stage:
     def __init__(self, client: Any, rewriter: Rewriter | None, *, fields=None, scoring: str = "match",
                  mode: str = "replace", repeat: int = 5, clause_budget: int = querydsl.DEFAULT_CLAUSE_BUDGET,
                  original_boost: float = 1.0, rewrite_boost: float = 1.0, annotate_response: bool = True,
-                 include_filters: bool = False):
+                 include_filters: bool = False, fusion: str | None = None, rrf_k: float = RRF_K,
+                 original_weight: float = 1.0, rewrite_weight: float = 1.0, budget: float | None = None):
         """The keyword options are :class:`~tsqr_plugins.adapters.stage.StageSettings`' fields, plus
         ``annotate_response``.
 
@@ -153,6 +176,16 @@ class _Stage:
                 response under ``"tsqr"``.
             include_filters: Also rewrite text queries under ``bool.filter``/``must_not``,
                 ``boosting.negative`` and ``constant_score``.
+            fusion: ``"rrf"``: ``search()`` answers the reciprocal rank fusion of the original
+                search and the rewritten one, sent as one ``_msearch`` (see ``fusedsearch.py`` for
+                what the answer holds and which searches are not fused); None: the rewritten search.
+            rrf_k: ``rrf``: the rank constant (default 60).
+            original_weight: ``rrf``: the weight of the original query's ranking.
+            rewrite_weight: ``rrf``: the weight of the rewrite's ranking.
+            budget: Anytime rewriting (needs ``fusion="rrf"``): seconds the rewrite may take. The
+                original goes out at once; a rewrite within the budget is searched and fused,
+                a later one is not waited for (the original's answer, ``anytime.rewrite_in_time``
+                false). None: no budget.
 
         Raises:
             InputError: ``rewriter`` is not a Rewriter, or a setting is invalid.
@@ -161,8 +194,11 @@ class _Stage:
             raise InputError(f"rewriter must be a tsqr_plugins.Rewriter, got {type(rewriter).__name__}")
         self.client = client
         self.rewriter = rewriter
-        self.settings = StageSettings(fields, scoring, mode, repeat, clause_budget, original_boost, rewrite_boost,
-                                      include_filters=include_filters)
+        self.settings = StageSettings(
+            fields=fields, scoring=scoring, mode=mode, repeat=repeat, clause_budget=clause_budget,
+            original_boost=original_boost, rewrite_boost=rewrite_boost, include_filters=include_filters,
+            fusion=fusion, rrf_k=rrf_k, original_weight=original_weight, rewrite_weight=rewrite_weight,
+            budget=budget)
         self.annotate_response = annotate_response
         self.last_rewrites: list[Rewrite] = []
 
@@ -250,6 +286,76 @@ class _Stage:
                                           "are not searched again with the original query")
         return annotate(response, info) if info is not None and self.annotate_response else response
 
+    # -- fusion (fusion="rrf") and anytime rewriting (budget) -----------------------------------
+
+    def _fusion_plan(self, kwargs: dict) -> tuple[Job | None, Split | None, str | None]:
+        """The job and the ``_msearch`` item of a search to fuse, or why it is not fused."""
+        try:
+            job = self._search_job(kwargs)
+        except Exception:  # the plain path meets the same error and handles it (fail-open or raise)
+            return None, None, "the stage could not read the search"
+        if job is None or not job.texts:
+            return job, None, "no text query to rewrite"
+        target, reason = fusedsearch.split(kwargs)
+        return job, target, reason
+
+    @staticmethod
+    def _unfused(info: dict, reason: str, answer: str | None = None) -> dict:
+        return {**info, "fused": False, "fusion": {"reason": reason, **({"answer": answer} if answer else {})}}
+
+    def _late_or_raise(self, job: Job, error: Exception) -> dict:
+        """The metadata of a rewrite that missed the budget (the original's answer, said so); a
+        strict rewriter raises BackendTimeout instead."""
+        if self.rewriter.strict:
+            raise BackendTimeout(f"no rewrite within the budget of {self.settings.budget:g} s") from error
+        reason = f"no rewrite within the budget of {self.settings.budget:g} s"
+        entries = [{"original": text, "fallback": True, "reason": reason} for text in job.texts]
+        return {"rewritten": 0, "fallback": len(entries), "queries": entries}
+
+    def _fused_answer(self, target: Split, original: Any, rewritten: Any, info: dict,
+                      took: Any) -> tuple[dict | None, dict]:
+        """The answer to a fused search from the two answers, and its metadata; None: the original
+        search itself failed (the caller gets the engine's own answer to it, sent alone)."""
+        if not isinstance(original, dict) or "error" in original:
+            return None, self._unfused(info, "the original search failed: the engine's answer to it alone", "original")
+        why = fusedsearch.refused(rewritten)
+        if why:
+            base = self._clause_limit_fallback(str(rewritten), True) or info
+            return fusedsearch.page(original, target), self._unfused(
+                base, f"the engine refused the rewritten search ({why})", "original")
+        why = fusedsearch.refused(original)
+        if why:
+            return fusedsearch.page(original, target), self._unfused(info, f"the original's answer has {why}", "original")
+        answer, fusion_info = fusedsearch.fuse(original, rewritten, target, self.settings, took)
+        return answer, {**info, "fused": True, "fusion": fusion_info}
+
+    def _anytime_answer(self, target: Split, original: Any, rewritten: Any, info: dict,
+                        anytime: dict) -> Any:
+        """Anytime's answer: the fusion when the rewrite was searched, else the original's page."""
+        body = fusedsearch.body_of(original)
+        if rewritten is None:
+            reason = ("the rewrite missed the budget" if not anytime["rewrite_in_time"]
+                      else "nothing was rewritten (the rewrite fell back)")
+            answer, info = fusedsearch.page(body, target), self._unfused(info, reason, "original")
+        else:
+            second = fusedsearch.body_of(rewritten) if not isinstance(rewritten, Exception) else {
+                "error": f"{rewritten} {getattr(rewritten, 'info', '')} {getattr(rewritten, 'body', '')}"}
+            tooks = [item.get("took") for item in (body, second) if isinstance(item, dict)]
+            took = sum(tooks) if len(tooks) == 2 and all(isinstance(t, int) for t in tooks) else body.get("took")
+            answer, info = self._fused_answer(target, body, second, info, took)
+            answer = fusedsearch.page(body, target) if answer is None else answer  # the client raised on errors
+        return self._respond(fusedsearch.like(original, answer), {**info, "anytime": anytime})
+
+    def _in_time(self, started: float) -> bool:
+        return time.monotonic() < started + self.settings.budget
+
+    def _anytime_info(self, started: float, in_time: bool) -> dict:
+        return {"budget": self.settings.budget, "rewrite_in_time": in_time,
+                "waited": round(time.monotonic() - started, 3)}
+
+
+NOTHING_REWRITTEN = "nothing was rewritten (the rewrite fell back): one search with the original query"
+
 
 class RewritingSearchClient(_Stage):
     """A synchronous client (``elasticsearch.Elasticsearch`` or ``opensearchpy.OpenSearch``) with rewriting.
@@ -269,6 +375,8 @@ class RewritingSearchClient(_Stage):
         Returns:
             The client's response, with ``"tsqr"`` metadata unless ``annotate_response=False``.
         """
+        if self.settings.fusion is not None:
+            return self._fused_search(kwargs)
         return self._run(self._search_job, self.client.search, kwargs)
 
     def msearch(self, **kwargs):
@@ -276,18 +384,81 @@ class RewritingSearchClient(_Stage):
 
         Args:
             **kwargs: The client's ``msearch`` arguments: ``searches=[header, body, ...]`` or ``body=``
-                as such a list (NDJSON strings pass through untouched).
+                as such a list (NDJSON strings pass through untouched). Items are not fused.
         """
-        return self._run(self._msearch_job, self.client.msearch, kwargs)
+        response = self._run(self._msearch_job, self.client.msearch, kwargs, self.settings.budget)
+        return note(response, {"fused": False, "fusion": {"reason": "msearch items are not fused"}}) \
+            if self.settings.fusion is not None else response
 
-    def _run(self, make_job, send, kwargs):
+    def _fused_search(self, kwargs: dict):
+        job, target, reason = self._fusion_plan(kwargs)
+        if target is None:  # the stage as without fusion, the budget bounding the rewrite
+            response = self._run(self._search_job, self.client.search, kwargs, self.settings.budget)
+            return note(response, {"fused": False, "fusion": {"reason": reason}})
+        if self.settings.budget is not None:
+            return self._anytime(kwargs, job, target)
+        self.last_rewrites = []
+        try:
+            self.last_rewrites, request, info = self._prepare(job)
+        except Exception as error:
+            request, info = None, self._failed(error, True, 1)
+        if request is None or not info["rewritten"]:
+            return self._respond(self.client.search(**kwargs), self._unfused(info, NOTHING_REWRITTEN, "original"))
+        rewritten, _ = fusedsearch.split(request)
+        response = self.client.msearch(**fusedsearch.msearch_call(target, rewritten, self.BODY_AS_KEYWORDS))
+        body = fusedsearch.body_of(response)
+        first, second = body["responses"]
+        answer, info = self._fused_answer(target, first, second, info, body.get("took"))
+        if answer is None:
+            return self._respond(self.client.search(**kwargs), info)
+        return self._respond(fusedsearch.like(response, answer), info)
+
+    def _anytime(self, kwargs: dict, job: Job, target: Split):
+        """The original searched at once (in a worker thread), the rewrite prepared meanwhile within
+        the budget (its deadline in the thread for backends that stop early), then the rewritten
+        search: the caller waits at most the budget plus one search, never for the model."""
+        started = time.monotonic()
+        pool = ThreadPoolExecutor(1, thread_name_prefix="tsqr-original-search")
+        original: Future = pool.submit(self.client.search, **fusedsearch.paged(kwargs, target.depth,
+                                                                               self.BODY_AS_KEYWORDS))
+        pool.shutdown(wait=False)
+        self.last_rewrites, request, in_time = [], None, True
+        try:
+            self.last_rewrites, request, info = call_with_deadline(functools.partial(self._prepare, job),
+                                                                   self.settings.budget)
+        except Exception as error:
+            in_time = not isinstance(error, BackendTimeout) or self._in_time(started)
+            info = self._failed(error, True, 1) if in_time else self._late_or_raise(job, error)
+        anytime = self._anytime_info(started, in_time)
+        rewritten = None
+        if request is not None and info["rewritten"]:
+            try:
+                rewritten = self.client.search(**fusedsearch.paged(request, target.depth, self.BODY_AS_KEYWORDS, True))
+            except Exception as error:  # the engine refused the rewritten search: the original's answer
+                rewritten = error
+        return self._anytime_answer(target, original.result(), rewritten, info, anytime)
+
+    def _prepare(self, job: Job, budget: float | None = None) -> tuple[list[Rewrite], dict, Any]:
+        """The job's rewrites, and the new request and its metadata."""
+        rewrites = self._rewrite(job.texts, budget) if job.texts else []
+        job.assign(rewrites)
+        stats = {where: self._termvectors(*where) for where in job.stats_keys(self.settings)}
+        request, info = job.finish(self.settings, stats)
+        return rewrites, request, info
+
+    def _rewrite(self, texts: list[str], budget: float | None) -> list[Rewrite]:
+        if budget is None:
+            return self.rewriter.rewrite_batch(texts)
+        return call_with_deadline(functools.partial(self.rewriter.rewrite_batch, texts), budget)
+
+    def _run(self, make_job, send, kwargs, budget: float | None = None):
         request, info = kwargs, None
         job = None
         self.last_rewrites = []
         try:
             job = make_job(kwargs)
             if job is not None:
-                rewrites = self.rewriter.rewrite_batch(job.texts) if job.texts else []
+                rewrites = self._rewrite(job.texts, budget) if job.texts else []
                 self.last_rewrites = rewrites
                 job.assign(rewrites)
                 stats = {where: self._termvectors(*where) for where in job.stats_keys(self.settings)}
@@ -328,24 +499,86 @@ class AsyncRewritingSearchClient(_Stage):
         Args:
             **kwargs: The client's ``search`` arguments, ``body=`` or keyword style.
         """
+        if self.settings.fusion is not None:
+            return await self._fused_search(kwargs)
         return await self._run(self._search_job, self.client.search, kwargs)
 
     async def msearch(self, **kwargs):
         """The client's ``msearch``, every search of the batch rewritten with one rewriter call.
 
         Args:
-            **kwargs: The client's ``msearch`` arguments (``searches=`` or ``body=``).
+            **kwargs: The client's ``msearch`` arguments (``searches=`` or ``body=``). Items are not fused.
         """
-        return await self._run(self._msearch_job, self.client.msearch, kwargs)
+        response = await self._run(self._msearch_job, self.client.msearch, kwargs, self.settings.budget)
+        return note(response, {"fused": False, "fusion": {"reason": "msearch items are not fused"}}) \
+            if self.settings.fusion is not None else response
 
-    async def _run(self, make_job, send, kwargs):
+    async def _fused_search(self, kwargs: dict):
+        job, target, reason = self._fusion_plan(kwargs)
+        if target is None:
+            response = await self._run(self._search_job, self.client.search, kwargs, self.settings.budget)
+            return note(response, {"fused": False, "fusion": {"reason": reason}})
+        if self.settings.budget is not None:
+            return await self._anytime(kwargs, job, target)
+        self.last_rewrites = []
+        try:
+            self.last_rewrites, request, info = await self._prepare(job)
+        except Exception as error:
+            request, info = None, self._failed(error, True, 1)
+        if request is None or not info["rewritten"]:
+            return self._respond(await self.client.search(**kwargs), self._unfused(info, NOTHING_REWRITTEN, "original"))
+        rewritten, _ = fusedsearch.split(request)
+        response = await self.client.msearch(**fusedsearch.msearch_call(target, rewritten, self.BODY_AS_KEYWORDS))
+        body = fusedsearch.body_of(response)
+        first, second = body["responses"]
+        answer, info = self._fused_answer(target, first, second, info, body.get("took"))
+        if answer is None:
+            return self._respond(await self.client.search(**kwargs), info)
+        return self._respond(fusedsearch.like(response, answer), info)
+
+    async def _anytime(self, kwargs: dict, job: Job, target: Split):
+        """The original searched at once, the rewrite prepared meanwhile within the budget, then
+        the rewritten search (see the sync client)."""
+        started = time.monotonic()
+        original = asyncio.ensure_future(self.client.search(**fusedsearch.paged(kwargs, target.depth,
+                                                                                self.BODY_AS_KEYWORDS)))
+        try:
+            self.last_rewrites, request, in_time = [], None, True
+            try:
+                self.last_rewrites, request, info = await asyncio.wait_for(
+                    self._prepare(job, self.settings.budget), self.settings.budget)
+            except Exception as error:
+                in_time = not isinstance(error, (BackendTimeout, asyncio.TimeoutError)) or self._in_time(started)
+                info = self._failed(error, True, 1) if in_time else self._late_or_raise(job, error)
+            anytime = self._anytime_info(started, in_time)
+            rewritten = None
+            if request is not None and info["rewritten"]:
+                try:
+                    rewritten = await self.client.search(
+                        **fusedsearch.paged(request, target.depth, self.BODY_AS_KEYWORDS, True))
+                except Exception as error:
+                    rewritten = error
+            return self._anytime_answer(target, await original, rewritten, info, anytime)
+        finally:
+            if not original.done():
+                original.cancel()
+
+    async def _prepare(self, job: Job, budget: float | None = None) -> tuple[list[Rewrite], dict, Any]:
+        rewrites = await within_budget(self.rewriter, job.texts, budget) if job.texts else []
+        job.assign(rewrites)
+        keys = job.stats_keys(self.settings)
+        answers = await asyncio.gather(*(self._termvectors(*where) for where in keys))
+        request, info = job.finish(self.settings, dict(zip(keys, answers)))
+        return rewrites, request, info
+
+    async def _run(self, make_job, send, kwargs, budget: float | None = None):
         request, info = kwargs, None
         job = None
         self.last_rewrites = []
         try:
             job = make_job(kwargs)
             if job is not None:
-                rewrites = await within_budget(self.rewriter, job.texts) if job.texts else []
+                rewrites = await within_budget(self.rewriter, job.texts, budget) if job.texts else []
                 self.last_rewrites = rewrites
                 job.assign(rewrites)
                 keys = job.stats_keys(self.settings)

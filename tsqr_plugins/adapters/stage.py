@@ -16,10 +16,12 @@ from typing import Any
 from ..combine import DEFAULT_REPEAT, MODES
 from ..core import Rewrite
 from ..errors import InputError
+from ..fusion import RRF_K
 from .. import querydsl
 from ..querydsl import Built, TextQuery
 
 StatsKey = tuple[str, tuple[str, ...]]  # (text, field names)
+FUSIONS = (None, "rrf")
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,19 @@ class StageSettings:
         include_filters: Also rewrite text queries under ``bool.filter``/``must_not``,
             ``boosting.negative`` and ``constant_score`` (left alone by default: they exclude
             documents rather than rank them).
+        fusion: ``"rrf"``: a client stage's ``search()`` searches the original body and the
+            rewritten one (built by ``mode``) and answers their reciprocal rank fusion; None: the
+            rewritten search alone. Not in ``tsqr proxy`` (it refuses the setting).
+        rrf_k: ``rrf``: the rank constant (60, as the engines).
+        original_weight: ``rrf``: the weight of the original query's ranking.
+        rewrite_weight: ``rrf``: the weight of the rewrite's ranking.
+        budget: Anytime rewriting, with ``fusion="rrf"``: seconds the rewrite may take; the
+            original is searched at once, and its answer is the answer when the rewrite is later.
+            None: no budget (the rewriter's own ``timeout`` applies).
 
     Raises:
-        InputError: An unknown ``scoring`` or ``mode``, or ``clause_budget`` out of range.
+        InputError: An unknown ``scoring``, ``mode`` or ``fusion``, ``clause_budget`` out of range,
+            a negative ``rrf_k`` or weight, or a ``budget`` that is not positive or has no fusion.
     """
 
     fields: tuple[str, ...] | None = None
@@ -58,6 +70,11 @@ class StageSettings:
     k1: float = querydsl.BM25_K1
     b: float = querydsl.BM25_B
     include_filters: bool = False  # also rewrite text queries under filter/must_not/negative
+    fusion: str | None = None
+    rrf_k: float = RRF_K
+    original_weight: float = 1.0
+    rewrite_weight: float = 1.0
+    budget: float | None = None
 
     def __post_init__(self):
         if self.scoring not in querydsl.SCORINGS:
@@ -66,6 +83,15 @@ class StageSettings:
             raise InputError(f"unknown combine mode {self.mode!r}; choose one of {list(MODES)}")
         if not 1 <= self.clause_budget <= querydsl.MAX_CLAUSE_COUNT * 64:
             raise InputError(f"clause_budget must be between 1 and {querydsl.MAX_CLAUSE_COUNT * 64}")
+        if self.fusion not in FUSIONS:
+            raise InputError(f"fusion must be one of {list(FUSIONS)}, got {self.fusion!r}")
+        if self.rrf_k < 0 or self.original_weight < 0 or self.rewrite_weight < 0:
+            raise InputError("rrf_k, original_weight and rewrite_weight must be >= 0")
+        if self.budget is not None and not self.budget > 0:
+            raise InputError(f"budget must be a positive number of seconds (or None), got {self.budget!r}")
+        if self.budget is not None and self.fusion is None:
+            raise InputError("budget (anytime rewriting) fuses the original's hits with the rewrite's: "
+                             "set fusion='rrf' with it")
         if self.fields is not None:  # one name or any sequence of names, kept as a tuple
             names = (self.fields,) if isinstance(self.fields, str) else tuple(self.fields)
             object.__setattr__(self, "fields", names)

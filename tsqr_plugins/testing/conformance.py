@@ -66,6 +66,21 @@ def file_rewriter(directory: Path, **kwargs) -> Rewriter:
     return Rewriter(FileBackend(path, on_missing="fallback"), **kwargs)
 
 
+def slow_rewriter(directory: Path, delay: float, **kwargs) -> Rewriter:
+    """A rewriter that knows the rewrite of ``QUERY`` and takes ``delay`` seconds for each batch
+    (a slow model, for anytime rewriting); other queries fall back to themselves."""
+    import time
+
+    class SlowBackend(FileBackend):
+        def generate(self, queries, prompt, params):
+            time.sleep(delay)
+            return super().generate(queries, prompt, params)
+
+    path = Path(directory) / f"slow-rewrites-{delay:g}.json"
+    path.write_text(json.dumps({QUERY: REWRITE}))
+    return Rewriter(SlowBackend(path, on_missing="fallback"), **kwargs)
+
+
 class AdapterConformance:
     """Shared checks; see the module docstring for what a subclass provides."""
 
