@@ -5,9 +5,8 @@ is NOT Elasticsearch; what matters here is how long the proxy holds its connecti
 from __future__ import annotations
 
 import threading
-from http.server import BaseHTTPRequestHandler
 
-from tests.background_server import BackgroundServer
+from tests.background_server import BackgroundServer, QuietHandler
 
 BIG = b"[" + b"0," * (4 * 1024 * 1024) + b"0]"
 
@@ -21,12 +20,7 @@ class BigAnswerServer(BackgroundServer):
     def _handler(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def setup(self):
                 super().setup()
                 with server.lock:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -91,3 +92,25 @@ def pyserini_analyzer():
     from pyserini.analysis import Analyzer, get_lucene_analyzer
 
     return Analyzer(get_lucene_analyzer())
+
+
+@contextlib.contextmanager
+def indexed_corpus(url: str, prefix: str):
+    """A fresh index on a live node holding the conformance CORPUS through the shipped template's
+    settings; its name inside ``with``, deleted after."""
+    import uuid
+
+    import httpx
+
+    from tsqr_plugins.search.bulk import BulkIndexer
+    from tsqr_plugins.testing.conformance import CORPUS
+
+    index = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    indexer = BulkIndexer(url)
+    try:
+        indexer.create_index(index)
+        indexer.index(index, list(CORPUS), list(CORPUS.values()), progress=False)
+        yield index
+    finally:
+        httpx.delete(f"{url}/{index}")
+        indexer.close()

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from http.server import BaseHTTPRequestHandler
 
-from tests.background_server import BackgroundServer
+from tests.background_server import BackgroundServer, QuietHandler
 from tsqr_plugins.analyzer import LuceneEnglishAnalyzer
 
 SEARCH_ANSWER = {"took": 1, "timed_out": False, "hits": {"total": {"value": 0, "relation": "eq"}, "hits": []}}
@@ -56,12 +55,7 @@ class RecordingSearchServer(BackgroundServer):
     def _handler(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def _send(self, status, payload, extra_headers=()):
                 data = json.dumps(payload).encode()
                 self.send_response(status)

@@ -12,8 +12,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import engine_url
-from tsqr_plugins.search.bulk import BulkIndexer
+from tests.conftest import engine_url, indexed_corpus
 from tsqr_plugins.testing.conformance import CORPUS, LONG_REWRITE, QUERY, RELEVANT, REWRITE
 
 pytestmark = pytest.mark.integration
@@ -46,13 +45,8 @@ def ids(response: dict) -> list[str]:
 @pytest.fixture(scope="module", params=["opensearch", "opensearch3"])
 def node(request):
     url = engine_url(request.param)
-    index = f"tsqr-pipeline-{uuid.uuid4().hex[:6]}"
-    indexer = BulkIndexer(url)
-    indexer.create_index(index)
-    indexer.index(index, list(CORPUS), list(CORPUS.values()), progress=False)
-    yield url, index
-    httpx.delete(f"{url}/{index}")
-    indexer.close()
+    with indexed_corpus(url, "tsqr-pipeline") as index:
+        yield url, index
 
 
 @pytest.fixture

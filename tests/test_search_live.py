@@ -14,10 +14,9 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import engine_url
+from tests.conftest import engine_url, indexed_corpus
 from tsqr_plugins import Rewriter
 from tsqr_plugins.errors import BackendError
-from tsqr_plugins.search.bulk import BulkIndexer
 from tsqr_plugins.testing.conformance import (
     CORPUS, K, QUERY, RELEVANT, REWRITE, AdapterConformance, FailingBackend, file_rewriter,
 )
@@ -36,13 +35,8 @@ def live(request):
     """(engine, url, index) with CORPUS indexed through the shipped template's settings."""
     engine = request.param
     url = engine_url(engine)
-    name = f"tsqr-test-{uuid.uuid4().hex[:8]}"
-    indexer = BulkIndexer(url)
-    indexer.create_index(name)
-    indexer.index(name, list(CORPUS), list(CORPUS.values()), progress=False)
-    yield engine, url, name
-    httpx.delete(f"{url}/{name}")
-    indexer.close()
+    with indexed_corpus(url, "tsqr-test") as name:
+        yield engine, url, name
 
 
 def python_client(engine: str, url: str, asynchronous: bool = False):

@@ -14,14 +14,12 @@ import json
 import os
 import random
 import re
-import uuid
 
 import httpx
 import pytest
 
-from tests.conftest import engine_url
+from tests.conftest import engine_url, indexed_corpus
 from tests.test_search_live import comparable_headers
-from tsqr_plugins.search.bulk import BulkIndexer
 from tsqr_plugins.testing.conformance import CORPUS, QUERY, file_rewriter
 
 pytestmark = pytest.mark.integration
@@ -134,13 +132,8 @@ def generated_request(rng: random.Random, index: str) -> tuple[str, str, bytes |
 @pytest.fixture(scope="module", params=["elasticsearch", "opensearch", "opensearch3"])
 def node(request):
     url = engine_url(request.param)
-    index = f"tsqr-diff-{uuid.uuid4().hex[:8]}"
-    indexer = BulkIndexer(url)
-    indexer.create_index(index)
-    indexer.index(index, list(CORPUS), list(CORPUS.values()), progress=False)
-    yield request.param, url, index
-    httpx.delete(f"{url}/{index}")
-    indexer.close()
+    with indexed_corpus(url, "tsqr-diff") as index:
+        yield request.param, url, index
 
 
 def send(client: httpx.Client, base: str, method: str, path: str, body: bytes | None, headers: dict[str, str]):
