@@ -39,6 +39,17 @@ def live(request):
         yield engine, url, name
 
 
+def forty_field_index(url: str) -> str:
+    """A new index with 40 text fields f_0..f_39, CORPUS in f_3: a field pattern over it passes
+    the clause limit with a long rewrite."""
+    index = f"tsqr-fields-{uuid.uuid4().hex[:6]}"
+    fields = {f"f_{i}": {"type": "text"} for i in range(40)}
+    assert httpx.put(f"{url}/{index}", json={"mappings": {"properties": fields}}).status_code == 200
+    for doc_id, text in CORPUS.items():
+        httpx.put(f"{url}/{index}/_doc/{doc_id}", params={"refresh": "true"}, json={"f_3": text})
+    return index
+
+
 def python_client(engine: str, url: str, asynchronous: bool = False):
     if engine == "elasticsearch":
         from elasticsearch import AsyncElasticsearch, Elasticsearch
@@ -266,11 +277,7 @@ def test_a_field_pattern_past_the_clause_limit_falls_back_to_the_original(live, 
     from tsqr_plugins.testing.service import RunningApp
 
     engine, url, _ = live
-    index = f"tsqr-fields-{uuid.uuid4().hex[:6]}"
-    fields = {f"f_{i}": {"type": "text"} for i in range(40)}
-    assert httpx.put(f"{url}/{index}", json={"mappings": {"properties": fields}}).status_code == 200
-    for doc_id, text in CORPUS.items():
-        httpx.put(f"{url}/{index}/_doc/{doc_id}", params={"refresh": "true"}, json={"f_3": text})
+    index = forty_field_index(url)
     rewrites = tmp_path / "long.json"
     rewrites.write_text(json.dumps({QUERY: LONG_REWRITE}))
     rewriter = Rewriter(FileBackend(rewrites))
@@ -554,11 +561,7 @@ def test_a_refused_rewritten_search_answers_the_originals_page_unfused(live, tmp
     from tsqr_plugins.testing.conformance import LONG_REWRITE
 
     engine, url, _ = live
-    index = f"tsqr-fields-{uuid.uuid4().hex[:6]}"
-    fields = {f"f_{i}": {"type": "text"} for i in range(40)}
-    assert httpx.put(f"{url}/{index}", json={"mappings": {"properties": fields}}).status_code == 200
-    for doc_id, text in CORPUS.items():
-        httpx.put(f"{url}/{index}/_doc/{doc_id}", params={"refresh": "true"}, json={"f_3": text})
+    index = forty_field_index(url)
     rewrites = tmp_path / "long.json"
     rewrites.write_text(json.dumps({QUERY: LONG_REWRITE}))
     body = {"query": {"multi_match": {"query": QUERY, "fields": ["f_*"]}}, "from": 1, "size": 2}

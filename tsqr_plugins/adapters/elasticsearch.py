@@ -27,10 +27,8 @@ class RewritingElasticsearch(RewritingSearchClient):
     Args:
         client: The ``elasticsearch.Elasticsearch`` to wrap.
         rewriter: Makes the rewrites; None sends every search as written.
-        **options: The stage's options (see :class:`RewritingSearchClient`): ``fields``, ``scoring``, ``mode``,
-            ``repeat``, ``clause_budget``, ``original_boost``, ``rewrite_boost``,
-            ``annotate_response``, ``include_filters``, ``fusion`` (``"rrf"``), ``rrf_k``,
-            ``original_weight``, ``rewrite_weight``, ``budget`` (anytime rewriting).
+        **options: The stage's options, :class:`~tsqr_plugins.adapters.stage.StageSettings`'s fields
+            (see :class:`RewritingSearchClient`).
 
     Raises:
         MissingDependencyError: The ``elasticsearch`` extra is not installed.
@@ -52,10 +50,8 @@ class AsyncRewritingElasticsearch(AsyncRewritingSearchClient):
     Args:
         client: The ``elasticsearch.AsyncElasticsearch`` to wrap.
         rewriter: Makes the rewrites; None sends every search as written.
-        **options: The stage's options (see :class:`AsyncRewritingSearchClient`): ``fields``, ``scoring``, ``mode``,
-            ``repeat``, ``clause_budget``, ``original_boost``, ``rewrite_boost``,
-            ``annotate_response``, ``include_filters``, ``fusion`` (``"rrf"``), ``rrf_k``,
-            ``original_weight``, ``rewrite_weight``, ``budget`` (anytime rewriting).
+        **options: The stage's options, :class:`~tsqr_plugins.adapters.stage.StageSettings`'s fields
+            (see :class:`AsyncRewritingSearchClient`).
 
     Raises:
         MissingDependencyError: The ``elasticsearch`` extra is not installed.
