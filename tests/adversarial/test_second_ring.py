@@ -614,3 +614,38 @@ def test_tsqr_serve_reads_json_with_the_proxys_rules(body, reason, tmp_path):
         answer = httpx.post(f"{service.url}/v1/rewrite", content=body, headers={"Content-Type": "application/json"},
                             timeout=30)
     assert answer.status_code == 400 and reason in answer.json()["error"]["message"], answer.text
+
+
+def test_the_queue_gauge_returns_to_zero_when_every_queued_query_was_given_up(tmp_path):
+    """Found by the stateful test (test_service_states.py): queries queued behind a busy engine whose
+    requests all timed out were dropped when the engine came free, but tsqr_queue_depth kept the count
+    from before (4 for ever on an idle service, /health saying 0): the batcher set the gauge only when
+    it formed a batch, and a queue of given-up queries forms none."""
+    import threading
+    import time
+
+    from tests.test_service import CountingEngine, engine_config, metric
+    from tsqr_plugins.testing.service import RunningService
+
+    hold = threading.Event()
+    engine = CountingEngine(hold=hold)
+    config = engine_config(tmp_path, timeout=0.5, max_batch_size=1, concurrent_batches=1)
+    with RunningService(config, engine) as running:
+        first = threading.Thread(target=lambda: httpx.post(f"{running.url}/v1/rewrite", json={"queries": ["running"]},
+                                                           timeout=30))
+        first.start()
+        while not engine.batches:
+            time.sleep(0.01)
+        given_up = httpx.post(f"{running.url}/v1/rewrite", json={"queries": ["a", "b", "c"]}, timeout=30).json()
+        hold.set()
+        first.join(30)
+        deadline = time.monotonic() + 10
+        while metric(metrics := httpx.get(f"{running.url}/metrics", timeout=30).text, "tsqr_expired_total") < 3:
+            assert time.monotonic() < deadline, "the given-up queries were not dropped"
+            time.sleep(0.01)
+        depth = metric(metrics, "tsqr_queue_depth")
+        health = httpx.get(f"{running.url}/health", timeout=30).json()["queue_depth"]
+    assert all(r["fallback"] and "time budget" in r["reason"] for r in given_up["rewrites"])
+    assert engine.batches == [["running"]]  # the given-up queries were never generated
+    assert (depth, health) == (0, 0)
+

@@ -133,7 +133,8 @@ class MicroBatcher:
             await self._slots.acquire()
             if not self._live(first):  # given up while it waited for the slot
                 first = self._take()
-                if first is None:
+                if first is None:  # every queued query was given up: the queue is empty, and so is the gauge
+                    self.metrics.queue_depth = self._queue.qsize()
                     self._slots.release()
                     continue
             batch = [first]
