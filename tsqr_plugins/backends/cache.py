@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from tsqr_plugins.backends.base import Backend, Completion
+from tsqr_plugins.backends.base import Backend, Completion, cacheable
 from tsqr_plugins.cache import RewriteCache, cache_key
 from tsqr_plugins.errors import CacheError
 from tsqr_plugins.params import GenerationParams
@@ -31,7 +31,7 @@ def default_cache_path(backend: Backend) -> Path:
 
 
 class CachedBackend(Backend):
-    """Hits come from SQLite; misses go to ``inner`` and successful answers are stored."""
+    """Hits come from SQLite; misses go to ``inner`` and successful answers (``cacheable``) are stored."""
 
     NAME = "cache"
 
@@ -58,7 +58,7 @@ class CachedBackend(Backend):
             self.store.put_many(
                 (keys[index], prompt.id, params_key, queries[index], completion.text)
                 for index, completion in zip(misses, fresh)
-                if completion.error is None and completion.text is not None
+                if cacheable(completion, prompt)
             )
         except CacheError as error:  # read-only, no space left, locked: the rewrites are still answered
             self._warn(f"rewrite cache write failed (the rewrites are answered, not cached): {error}")
