@@ -21,7 +21,7 @@ class RecordingOpenAIServer(BackgroundServer):
         self.fail_status = fail_status
         self.delay = delay
         self.hold = hold  # a threading.Event: every answer waits for it (30 s at most)
-        self.malformed = malformed
+        self.malformed = malformed  # True: a 200 without choices; bytes: exactly that body
         self.api_key = api_key
         self.requests: list[dict] = []
         self.authorizations: list[str | None] = []  # the Authorization field of every request
@@ -85,7 +85,8 @@ class RecordingOpenAIServer(BackgroundServer):
                     if number <= server.fail_first:
                         self._send(server.fail_status, {"error": "scripted failure"})
                     elif server.malformed:
-                        self._send(200, b'{"choices": []}')
+                        garbage = server.malformed
+                        self._send(200, garbage if isinstance(garbage, bytes) else b'{"choices": []}')
                     else:
                         # n choices, as vLLM answers them (each with its index), sent last first here
                         # so that a client must order them by index

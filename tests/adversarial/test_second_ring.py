@@ -614,3 +614,102 @@ def test_tsqr_serve_reads_json_with_the_proxys_rules(body, reason, tmp_path):
         answer = httpx.post(f"{service.url}/v1/rewrite", content=body, headers={"Content-Type": "application/json"},
                             timeout=30)
     assert answer.status_code == 400 and reason in answer.json()["error"]["message"], answer.text
+
+
+def test_the_queue_gauge_returns_to_zero_when_every_queued_query_was_given_up(tmp_path):
+    """Found by the stateful test (test_service_states.py): queries queued behind a busy engine whose
+    requests all timed out were dropped when the engine came free, but tsqr_queue_depth kept the count
+    from before (4 for ever on an idle service, /health saying 0): the batcher set the gauge only when
+    it formed a batch, and a queue of given-up queries forms none."""
+    import threading
+    import time
+
+    from tests.test_service import CountingEngine, engine_config, metric
+    from tsqr_plugins.testing.service import RunningService
+
+    hold = threading.Event()
+    engine = CountingEngine(hold=hold)
+    config = engine_config(tmp_path, timeout=0.5, max_batch_size=1, concurrent_batches=1)
+    with RunningService(config, engine) as running:
+        first = threading.Thread(target=lambda: httpx.post(f"{running.url}/v1/rewrite", json={"queries": ["running"]},
+                                                           timeout=30))
+        first.start()
+        while not engine.batches:
+            time.sleep(0.01)
+        given_up = httpx.post(f"{running.url}/v1/rewrite", json={"queries": ["a", "b", "c"]}, timeout=30).json()
+        hold.set()
+        first.join(30)
+        deadline = time.monotonic() + 10
+        while metric(metrics := httpx.get(f"{running.url}/metrics", timeout=30).text, "tsqr_expired_total") < 3:
+            assert time.monotonic() < deadline, "the given-up queries were not dropped"
+            time.sleep(0.01)
+        depth = metric(metrics, "tsqr_queue_depth")
+        health = httpx.get(f"{running.url}/health", timeout=30).json()["queue_depth"]
+    assert all(r["fallback"] and "time budget" in r["reason"] for r in given_up["rewrites"])
+    assert engine.batches == [["running"]]  # the given-up queries were never generated
+    assert (depth, health) == (0, 0)
+
+
+@pytest.mark.parametrize("garbage", ["", "   ", "<think>x</think> no answer tags", "<think>x</think><answer>\ud800</answer>"])
+def test_a_completion_that_is_no_rewrite_is_not_cached(garbage, tmp_path):
+    """Found by the stateful test (test_service_states.py): an upstream's empty completion was stored
+    in the rewrite cache like a rewrite, so once the upstream answered again that query still fell
+    back (cached: true), a strict request for it failed with 502, and the upstream was never asked
+    again. Only a completion the prompt parses to text is stored, by tsqr serve and CachedBackend."""
+    from tsqr_plugins import Rewriter
+    from tsqr_plugins.backends.cache import CachedBackend
+    from tsqr_plugins.service import ServiceConfig
+    from tsqr_plugins.testing.service import RunningService
+
+    reply = {"text": garbage}
+    with RecordingOpenAIServer(answer=lambda body: reply["text"]) as upstream:
+        config = ServiceConfig(rewriter="openai", upstream=[upstream.base_url], prompt="tsqr-think-v1",
+                               cache=str(tmp_path / "service.sqlite"))
+        with RunningService(config) as service:
+            ask = lambda strict: httpx.post(f"{service.url}/v1/rewrite", json={"queries": ["moths"], "strict": strict},
+                                            timeout=30)
+            first = ask(False).json()["rewrites"][0]
+            reply["text"] = "<think>moths</think><answer>transverse orientation</answer>"
+            strict, again = ask(True), ask(False).json()["rewrites"][0]
+        assert first["fallback"] and strict.status_code == 200, strict.text
+        assert strict.json()["rewrites"][0]["text"] == "transverse orientation" and not again["fallback"]
+        assert len(upstream.requests) == 2  # the garbage, then one rewrite (cached for the third request)
+
+    class Scripted(Backend):
+        NAME, model_id = "scripted", "scripted"
+
+        def generate(self, queries, prompt, params):
+            return [Completion(text=reply["text"]) for _ in queries]
+
+    reply["text"] = garbage
+    backend = CachedBackend(Scripted(), tmp_path / "library.sqlite")
+    assert Rewriter(backend, prompt="tsqr-think-v1").rewrite("moths").fallback
+    reply["text"] = "<think>moths</think><answer>transverse orientation</answer>"
+    assert Rewriter(backend, prompt="tsqr-think-v1").rewrite("moths").text == "transverse orientation"
+    backend.close()
+
+
+def test_one_completion_sqlite_cannot_store_leaves_the_rest_of_its_batch_cached(tmp_path):
+    """A lone surrogate in one raw completion (a JSON "\\ud800" from an upstream; outside the answer
+    it still parses) made SQLite refuse the whole batch's cache write: its other rewrites were
+    generated again on every request. That completion alone is left out now."""
+    from tsqr_plugins.backends.cache import CachedBackend
+    from tsqr_plugins.prompts import get_prompt
+    from tsqr_plugins.params import GenerationParams
+
+    class Scripted(Backend):
+        NAME, model_id = "scripted", "scripted"
+        calls: list = []
+
+        def generate(self, queries, prompt, params):
+            self.calls.append(list(queries))
+            thoughts = {"odd": "\ud800"}  # a lone surrogate: valid in JSON, not text
+            return [Completion(text=f"<think>{thoughts.get(q, q)}</think><answer>{q}</answer>") for q in queries]
+
+    backend = CachedBackend(Scripted(), tmp_path / "c.sqlite")
+    prompt, params = get_prompt("tsqr-think-v1"), GenerationParams()
+    first = backend.generate(["moths", "odd"], prompt, params)
+    again = backend.generate(["moths", "odd"], prompt, params)
+    backend.close()
+    assert [c.text.endswith("<answer>moths</answer>") for c in first] == [True, False]
+    assert [c.cached for c in again] == [True, False] and Scripted.calls == [["moths", "odd"], ["odd"]]

@@ -11,6 +11,7 @@ from tsqr_plugins.errors import BackendError
 from tsqr_plugins.lazy import install_hint, is_installed
 from tsqr_plugins.params import GenerationParams
 from tsqr_plugins.prompts import Prompt
+from tsqr_plugins.text import is_unicode_text
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,20 @@ class Completion:
             error: Why this item has no completion.
         """
         return cls(text=None, error=error)
+
+
+def cacheable(completion: Completion, prompt: Prompt) -> bool:
+    """Whether ``completion`` may go into the rewrite cache: only one that ``prompt`` parses to text
+    (what ``core.finish`` makes a rewrite of). A failure stored (an empty completion, no <answer> in
+    think mode, a lone surrogate) would be answered from the cache for ever: its query falling back,
+    a strict request failing, though the next generation could succeed."""
+    if completion.error is not None or completion.text is None:
+        return False
+    try:
+        prompt.parse(completion.text)
+    except BackendError:
+        return False
+    return is_unicode_text(completion.text)  # what is stored (SQLite refuses a surrogate, and the batch with it)
 
 
 def one_per_query(completions: list[Completion], queries: int, engine: str) -> list[Completion]:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from tsqr_plugins.backends.base import Backend, Completion, n_per_query, sample_key
+from tsqr_plugins.backends.base import Backend, Completion, cacheable, n_per_query, sample_key
 from tsqr_plugins.cache import RewriteCache, cache_key
 from tsqr_plugins.errors import CacheError
 from tsqr_plugins.params import GenerationParams
@@ -31,8 +31,8 @@ def default_cache_path(backend: Backend) -> Path:
 
 
 class CachedBackend(Backend):
-    """Hits come from SQLite; misses go to ``inner`` and successful answers are stored. What
-    :func:`~tsqr_plugins.backends.with_cache` builds. A cache that cannot be read or written is
+    """Hits come from SQLite; misses go to ``inner`` and successful answers (``cacheable``) are
+    stored. What :func:`~tsqr_plugins.backends.with_cache` builds. A cache that cannot be read or written is
     logged (once per cause) and the rewrites are answered all the same.
 
     Args:
@@ -65,7 +65,7 @@ class CachedBackend(Backend):
             self.store.put_many(
                 (keys[index], prompt.id, params_key, queries[index], completion.text)
                 for index, completion in zip(misses, fresh)
-                if completion.error is None and completion.text is not None
+                if cacheable(completion, prompt)
             )
         except CacheError as error:  # read-only, no space left, locked: the rewrites are still answered
             self._warn(f"rewrite cache write failed (the rewrites are answered, not cached): {error}")
@@ -99,7 +99,7 @@ class CachedBackend(Backend):
             self.store.put_many(
                 (keys[index][i], prompt.id, sample_key(params, i), queries[index], completion.text)
                 for index, samples in zip(misses, fresh) for i, completion in enumerate(samples)
-                if completion.error is None and completion.text is not None and keys[index][i] not in hits
+                if cacheable(completion, prompt) and keys[index][i] not in hits
             )
         except CacheError as error:
             self._warn(f"rewrite cache write failed (the rewrites are answered, not cached): {error}")

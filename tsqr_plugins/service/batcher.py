@@ -8,7 +8,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from tsqr_plugins.backends.base import Backend, Completion, one_per_query
+from tsqr_plugins.backends.base import Backend, Completion, cacheable, one_per_query
 from tsqr_plugins.cache import RewriteCache
 from tsqr_plugins.errors import BackendTimeout
 from tsqr_plugins.params import GenerationParams
@@ -133,7 +133,8 @@ class MicroBatcher:
             await self._slots.acquire()
             if not self._live(first):  # given up while it waited for the slot
                 first = self._take()
-                if first is None:
+                if first is None:  # every queued query was given up: the queue is empty, and so is the gauge
+                    self.metrics.queue_depth = self._queue.qsize()
                     self._slots.release()
                     continue
             batch = [first]
@@ -195,7 +196,7 @@ class MicroBatcher:
                 self.cache.put_many(
                     (item.key, prompt.id, params_key, item.query, completion.text)
                     for item, completion in zip(items, completions)
-                    if completion.error is None and completion.text is not None
+                    if cacheable(completion, prompt)
                 )
             except Exception as error:  # locked, full disk, text SQLite cannot store: still answered
                 logger.warning("rewrite cache write of %d failed (the rewrites are answered, not cached): %s",
