@@ -32,8 +32,8 @@ def default_cache_path(backend: Backend) -> Path:
 
 class CachedBackend(Backend):
     """Hits come from SQLite; misses go to ``inner`` and successful answers (``cacheable``) are
-    stored. What :func:`~tsqr_plugins.backends.with_cache` builds. A cache that cannot be read or written is
-    logged (once per cause) and the rewrites are answered all the same.
+    stored. What :func:`~tsqr_plugins.backends.with_cache` builds. A cache that cannot be read or
+    written is logged (once per cause) and the rewrites are answered all the same.
 
     Args:
         inner: The backend that generates the misses.
