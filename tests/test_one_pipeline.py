@@ -89,3 +89,36 @@ def test_an_engine_refusing_the_request_is_a_caller_error_in_the_library_and_a_f
         strict = httpx.post(f"{service.url}/v1/rewrite", json={"queries": [QUERY], "strict": True}, timeout=30)
     assert answer.status_code == 200 and all(r["fallback"] for r in answer.json()["rewrites"])
     assert "no room" in answer.json()["rewrites"][0]["reason"] and strict.status_code == 502
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_proxy_searches_what_the_rewriter_gives_on_every_engine_failure(kind, tmp_path):
+    """The proxy goes through the same Rewriter: the node receives the rewrite's text where the
+    Rewriter has one, the caller's own bytes where it falls back (and the headers say which), and
+    a strict proxy answers 502 instead of searching."""
+    pytest.importorskip("uvicorn")
+    import json
+
+    from tests.search_server import RecordingSearchServer
+    from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app
+    from tsqr_plugins.testing.service import RunningApp
+
+    prompt = "tsqr-think-v1"
+    local = Rewriter(ScriptedEngine(kind), prompt=prompt, timeout=0.5).rewrite(QUERY)
+    body = json.dumps({"query": {"match": {"text": QUERY}}}).encode()
+    with RecordingSearchServer() as node:
+        for strict in (False, True):
+            proxy = SearchProxy(node.url, Rewriter(ScriptedEngine(kind), prompt=prompt, timeout=0.5, strict=strict))
+            with RunningApp(create_proxy_app(proxy)) as running:
+                answer = httpx.post(f"{running.url}/docs/_search", content=body,
+                                    headers={"Content-Type": "application/json"}, timeout=30)
+            if strict and local.fallback:
+                assert answer.status_code == 502
+            else:
+                assert answer.status_code == 200
+        sent = node.searches()
+    if local.fallback:
+        assert len(sent) == 1 and sent[0]["raw"] == body  # the strict proxy searched nothing
+        assert answer.status_code == 502
+    else:
+        assert [s["body"]["query"]["match"]["text"]["query"] for s in sent] == [local.text, local.text]
