@@ -142,7 +142,7 @@ def test_clear_errors(tmp_path, capsys, monkeypatch):
     write_beir(bad, {"d1": "x"}, {"q1": "x"}, {"q1": {"d1": 1}})
     (bad / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\nnot json\n')
     assert run_eval("--dataset", bad, "--output", tmp_path / "x") == 2
-    assert "corpus.jsonl:2: not JSON" in capsys.readouterr().err
+    assert "corpus.jsonl:2: not valid JSON" in capsys.readouterr().err
 
 
 def test_transformers_rewriter_end_to_end(tiny_model, tmp_path):

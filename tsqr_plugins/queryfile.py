@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tsqr_plugins.errors import InputError
-from tsqr_plugins.textfile import read_text
+from tsqr_plugins.textfile import parse_json, read_text
 
 ID_FIELDS = ("query_id", "qid", "id", "_id")
 TEXT_FIELDS = ("text", "query")
@@ -70,12 +70,7 @@ def file_lines(text: str) -> list[str]:
 
 
 def parse_jsonl_line(line: str, number: int, where: str) -> Query:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise InputError(f"{where}: not valid JSON ({error})") from error
-    except RecursionError:
-        raise InputError(f"{where}: JSON nested too deeply to be a query") from None
+    row = parse_json(line, where)
     if not isinstance(row, dict):
         raise InputError(f"{where}: expected a JSON object with 'query_id' and 'text'")
     text = next((row[field] for field in TEXT_FIELDS if field in row), None)

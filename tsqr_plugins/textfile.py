@@ -8,10 +8,11 @@ naming the file and asking for UTF-8, as is a byte that is not UTF-8 (with its l
 from __future__ import annotations
 
 import codecs
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from tsqr_plugins.errors import InputError
 
@@ -73,3 +74,14 @@ def first_undecodable_line(path: str | Path) -> InputError:
                 return InputError(f"{path}:{number}: not UTF-8 text (byte {line[error.start]:#x}); "
                                   "save the file as UTF-8")
     return InputError(f"{path}: not UTF-8 text; save the file as UTF-8")
+
+
+def parse_json(text: str, where: str) -> Any:
+    """``text`` as JSON, or an InputError naming ``where`` (a file, or file:line): not valid JSON,
+    or nested past Python's parser. What the value must be is the caller's to say."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{where}: not valid JSON ({error.msg}, line {error.lineno} column {error.colno})") from None
+    except RecursionError:
+        raise InputError(f"{where}: JSON nested too deeply") from None

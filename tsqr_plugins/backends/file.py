@@ -11,7 +11,7 @@ from tsqr_plugins.errors import BackendError, InputError, MissingRewriteError
 from tsqr_plugins.params import GenerationParams
 from tsqr_plugins.prompts import DEFAULT_PROMPT_ID, PROMPTS, Prompt, query_from_messages
 from tsqr_plugins.queryfile import file_lines
-from tsqr_plugins.textfile import read_text
+from tsqr_plugins.textfile import parse_json, read_text
 
 ON_MISSING = ("error", "fallback")
 
@@ -30,12 +30,7 @@ def load_rewrite_file(path: Path) -> dict[str, str]:
         raise InputError(f"rewrite file {path} does not exist")
     raw = read_text(path)
     if raw.lstrip().startswith("{") and not path.suffix == ".jsonl":
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path} is not valid JSON ({error})") from error
-        except RecursionError:
-            raise InputError(f"{path} is JSON nested too deeply to be a rewrite file") from None
+        data = parse_json(raw, str(path))
         if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
             raise InputError(f"{path} must be a JSON object mapping each original query to its rewrite (strings)")
         return data

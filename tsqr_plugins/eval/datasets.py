@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import logging
 import os
 from dataclasses import dataclass, field, replace
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from ..errors import InputError, TSQRError
 from ..lazy import require
-from ..textfile import open_text
+from ..textfile import open_text, parse_json
 
 BRIGHT_TASKS = (
     "biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
@@ -314,9 +313,4 @@ def _jsonl(path: Path):
         for line_no, line in enumerate(handle, 1):
             if not line.strip():
                 continue
-            try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"{path}:{line_no}: not JSON ({error.msg})") from error
-            except RecursionError:
-                raise InputError(f"{path}:{line_no}: JSON nested too deeply") from None
+            yield line_no, parse_json(line, f"{path}:{line_no}")

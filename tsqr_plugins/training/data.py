@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from ..errors import InputError
 from ..lazy import require
 from ..prompts import DEFAULT_PROMPT_ID, TRAINING_USER_TEMPLATE, get_prompt
-from ..textfile import open_text
+from ..textfile import open_text, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -233,12 +233,7 @@ def read_user_jsonl(path: str | Path, max_query_chars: int | None = None) -> lis
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"{path}:{number}: not a JSON line ({error.msg})") from None
-            except RecursionError:
-                raise InputError(f"{path}:{number}: JSON nested too deeply") from None
+            row = parse_json(line, f"{path}:{number}")
             if not isinstance(row, dict):
                 raise InputError(f"{path}:{number}: a line must be a JSON object, got {type(row).__name__}")
             positives = row.get("positives", [row["positive"]] if "positive" in row else None)
