@@ -228,6 +228,16 @@ def test_bearer_token_guards_everything_but_health():
         assert post(running.url, {"queries": ["q"]}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert httpx.get(running.url + "/metrics").status_code == 401
         assert httpx.get(running.url + "/health").status_code == 200
+        # Only the exact key opens: another key, the key with a character more or less, the key
+        # without its scheme and an empty token are refused on every guarded endpoint.
+        for wrong in ("Bearer wrong", "Bearer s3cret2", "Bearer s3cre", "Bearer", "s3cret", "Basic s3cret"):
+            headers = {"Authorization": wrong}
+            answer = post(running.url, {"queries": ["q"]}, headers=headers)
+            assert answer.status_code == 401 and answer.headers["WWW-Authenticate"] == "Bearer", wrong
+            assert httpx.get(running.url + "/v1/models", headers=headers).status_code == 401, wrong
+            assert httpx.get(running.url + "/metrics", headers=headers).status_code == 401, wrong
+            assert httpx.post(running.url + "/v1/chat/completions", headers=headers, timeout=30, json={
+                "model": "tsqr-rewrite", "messages": [{"role": "user", "content": "q"}]}).status_code == 401, wrong
 
 
 def test_openai_backend_against_the_service_replays_through_chat_completions():
