@@ -229,3 +229,21 @@ def test_an_option_no_chosen_retriever_takes_is_refused_not_dropped(tmp_path, ca
     args = ["eval", "--dataset", "sample", "--rewriter", "none", "--output", str(tmp_path / "out"), "--quiet"]
     assert main([*args, "--retriever", "embedded", "--dense-index", "hnsw"]) == 2
     assert "--dense-index applies to the dense retriever" in capsys.readouterr().err
+
+
+def test_mrr_counts_the_first_relevant_document_within_ten_ranks_only():
+    """MRR@10 (BRIGHT's column): 1/rank of the first relevant document if it is in the top 10,
+    else 0; the same per query as ir-measures' own RR@10 (trec_eval's recip_rank cut at 10)."""
+    import ir_measures
+
+    ranked = [f"d{rank:02d}" for rank in range(1, 13)]  # d01 first ... d12 twelfth, no tied scores
+    run = {doc: float(100 - rank) for rank, doc in enumerate(ranked)}
+    qrels = {"first": {"d01": 1}, "third": {"d03": 2, "d11": 1}, "tenth": {"d10": 1}, "eleventh": {"d11": 1},
+             "twelfth": {"d12": 3}, "unranked": {"elsewhere": 1}}
+    means, per_query = evaluate(qrels, {query: run for query in qrels})
+    expected = {"first": 1.0, "third": 1 / 3, "tenth": 0.1, "eleventh": 0.0, "twelfth": 0.0, "unranked": 0.0}
+    assert {query: values["MRR@10"] for query, values in per_query.items()} == pytest.approx(expected)
+    assert means["MRR@10"] == pytest.approx(sum(expected.values()) / len(expected))
+    reference = {m.query_id: m.value for m in ir_measures.iter_calc([ir_measures.RR @ 10], qrels,
+                                                                     {query: run for query in qrels})}
+    assert reference == pytest.approx(expected)
