@@ -407,6 +407,23 @@ def test_repeat_strict_and_both_are_checked_and_answered_as_documented(tmp_path)
         assert ask(strict=False).status_code == 200
 
 
+def test_mode_both_answers_both_texts_on_a_fallback_too(tmp_path):
+    """A fallback in mode both keeps the documented shape: ``texts`` is [original, rewrite], and
+    the rewrite of a fallback is the original, so a caller that fuses the two never finds one
+    missing (for a rewriter failure or a query the rewriter has no answer for, mixed in one request)."""
+    rewrites = tmp_path / "rewrites.json"
+    rewrites.write_text(json.dumps({"q": "rewrite of q"}))
+    with RunningService(ServiceConfig(rewriter="file", rewrites=str(rewrites), no_cache=True)) as service:
+        rewritten, missing = post(service.url, {"queries": ["q", "not in the file"], "mode": "both"}).json()["rewrites"]
+    with RunningService(ServiceConfig(rewriter="file", rewrites=str(rewrites), no_cache=True),
+                        CountingEngine(fail=True)) as service:
+        (failed,) = post(service.url, {"queries": ["q"], "mode": "both"}).json()["rewrites"]
+    assert not rewritten["fallback"] and rewritten["texts"] == ["q", "rewrite of q"]
+    for fallback, query in ((missing, "not in the file"), (failed, "q")):
+        assert fallback["fallback"] and fallback["reason"], fallback
+        assert fallback["texts"] == [query, query] and fallback["text"] == query, fallback
+
+
 def test_bad_values_are_4xx_naming_the_field_never_500(tmp_path):
     """Lone surrogates, integers with thousands of digits, JSON nested 100k deep, NaN/Infinity,
     wrong types and max_tokens beyond the context: each a 4xx that says what is wrong, in the
