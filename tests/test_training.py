@@ -277,13 +277,13 @@ def test_recipes_are_checked_against_the_installed_trl(tmp_path):
 TINY_RECIPE = REPO / "training" / "configs" / "tiny.yaml"
 
 
-def tiny_training_inputs(tmp_path: Path, tiny_model: Path) -> tuple[Path, Path]:
-    """The example data as parquet, and a copy of the tiny model to train from."""
+def tiny_training_inputs(tmp_path: Path, tiny_model: Path, examples: Path | None = None) -> tuple[Path, Path]:
+    """The example data (or ``examples``) as parquet, and a copy of the tiny model to train from."""
     from tsqr_plugins.cli import main
 
     train = tmp_path / "train.parquet"
-    assert main(["train", "data", "--from-jsonl", str(REPO / "training" / "examples" / "tiny.jsonl"),
-                 "--output", str(train)]) == 0
+    examples = examples or REPO / "training" / "examples" / "tiny.jsonl"
+    assert main(["train", "data", "--from-jsonl", str(examples), "--output", str(train)]) == 0
     base = tmp_path / "base"
     shutil.copytree(tiny_model, base)
     return train, base
@@ -454,8 +454,8 @@ def test_grpo_optimises_the_embedding_gain_it_logs(tmp_path, tiny_model, monkeyp
 
 
 def test_sft_trains_on_the_first_positive_document(tmp_path, tiny_model, monkeypatch):
-    """The SFT baseline's target completion is each example's positives[0], and training moves the
-    weights. A fixed target fails."""
+    """The SFT baseline's target completion is each example's positives[0] (of two), and training
+    moves the weights. A fixed target, or another positive than the first, fails."""
     trl = pytest.importorskip("trl", reason="training needs the 'train' extra")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import numpy as np
@@ -470,10 +470,16 @@ def test_sft_trains_on_the_first_positive_document(tmp_path, tiny_model, monkeyp
             super().__init__(*args, train_dataset=train_dataset, **kwargs)
 
     monkeypatch.setattr(trl, "SFTTrainer", RecordingSFTTrainer)
-    train, base = tiny_training_inputs(tmp_path, tiny_model)
+    # two positives per example, so the first one is told apart from any other
+    examples = tmp_path / "two-positives.jsonl"
+    tiny = [json.loads(line) for line in (REPO / "training" / "examples" / "tiny.jsonl").read_text().splitlines()]
+    examples.write_text("".join(json.dumps({"query": row["query"], "positives": [*row["positives"], f"not first: {row['query']}"]})
+                                + "\n" for row in tiny))
+    train, base = tiny_training_inputs(tmp_path, tiny_model, examples)
     output = tmp_path / "sft"
     assert train_tiny("sft", base, train, output) == 0
     rows = pq.read_table(train).to_pylist()
+    assert rows and all(len(set(row["positives"])) == 2 for row in rows)
     assert [row["completion"][-1]["content"] for row in seen] == [row["positives"][0] for row in rows]
     assert [row["prompt"] for row in seen] == [row["prompt"] for row in rows]
     before, after = load_file(str(base / "model.safetensors")), load_file(str(output / "model.safetensors"))
