@@ -105,6 +105,30 @@ def test_sqlite_errors_are_told_apart_by_sqlites_own_code():
     assert sqlite_code(sqlite3.OperationalError("no such table: rewrites")) is None
 
 
+def test_a_read_only_cache_opens_at_once_not_after_the_lock_timeout(tmp_path):
+    """Switching to WAL waits out only "database is locked" (another process opening the file), up
+    to the busy timeout (60 s by default); a read-only folder's refusal is not waited out, so the
+    cache opens to be read at once (waiting out every error took 65 s here). In a child process
+    without root's override of file modes (mutmut does not see it: found by hand)."""
+    from tests.adversarial.test_second_ring import Echo, run_without_write_override
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    path = folder / "c.sqlite"
+    with CachedBackend(Echo(), path) as backend:  # closed: the file alone, no -wal or -shm beside it
+        Rewriter(backend).rewrite("moths")
+    for read_only in (folder, path):
+        mode = read_only.stat().st_mode
+        read_only.chmod(0o555 if read_only.is_dir() else 0o444)
+        try:
+            started = time.monotonic()
+            answer, log = run_without_write_override(path)
+        finally:
+            read_only.chmod(mode)
+        assert answer["rewrites"][0] == ["rewritten moths", True, False], log
+        assert time.monotonic() - started < 30, f"a read-only {read_only} waited for the lock timeout"
+
+
 def write_entries(path, worker, count):
     cache = RewriteCache(path, IDENTITY)
     for i in range(count):
