@@ -68,6 +68,67 @@ def test_failed_generations_are_not_stored(tmp_path):
     assert len(backend.store) == 0
 
 
+def test_cache_keys_do_not_change_between_releases():
+    """A cache file outlives a tsqr version: a rewrite's key (sha256 over the identity, in any
+    order, the prompt id, the parameters and the query, as UTF-8 JSON) is the one tsqr 0.1.0
+    computed, or every stored rewrite would miss."""
+    from tsqr_plugins.cache import cache_key
+
+    query = "Pourquoi le café ☕ refroidit-il?"
+    for identity in ({"model": "/models/qr-7b", "backend": "transformers"},
+                     {"backend": "transformers", "model": "/models/qr-7b"}):
+        assert cache_key(identity, "tsqr-v1", '{"temperature":0.7}', query) == \
+            "af1a87725a35b6ccc593bc6a734c35fb29a0b0cff990c73b655958b25b909d42"
+
+
+def test_a_new_cache_makes_its_folders_and_reads_back_many_keys_at_once(tmp_path):
+    """1,200 keys in one get_many (SQLite caps the parameters of one statement: read in chunks)."""
+    cache = RewriteCache(tmp_path / "new" / "folder" / "c.sqlite", IDENTITY)
+    rows = [(f"k{i}", "tsqr-v1", "{}", f"q{i}", f"completion {i}") for i in range(1200)]
+    cache.put_many(rows)
+    assert cache.get_many([row[0] for row in rows] + ["absent"]) == {f"k{i}": f"completion {i}" for i in range(1200)}
+    assert len(cache) == 1200
+    cache.close()
+
+
+def test_sqlite_errors_are_told_apart_by_sqlites_own_code():
+    """The code SQLite gives (extended codes reduced to their primary one) decides; before Python
+    3.11 an error has only SQLite's words, which are read instead."""
+    from tsqr_plugins.cache import SQLITE_BUSY, SQLITE_FULL, SQLITE_READONLY, sqlite_code
+
+    coded = sqlite3.OperationalError("disk is on fire")
+    coded.sqlite_errorcode = SQLITE_FULL
+    moved = sqlite3.OperationalError("attempt to write a database that moved")
+    moved.sqlite_errorcode = SQLITE_READONLY | (4 << 8)  # SQLITE_READONLY_DBMOVED
+    assert (sqlite_code(coded), sqlite_code(moved)) == (SQLITE_FULL, SQLITE_READONLY)
+    assert sqlite_code(sqlite3.OperationalError("database is locked")) == SQLITE_BUSY
+    assert sqlite_code(sqlite3.OperationalError("no such table: rewrites")) is None
+
+
+def test_a_read_only_cache_opens_at_once_not_after_the_lock_timeout(tmp_path):
+    """Switching to WAL waits out only "database is locked" (another process opening the file), up
+    to the busy timeout (60 s by default); a read-only folder's refusal is not waited out, so the
+    cache opens to be read at once (waiting out every error took 65 s here). In a child process
+    without root's override of file modes (mutmut does not see it: found by hand)."""
+    from tests.adversarial.test_second_ring import Echo, run_without_write_override
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    path = folder / "c.sqlite"
+    with CachedBackend(Echo(), path) as backend:  # closed: the file alone, no -wal or -shm beside it
+        Rewriter(backend).rewrite("moths")
+    for read_only in (folder, path):
+        mode = read_only.stat().st_mode
+        read_only.chmod(0o555 if read_only.is_dir() else 0o444)
+        try:
+            started = time.monotonic()
+            answer, log = run_without_write_override(path)
+        finally:
+            read_only.chmod(mode)
+        assert answer["rewrites"][0] == ["rewritten moths", True, False], log
+        assert time.monotonic() - started < 30, f"a read-only {read_only} waited for the lock timeout"
+
+
 def write_entries(path, worker, count):
     cache = RewriteCache(path, IDENTITY)
     for i in range(count):

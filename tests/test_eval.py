@@ -229,3 +229,48 @@ def test_an_option_no_chosen_retriever_takes_is_refused_not_dropped(tmp_path, ca
     args = ["eval", "--dataset", "sample", "--rewriter", "none", "--output", str(tmp_path / "out"), "--quiet"]
     assert main([*args, "--retriever", "embedded", "--dense-index", "hnsw"]) == 2
     assert "--dense-index applies to the dense retriever" in capsys.readouterr().err
+
+
+def test_mrr_counts_the_first_relevant_document_within_ten_ranks_only():
+    """MRR@10 (BRIGHT's column): 1/rank of the first relevant document if it is in the top 10,
+    else 0; the same per query as ir-measures' own RR@10 (trec_eval's recip_rank cut at 10)."""
+    import ir_measures
+
+    ranked = [f"d{rank:02d}" for rank in range(1, 13)]  # d01 first ... d12 twelfth, no tied scores
+    run = {doc: float(100 - rank) for rank, doc in enumerate(ranked)}
+    qrels = {"first": {"d01": 1}, "third": {"d03": 2, "d11": 1}, "tenth": {"d10": 1}, "eleventh": {"d11": 1},
+             "twelfth": {"d12": 3}, "unranked": {"elsewhere": 1}}
+    means, per_query = evaluate(qrels, {query: run for query in qrels})
+    expected = {"first": 1.0, "third": 1 / 3, "tenth": 0.1, "eleventh": 0.0, "twelfth": 0.0, "unranked": 0.0}
+    assert {query: values["MRR@10"] for query, values in per_query.items()} == pytest.approx(expected)
+    assert means["MRR@10"] == pytest.approx(sum(expected.values()) / len(expected))
+    reference = {m.query_id: m.value for m in ir_measures.iter_calc([ir_measures.RR @ 10], qrels,
+                                                                     {query: run for query in qrels})}
+    assert reference == pytest.approx(expected)
+
+
+def test_a_run_without_results_scores_zero_and_unjudged_queries_change_nothing():
+    """No result at all for any judged query (the rewriter or engine failed everywhere): every
+    measure is 0, never a perfect score; a run's unjudged queries and empty result lists are ignored."""
+    zeros = {label: 0.0 for label in ("nDCG@10", "Recall@10", "Recall@100", "MAP@100", "MRR@10")}
+    assert evaluate({"q1": {"d1": 1}, "q2": {"d2": 2}}, {}) == (zeros, {"q1": zeros, "q2": zeros})
+    assert evaluate({"q1": {"d1": 1}}, {"q1": {}, "unjudged": {"d1": 1.0}}) == (zeros, {"q1": zeros})
+
+
+def test_ndcg_at_k_cuts_at_ten_unless_told():
+    from tsqr_plugins.measures import ndcg_at_k
+
+    ranked = [f"d{rank}" for rank in range(1, 13)]
+    assert ndcg_at_k(ranked, {"d10": 1}) == pytest.approx(1 / math.log2(11))
+    assert ndcg_at_k(ranked, {"d11": 1}) == 0.0 and ndcg_at_k(ranked, {"d11": 1}, 11) > 0
+    assert ndcg_at_k(ranked, {"d3": -1, "d4": 0}) == 0.0  # nothing relevant: 0, not a division by zero
+
+
+def test_metrics_without_ir_measures_name_the_eval_extra(monkeypatch):
+    from tsqr_plugins.errors import MissingDependencyError
+
+    monkeypatch.setitem(__import__("sys").modules, "ir_measures", None)  # as when it is not installed
+    with pytest.raises(MissingDependencyError) as error:
+        evaluate({"q1": {"d1": 1}}, {"q1": {"d1": 1.0}})
+    assert str(error.value).startswith("computing retrieval metrics needs the Python package 'ir_measures'")
+    assert "pip install -e '.[eval]'" in str(error.value)

@@ -207,3 +207,43 @@ def test_two_older_installs_on_one_url_are_read_against_the_first_ones_record():
     installs.assert_each_works()
     installs.uninstall("b")
     assert cluster.scopes == {"persistent": {}, "transient": {}}
+
+
+def test_private_addresses_are_allowed_where_the_transient_scope_decides_and_given_back_as_found():
+    """An administrator's transient private_ip_enabled=false decides: the install turns it on there
+    (a persistent true would not count), and the uninstall puts the administrator's false back."""
+    cluster = Cluster(transient={PRIVATE_IP: False})
+    installs = Installs(cluster)
+    installs.install("a", LOCAL, private=True)
+    assert cluster.scopes["transient"][PRIVATE_IP] == "true" and PRIVATE_IP not in cluster.scopes["persistent"]
+    installs.uninstall("a")
+    assert cluster.scopes == {"persistent": {}, "transient": {PRIVATE_IP: "false"}}
+
+
+def test_a_legacy_record_whose_regex_was_trusted_before_calls_it_preexisting():
+    before = {TRUSTED: {"persistent": DEFAULTS[TRUSTED] + [LOCAL], "transient": None, "effective": DEFAULTS[TRUSTED] + [LOCAL]},
+              PRIVATE_IP: {"persistent": None, "transient": None, "effective": "false"}}
+    assert TrustRecord.from_legacy(before, LOCAL, private=True).regex_preexisting
+    assert not TrustRecord.from_legacy(before, OTHER, private=True).regex_preexisting
+
+
+def test_a_record_that_is_not_of_the_shape_tsqr_writes_is_refused():
+    """Records are read back from connectors anyone can write: each part is checked (a ValueError
+    makes the installer leave that connector alone, saying so)."""
+    before = {TRUSTED: {"persistent": None, "transient": None, "effective": DEFAULTS[TRUSTED]},
+              PRIVATE_IP: {"persistent": None, "transient": None, "effective": "false"}}
+    good = TrustRecord(LOCAL, True, False, before).to_dict()
+    assert TrustRecord.from_dict(copy.deepcopy(good)) == TrustRecord(LOCAL, True, False, before)
+
+    def with_before(key, scope, value):
+        changed = copy.deepcopy(good)
+        changed["before"][key][scope] = value
+        return changed
+
+    for bad in ([], "record", {**good, "regex": 1}, {**good, "private": "yes"}, {**good, "regex_preexisting": None},
+                {**good, "before": []}, {**good, "before": {TRUSTED: before[TRUSTED]}},
+                with_before(TRUSTED, "persistent", "^a$|^b$"), with_before(TRUSTED, "effective", [1]),
+                with_before(TRUSTED, "transient", ["^a$", None]), with_before(PRIVATE_IP, "effective", 1),
+                with_before(PRIVATE_IP, "persistent", ["true"])):
+        with pytest.raises(ValueError):
+            TrustRecord.from_dict(bad)

@@ -228,6 +228,16 @@ def test_bearer_token_guards_everything_but_health():
         assert post(running.url, {"queries": ["q"]}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert httpx.get(running.url + "/metrics").status_code == 401
         assert httpx.get(running.url + "/health").status_code == 200
+        # Only the exact key opens: another key, the key with a character more or less, the key
+        # without its scheme and an empty token are refused on every guarded endpoint.
+        for wrong in ("Bearer wrong", "Bearer s3cret2", "Bearer s3cre", "Bearer", "s3cret", "Basic s3cret"):
+            headers = {"Authorization": wrong}
+            answer = post(running.url, {"queries": ["q"]}, headers=headers)
+            assert answer.status_code == 401 and answer.headers["WWW-Authenticate"] == "Bearer", wrong
+            assert httpx.get(running.url + "/v1/models", headers=headers).status_code == 401, wrong
+            assert httpx.get(running.url + "/metrics", headers=headers).status_code == 401, wrong
+            assert httpx.post(running.url + "/v1/chat/completions", headers=headers, timeout=30, json={
+                "model": "tsqr-rewrite", "messages": [{"role": "user", "content": "q"}]}).status_code == 401, wrong
 
 
 def test_openai_backend_against_the_service_replays_through_chat_completions():
@@ -395,6 +405,23 @@ def test_repeat_strict_and_both_are_checked_and_answered_as_documented(tmp_path)
         (both,) = ask(mode="both").json()["rewrites"]
         assert both["texts"] == ["q", "rewrite of q"] and both["text"] == "rewrite of q"
         assert ask(strict=False).status_code == 200
+
+
+def test_mode_both_answers_both_texts_on_a_fallback_too(tmp_path):
+    """A fallback in mode both keeps the documented shape: ``texts`` is [original, rewrite], and
+    the rewrite of a fallback is the original, so a caller that fuses the two never finds one
+    missing (for a rewriter failure or a query the rewriter has no answer for, mixed in one request)."""
+    rewrites = tmp_path / "rewrites.json"
+    rewrites.write_text(json.dumps({"q": "rewrite of q"}))
+    with RunningService(ServiceConfig(rewriter="file", rewrites=str(rewrites), no_cache=True)) as service:
+        rewritten, missing = post(service.url, {"queries": ["q", "not in the file"], "mode": "both"}).json()["rewrites"]
+    with RunningService(ServiceConfig(rewriter="file", rewrites=str(rewrites), no_cache=True),
+                        CountingEngine(fail=True)) as service:
+        (failed,) = post(service.url, {"queries": ["q"], "mode": "both"}).json()["rewrites"]
+    assert not rewritten["fallback"] and rewritten["texts"] == ["q", "rewrite of q"]
+    for fallback, query in ((missing, "not in the file"), (failed, "q")):
+        assert fallback["fallback"] and fallback["reason"], fallback
+        assert fallback["texts"] == [query, query] and fallback["text"] == query, fallback
 
 
 def test_bad_values_are_4xx_naming_the_field_never_500(tmp_path):

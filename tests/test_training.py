@@ -147,6 +147,80 @@ def test_default_sampling_is_the_released_samplers(tmp_path):
     assert "stackoverflow" in {e.domain for e in fixed}  # the parsing fixed: the Stackoverflow target matches
 
 
+# The released recipe's constants, quoted (trailing spaces dropped) from bigai-nlco/TongSearch-QR at commit
+# 1cdf6a48b1d2c3d088d3de2a762b65b23ef23b00 (2025-09-15, "Update code for release"), the lines the
+# sampler's docstrings cite. scripts/data_process/sample_stackexchange.py:
+RELEASED_SAMPLER_SOURCE = """
+TARGETS = [
+    "Stackoverflow", "biology", "chemistry", "codereview",
+    "cs", "earthscience", "economics", "math", "robotics"
+]
+parser.add_argument("--seed", type=int, default=2025, help="random seed for reproducibility")
+parser.add_argument("--max-per-domain", type=int, default=1200, help="maximum number of questions per domain")
+"""
+# scripts/data_process/build_dataset.py (its process_data drops questions longer than this, and
+# those containing ".png"):
+RELEASED_BUILDER_SOURCE = """
+parser.add_argument("--max-length", type=int, default=16000, help="Maximum allowed question length")
+"""
+
+
+def released_constants(source: str) -> tuple[list[str] | None, dict[str, object]]:
+    """TARGETS and the argparse defaults of a quoted released script, read as Python."""
+    import ast
+
+    targets, defaults = None, {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets] == ["TARGETS"]:
+            targets = ast.literal_eval(node.value)
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
+            default = next(k.value for k in node.keywords if k.arg == "default")
+            defaults[node.args[0].value] = ast.literal_eval(default)
+    return targets, defaults
+
+
+def test_the_released_samplers_constants_are_the_released_scripts():
+    """The 9 targets (chemistry among them), 1,200 per domain, seed 2025 and the 16,000-character
+    filter: in data.RELEASED_DOMAINS, SamplingSettings' defaults and `tsqr train data`'s defaults."""
+    from tsqr_plugins.cli import build_parser
+
+    targets, sampler = released_constants(RELEASED_SAMPLER_SOURCE)
+    _, builder = released_constants(RELEASED_BUILDER_SOURCE)
+    released = (sampler["--max-per-domain"], sampler["--seed"], builder["--max-length"])
+    assert released == (1200, 2025, 16000) and len(targets) == 9 and "chemistry" in targets  # read as quoted
+    assert data.RELEASED_DOMAINS == tuple(targets)
+    settings = data.SamplingSettings()
+    assert (settings.per_domain, settings.seed, settings.max_query_chars) == released
+    assert settings.domains == frozenset(targets) and settings.sampler == "released"
+    args = build_parser().parse_args(["train", "data", "--h4", "hub", "--output", "x.parquet"])
+    assert (args.per_domain, args.seed, args.max_query_chars) == released
+    assert (args.domains, args.sampler, args.domain_parsing, args.image_filter) == ("released",) * 4
+
+
+def test_tsqr_train_data_defaults_sample_as_released(tmp_path):
+    """End to end on an H4-format file: 1,200 of a domain's 1,250 questions kept, chemistry
+    (a released target) sampled, a 12,000-character question kept and a 16,001-character one dropped."""
+    pyarrow = pytest.importorskip("pyarrow.parquet")
+    from tsqr_plugins.cli import main
+
+    def row(qid, question, domain):
+        return {"qid": qid, "question": question, "metadata": [f"https://{domain}.stackexchange.com/questions/{qid}"],
+                "answers": [{"text": f"answer {qid}", "pm_score": 1}]}
+
+    rows = [row(i, f"Chemistry question {i}?", "chemistry") for i in range(1250)]
+    rows += [row(2000, "long " + "y" * 11_995, "biology"), row(2001, "too long " + "z" * 15_992, "biology"),
+             row(2002, "Why is the sky blue?", "physics")]  # not a released target
+    source = tmp_path / "h4.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    output = tmp_path / "train.parquet"
+    assert main(["train", "data", "--h4", str(source), "--output", str(output)]) == 0
+    table = pyarrow.read_table(output).to_pylist()
+    domains = [r["domain"] for r in table]
+    assert domains.count("chemistry") == 1200 and domains.count("physics") == 0
+    assert [len(r["query"]) for r in table if r["domain"] == "biology"] == [12_000]
+    assert len(rows[-2]["question"]) == 16_001
+
+
 def test_data_cli_writes_prompts_and_ground_truth(tmp_path):
     from tsqr_plugins.cli import main
     from tsqr_plugins.prompts import get_prompt
@@ -203,13 +277,13 @@ def test_recipes_are_checked_against_the_installed_trl(tmp_path):
 TINY_RECIPE = REPO / "training" / "configs" / "tiny.yaml"
 
 
-def tiny_training_inputs(tmp_path: Path, tiny_model: Path) -> tuple[Path, Path]:
-    """The example data as parquet, and a copy of the tiny model to train from."""
+def tiny_training_inputs(tmp_path: Path, tiny_model: Path, examples: Path | None = None) -> tuple[Path, Path]:
+    """The example data (or ``examples``) as parquet, and a copy of the tiny model to train from."""
     from tsqr_plugins.cli import main
 
     train = tmp_path / "train.parquet"
-    assert main(["train", "data", "--from-jsonl", str(REPO / "training" / "examples" / "tiny.jsonl"),
-                 "--output", str(train)]) == 0
+    examples = examples or REPO / "training" / "examples" / "tiny.jsonl"
+    assert main(["train", "data", "--from-jsonl", str(examples), "--output", str(train)]) == 0
     base = tmp_path / "base"
     shutil.copytree(tiny_model, base)
     return train, base
@@ -380,8 +454,8 @@ def test_grpo_optimises_the_embedding_gain_it_logs(tmp_path, tiny_model, monkeyp
 
 
 def test_sft_trains_on_the_first_positive_document(tmp_path, tiny_model, monkeypatch):
-    """The SFT baseline's target completion is each example's positives[0], and training moves the
-    weights. A fixed target fails."""
+    """The SFT baseline's target completion is each example's positives[0] (of two), and training
+    moves the weights. A fixed target, or another positive than the first, fails."""
     trl = pytest.importorskip("trl", reason="training needs the 'train' extra")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import numpy as np
@@ -396,10 +470,16 @@ def test_sft_trains_on_the_first_positive_document(tmp_path, tiny_model, monkeyp
             super().__init__(*args, train_dataset=train_dataset, **kwargs)
 
     monkeypatch.setattr(trl, "SFTTrainer", RecordingSFTTrainer)
-    train, base = tiny_training_inputs(tmp_path, tiny_model)
+    # two positives per example, so the first one is told apart from any other
+    examples = tmp_path / "two-positives.jsonl"
+    tiny = [json.loads(line) for line in (REPO / "training" / "examples" / "tiny.jsonl").read_text().splitlines()]
+    examples.write_text("".join(json.dumps({"query": row["query"], "positives": [*row["positives"], f"not first: {row['query']}"]})
+                                + "\n" for row in tiny))
+    train, base = tiny_training_inputs(tmp_path, tiny_model, examples)
     output = tmp_path / "sft"
     assert train_tiny("sft", base, train, output) == 0
     rows = pq.read_table(train).to_pylist()
+    assert rows and all(len(set(row["positives"])) == 2 for row in rows)
     assert [row["completion"][-1]["content"] for row in seen] == [row["positives"][0] for row in rows]
     assert [row["prompt"] for row in seen] == [row["prompt"] for row in rows]
     before, after = load_file(str(base / "model.safetensors")), load_file(str(output / "model.safetensors"))
