@@ -108,7 +108,7 @@ def test_h4_files_of_every_format_in_a_folder_are_read_and_others_ignored(tmp_pa
     with pytest.raises(InputError, match=f"^no H4 files \\(.parquet, .jsonl\\) at {tmp_path / 'none'}$"):
         list(data.iter_h4_rows(str(tmp_path / "none")))
     (folder / "a.jsonl").write_text(json.dumps(h4_row(1, "fine")) + "\n\n{not json\n")
-    with pytest.raises(InputError, match=r"a\.jsonl:3: not a JSON line \(Expecting property name"):
+    with pytest.raises(InputError, match=r"a\.jsonl:3: not valid JSON \(Expecting property name"):
         list(data.iter_h4_rows(str(folder / "a.jsonl")))
 
 
@@ -154,7 +154,7 @@ def test_the_users_jsonl_keeps_its_domains_and_ids_and_names_each_bad_line(tmp_p
     assert [(e.query, e.positives, e.domain, e.qid) for e in examples] == [
         ("q1", ("d1",), "bio", "a"), ("z" * 10, ("d",), "", "5"), ("q2", ("d2",), "", "6")]
     assert "mine.jsonl: 2 queries longer than 10 characters left out (--max-query-chars)" in caplog.text
-    for bad, message in (('{"query": "q", "positives": ["d"]}\n{oops\n', "mine.jsonl:2: not a JSON line"),
+    for bad, message in (('{"query": "q", "positives": ["d"]}\n{oops\n', "mine.jsonl:2: not valid JSON"),
                          ('\n["q"]\n', "mine.jsonl:2: a line must be a JSON object, got list"),
                          ('{"query": "q", "positives": [1]}\n', "mine.jsonl:1: 'positives' must be a non-empty list"),
                          ('{"query": "q", "positives": ["  "]}\n', "mine.jsonl:1: 'positives' must be a non-empty list"),

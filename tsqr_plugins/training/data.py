@@ -15,7 +15,6 @@ the think prompt), ``query``, ``positives``, ``think`` (the reward's ground trut
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import random
 import re
@@ -145,10 +144,7 @@ def _iter_file(file: Path) -> Iterator[dict]:
     with open_text(file) as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise InputError(f"{file}:{number}: not a JSON line ({error.msg})") from None
+                yield parse_json(line, f"{file}:{number}")  # deep nesting too is an error naming the line
 
 
 def sample_h4(rows: Iterable[dict], settings: SamplingSettings, reasoning: dict[str, str] | None = None) -> list[Example]:
