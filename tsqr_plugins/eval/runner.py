@@ -7,7 +7,7 @@ import datetime
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -52,6 +52,7 @@ def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter |
     if settings.k < 10:
         raise InputError(f"--k must be at least 10 (nDCG@10 needs ten results), got {settings.k}")
     check_retriever_options(settings.retrievers, settings.retriever_options)
+    check_combinations(settings.combine)
     textless = next((task for task in tasks if not task.has_texts), None)
     needs_texts = [r for r in settings.retrievers if r.partition(":")[0] != "pyserini"]
     if textless is not None and (needs_texts or gain_encoder is not None):
@@ -68,7 +69,7 @@ def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter |
         task_info[task.name] = {"queries": len(task.query_ids), "documents": len(task.doc_ids),
                                 "rewrite_fallbacks": fallbacks, "source": task.source}
         trec_ok = _write_qrels(output / "runs" / f"qrels.{task.name}.txt", task.qrels)
-        variants = _variants(task, rows, settings)
+        variants = _variants(task, rows, rewrites, settings)
         for spec in settings.retrievers:
             retriever = make_retriever(spec, settings.cache_dir, settings.progress, **settings.retriever_options)
             retriever.index(task.doc_ids, task.documents, task=task.name, prebuilt=task.prebuilt_index)
@@ -122,18 +123,17 @@ def check_combinations(combine: Sequence[str]) -> None:
         raise InputError(f"--combine names a mode twice: {list(combine)}")
 
 
-def _variants(task: Task, rows, settings: EvalSettings) -> dict[str, list[str] | tuple[str, ...]]:
+def _variants(task: Task, rows, joined, settings: EvalSettings) -> dict[str, list[str] | tuple[str, ...]]:
     """The query texts of each variant, or the names of the runs it fuses, in search order; a name
     starting with "_" is searched only to be fused. ``rows``: each query's rewrites (one per
-    sample); several are joined into one text, except for rrf, which fuses their lists."""
+    sample); ``joined``: each row as one rewrite (:func:`_joined`), for every mode but rrf, which
+    fuses the samples' lists."""
     variants: dict[str, list[str] | tuple[str, ...]] = {ORIGINAL: list(task.queries)}
     if not rows:
         return variants
-    joined = [_joined(row) for row in rows]
     if not settings.combine:
         variants[REWRITTEN] = [r.combined_text(settings.mode, settings.repeat) for r in joined]
         return variants
-    check_combinations(settings.combine)
     samples = len(rows[0])
     if "replace" in settings.combine or ("rrf" in settings.combine and samples == 1):
         variants["replace"] = [r.combined_text("replace") for r in joined]
@@ -155,8 +155,6 @@ def _joined(row):
     fallback only when every sample fell back."""
     if len(row) == 1:
         return row[0]
-    from dataclasses import replace
-
     return replace(row[0], text=" ".join(r.text for r in row), fallback=all(r.fallback for r in row))
 
 
