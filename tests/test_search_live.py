@@ -523,6 +523,44 @@ def test_rrf_answers_the_fusion_of_the_nodes_own_rankings(live, tmp_path, asynch
     assert set(ids(response)) & RELEVANT  # the rewrite's documents reach the page
 
 
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_rrf_msearch_fuses_each_item_as_search_does(live, tmp_path, asynchronous):
+    """msearch() with fusion="rrf" on a real node: each fusable item's page equals fusion.rrf of the
+    node's own rankings (as search() fuses it), a sorted item is the node's answer to the rewritten
+    body, an item whose rewrite fell back is the node's answer to it as written, all from one _msearch."""
+    engine, url, index = live
+    client = python_client(engine, url)
+    fused_body = {"query": {"match": {"text": QUERY}}, "from": 1, "size": 3}
+    second_body = {"query": {"match": {"text": "lamps"}}, "size": 2}  # no rewrite in the file: falls back
+    sorted_body = {"query": {"match": {"text": QUERY}}, "sort": [{"_doc": "asc"}], "size": 2}
+    searches = [{"index": index}, fused_body, {"index": index}, sorted_body, {"index": index}, second_body]
+    options = {"fusion": "rrf", "rewrite_weight": 2.0}
+    if asynchronous:
+        async def run():
+            async_client = python_client(engine, url, asynchronous=True)
+            try:
+                rewriting = stage(engine, async_client, file_rewriter(tmp_path), asynchronous=True, **options)
+                if engine == "elasticsearch":
+                    return await rewriting.msearch(searches=searches)
+                return await rewriting.msearch(body=searches)
+            finally:
+                await async_client.close()
+
+        response = asyncio.run(run())
+    else:
+        response = msearch(engine, stage(engine, client, file_rewriter(tmp_path), **options), searches)
+    answers, infos = response["responses"], response["tsqr"]
+    expected = node_fusion(engine, client, index, fused_body, {**REWRITTEN_BODY, "from": 1, "size": 3}, (1.0, 2.0))
+    assert [doc_id for doc_id, _ in fused_hits(answers[0])] == [doc_id for doc_id, _ in expected]
+    assert [score for _, score in fused_hits(answers[0])] == pytest.approx([score for _, score in expected])
+    assert infos[0]["fused"] is True
+    assert infos[1]["fused"] is False and "sorted" in infos[1]["fusion"]["reason"]
+    rewritten_sorted = search(engine, client, index, {**sorted_body, **REWRITTEN_BODY})
+    assert ids(answers[1]) == ids(rewritten_sorted)
+    assert infos[2]["fused"] is False and infos[2]["fallback"] == 1
+    assert ids(answers[2]) == ids(search(engine, client, index, second_body))
+
+
 def test_anytime_answers_the_original_within_the_budget_or_the_fusion(live, tmp_path):
     """budget on a real node: a rewriter slower than the budget does not hold the answer (the
     original's hits, said so); a fast one gives the fusion of both rankings."""

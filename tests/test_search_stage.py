@@ -681,5 +681,55 @@ def test_a_search_not_fused_under_a_budget_has_its_rewrite_bounded_by_it(es_clie
         assert search_of(server) == {"match": {"text": QUERY}} and response["tsqr"]["fallback"] == 1
         assert response["tsqr"]["fused"] is False and "sorted" in response["tsqr"]["fusion"]["reason"]
         server.requests.clear()
+        started = time.monotonic()
         items = es.msearch(searches=[{"index": "docs"}, {"query": {"match": {"text": QUERY}}}])
-        assert items["tsqr"][0]["fusion"]["reason"] == "msearch items are not fused"
+        assert time.monotonic() - started < 0.3 + 1.0  # an msearch's rewrite is bounded by the budget too
+        assert items["tsqr"][0]["fused"] is False and items["tsqr"][0]["fusion"]["reason"] == "nothing was rewritten"
+        assert items["tsqr"][0]["fallback"] == 1
+
+
+def test_rrf_fuses_each_msearch_item_in_one_msearch(es_client, tmp_path):
+    """msearch() with fusion: a search that can be fused is two items of the one _msearch and its
+    answer the fusion of both; a sorted one goes out rewritten as without fusion, one without a text
+    query as written; every answer in the caller's order."""
+    from tsqr_plugins.adapters.elasticsearch import RewritingElasticsearch
+
+    fused_body = {"query": {"match": {"text": QUERY}}, "from": 1, "size": 2}
+    sorted_body = {"query": {"match": {"text": QUERY}}, "sort": [{"date": "desc"}]}
+    plain_body = {"query": {"match_all": {}}, "size": 1}
+    with RankingServer(CORPUS) as server:
+        es = RewritingElasticsearch(es_client(server), file_rewriter(tmp_path), fusion="rrf", rewrite_weight=2.0)
+        response = es.msearch(searches=[{"index": "docs"}, fused_body, {"index": "docs", "routing": "r"}, sorted_body,
+                                        {}, plain_body], index="docs")
+        (sent,) = requests_to(server, "/_msearch")
+        assert requests_to(server, "/_search") == []
+        items = sent["ndjson"]
+        assert items[0::2] == [{"index": "docs"}, {"index": "docs"}, {"index": "docs", "routing": "r"}, {}]
+        first, second = items[1], items[3]
+        assert first == {"query": {"match": {"text": QUERY}}, "from": 0, "size": 3}
+        assert second == {"query": {"match": {"text": {"query": REWRITE}}}, "from": 0, "size": 3}
+        assert items[5] == {**sorted_body, "query": {"match": {"text": {"query": REWRITE}}}}
+        assert items[7] == plain_body
+        answers, infos = response["responses"], response["tsqr"]
+        assert len(answers) == len(infos) == 3
+        fused = expected_fusion(server, first, second, weights=(1.0, 2.0))[1:3]
+        assert [(h["_id"], h["_score"]) for h in answers[0]["hits"]["hits"]] == fused
+        assert infos[0]["fused"] is True and infos[0]["fusion"]["weights"] == [1.0, 2.0]
+        assert answers[1] == server.search_answer(items[5])
+        assert infos[1]["fused"] is False and "sorted" in infos[1]["fusion"]["reason"] and infos[1]["rewritten"] == 1
+        assert answers[2] == server.search_answer(plain_body) and infos[2]["fused"] is False
+
+
+def test_rrf_msearch_on_a_failed_rewrite_sends_the_callers_searches_once(es_client):
+    from tsqr_plugins.adapters.elasticsearch import RewritingElasticsearch
+
+    searches = [{"index": "docs"}, {"query": {"match": {"text": QUERY}}, "size": 3}]
+    with RankingServer(CORPUS) as server:
+        es = RewritingElasticsearch(es_client(server), Rewriter(FailingBackend()), fusion="rrf")
+        response = es.msearch(searches=searches)
+        (sent,) = requests_to(server, "/_msearch")
+        assert sent["ndjson"] == searches
+        assert response["tsqr"][0]["fused"] is False and response["tsqr"][0]["fallback"] == 1
+        strict = RewritingElasticsearch(es_client(server), Rewriter(FailingBackend(), strict=True), fusion="rrf")
+        with pytest.raises(BackendError):
+            strict.msearch(searches=searches)

@@ -19,9 +19,9 @@ from typing import Any
 
 from ..core import Rewrite, Rewriter, as_backend_error
 from ..deadline import call_with_deadline, run_until
-from ..errors import BackendTimeout, InputError
+from ..errors import BackendError, BackendTimeout, InputError
 from .. import querydsl
-from . import fusedsearch, stage
+from . import fusedmsearch, fusedsearch, stage
 from .fusedsearch import Split
 from .stage import Plan, StageSettings, StatsKey
 from ..fusion import RRF_K
@@ -280,7 +280,8 @@ class _Stage:
             body = response if isinstance(response, dict) else getattr(response, "body", None)
             items = body.get("responses") if isinstance(body, dict) else None
             for item, item_info in zip(items if isinstance(items, list) else [], info):
-                if isinstance(item, dict) and "error" in item and item_info.get("rewritten"):
+                if isinstance(item, dict) and "error" in item and item_info.get("rewritten") \
+                        and item_info.get("fusion", {}).get("answer") != "original":
                     reason = "the clause limit" if querydsl.passed_clause_limit(str(item["error"])) else "an error"
                     item_info["error"] = (f"the engine refused this rewritten search ({reason}); msearch items "
                                           "are not searched again with the original query")
@@ -298,6 +299,15 @@ class _Stage:
             return job, None, "no text query to rewrite"
         target, reason = fusedsearch.split(kwargs)
         return job, target, reason
+
+    def _fused_msearch_job(self, kwargs: dict) -> Job | None:
+        """The job of an ``msearch()`` to fuse; None: nothing to rewrite, or a call the stage
+        cannot read (the plain path then handles it: fail-open, or the error)."""
+        try:
+            job = self._msearch_job(kwargs)
+        except Exception:
+            return None
+        return job if job is not None and job.texts else None
 
     @staticmethod
     def _unfused(info: dict, reason: str, answer: str | None = None) -> dict:
@@ -328,6 +338,28 @@ class _Stage:
             return fusedsearch.page(original, target), self._unfused(info, f"the original's answer has {why}", "original")
         answer, fusion_info = fusedsearch.fuse(original, rewritten, target, self.settings, took)
         return answer, {**info, "fused": True, "fusion": fusion_info}
+
+    def _fused_items(self, response: Any, slots: list, infos: list[dict]) -> Any:
+        """A fused ``_msearch``'s answer as the caller's: one item per search, the fused ones built
+        from their two items (the original's own item when it failed)."""
+        body = fusedsearch.body_of(response)
+        responses = body.get("responses") if isinstance(body, dict) else None
+        if not isinstance(responses, list) or len(responses) != slots[-1].item + 1 + (slots[-1].target is not None):
+            raise BackendError(f"the engine answered the _msearch with {str(body)[:200]}, not one answer per item")
+        answers, item_infos = [], []
+        for slot, info in zip(slots, infos):
+            first = responses[slot.item]
+            if slot.target is None:
+                answers.append(first)
+                item_infos.append(self._unfused(info, slot.reason))
+                continue
+            second = responses[slot.item + 1]
+            tooks = [item.get("took") if isinstance(item, dict) else None for item in (first, second)]
+            took = sum(tooks) if all(isinstance(t, int) for t in tooks) else None
+            answer, item_info = self._fused_answer(slot.target, first, second, info, took)
+            answers.append(first if answer is None else answer)
+            item_infos.append(item_info)
+        return self._respond(fusedsearch.like(response, {**body, "responses": answers}), item_infos)
 
     def _anytime_answer(self, target: Split, original: Any, rewritten: Any, info: dict,
                         anytime: dict) -> Any:
@@ -384,11 +416,26 @@ class RewritingSearchClient(_Stage):
 
         Args:
             **kwargs: The client's ``msearch`` arguments: ``searches=[header, body, ...]`` or ``body=``
-                as such a list (NDJSON strings pass through untouched). Items are not fused.
+                as such a list (NDJSON strings pass through untouched). With ``fusion="rrf"``, each
+                search is fused as ``search()`` fuses it, all in one ``_msearch`` (with a ``budget``,
+                a rewrite later than it leaves its searches as written).
         """
-        response = self._run(self._msearch_job, self.client.msearch, kwargs, self.settings.budget)
-        return note(response, {"fused": False, "fusion": {"reason": "msearch items are not fused"}}) \
-            if self.settings.fusion is not None else response
+        if self.settings.fusion is not None:
+            return self._fused_msearch(kwargs)
+        return self._run(self._msearch_job, self.client.msearch, kwargs)
+
+    def _fused_msearch(self, kwargs: dict):
+        job = self._fused_msearch_job(kwargs)
+        if job is None:  # the stage as without fusion (it handles what it cannot read)
+            response = self._run(self._msearch_job, self.client.msearch, kwargs)
+            return note(response, {"fused": False, "fusion": {"reason": "no text query to rewrite"}})
+        self.last_rewrites = []
+        try:
+            self.last_rewrites, request, infos = self._prepare(job, self.settings.budget)
+        except Exception as error:
+            request, infos = kwargs, self._failed(error, False, len(job.plans))
+        call, slots = fusedmsearch.plan(kwargs, request, infos)
+        return self._fused_items(self.client.msearch(**call), slots, infos)
 
     def _fused_search(self, kwargs: dict):
         job, target, reason = self._fusion_plan(kwargs)
@@ -507,11 +554,25 @@ class AsyncRewritingSearchClient(_Stage):
         """The client's ``msearch``, every search of the batch rewritten with one rewriter call.
 
         Args:
-            **kwargs: The client's ``msearch`` arguments (``searches=`` or ``body=``). Items are not fused.
+            **kwargs: The client's ``msearch`` arguments (``searches=`` or ``body=``); fused as the
+                sync client's.
         """
-        response = await self._run(self._msearch_job, self.client.msearch, kwargs, self.settings.budget)
-        return note(response, {"fused": False, "fusion": {"reason": "msearch items are not fused"}}) \
-            if self.settings.fusion is not None else response
+        if self.settings.fusion is not None:
+            return await self._fused_msearch(kwargs)
+        return await self._run(self._msearch_job, self.client.msearch, kwargs)
+
+    async def _fused_msearch(self, kwargs: dict):
+        job = self._fused_msearch_job(kwargs)
+        if job is None:
+            response = await self._run(self._msearch_job, self.client.msearch, kwargs)
+            return note(response, {"fused": False, "fusion": {"reason": "no text query to rewrite"}})
+        self.last_rewrites = []
+        try:
+            self.last_rewrites, request, infos = await self._prepare(job, self.settings.budget)
+        except Exception as error:
+            request, infos = kwargs, self._failed(error, False, len(job.plans))
+        call, slots = fusedmsearch.plan(kwargs, request, infos)
+        return self._fused_items(await self.client.msearch(**call), slots, infos)
 
     async def _fused_search(self, kwargs: dict):
         job, target, reason = self._fusion_plan(kwargs)
