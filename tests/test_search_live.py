@@ -467,7 +467,8 @@ def test_the_proxy_reads_only_json_answers_for_the_clause_limit(live, tmp_path):
 # -- fusion (fusion="rrf") and anytime rewriting (budget) ----------------------------------------
 
 
-def node_fusion(engine, client, index, original: dict, rewritten: dict, weights=(1.0, 1.0)) -> list[tuple[str, float]]:
+def node_fusion(engine, client, index, original: dict, rewritten: dict, weights=(1.0, 1.0),
+                k: float = 60) -> list[tuple[str, float]]:
     """fusion.rrf of the node's own rankings of the two bodies, searched directly (first from + size
     hits of each; the node's order is the ranking)."""
     from tsqr_plugins import fusion
@@ -477,7 +478,7 @@ def node_fusion(engine, client, index, original: dict, rewritten: dict, weights=
     for body in (original, rewritten):
         hits = search(engine, client, index, {**body, "from": 0, "size": depth})["hits"]["hits"]
         runs.append({hit["_id"]: len(hits) - rank for rank, hit in enumerate(hits)})
-    scores = fusion.rrf(runs, 60, list(weights), depth)
+    scores = fusion.rrf(runs, k, list(weights), depth)
     ranked = fusion.ranked(scores)[original.get("from", 0):depth]
     return [(doc_id, scores[doc_id]) for doc_id in ranked]
 

@@ -684,7 +684,7 @@ def test_a_search_not_fused_under_a_budget_has_its_rewrite_bounded_by_it(es_clie
         started = time.monotonic()
         items = es.msearch(searches=[{"index": "docs"}, {"query": {"match": {"text": QUERY}}}])
         assert time.monotonic() - started < 0.3 + 1.0  # an msearch's rewrite is bounded by the budget too
-        assert items["tsqr"][0]["fused"] is False and items["tsqr"][0]["fusion"]["reason"] == "nothing was rewritten"
+        assert items["tsqr"][0]["fused"] is False and items["tsqr"][0]["fusion"]["reason"].startswith("nothing was rewritten")
         assert items["tsqr"][0]["fallback"] == 1
 
 

@@ -53,7 +53,8 @@ def plan(original: dict, rewritten: dict, infos: list[dict]) -> tuple[dict, list
     for (header, body, new_header, new_body), info in zip(pairs, infos):
         target = second = None
         if not info.get("rewritten"):
-            reason = "nothing was rewritten" if info.get("queries") or info.get("fallback") else "no text query to rewrite"
+            reason = fusedsearch.NOTHING_REWRITTEN if info.get("queries") or info.get("fallback") \
+                else "no text query to rewrite"
         else:
             target, reason = split_item(header, body)
             if target is not None:

@@ -41,6 +41,8 @@ UNFUSABLE = {
     "scroll": "a scroll belongs to one search",
 }
 
+NOTHING_REWRITTEN = "nothing was rewritten (the rewrite fell back): one search with the original query"
+
 
 @dataclass
 class Split:

@@ -386,7 +386,7 @@ class _Stage:
                 "waited": round(time.monotonic() - started, 3)}
 
 
-NOTHING_REWRITTEN = "nothing was rewritten (the rewrite fell back): one search with the original query"
+NOTHING_REWRITTEN = fusedsearch.NOTHING_REWRITTEN
 
 
 class RewritingSearchClient(_Stage):
