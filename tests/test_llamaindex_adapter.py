@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import skip_unless
 from tsqr_plugins import Rewriter
 from tsqr_plugins.backends.base import Backend, Completion
-from tsqr_plugins.errors import InputError
+from tsqr_plugins.errors import BackendError, InputError
 from tsqr_plugins.lazy import is_installed
 from tsqr_plugins.testing.conformance import CORPUS, K, QUERY, REWRITE, AdapterConformance, file_rewriter
 
@@ -250,3 +250,38 @@ def test_rrf_mode_is_the_fusion_every_host_computes(bm25, tmp_path):
     expected = rrf_ranked([original, rewritten], 10)
     assert {hit.node.node_id: hit.score for hit in fused} == pytest.approx(expected)
     assert [hit.score for hit in fused] == sorted(expected.values(), reverse=True)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_anytime_answers_the_originals_ranking_within_the_budget_or_the_fusion(bm25, tmp_path, asynchronous):
+    """budget (mode="rrf"): a rewriter slower than the budget does not hold the retrieval (the
+    original's ranking, said so in last_anytime, the rewrite a fallback); a fast one gives the same
+    fusion as rrf without a budget."""
+    import asyncio
+    import time
+
+    from tsqr_plugins.testing.conformance import slow_rewriter
+
+    def run(retriever):
+        started = time.monotonic()
+        nodes = asyncio.run(retriever.aretrieve(QUERY)) if asynchronous else retriever.retrieve(QUERY)
+        return nodes, time.monotonic() - started
+
+    late = TongSearchQRRetriever(bm25, slow_rewriter(tmp_path, 3.0), mode="rrf", budget=0.3)
+    nodes, elapsed = run(late)
+    assert elapsed < 0.3 + 1.0  # the budget plus one local retrieval, not the model's 3 s
+    assert ids(nodes) == ids(bm25.retrieve(QUERY))
+    assert late.last_anytime.rewrite_in_time is False and late.last_rewrites[0].fallback
+    assert "budget" in late.last_rewrites[0].reason
+
+    fast = TongSearchQRRetriever(bm25, slow_rewriter(tmp_path, 0.0), mode="rrf", budget=5.0)
+    nodes, _ = run(fast)
+    plain = TongSearchQRRetriever(bm25, slow_rewriter(tmp_path, 0.0), mode="rrf").retrieve(QUERY)
+    assert [(n.node.node_id, n.score) for n in nodes] == [(n.node.node_id, n.score) for n in plain]
+    assert fast.last_anytime.rewrite_in_time is True and fast.last_rewrites[0].text == REWRITE
+
+    strict = TongSearchQRRetriever(bm25, slow_rewriter(tmp_path, 3.0, strict=True), mode="rrf", budget=0.2)
+    with pytest.raises(BackendError, match="budget"):
+        run(strict)
+    with pytest.raises(InputError, match="mode='rrf'"):
+        TongSearchQRRetriever(bm25, slow_rewriter(tmp_path, 0.0), budget=1.0)

@@ -301,3 +301,37 @@ def test_rrf_mode_fuses_the_original_and_the_rewrite_with_tsqrs_fusion(lucene_in
     assert [(hit.docid, hit.score) for hit in batch] == [(hit.docid, hit.score) for hit in hits]
     with pytest.raises(InputError):
         RewritingSearcher(lucene_index, None, mode="fuse")
+
+
+def test_anytime_answers_the_originals_ranking_within_the_budget_or_the_fusion(lucene_index, tmp_path):
+    """budget (mode="rrf"): a rewriter slower than the budget does not hold the search (the
+    original's ranking, last_anytime says so), single and batch; a fast one gives the fusion of
+    rrf without a budget."""
+    import time
+
+    from tsqr_plugins.adapters.pyserini import RewritingSearcher
+    from tsqr_plugins.errors import BackendError
+    from tsqr_plugins.testing.conformance import slow_rewriter
+
+    original = [hit.docid for hit in RewritingSearcher(lucene_index, rewriter=None).search(QUERY, k=5)]
+    late = RewritingSearcher(lucene_index, slow_rewriter(tmp_path, 3.0), mode="rrf", budget=0.3)
+    for call in (lambda: late.search(QUERY, k=5), lambda: late.batch_search([QUERY], ["q1"], k=5)["q1"]):
+        started = time.monotonic()
+        hits = call()
+        assert time.monotonic() - started < 0.3 + 1.0  # the budget plus one local search, not 3 s
+        assert [hit.docid for hit in hits] == original
+        assert late.last_anytime.rewrite_in_time is False
+        assert all(rewrite.fallback for rewrite in late.last_rewrites.values())
+
+    fast = RewritingSearcher(lucene_index, slow_rewriter(tmp_path, 0.0), mode="rrf", budget=5.0)
+    plain = RewritingSearcher(lucene_index, slow_rewriter(tmp_path, 0.0), mode="rrf")
+    assert [(h.docid, h.score) for h in fast.search(QUERY, k=5)] == [(h.docid, h.score) for h in plain.search(QUERY, k=5)]
+    assert fast.last_anytime.rewrite_in_time is True and fast.last_rewrites[QUERY].text == REWRITE
+    assert [(h.docid, h.score) for h in fast.batch_search([QUERY], ["q1"], k=5)["q1"]] == \
+        [(h.docid, h.score) for h in plain.search(QUERY, k=5)]
+
+    strict = RewritingSearcher(lucene_index, slow_rewriter(tmp_path, 3.0, strict=True), mode="rrf", budget=0.2)
+    with pytest.raises(BackendError, match="budget"):
+        strict.search(QUERY, k=5)
+    with pytest.raises(InputError, match="mode='rrf'"):
+        RewritingSearcher(lucene_index, None, budget=1.0)

@@ -12,7 +12,7 @@ import atexit
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from tsqr_plugins.errors import BackendTimeout
 
@@ -52,34 +52,51 @@ def run_until(function: Callable[[], T], deadline: float | None) -> T:
         _local.deadline = previous
 
 
+class Started(Generic[T]):
+    """A call running in a worker thread with a time budget (:func:`start`): the caller does
+    something else meanwhile (anytime rewriting searches with the original), then takes the
+    outcome with :meth:`result`, waiting at most until the deadline."""
+
+    def __init__(self, function: Callable[[], T], seconds: float):
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self._outcome: dict[str, object] = {}
+        self._worker = threading.Thread(target=self._run, args=(function,), name="tsqr-deadline", daemon=True)
+        self._worker.start()
+
+    def _run(self, function: Callable[[], T]) -> None:
+        _local.deadline = self.deadline
+        try:
+            value = function()
+            if expired():  # stopped at the deadline: a cut-short answer is no answer
+                raise BackendTimeout(f"the backend did not answer within the time budget of {self.seconds:g} s")
+            self._outcome["value"] = value
+        except BaseException as error:  # handed to the caller's thread in result()
+            self._outcome["error"] = error
+        finally:
+            _abandoned.discard(threading.current_thread())
+
+    def result(self) -> T:
+        """The call's value (or its error), or BackendTimeout once the deadline has passed."""
+        self._worker.join(max(0.0, self.deadline - time.monotonic()))
+        if self._worker.is_alive():
+            _abandoned.add(self._worker)
+            raise BackendTimeout(f"the backend did not answer within the time budget of {self.seconds:g} s")
+        if "error" in self._outcome:
+            raise self._outcome["error"]  # type: ignore[misc]
+        return self._outcome["value"]  # type: ignore[return-value]
+
+
+def start(function: Callable[[], T], seconds: float) -> Started[T]:
+    """Start ``function()`` in a worker thread with ``seconds`` as its budget; see :class:`Started`."""
+    return Started(function, seconds)
+
+
 def call_with_deadline(function: Callable[[], T], seconds: float | None) -> T:
     """Return ``function()``, or raise BackendTimeout after ``seconds``. ``seconds=None`` calls directly."""
     if seconds is None:
         return function()
-    outcome: dict[str, object] = {}
-    deadline = time.monotonic() + seconds
-
-    def target() -> None:
-        _local.deadline = deadline
-        try:
-            value = function()
-            if expired():  # stopped at the deadline: a cut-short answer is no answer
-                raise BackendTimeout(f"the backend did not answer within the time budget of {seconds:g} s")
-            outcome["value"] = value
-        except BaseException as error:  # handed to the caller's thread below
-            outcome["error"] = error
-        finally:
-            _abandoned.discard(threading.current_thread())
-
-    worker = threading.Thread(target=target, name="tsqr-deadline", daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if worker.is_alive():
-        _abandoned.add(worker)
-        raise BackendTimeout(f"the backend did not answer within the time budget of {seconds:g} s")
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome["value"]  # type: ignore[return-value]
+    return start(function, seconds).result()
 
 
 @atexit.register

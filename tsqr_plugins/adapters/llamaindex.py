@@ -16,10 +16,12 @@ The rewrite goes into ``query_str`` (what BM25 and other lexical retrievers read
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from .. import anytime
 from ..combine import DEFAULT_REPEAT, MODES
 from ..core import Rewrite, Rewriter
 from ..errors import InputError
@@ -154,23 +156,29 @@ class TongSearchQRRetriever(BaseRetriever):
         mode: ``"replace"``, ``"concat"``, ``"adaptive"``, or ``"rrf"``: retrieve with the original
             and the rewrite and fuse the two lists by reciprocal rank (``"both"`` does the same).
         rrf_k: ``rrf``: the rank constant (60, as LlamaIndex's ``QueryFusionRetriever``).
+        budget: Anytime rewriting (with ``mode="rrf"``): seconds the rewrite may take. The original
+            is retrieved at once; a rewrite within the budget is retrieved and fused, a later one
+            is not waited for and the nodes are the original's ranking (scored by the fusion of
+            that one list); ``last_anytime`` says which. None: no budget.
         repeat: ``concat`` only: how many times the original goes before the rewrite.
         include_original: Embed the original query too (see :class:`TongSearchQRQueryTransform`).
         **kwargs: ``BaseRetriever``'s own arguments (``callback_manager``, ``verbose``...).
 
     Raises:
-        InputError: ``retriever`` is not a BaseRetriever, ``rewriter`` not a Rewriter, or an
-            unknown ``mode``.
+        InputError: ``retriever`` is not a BaseRetriever, ``rewriter`` not a Rewriter, an unknown
+            ``mode``, or a ``budget`` that is not positive or comes without ``mode="rrf"``.
     """
 
     def __init__(self, retriever: BaseRetriever, rewriter: Rewriter, mode: str = "replace",
                  repeat: int = DEFAULT_REPEAT, include_original: bool = False, rrf_k: float = RRF_K,
-                 **kwargs: Any) -> None:
+                 budget: float | None = None, **kwargs: Any) -> None:
         if not isinstance(retriever, BaseRetriever):
             raise InputError(f"retriever must be a LlamaIndex BaseRetriever, got {type(retriever).__name__}")
         self._retriever = retriever
         # rrf, the name every host uses, is this retriever's "both": both texts, two lists, fused
         self.fuse, self.rrf_k = mode in ("both", "rrf"), rrf_k
+        self.budget = anytime.check_budget(budget, self.fuse)
+        self.last_anytime: anytime.Anytime | None = None  # with a budget: what the latest call did
         self.transform = TongSearchQRQueryTransform(rewriter, "both" if mode == "rrf" else mode, repeat,
                                                     include_original)
         super().__init__(**kwargs)
@@ -184,15 +192,16 @@ class TongSearchQRRetriever(BaseRetriever):
         return {"query_transform": self.transform}
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        (bundle,) = self.transform.run_batch([query_bundle])
-        return self._search(query_bundle, bundle)
+        (nodes,) = self.retrieve_batch([query_bundle])
+        return nodes
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        (bundle,) = await asyncio.to_thread(self.transform.run_batch, [query_bundle])
-        return await self._asearch(query_bundle, bundle)
+        (nodes,) = await self.aretrieve_batch([query_bundle])
+        return nodes
 
     def retrieve_batch(self, queries: Sequence[QueryType]) -> list[list[NodeWithScore]]:
-        """One rewrite call for all queries, then one retrieval each.
+        """One rewrite call for all queries, then one retrieval each (anytime: the originals'
+        retrievals while the rewrites are made).
 
         Args:
             queries: Query strings or ``QueryBundle``s.
@@ -201,11 +210,18 @@ class TongSearchQRRetriever(BaseRetriever):
             Each query's nodes, in query order.
         """
         originals = [_as_bundle(query) for query in queries]
+        if self.budget is not None:
+            firsts, rewrites, self.last_anytime = anytime.search_while_rewriting(
+                self._rewrite_call(originals), lambda: [self._retriever.retrieve(o) for o in originals], self.budget)
+            bundles = self._bundles(originals, rewrites)
+            seconds = [[]] * len(originals) if bundles is None else [self._retriever.retrieve(b) for b in bundles]
+            return [reciprocal_rank_fusion([first, second], self.rrf_k) for first, second in zip(firsts, seconds)]
         bundles = self.transform.run_batch(originals)
         return [self._search(original, bundle) for original, bundle in zip(originals, bundles)]
 
     async def aretrieve_batch(self, queries: Sequence[QueryType]) -> list[list[NodeWithScore]]:
-        """One rewrite call (in a worker thread) for all queries, then the retrievals concurrently.
+        """One rewrite call (in a worker thread) for all queries, then the retrievals concurrently
+        (anytime: the originals' retrievals while the rewrites are made).
 
         Args:
             queries: Query strings or ``QueryBundle``s.
@@ -214,8 +230,29 @@ class TongSearchQRRetriever(BaseRetriever):
             Each query's nodes, in query order.
         """
         originals = [_as_bundle(query) for query in queries]
+        if self.budget is not None:
+            firsts, rewrites, self.last_anytime = await anytime.asearch_while_rewriting(
+                self._rewrite_call(originals), asyncio.gather(*(self._retriever.aretrieve(o) for o in originals)),
+                self.budget)
+            bundles = self._bundles(originals, rewrites)
+            seconds = [[]] * len(originals) if bundles is None else \
+                await asyncio.gather(*(self._retriever.aretrieve(b) for b in bundles))
+            return [reciprocal_rank_fusion([first, second], self.rrf_k) for first, second in zip(firsts, seconds)]
         bundles = await asyncio.to_thread(self.transform.run_batch, originals)
         return list(await asyncio.gather(*(self._asearch(o, b) for o, b in zip(originals, bundles))))
+
+    def _rewrite_call(self, originals: list[QueryBundle]) -> Any:
+        return functools.partial(self.transform.rewriter.rewrite_batch, [bundle.query_str for bundle in originals])
+
+    def _bundles(self, originals: list[QueryBundle], rewrites: list[Rewrite] | None) -> list[QueryBundle] | None:
+        """Anytime: the bundles to retrieve with, or None when the rewrites came late (their
+        fallbacks are kept in ``last_rewrites``)."""
+        if rewrites is None:
+            self.transform.last_rewrites = anytime.late(self.transform.rewriter,
+                                                        [bundle.query_str for bundle in originals], self.budget)
+            return None
+        self.transform.last_rewrites = rewrites
+        return [self.transform.transformed(bundle, rewrite) for bundle, rewrite in zip(originals, rewrites)]
 
     def _search(self, original: QueryBundle, bundle: QueryBundle) -> list[NodeWithScore]:
         if not self.fuse:

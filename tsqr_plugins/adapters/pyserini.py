@@ -22,6 +22,7 @@ from .. import bm25q
 from ..combine import MODES
 from ..core import Rewrite, Rewriter
 from ..errors import InputError
+from .. import anytime
 from ..fusion import RRF_K, best_first, rrf_ranked
 from ..search.pyserini_searcher import SCORINGS, BM25QSearcher
 
@@ -41,6 +42,10 @@ class RewritingSearcher(BM25QSearcher):
             per query), or ``"rrf"``: search the original and the rewrite and fuse the two hit lists
             by reciprocal rank (hits are then :class:`FusedHit`, scored by the fusion).
         rrf_k: ``rrf``: the rank constant (60).
+        budget: Anytime rewriting (with ``mode="rrf"``): seconds the rewrite may take. The original
+            is searched at once; a rewrite within the budget is searched and fused, a later one is
+            not waited for and the hits are the original's ranking (as :class:`FusedHit`, scored
+            by the fusion of that one list); ``last_anytime`` says which. None: no budget.
         repeat: ``concat`` only: how many times the original goes before the rewrite.
         scoring: ``"bm25q"`` (BRIGHT/TongSearch's query-side BM25, as ``tsqr eval``) or ``"bm25"``.
         k1: BM25's k1 (0.9, as BRIGHT).
@@ -52,18 +57,20 @@ class RewritingSearcher(BM25QSearcher):
     Raises:
         MissingDependencyError: pyserini (the ``pyserini`` extra) is not installed.
         InputError: No index at the path, an unknown ``scoring``, or ``native=True`` where it is
-            not available.
+            not available, or a ``budget`` that is not positive or comes without ``mode="rrf"``.
     """
 
     def __init__(self, searcher: Any, rewriter: Rewriter | None, mode: str = "replace", repeat: int = 5,
                  scoring: str = "bm25q", k1: float = bm25q.K1, b: float = bm25q.B, field: str = "contents",
-                 native: bool | None = None, rrf_k: float = RRF_K):
+                 native: bool | None = None, rrf_k: float = RRF_K, budget: float | None = None):
         if mode not in (*MODES, "rrf"):
             raise InputError(f"unknown mode {mode!r}; choose one of {[*MODES, 'rrf']}")
+        self.budget = anytime.check_budget(budget, mode == "rrf")
         super().__init__(searcher, scoring, k1, b, field, native)
         self.rewriter = rewriter
         self.mode, self.repeat, self.rrf_k = mode, repeat, rrf_k
         self.last_rewrites: dict[str, Rewrite] = {}
+        self.last_anytime: anytime.Anytime | None = None  # with a budget: what the latest call did
 
     def search(self, q: str, k: int = 10, **kwargs):
         """The top ``k`` hits of ``q``'s rewrite (combined by ``mode``).
@@ -73,6 +80,11 @@ class RewritingSearcher(BM25QSearcher):
             k: Hits to return.
             **kwargs: Further ``LuceneSearcher.search`` arguments (see :class:`BM25QSearcher`).
         """
+        if self.fusing and self.budget is not None:
+            original, texts = self._while_rewriting(
+                [q], [q], lambda: super(RewritingSearcher, self).search(q, k, **kwargs))
+            rewritten = super().search(texts[0], k, **kwargs) if texts else []
+            return self._fused(original, rewritten, k)
         (text,) = self._rewrite([q], [q])
         if self.fusing:
             return self._fused(super().search(q, k, **kwargs), super().search(text, k, **kwargs), k)
@@ -97,6 +109,12 @@ class RewritingSearcher(BM25QSearcher):
         """
         if len(queries) != len(qids):
             raise InputError(f"{len(queries)} queries but {len(qids)} query ids")
+        if self.fusing and self.budget is not None:
+            originals, texts = self._while_rewriting(
+                list(queries), [str(q) for q in qids],
+                lambda: super(RewritingSearcher, self).batch_search(list(queries), qids, k, threads, **kwargs))
+            rewritten = super().batch_search(texts, qids, k, threads, **kwargs) if texts else {}
+            return {qid: self._fused(originals[qid], rewritten.get(qid, []), k) for qid in originals}
         texts = self._rewrite(list(queries), [str(q) for q in qids])
         if self.fusing:
             originals = super().batch_search(list(queries), qids, k, threads, **kwargs)
@@ -116,14 +134,32 @@ class RewritingSearcher(BM25QSearcher):
         fused = rrf_ranked([[hit.docid for hit in original], [hit.docid for hit in rewritten]], self.rrf_k)
         return [FusedHit(docid, fused[docid], hits[docid]) for docid in best_first(fused)[:k]]
 
-    def _rewrite(self, queries: list[str], keys: list[str]) -> list[str]:
+    def _while_rewriting(self, queries: list[str], keys: list[str], search: Any) -> tuple[Any, list[str] | None]:
+        """Anytime: ``search()`` (the originals) while the rewrites are made within the budget; the
+        rewrites' texts, or None when they came late (their fallbacks then in ``last_rewrites``)."""
+        self._check(queries)
+        first, rewrites, self.last_anytime = anytime.search_while_rewriting(
+            lambda: self.rewriter.rewrite_batch(queries), search, self.budget)
+        if rewrites is None:
+            self._texts(keys, anytime.late(self.rewriter, queries, self.budget))
+            return first, None
+        return first, self._texts(keys, rewrites)
+
+    @staticmethod
+    def _check(queries: list[str]) -> None:
         for query in queries:
             if not isinstance(query, str) or not query.strip():
                 raise InputError(f"a query must be a non-empty string, got {query!r}")
+
+    def _rewrite(self, queries: list[str], keys: list[str]) -> list[str]:
+        self._check(queries)
         if self.rewriter is None:
             self.last_rewrites = {}
             return queries
-        rewrites = self.rewriter.rewrite_batch(queries)
+        return self._texts(keys, self.rewriter.rewrite_batch(queries))
+
+    def _texts(self, keys: list[str], rewrites: list[Rewrite]) -> list[str]:
+        """The texts to search with (the rewrite alone for ``rrf``), keeping the rewrites."""
         self.last_rewrites = dict(zip(keys, rewrites))
         mode = "replace" if self.mode == "rrf" else self.mode
         return [rewrite.combined_text(mode, self.repeat) for rewrite in rewrites]
