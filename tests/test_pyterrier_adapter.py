@@ -25,7 +25,6 @@ import pyterrier as pt  # noqa: E402
 
 from tsqr_plugins.adapters.pyterrier import TongSearchQRFusion, TongSearchQRRewrite  # noqa: E402
 from tsqr_plugins.fusion import rrf_ranked  # noqa: E402
-from tsqr_plugins.search.terrier import bm25 as terrier_bm25  # noqa: E402
 from tsqr_plugins.search.terrier import build_index  # noqa: E402
 
 # Rewrites a model could write that Terrier's query parser reads as syntax when searched as they are.
@@ -191,44 +190,3 @@ def test_rrf_fuses_the_originals_and_the_rewrites_results_with_tsqrs_fusion(inde
     assert list(cut["docno"]) == list(first["docno"])[:2]
     with pytest.raises(InputError, match="TongSearchQRRewrite"):
         TongSearchQRFusion(bm25, file_rewriter(tmp_path))
-
-
-def test_the_eval_retriever_searches_any_text_and_honours_exclusions(tmp_path):
-    from tsqr_plugins.search import make_retriever
-
-    retriever = make_retriever("pyterrier", cache_dir=tmp_path)
-    retriever.index(list(CORPUS), list(CORPUS.values()))
-    # A field query to Terrier's parser unless tokenised (no other punctuation: the Retriever would not)
-    (hits, excluded) = retriever.search_batch(["Answer: insects moon", REWRITE], k=2, excluded=[[], ["d1"]])
-    assert hits[0].doc_id == "d1" and len(hits) == 2
-    # d1 is left out and the next two scored documents (d4, d2) come in: searched deeper, not padded
-    assert [h.doc_id for h in excluded] == ["d4", "d2"] and all(h.score > 0 for h in excluded)
-    (padded,) = retriever.search_batch(["moon"], k=5)
-    assert [h.score for h in padded][1:] == [0.0] * 4  # BRIGHT ranks every document
-    assert len(list((tmp_path / "indexes").glob("terrier-*/done"))) == 1
-    terrier = terrier_bm25(next((tmp_path / "indexes").glob("terrier-*")) / "index", 1)
-    assert list(terrier(topics("moon"))["docno"]) == ["d1"]
-    with pytest.raises(InputError, match="no argument"):
-        make_retriever("pyterrier:bm25")
-
-
-def test_tsqr_eval_with_the_pyterrier_retriever(tmp_path, monkeypatch):
-    """`tsqr eval --retriever pyterrier` on the sample: the index is built once per corpus and
-    reused; the rewrites help here as on the other backends."""
-    pytest.importorskip("ir_measures", reason="tsqr eval needs the 'eval' extra")
-    from tsqr_plugins.cli import main
-    from tsqr_plugins.eval.datasets import sample_dir
-
-    rewrites = str(sample_dir() / "rewrites.json")
-    args = ["eval", "--quiet", "--dataset", "sample", "--retriever", "pyterrier", "--rewriter", f"file:{rewrites}",
-            "--index-cache", str(tmp_path / "idx")]
-    assert main([*args, "--output", str(tmp_path / "run")]) == 0
-    results = json.loads((tmp_path / "run" / "results.json").read_text())["results"]["pyterrier"]
-    ndcg = {variant: [task["metrics"]["nDCG@10"] for task in results[variant].values()] for variant in results}
-    assert all(0 <= v <= 1 for values in ndcg.values() for v in values)
-    assert sum(ndcg["rewritten"]) > sum(ndcg["original"])
-    built = sorted(p.stat().st_mtime_ns for p in (tmp_path / "idx" / "indexes").glob("terrier-*/done"))
-    assert built and main([*args, "--output", str(tmp_path / "again")]) == 0
-    assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "idx" / "indexes").glob("terrier-*/done")) == built
-    lines = (tmp_path / "run" / "runs" / "pyterrier.original.stackoverflow.trec").read_text().splitlines()
-    assert not any("duplicate_question" in line for line in lines)  # BRIGHT's exclusions honoured
