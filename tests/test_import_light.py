@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-HEAVY = ["torch", "transformers", "vllm", "pyserini", "jnius", "elasticsearch", "opensearchpy",
+HEAVY = ["torch", "transformers", "vllm", "pyserini", "pyterrier", "jnius", "elasticsearch", "opensearchpy",
          "llama_index", "trl", "sentence_transformers", "datasets", "numpy"]
 
 

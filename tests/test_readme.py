@@ -1,6 +1,7 @@
 """The Python blocks of the README, of every docs/*.md page and of integrations/llamaindex/README.md run as written. A block whose first line is `# needs: ...` (a hub
-model, a live engine or server) is compiled and its imports resolved; every other block runs in
-a fresh interpreter outside the clone."""
+model, a live engine or server) is compiled and its imports resolved (skipped, saying so, where it
+names "the <extra> extra" and that extra is not installed); every other block runs in a fresh
+interpreter outside the clone."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import sys
 import pytest
 
 from tests.conftest import REPO
+from tsqr_plugins.extras import EXTRAS
+from tsqr_plugins.lazy import is_installed
 
 DOCUMENTS = ("README.md", "integrations/llamaindex/README.md",
              *sorted(path.relative_to(REPO).as_posix() for path in (REPO / "docs").glob("*.md")))
@@ -28,6 +31,9 @@ def test_the_readme_has_blocks_that_run():
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"{name}-{i + 1}" for i, (name, _) in enumerate(FOUND)])
 def test_readme_block(block, tmp_path):
     tree = ast.parse(block)  # a syntax error fails here, whatever the block needs
+    needed = re.match(r"# needs:.*?\bthe (\w+) extra", block)
+    if needed and needed.group(1) in EXTRAS and not all(is_installed(m) for m, _ in EXTRAS[needed.group(1)]):
+        pytest.skip(f"the block needs the {needed.group(1)} extra, which is not installed here")
     for node in ast.walk(tree):  # every name it imports exists
         if isinstance(node, ast.ImportFrom) and node.module:
             module = importlib.import_module(node.module)

@@ -11,6 +11,7 @@ EXTRAS: dict[str, tuple[tuple[str, str], ...]] = {
     "opensearch": (("opensearchpy", "opensearch-py"),),
     "llamaindex": (("llama_index.core", "llama-index-core"),),
     "pyserini": (("pyserini", "pyserini"),),
+    "pyterrier": (("pyterrier", "pyterrier"),),
     "eval": (("numpy", "numpy"), ("scipy", "scipy"), ("regex", "regex"), ("nltk", "nltk"), ("ir_measures", "ir-measures"), ("pyarrow", "pyarrow"), ("matplotlib", "matplotlib")),
     "train": (("trl", "trl"), ("datasets", "datasets"), ("sentence_transformers", "sentence-transformers")),
 }

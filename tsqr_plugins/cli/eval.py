@@ -26,7 +26,7 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--dataset", help="sample | bright:<task>[,<task>] | bright:all | <BEIR or BRIGHT folder>")
     add_renamed(parser, "--retriever", "--backend", default="embedded",
-                help="what searches, comma separated: embedded (default), pyserini[:bm25], "
+                help="what searches, comma separated: embedded (default), pyserini[:bm25], pyterrier, "
                 "dense:<model> (dense:minilm offline), elasticsearch[:<url>], opensearch[:<url>]")
     parser.add_argument("--dense-index", choices=("flat", "hnsw", "ivf"),
                         help="dense retrievers: exact inner product (flat, default) or approximate HNSW/IVF for large corpora")

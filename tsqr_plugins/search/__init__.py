@@ -18,6 +18,7 @@ from .bm25 import Hit
 RETRIEVERS = {
     "embedded": "tsqr_plugins.search.embedded:EmbeddedBM25",
     "pyserini": "tsqr_plugins.search.lucene:PyseriniBM25",
+    "pyterrier": "tsqr_plugins.search.terrier:TerrierBM25",
     "dense": "tsqr_plugins.search.dense:DenseRetriever",
     "elasticsearch": "tsqr_plugins.search.engine:ElasticsearchBM25",
     "opensearch": "tsqr_plugins.search.engine:OpenSearchBM25",
