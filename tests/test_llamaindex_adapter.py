@@ -285,3 +285,29 @@ def test_anytime_answers_the_originals_ranking_within_the_budget_or_the_fusion(b
         run(strict)
     with pytest.raises(InputError, match="mode='rrf'"):
         TongSearchQRRetriever(bm25, slow_rewriter(tmp_path, 0.0), budget=1.0)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_samples_fuse_each_samples_list_or_retrieve_them_joined(bm25, asynchronous):
+    """samples=n (QueryFusionRetriever's num_queries, from one engine call): rrf fuses the
+    original's list with each sample's; replace retrieves with the samples joined."""
+    import asyncio
+
+    from tsqr_plugins.fusion import rrf_ranked
+    from tsqr_plugins.testing.conformance import SAMPLES, SamplingBackend
+
+    def run(retriever):
+        return asyncio.run(retriever.aretrieve(QUERY)) if asynchronous else retriever.retrieve(QUERY)
+
+    backend = SamplingBackend()
+    fusing = TongSearchQRRetriever(bm25, Rewriter(backend), mode="rrf", samples=3)
+    fused = run(fusing)
+    expected = rrf_ranked([ids(bm25.retrieve(text)) for text in (QUERY, *SAMPLES)], 60)
+    assert {hit.node.node_id: hit.score for hit in fused} == pytest.approx(expected)
+    assert backend.calls == [([QUERY], 3)]
+    assert [r.text for r in fusing.last_samples[0]] == SAMPLES
+    joined = TongSearchQRRetriever(bm25, Rewriter(SamplingBackend()), samples=3)
+    assert ids(run(joined)) == ids(bm25.retrieve(" ".join(SAMPLES)))
+    assert joined.last_rewrites[0].text == " ".join(SAMPLES)
+    with pytest.raises(InputError, match="samples"):
+        TongSearchQRRetriever(bm25, Rewriter(SamplingBackend()), samples=0)

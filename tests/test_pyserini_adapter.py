@@ -335,3 +335,29 @@ def test_anytime_answers_the_originals_ranking_within_the_budget_or_the_fusion(l
         strict.search(QUERY, k=5)
     with pytest.raises(InputError, match="mode='rrf'"):
         RewritingSearcher(lucene_index, None, budget=1.0)
+
+
+def test_samples_fuse_each_samples_list_or_search_them_joined(lucene_index):
+    """samples=n: one engine call for n rewrites; rrf fuses the original's list with each sample's
+    (the same as rrf_ranked over those lists), single and batch; replace searches the samples joined."""
+    from tsqr_plugins.adapters.pyserini import RewritingSearcher
+    from tsqr_plugins.fusion import best_first, rrf_ranked
+    from tsqr_plugins.testing.conformance import SAMPLES, SamplingBackend
+
+    plain = RewritingSearcher(lucene_index, rewriter=None)
+    lists = [[hit.docid for hit in plain.search(text, k=5)] for text in (QUERY, *SAMPLES)]
+    backend = SamplingBackend()
+    fusing = RewritingSearcher(lucene_index, Rewriter(backend), mode="rrf", samples=3)
+    hits = fusing.search(QUERY, k=5)
+    expected = rrf_ranked(lists, 60)
+    assert [(hit.docid, hit.score) for hit in hits] == [(d, pytest.approx(expected[d])) for d in best_first(expected)[:5]]
+    assert backend.calls == [([QUERY], 3)]  # one call, n=3
+    assert [r.text for r in fusing.last_samples[QUERY]] == SAMPLES
+    batch = fusing.batch_search([QUERY], ["q1"], k=5)["q1"]
+    assert [(hit.docid, hit.score) for hit in batch] == [(hit.docid, hit.score) for hit in hits]
+
+    joined = RewritingSearcher(lucene_index, Rewriter(SamplingBackend()), samples=3)
+    assert [hit.docid for hit in joined.search(QUERY, k=5)] == [hit.docid for hit in plain.search(" ".join(SAMPLES), k=5)]
+    assert joined.last_rewrites[QUERY].text == " ".join(SAMPLES)
+    with pytest.raises(InputError, match="samples"):
+        RewritingSearcher(lucene_index, None, samples=0)

@@ -192,6 +192,24 @@ def test_rrf_fuses_the_originals_and_the_rewrites_results_with_tsqrs_fusion(inde
         TongSearchQRFusion(bm25, file_rewriter(tmp_path))
 
 
+def test_samples_are_searched_joined_or_each_fused(index):
+    """samples=n: one engine call for n rewrites; the rewrite searches them joined, the fusion fuses
+    the original's results with each sample's (the same as rrf_ranked over those lists)."""
+    from tsqr_plugins.testing.conformance import SAMPLES, SamplingBackend
+
+    bm25 = pt.terrier.Retriever(str(index), wmodel="BM25", num_results=5)
+    backend = SamplingBackend()
+    fusion = TongSearchQRFusion(bm25, TongSearchQRRewrite(Rewriter(backend), samples=3))
+    results = fusion(topics(QUERY))
+    expected = rrf_ranked([docnos(bm25(topics(text)))[0] for text in (QUERY, *SAMPLES)], 60)
+    assert dict(zip(results["docno"], results["score"])) == pytest.approx(expected)
+    assert backend.calls == [([QUERY], 3)]
+    joined = TongSearchQRRewrite(Rewriter(SamplingBackend()), samples=3) >> bm25
+    assert docnos(joined(topics(QUERY))) == docnos(bm25(topics(" ".join(SAMPLES))))
+    with pytest.raises(InputError, match="samples"):
+        TongSearchQRRewrite(Rewriter(SamplingBackend()), samples=0)
+
+
 def test_the_docs_example_runs(tmp_path):
     """docs/pyterrier.md's block, as written, in a fresh interpreter outside the clone (offline: the
     pinned jars are in PyTerrier's cache); test_readme only compiles it (it needs this extra)."""

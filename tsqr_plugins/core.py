@@ -92,6 +92,13 @@ def join_samples(samples: Sequence[Rewrite]) -> Rewrite:
     return replace(samples[0], text=" ".join(sample.text for sample in samples), fallback=False, reason=None)
 
 
+def check_samples(n: Any) -> int:
+    """``n`` as given when it is a whole number of rewrites per query (>= 1), else InputError."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"samples must be an integer >= 1, got {n!r}")
+    return n
+
+
 def validate_queries(queries: Sequence[str]) -> None:
     """Reject non-strings and empty or whitespace-only queries, naming the first offender."""
     if isinstance(queries, str):

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import anytime
 from ..combine import DEFAULT_REPEAT, MODES
-from ..core import Rewrite, Rewriter
+from ..core import Rewrite, Rewriter, check_samples, join_samples
 from ..errors import InputError
 from ..fusion import RRF_K, best_first, rrf_ranked
 from ..lazy import require
@@ -156,6 +156,10 @@ class TongSearchQRRetriever(BaseRetriever):
         mode: ``"replace"``, ``"concat"``, ``"adaptive"``, or ``"rrf"``: retrieve with the original
             and the rewrite and fuse the two lists by reciprocal rank (``"both"`` does the same).
         rrf_k: ``rrf``: the rank constant (60, as LlamaIndex's ``QueryFusionRetriever``).
+        samples: Rewrites per query (``Rewriter.rewrite_samples``, one engine call where the engine
+            samples several, as ``QueryFusionRetriever``'s ``num_queries``): ``rrf`` fuses the
+            original's list with each sample's, the other modes retrieve with the samples joined
+            (``core.join_samples``). Default 1.
         budget: Anytime rewriting (with ``mode="rrf"``): seconds the rewrite may take. The original
             is retrieved at once; a rewrite within the budget is retrieved and fused, a later one
             is not waited for and the nodes are the original's ranking (scored by the fusion of
@@ -166,18 +170,21 @@ class TongSearchQRRetriever(BaseRetriever):
 
     Raises:
         InputError: ``retriever`` is not a BaseRetriever, ``rewriter`` not a Rewriter, an unknown
-            ``mode``, or a ``budget`` that is not positive or comes without ``mode="rrf"``.
+            ``mode``, ``samples`` below 1, or a ``budget`` that is not positive or comes without
+            ``mode="rrf"``.
     """
 
     def __init__(self, retriever: BaseRetriever, rewriter: Rewriter, mode: str = "replace",
                  repeat: int = DEFAULT_REPEAT, include_original: bool = False, rrf_k: float = RRF_K,
-                 budget: float | None = None, **kwargs: Any) -> None:
+                 samples: int = 1, budget: float | None = None, **kwargs: Any) -> None:
         if not isinstance(retriever, BaseRetriever):
             raise InputError(f"retriever must be a LlamaIndex BaseRetriever, got {type(retriever).__name__}")
         self._retriever = retriever
         # rrf, the name every host uses, is this retriever's "both": both texts, two lists, fused
         self.fuse, self.rrf_k = mode in ("both", "rrf"), rrf_k
+        self.samples = check_samples(samples)
         self.budget = anytime.check_budget(budget, self.fuse)
+        self.last_samples: list[list[Rewrite]] = []  # each query's rewrites, one per sample
         self.last_anytime: anytime.Anytime | None = None  # with a budget: what the latest call did
         self.transform = TongSearchQRQueryTransform(rewriter, "both" if mode == "rrf" else mode, repeat,
                                                     include_original)
@@ -200,7 +207,7 @@ class TongSearchQRRetriever(BaseRetriever):
         return nodes
 
     def retrieve_batch(self, queries: Sequence[QueryType]) -> list[list[NodeWithScore]]:
-        """One rewrite call for all queries, then one retrieval each (anytime: the originals'
+        """One rewrite call for all queries, then the retrievals (anytime: the originals'
         retrievals while the rewrites are made).
 
         Args:
@@ -211,13 +218,16 @@ class TongSearchQRRetriever(BaseRetriever):
         """
         originals = [_as_bundle(query) for query in queries]
         if self.budget is not None:
-            firsts, rewrites, self.last_anytime = anytime.search_while_rewriting(
+            firsts, rows, self.last_anytime = anytime.search_while_rewriting(
                 self._rewrite_call(originals), lambda: [self._retriever.retrieve(o) for o in originals], self.budget)
-            bundles = self._bundles(originals, rewrites)
-            seconds = [[]] * len(originals) if bundles is None else [self._retriever.retrieve(b) for b in bundles]
-            return [reciprocal_rank_fusion([first, second], self.rrf_k) for first, second in zip(firsts, seconds)]
-        bundles = self.transform.run_batch(originals)
-        return [self._search(original, bundle) for original, bundle in zip(originals, bundles)]
+        else:
+            rows = self._rewrite_call(originals)()
+            firsts = [self._retriever.retrieve(o) for o in originals] if self.fuse else []
+        bundles = self._bundles(originals, rows)
+        if not self.fuse:
+            return [self._retriever.retrieve(own[0]) for own in bundles]
+        return [reciprocal_rank_fusion([first, *(self._retriever.retrieve(b) for b in own)], self.rrf_k)
+                for first, own in zip(firsts, bundles)]
 
     async def aretrieve_batch(self, queries: Sequence[QueryType]) -> list[list[NodeWithScore]]:
         """One rewrite call (in a worker thread) for all queries, then the retrievals concurrently
@@ -230,41 +240,43 @@ class TongSearchQRRetriever(BaseRetriever):
             Each query's nodes, in query order.
         """
         originals = [_as_bundle(query) for query in queries]
+
+        def retrieve_all(bundles):
+            return asyncio.gather(*(self._retriever.aretrieve(bundle) for bundle in bundles))
+
         if self.budget is not None:
-            firsts, rewrites, self.last_anytime = await anytime.asearch_while_rewriting(
-                self._rewrite_call(originals), asyncio.gather(*(self._retriever.aretrieve(o) for o in originals)),
-                self.budget)
-            bundles = self._bundles(originals, rewrites)
-            seconds = [[]] * len(originals) if bundles is None else \
-                await asyncio.gather(*(self._retriever.aretrieve(b) for b in bundles))
-            return [reciprocal_rank_fusion([first, second], self.rrf_k) for first, second in zip(firsts, seconds)]
-        bundles = await asyncio.to_thread(self.transform.run_batch, originals)
-        return list(await asyncio.gather(*(self._asearch(o, b) for o, b in zip(originals, bundles))))
+            firsts, rows, self.last_anytime = await anytime.asearch_while_rewriting(
+                self._rewrite_call(originals), retrieve_all(originals), self.budget)
+            bundles = self._bundles(originals, rows)
+            seconds = await asyncio.gather(*(retrieve_all(own) for own in bundles))
+        else:
+            bundles = self._bundles(originals, await asyncio.to_thread(self._rewrite_call(originals)))
+            if not self.fuse:
+                return list(await retrieve_all([own[0] for own in bundles]))
+            firsts, seconds = await asyncio.gather(retrieve_all(originals),
+                                                   asyncio.gather(*(retrieve_all(own) for own in bundles)))
+        return [reciprocal_rank_fusion([first, *second], self.rrf_k) for first, second in zip(firsts, seconds)]
 
     def _rewrite_call(self, originals: list[QueryBundle]) -> Any:
-        return functools.partial(self.transform.rewriter.rewrite_batch, [bundle.query_str for bundle in originals])
+        """The one rewriter call for these queries: each query's row of samples."""
+        rewriter, texts = self.transform.rewriter, [bundle.query_str for bundle in originals]
+        if self.samples == 1:
+            return lambda: [[rewrite] for rewrite in rewriter.rewrite_batch(texts)]
+        return functools.partial(rewriter.rewrite_samples, texts, self.samples)
 
-    def _bundles(self, originals: list[QueryBundle], rewrites: list[Rewrite] | None) -> list[QueryBundle] | None:
-        """Anytime: the bundles to retrieve with, or None when the rewrites came late (their
-        fallbacks are kept in ``last_rewrites``)."""
-        if rewrites is None:
-            self.transform.last_rewrites = anytime.late(self.transform.rewriter,
-                                                        [bundle.query_str for bundle in originals], self.budget)
-            return None
-        self.transform.last_rewrites = rewrites
-        return [self.transform.transformed(bundle, rewrite) for bundle, rewrite in zip(originals, rewrites)]
-
-    def _search(self, original: QueryBundle, bundle: QueryBundle) -> list[NodeWithScore]:
-        if not self.fuse:
-            return self._retriever.retrieve(bundle)
-        lists = [self._retriever.retrieve(original), self._retriever.retrieve(bundle)]
-        return reciprocal_rank_fusion(lists, self.rrf_k)
-
-    async def _asearch(self, original: QueryBundle, bundle: QueryBundle) -> list[NodeWithScore]:
-        if not self.fuse:
-            return await self._retriever.aretrieve(bundle)
-        lists = await asyncio.gather(self._retriever.aretrieve(original), self._retriever.aretrieve(bundle))
-        return reciprocal_rank_fusion(list(lists), self.rrf_k)
+    def _bundles(self, originals: list[QueryBundle], rows: list[list[Rewrite]] | None) -> list[list[QueryBundle]]:
+        """Each query's bundles to retrieve with: fusing, one per sample; otherwise one, the
+        samples joined. None (anytime, the rewrites came late): none, their fallbacks kept."""
+        late = rows is None
+        if late:
+            rows = [[r] for r in anytime.late(self.transform.rewriter, [b.query_str for b in originals], self.budget)]
+        self.transform.last_rewrites = [join_samples(row) for row in rows]
+        self.last_samples = rows
+        if late:
+            return [[] for _ in originals]
+        if self.fuse:
+            return [[self.transform.transformed(b, rewrite) for rewrite in row] for b, row in zip(originals, rows)]
+        return [[self.transform.transformed(b, join_samples(row))] for b, row in zip(originals, rows)]
 
 
 def reciprocal_rank_fusion(rankings: list[list[NodeWithScore]], k: float = RRF_K) -> list[NodeWithScore]:

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from .. import bm25q
 from ..combine import MODES
-from ..core import Rewrite, Rewriter
+from ..core import Rewrite, Rewriter, check_samples, join_samples
 from ..errors import InputError
 from .. import anytime
 from ..fusion import RRF_K, best_first, rrf_ranked
@@ -42,6 +42,9 @@ class RewritingSearcher(BM25QSearcher):
             per query), or ``"rrf"``: search the original and the rewrite and fuse the two hit lists
             by reciprocal rank (hits are then :class:`FusedHit`, scored by the fusion).
         rrf_k: ``rrf``: the rank constant (60).
+        samples: Rewrites per query (``Rewriter.rewrite_samples``: one engine call where the
+            engine samples several); ``rrf`` fuses the original's list with each sample's, the
+            other modes search the samples' texts joined (``core.join_samples``). Default 1.
         budget: Anytime rewriting (with ``mode="rrf"``): seconds the rewrite may take. The original
             is searched at once; a rewrite within the budget is searched and fused, a later one is
             not waited for and the hits are the original's ranking (as :class:`FusedHit`, scored
@@ -57,38 +60,41 @@ class RewritingSearcher(BM25QSearcher):
     Raises:
         MissingDependencyError: pyserini (the ``pyserini`` extra) is not installed.
         InputError: No index at the path, an unknown ``scoring``, or ``native=True`` where it is
-            not available, or a ``budget`` that is not positive or comes without ``mode="rrf"``.
+            not available, ``samples`` below 1, or a ``budget`` that is not positive or comes
+            without ``mode="rrf"``.
     """
 
     def __init__(self, searcher: Any, rewriter: Rewriter | None, mode: str = "replace", repeat: int = 5,
                  scoring: str = "bm25q", k1: float = bm25q.K1, b: float = bm25q.B, field: str = "contents",
-                 native: bool | None = None, rrf_k: float = RRF_K, budget: float | None = None):
+                 native: bool | None = None, rrf_k: float = RRF_K, samples: int = 1,
+                 budget: float | None = None):
         if mode not in (*MODES, "rrf"):
             raise InputError(f"unknown mode {mode!r}; choose one of {[*MODES, 'rrf']}")
+        self.samples = check_samples(samples)
         self.budget = anytime.check_budget(budget, mode == "rrf")
         super().__init__(searcher, scoring, k1, b, field, native)
         self.rewriter = rewriter
         self.mode, self.repeat, self.rrf_k = mode, repeat, rrf_k
-        self.last_rewrites: dict[str, Rewrite] = {}
+        self.last_rewrites: dict[str, Rewrite] = {}  # several samples: joined (core.join_samples)
+        self.last_samples: dict[str, list[Rewrite]] = {}
         self.last_anytime: anytime.Anytime | None = None  # with a budget: what the latest call did
 
     def search(self, q: str, k: int = 10, **kwargs):
-        """The top ``k`` hits of ``q``'s rewrite (combined by ``mode``).
+        """The top ``k`` hits of ``q``'s rewrite (combined by ``mode``; ``rrf``: fused).
 
         Args:
             q: The query text, non-empty.
             k: Hits to return.
             **kwargs: Further ``LuceneSearcher.search`` arguments (see :class:`BM25QSearcher`).
         """
+        lucene = super()  # the plain search, also from the expressions below
         if self.fusing and self.budget is not None:
-            original, texts = self._while_rewriting(
-                [q], [q], lambda: super(RewritingSearcher, self).search(q, k, **kwargs))
-            rewritten = super().search(texts[0], k, **kwargs) if texts else []
-            return self._fused(original, rewritten, k)
-        (text,) = self._rewrite([q], [q])
+            original, texts = self._while_rewriting([q], [q], lambda: lucene.search(q, k, **kwargs))
+            return self._fused([original, *(lucene.search(t, k, **kwargs) for t in (texts or [[]])[0])], k)
+        (texts,) = self._rewrite([q], [q])
         if self.fusing:
-            return self._fused(super().search(q, k, **kwargs), super().search(text, k, **kwargs), k)
-        return super().search(text, k, **kwargs)
+            return self._fused([lucene.search(q, k, **kwargs), *(lucene.search(t, k, **kwargs) for t in texts)], k)
+        return lucene.search(texts[0], k, **kwargs)
 
     def batch_search(self, queries: Sequence[str], qids: Sequence[str], k: int = 10, threads: int = 1,
                      **kwargs) -> dict[str, list]:
@@ -109,41 +115,43 @@ class RewritingSearcher(BM25QSearcher):
         """
         if len(queries) != len(qids):
             raise InputError(f"{len(queries)} queries but {len(qids)} query ids")
+        keys, lucene = [str(q) for q in qids], super()
         if self.fusing and self.budget is not None:
             originals, texts = self._while_rewriting(
-                list(queries), [str(q) for q in qids],
-                lambda: super(RewritingSearcher, self).batch_search(list(queries), qids, k, threads, **kwargs))
-            rewritten = super().batch_search(texts, qids, k, threads, **kwargs) if texts else {}
-            return {qid: self._fused(originals[qid], rewritten.get(qid, []), k) for qid in originals}
-        texts = self._rewrite(list(queries), [str(q) for q in qids])
-        if self.fusing:
-            originals = super().batch_search(list(queries), qids, k, threads, **kwargs)
-            rewritten = super().batch_search(texts, qids, k, threads, **kwargs)
-            return {qid: self._fused(originals[qid], rewritten[qid], k) for qid in originals}
-        return super().batch_search(texts, qids, k, threads, **kwargs)
+                list(queries), keys, lambda: lucene.batch_search(list(queries), qids, k, threads, **kwargs))
+        else:
+            texts = self._rewrite(list(queries), keys)
+            if not self.fusing:
+                return lucene.batch_search([row[0] for row in texts], qids, k, threads, **kwargs)
+            originals = lucene.batch_search(list(queries), qids, k, threads, **kwargs)
+        columns = [] if texts is None else [[row[i] for row in texts] for i in range(len(texts[0]))]
+        lists = [lucene.batch_search(column, qids, k, threads, **kwargs) for column in columns]
+        return {qid: self._fused([originals[qid], *(hits.get(qid, []) for hits in lists)], k) for qid in originals}
 
     @property
     def fusing(self) -> bool:
         """Whether searches fuse two lists (``mode="rrf"`` with a rewriter)."""
         return self.mode == "rrf" and self.rewriter is not None
 
-    def _fused(self, original: list, rewritten: list, k: int) -> list[FusedHit]:
+    def _fused(self, lists: list[list], k: int) -> list[FusedHit]:
+        """The lists fused by reciprocal rank (the original's first: its hit is kept for a docid)."""
         hits: dict[str, Any] = {}
-        for hit in [*original, *rewritten]:
+        for hit in (hit for ranking in lists for hit in ranking):
             hits.setdefault(hit.docid, hit)
-        fused = rrf_ranked([[hit.docid for hit in original], [hit.docid for hit in rewritten]], self.rrf_k)
+        fused = rrf_ranked([[hit.docid for hit in ranking] for ranking in lists], self.rrf_k)
         return [FusedHit(docid, fused[docid], hits[docid]) for docid in best_first(fused)[:k]]
 
-    def _while_rewriting(self, queries: list[str], keys: list[str], search: Any) -> tuple[Any, list[str] | None]:
+    def _while_rewriting(self, queries: list[str], keys: list[str], search: Any) -> tuple[Any, list | None]:
         """Anytime: ``search()`` (the originals) while the rewrites are made within the budget; the
-        rewrites' texts, or None when they came late (their fallbacks then in ``last_rewrites``)."""
+        texts to search (see :meth:`_texts`), or None when they came late (their fallbacks then
+        in ``last_rewrites``)."""
         self._check(queries)
-        first, rewrites, self.last_anytime = anytime.search_while_rewriting(
-            lambda: self.rewriter.rewrite_batch(queries), search, self.budget)
-        if rewrites is None:
-            self._texts(keys, anytime.late(self.rewriter, queries, self.budget))
+        first, rows, self.last_anytime = anytime.search_while_rewriting(
+            lambda: self._rows(queries), search, self.budget)
+        if rows is None:
+            self._texts(keys, [[rewrite] for rewrite in anytime.late(self.rewriter, queries, self.budget)])
             return first, None
-        return first, self._texts(keys, rewrites)
+        return first, self._texts(keys, rows)
 
     @staticmethod
     def _check(queries: list[str]) -> None:
@@ -151,18 +159,26 @@ class RewritingSearcher(BM25QSearcher):
             if not isinstance(query, str) or not query.strip():
                 raise InputError(f"a query must be a non-empty string, got {query!r}")
 
-    def _rewrite(self, queries: list[str], keys: list[str]) -> list[str]:
+    def _rewrite(self, queries: list[str], keys: list[str]) -> list[list[str]]:
         self._check(queries)
         if self.rewriter is None:
-            self.last_rewrites = {}
-            return queries
-        return self._texts(keys, self.rewriter.rewrite_batch(queries))
+            self.last_rewrites, self.last_samples = {}, {}
+            return [[query] for query in queries]
+        return self._texts(keys, self._rows(queries))
 
-    def _texts(self, keys: list[str], rewrites: list[Rewrite]) -> list[str]:
-        """The texts to search with (the rewrite alone for ``rrf``), keeping the rewrites."""
-        self.last_rewrites = dict(zip(keys, rewrites))
-        mode = "replace" if self.mode == "rrf" else self.mode
-        return [rewrite.combined_text(mode, self.repeat) for rewrite in rewrites]
+    def _rows(self, queries: list[str]) -> list[list[Rewrite]]:
+        if self.samples == 1:
+            return [[rewrite] for rewrite in self.rewriter.rewrite_batch(queries)]
+        return self.rewriter.rewrite_samples(queries, self.samples)
+
+    def _texts(self, keys: list[str], rows: list[list[Rewrite]]) -> list[list[str]]:
+        """Each query's texts to search: ``rrf``, each sample's rewrite; otherwise one text, the
+        samples joined and combined by ``mode``. The rewrites are kept."""
+        self.last_samples = dict(zip(keys, rows))
+        self.last_rewrites = {key: join_samples(row) for key, row in zip(keys, rows)}
+        if self.mode == "rrf":
+            return [[rewrite.text for rewrite in row] for row in rows]
+        return [[join_samples(row).combined_text(self.mode, self.repeat)] for row in rows]
 
 
 @dataclass(frozen=True)

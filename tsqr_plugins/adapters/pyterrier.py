@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..combine import DEFAULT_REPEAT, MODES
-from ..core import Rewrite, Rewriter
+from ..core import Rewrite, Rewriter, check_samples, join_samples
 from ..errors import InputError
 from ..fusion import RRF_K, best_first, rrf_ranked
 from ..search.terrier import pyterrier, query_tokeniser
@@ -51,18 +51,21 @@ class TongSearchQRRewrite(pt.Transformer):
             times, then the rewrite), ``"adaptive"`` (as concat, copies sized to the rewrite) or
             ``"both"`` (here the rewrite; fuse with the original through :class:`TongSearchQRFusion`).
         repeat: ``concat`` only: how many times the original goes before the rewrite.
+        samples: Rewrites per query (``Rewriter.rewrite_samples``, one engine call where the engine
+            samples several): searched joined (``core.join_samples``); :class:`TongSearchQRFusion`
+            fuses the original's results with each sample's. Default 1.
         tokeniser: How the text becomes a query Terrier parses as plain terms: ``"english"``
             (default; as ``pt.terrier.Retriever`` and ``pt.IterDictIndexer`` tokenise), another
             ``pt.TerrierTokeniser`` or its name, a function ``str -> list[str]``, or None to leave
             the text as it is (for retrievers that parse no query syntax, e.g. dense ones).
 
     Raises:
-        InputError: ``rewriter`` is not a Rewriter, or an unknown ``mode`` (``"rrf"`` is
-            :class:`TongSearchQRFusion`).
+        InputError: ``rewriter`` is not a Rewriter, an unknown ``mode`` (``"rrf"`` is
+            :class:`TongSearchQRFusion`), or ``samples`` below 1.
     """
 
     def __init__(self, rewriter: Rewriter, mode: str = "replace", repeat: int = DEFAULT_REPEAT,
-                 tokeniser: Any = "english") -> None:
+                 tokeniser: Any = "english", samples: int = 1) -> None:
         if not isinstance(rewriter, Rewriter):
             raise InputError(f"rewriter must be a tsqr_plugins.Rewriter, got {type(rewriter).__name__}")
         if mode == "rrf":
@@ -72,7 +75,9 @@ class TongSearchQRRewrite(pt.Transformer):
         self.rewriter = rewriter
         self.mode, self.repeat, self.tokeniser = mode, repeat, tokeniser
         self._tokenise = query_tokeniser(tokeniser)
-        self.last_rewrites: list[Rewrite] = []
+        self.samples = check_samples(samples)
+        self.last_rewrites: list[Rewrite] = []  # several samples: joined
+        self.last_samples: list[list[Rewrite]] = []
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         """The frame with its queries rewritten (one backend call for the whole frame).
@@ -87,15 +92,35 @@ class TongSearchQRRewrite(pt.Transformer):
             InputError: No ``query`` column, or a query that is not a non-empty string.
             BackendError: With a strict rewriter, when the backend fails.
         """
+        rows = self._rows(inp)
+        return self._frame(inp, [join_samples(row) for row in rows])
+
+    def sample_frames(self, inp: pd.DataFrame) -> list[pd.DataFrame]:
+        """One frame per sample (one backend call for them all), each as :meth:`transform` would
+        give it for that sample alone: what :class:`TongSearchQRFusion` retrieves for.
+
+        Args:
+            inp: A frame with a ``query`` column.
+        """
+        rows = self._rows(inp)
+        return [self._frame(inp, [row[i] for row in rows]) for i in range(self.samples)]
+
+    def _rows(self, inp: pd.DataFrame) -> list[list[Rewrite]]:
+        """Each distinct query's rewrites, one per sample, from one backend call (kept)."""
         if "query" not in inp.columns:
             raise InputError(f"TongSearchQRRewrite needs a 'query' column, got {list(inp.columns)}")
-        queries = list(inp["query"])
-        distinct = list(dict.fromkeys(queries))
-        rewrites = self.rewriter.rewrite_batch(distinct)
-        self.last_rewrites = rewrites
+        distinct = list(dict.fromkeys(inp["query"]))
+        if self.samples == 1:
+            rows = [[rewrite] for rewrite in self.rewriter.rewrite_batch(distinct)]
+        else:
+            rows = self.rewriter.rewrite_samples(distinct, self.samples)
+        self.last_samples, self.last_rewrites = rows, [join_samples(row) for row in rows]
+        return rows
+
+    def _frame(self, inp: pd.DataFrame, rewrites: list[Rewrite]) -> pd.DataFrame:
         texts = {rewrite.original: self.search_text(rewrite) for rewrite in rewrites}
         out = pt.model.push_queries(inp)
-        out["query"] = [texts[query] for query in queries]
+        out["query"] = [texts[query] for query in inp["query"]]
         return out
 
     def search_text(self, rewrite: Rewrite) -> str:
@@ -124,7 +149,8 @@ class TongSearchQRRewrite(pt.Transformer):
 
 
 class TongSearchQRFusion(pt.Transformer):
-    """``rrf``: the retriever's results for the original query and for its rewrite, fused by
+    """``rrf``: the retriever's results for the original query and for its rewrite (each sample's,
+    with ``samples``), fused by
     reciprocal rank (``tsqr_plugins.fusion``, as the other hosts' ``rrf``). Results come back best
     first with their fused ``score`` and a new ``rank``; ``query`` is the original, ``query_0``
     absent. Cut them with ``% k`` as any PyTerrier ranking.
@@ -155,10 +181,10 @@ class TongSearchQRFusion(pt.Transformer):
             and ``rank`` (from 0, as PyTerrier ranks).
         """
         original = self.retriever(self._tokenised(inp))
-        rewritten = pt.model.pop_queries(self.retriever(self.rewrite(inp)))
+        rewritten = [pt.model.pop_queries(self.retriever(frame)) for frame in self.rewrite.sample_frames(inp)]
         rows = []
         for qid, topic in inp.groupby("qid", sort=False):
-            lists = [frame[frame["qid"] == qid].sort_values("rank") for frame in (original, rewritten)]
+            lists = [frame[frame["qid"] == qid].sort_values("rank") for frame in (original, *rewritten)]
             fused = rrf_ranked([list(hits["docno"]) for hits in lists], self.rrf_k)
             first: dict[str, dict] = {}
             for hits in lists:

@@ -81,6 +81,30 @@ def slow_rewriter(directory: Path, delay: float, **kwargs) -> Rewriter:
     return Rewriter(SlowBackend(path, on_missing="fallback"), **kwargs)
 
 
+# Three rewrites of QUERY, each naming other documents: what several samples bring to a fusion.
+SAMPLES = [REWRITE, "Caterpillars eat leaves and pupate into moths.", "Sodium and LED bulbs light the road at night."]
+
+
+class SamplingBackend(Backend):
+    """Samples QUERY's rewrites from ``SAMPLES`` (sample ``i`` is ``SAMPLES[i]``) in one call, as an
+    engine with OpenAI's ``n`` does, counting its calls; other queries fail (and fall back)."""
+
+    NAME = "sampling"
+    model_id = "sampling"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], int]] = []
+
+    def generate(self, queries, prompt, params) -> list[Completion]:
+        return [row[0] for row in self.generate_samples(queries, prompt, params, 1)]
+
+    def generate_samples(self, queries, prompt, params, n) -> list[list[Completion]]:
+        self.calls.append((list(queries), n))
+        unknown = BackendError("no samples for this query")
+        return [[Completion(text=SAMPLES[i % len(SAMPLES)]) if query == QUERY
+                 else Completion.failed(unknown) for i in range(n)] for query in queries]
+
+
 class AdapterConformance:
     """Shared checks; see the module docstring for what a subclass provides."""
 
