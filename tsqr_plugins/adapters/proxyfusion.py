@@ -124,7 +124,9 @@ async def _anytime(proxy: SearchProxy, request, body: bytes, document: dict, tar
             new_document, headers = await asyncio.wait_for(
                 proxy.rewrite_document(document, request.url.path, request.headers, budget), budget)
         except Exception as error:
-            in_time = not isinstance(error, (BackendTimeout, asyncio.TimeoutError)) or time.monotonic() < started + budget
+            if isinstance(error, asyncio.TimeoutError):  # the outer wait (rewrite and _termvectors) ran out
+                error = BackendTimeout(f"no rewrite within the budget of {budget:g} s")
+            in_time = not isinstance(error, BackendTimeout) or time.monotonic() < started + budget
             if proxy.rewriter.strict:  # the original search went out already; it is not answered
                 return _rewriting_failed(error)
             logger.warning("query rewriting failed; answering the original search (%s)", error)
