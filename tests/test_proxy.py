@@ -298,6 +298,10 @@ def test_a_fusing_proxy_sends_one_msearch_and_answers_the_fusion(tmp_path):
         assert msearches(upstream)[-1]["path"] == "/_msearch?pretty="
         assert pretty.text.startswith('{\n  "took"') and fused_of(pretty) == fused_of(response)
 
+        url = httpx.URL(proxy.url).copy_with(raw_path=b"/d%6Fcs/%5Fsearch/")  # escapes kept, one hop
+        assert httpx.post(url, json=body).headers["X-Tsqr-Fusion"] == "rrf"
+        assert msearches(upstream)[-1]["path"] == "/d%6Fcs/_msearch"
+
 
 @pytest.mark.parametrize("query, body, headers, reason", [
     ("", {"sort": [{"date": "desc"}]}, {}, "sorted by other than _score"),
@@ -461,6 +465,12 @@ def test_split_request_puts_each_parameter_where_msearch_takes_it():
                            ("error_trace", "")]
     assert fusedsearch.split_request(body, "index=other")[1].startswith("an index in the query string")
     assert fusedsearch.split_request(body, "format=yaml")[1].startswith("the answer is asked in a format")
+    from tsqr_plugins.adapters.proxyfusion import header_text, ndjson_type
+
+    assert ndjson_type("application/vnd.elasticsearch+json; compatible-with=9") == \
+        "application/vnd.elasticsearch+x-ndjson; compatible-with=9"
+    assert ndjson_type("application/json; charset=UTF-8") == "application/x-ndjson"
+    assert header_text("a\r\nb: ü" + "x" * 400) == "a??b: ?" + "x" * 293
     lines = fusedsearch.ndjson(target, target).decode().split("\n")
     assert len(lines) == 5 and lines[-1] == "" and json.loads(lines[1]) == {**body, "from": 0, "size": 5}
 

@@ -267,9 +267,10 @@ def _rewriting_failed(error: Exception):
 
 
 def _msearch_path(request) -> str:
-    """``/<index>/_msearch`` (the index as the caller wrote it) or ``/_msearch``."""
-    path = (request.scope.get("raw_path", b"").decode("latin-1") or request.url.path).rstrip("/")
-    return path[: -len("_search")] + "_msearch"
+    """``/<index>/_msearch`` (the index as the caller wrote it, percent-escapes kept) or ``/_msearch``."""
+    raw = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+    segments = raw.rstrip("/").split("/")  # the last one is _search, perhaps written %5Fsearch
+    return "/".join(segments[:-1] + ["_msearch"])
 
 
 def _pretty(target: Split) -> bool:
