@@ -483,3 +483,33 @@ def test_cli_budget_needs_fusion(tmp_path, capsys):
     code = main(["proxy", "--search-node", "http://127.0.0.1:9", "--rewriter", f"file:{rewrites}", "--no-cache",
                  "--budget", "0.5"])
     assert code == 2 and "--fusion rrf" in capsys.readouterr().err
+
+
+def test_a_late_rewrite_runs_on_and_fills_the_cache_for_the_next_search(tmp_path):
+    """Anytime does not cancel the rewrite it stops waiting for: it finishes in its worker thread
+    and lands in the rewrite cache, so the same query is fused next time (as with the client stages)."""
+    import time
+
+    from tests.test_search_stage import RankingServer
+    from tsqr_plugins.backends import with_cache
+    from tsqr_plugins.backends.base import Backend, Completion
+
+    class SlowModel(Backend):
+        NAME = "slow-model"
+        model_id = "slow-model"
+        calls = 0
+
+        def generate(self, queries, prompt, params):
+            SlowModel.calls += 1
+            time.sleep(1.0)
+            return [Completion(text=f"<think>x</think><answer>{REWRITE}</answer>") for _ in queries]
+
+    rewriter = Rewriter(with_cache(SlowModel(), tmp_path / "rewrites.sqlite"), prompt="tsqr-think-v1", params="greedy")
+    body = {"query": {"match": {"text": QUERY}}, "size": 3}
+    with RankingServer(CORPUS) as upstream, fusing_proxy(upstream.url, rewriter, budget=0.3) as proxy:
+        late = httpx.post(f"{proxy.url}/docs/_search", json=body, timeout=30)
+        assert late.headers["X-Tsqr-Rewrite-In-Time"] == "0"
+        time.sleep(1.5)  # the abandoned rewrite finishes meanwhile
+        cached = httpx.post(f"{proxy.url}/docs/_search", json=body, timeout=30)
+        assert cached.headers["X-Tsqr-Rewrite-In-Time"] == "1" and cached.headers["X-Tsqr-Fusion"] == "rrf"
+        assert SlowModel.calls == 1
