@@ -513,3 +513,25 @@ def test_a_late_rewrite_runs_on_and_fills_the_cache_for_the_next_search(tmp_path
         cached = httpx.post(f"{proxy.url}/docs/_search", json=body, timeout=30)
         assert cached.headers["X-Tsqr-Rewrite-In-Time"] == "1" and cached.headers["X-Tsqr-Fusion"] == "rrf"
         assert SlowModel.calls == 1
+
+
+def test_anytime_holds_under_concurrent_searches(tmp_path):
+    """20 searches at once with a model slower than the budget: each answers within the budget and
+    one local search, though the abandoned rewrites hold the worker threads (waiting for one counts)."""
+    import asyncio
+    import time
+
+    from tests.test_search_stage import RankingServer
+
+    async def search_all(url: str) -> list[tuple[float, int, str]]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            async def one():
+                started = time.monotonic()
+                answer = await client.post(url, json={"query": {"match": {"text": QUERY}}, "size": 3})
+                return time.monotonic() - started, answer.status_code, answer.headers.get("X-Tsqr-Rewrite-In-Time")
+            return await asyncio.gather(*(one() for _ in range(20)))
+
+    with RankingServer(CORPUS) as upstream, fusing_proxy(upstream.url, slow_rewriter(tmp_path, 2.0), budget=0.3) as proxy:
+        answers = asyncio.run(search_all(f"{proxy.url}/docs/_search"))
+    assert {(status, in_time) for _, status, in_time in answers} == {(200, "0")}
+    assert max(elapsed for elapsed, _, _ in answers) < 0.3 + 1.5
