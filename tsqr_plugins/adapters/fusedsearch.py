@@ -100,11 +100,14 @@ def _checked(split: Split) -> tuple[Split | None, str | None]:
 
 
 # A _search's query-string parameters in the proxy (``split_request``). The item header's fields
-# are those MultiSearchRequest.readMultiLineFormat reads (Elasticsearch 9.2 and OpenSearch 2.19/3.6:
-# server/src/main/java/org/{elasticsearch,opensearch}/action/search/MultiSearchRequest.java); the
-# _msearch call's own parameters apply to every item (RestMultiSearchAction.parseRequest reads
-# max_concurrent_shard_requests and pre_filter_shard_size for each; its responseParams are
-# typed_keys and rest_total_hits_as_int), plus the parameters every REST call takes.
+# are those MultiSearchRequest.readMultiLineFormat reads, and the _msearch call's own parameters
+# apply to every item (RestMultiSearchAction.parseRequest reads max_concurrent_shard_requests and
+# pre_filter_shard_size for each; its responseParams are typed_keys and rest_total_hits_as_int),
+# plus the parameters every REST call takes. Read in server/src/main/java/org/{elasticsearch,
+# opensearch}/{action,rest/action}/search/ (MultiSearchRequest.java, RestMultiSearchAction.java) at
+# elastic/elasticsearch 03805654 and opensearch-project/OpenSearch 009e2048/0870eb6f (main-branch
+# commits, not the release tags); the behaviour relied on is checked on Elasticsearch 9.2.0 and
+# OpenSearch 2.19.6/3.6.0 by tests/test_proxy_fusion_live.py and its generator.
 HEADER_BOOLEANS = ("request_cache", "allow_no_indices", "ignore_unavailable", "allow_partial_search_results",
                    "ccs_minimize_roundtrips")
 MSEARCH_URL_PARAMS = ("rest_total_hits_as_int", "typed_keys", "max_concurrent_shard_requests",
