@@ -643,10 +643,6 @@ def test_fusion_settings_are_checked():
         StageSettings(fusion="rrf", budget=0)
     with pytest.raises(InputError, match=">= 0"):
         StageSettings(fusion="rrf", rewrite_weight=-1)
-    from tsqr_plugins.adapters.proxy import SearchProxy
-
-    with pytest.raises(InputError, match="does not fuse"):
-        SearchProxy("http://127.0.0.1:9200", None, StageSettings(fusion="rrf"))
 
 
 def test_rrf_ranks_by_the_engines_order_even_among_equal_scores():

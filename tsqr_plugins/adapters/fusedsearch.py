@@ -1,6 +1,8 @@
-"""Reciprocal rank fusion of two searches in the client stages (``fusion="rrf"``): what a
-``search()`` call becomes as two ``_msearch`` items, which calls cannot be fused faithfully, and the
-fused answer built from the two answers. Pure: the I/O is in ``searchclient.py``.
+"""Reciprocal rank fusion of two searches in the client stages and ``tsqr proxy``
+(``fusion="rrf"``): what a ``search()`` call (``split``) or a proxied ``_search`` request
+(``split_request``) becomes as two ``_msearch`` items, which searches cannot be fused faithfully,
+and the answer built from the two answers (``outcome``). Pure: the I/O is in ``searchclient.py``
+and ``proxyfusion.py``.
 
 The fused answer is shaped like the engine's: ``hits.hits`` the fused page (each hit as the engine
 gave it, the original's copy when both lists hold it, ``_score`` the fused RRF score),
@@ -51,7 +53,7 @@ class Split:
 
     header: dict
     body: dict
-    call: dict
+    call: Any  # split(): the msearch() keyword arguments; split_request(): URL parameters
     start: int
     size: int
 
@@ -77,6 +79,12 @@ def split(kwargs: dict) -> tuple[Split | None, str | None]:
             return None, UNFUSABLE[name]
         else:
             return None, f"the search argument {name!r} has no place in an _msearch item"
+    return _checked(Split(header, body, call, 0, 0))
+
+
+def _checked(split: Split) -> tuple[Split | None, str | None]:
+    """``split`` with its page read from its body, or None and why the body cannot be fused."""
+    body = split.body
     for name, reason in UNFUSABLE.items():
         if body.get(name) is not None:
             return None, reason
@@ -89,7 +97,71 @@ def split(kwargs: dict) -> tuple[Split | None, str | None]:
         return None, "from and size are not non-negative integers"
     if size == 0:
         return None, "size 0 asks for no hits"
-    return Split(header, body, call, start, size), None
+    split.start, split.size = start, size
+    return split, None
+
+
+# A _search's query-string parameters in the proxy (``split_request``). The item header's fields
+# are those MultiSearchRequest.readMultiLineFormat reads, and the _msearch call's own parameters
+# apply to every item (RestMultiSearchAction.parseRequest reads max_concurrent_shard_requests and
+# pre_filter_shard_size for each; its responseParams are typed_keys and rest_total_hits_as_int),
+# plus the parameters every REST call takes. Read in server/src/main/java/org/{elasticsearch,
+# opensearch}/{action,rest/action}/search/ (MultiSearchRequest.java, RestMultiSearchAction.java) at
+# elastic/elasticsearch 03805654 and opensearch-project/OpenSearch 009e2048/0870eb6f (main-branch
+# commits, not the release tags); the behaviour relied on is checked on Elasticsearch 9.2.0 and
+# OpenSearch 2.19.6/3.6.0 by tests/test_proxy_fusion_live.py and its generator.
+HEADER_BOOLEANS = ("request_cache", "allow_no_indices", "ignore_unavailable", "allow_partial_search_results",
+                   "ccs_minimize_roundtrips")
+MSEARCH_URL_PARAMS = ("rest_total_hits_as_int", "typed_keys", "max_concurrent_shard_requests",
+                      "pre_filter_shard_size", "pretty", "human", "error_trace")
+PARAM_REASONS = {
+    "filter_path": "filter_path filters the answer that fusion needs whole",
+    "index": "an index in the query string (the path names the index)",
+    "format": "the answer is asked in a format other than JSON",
+}
+
+
+def split_request(body: dict, query: str) -> tuple[Split | None, str | None]:
+    """A proxied ``_search`` (its JSON body and URL query string) as an ``_msearch`` item: the
+    header from the parameters an item carries, ``call`` the ``_msearch`` URL's own parameters (as
+    ``(name, value)`` pairs); or None and why it cannot be fused faithfully."""
+    from urllib.parse import parse_qsl
+
+    header: dict[str, Any] = {}
+    call: list[tuple[str, str]] = []
+    params = parse_qsl(query, keep_blank_values=True)
+    names = [name for name, _ in params]
+    for name, value in params:
+        if names.count(name) > 1:
+            return None, f"the query-string parameter {name!r} is given more than once"
+        if name == "format" and value == "json":
+            continue  # the answer is JSON anyway
+        if name in HEADER_BOOLEANS:
+            if value not in ("", "true", "false"):  # the engine's to refuse, as it came
+                return None, f"the query-string parameter {name!r} is not true or false"
+            header[name] = value != "false"  # a bare ?request_cache means true (RestRequest.paramAsBoolean)
+        elif name in HEADER_PARAMS:
+            if name in PARAM_REASONS:
+                return None, PARAM_REASONS[name]
+            header[name] = value
+        elif name in MSEARCH_URL_PARAMS:
+            call.append((name, value))
+        elif name in UNFUSABLE:
+            return None, UNFUSABLE[name]
+        elif name in PARAM_REASONS:
+            return None, PARAM_REASONS[name]
+        else:
+            return None, f"the query-string parameter {name!r} has no place in an _msearch item"
+    return _checked(Split(header, dict(body), call, 0, 0))
+
+
+def ndjson(original: Split, rewritten: Split) -> bytes:
+    """The ``_msearch`` body (NDJSON) holding both searches, as :func:`item_bodies` asks them."""
+    import json
+
+    first, second = item_bodies(original, rewritten)
+    lines = [original.header, first, rewritten.header, second]
+    return "".join(json.dumps(line) + "\n" for line in lines).encode()
 
 
 def _score_only(sort: Any) -> bool:
@@ -151,7 +223,37 @@ def refused(item: Any) -> str | None:
 def page(item: dict, split: Split) -> dict:
     """The original's answer cut to the page the caller asked for (it was asked from 0)."""
     hits = item["hits"]["hits"][split.start:split.depth]
-    return {**item, "hits": {**item["hits"], "hits": hits}}
+    return {**_search_answer(item), "hits": {**item["hits"], "hits": hits}}
+
+
+def _search_answer(item: dict) -> dict:
+    """An ``_msearch`` item as a search answer: without the item's own ``status``."""
+    return {key: value for key, value in item.items() if key != "status"}
+
+
+@dataclass
+class Outcome:
+    """What a fused search answers, from its two answers (:func:`outcome`)."""
+
+    answer: dict | None  # None: the original search failed; the engine's own answer to it is the answer
+    fusion: dict | None  # fuse()'s metadata when fused
+    reason: str | None  # why not fused
+    rewrite_refused: bool = False  # the engine refused the rewritten search (a clause limit, perhaps)
+
+
+def outcome(original: Any, rewritten: Any, split: Split, settings: StageSettings, took: Any) -> Outcome:
+    """The fused answer when both answers can be fused; else the original's page and why, or None
+    when the original search itself failed."""
+    if not isinstance(original, dict) or "error" in original:
+        return Outcome(None, None, "the original search failed: the engine's answer to it alone")
+    why = refused(rewritten)
+    if why:
+        return Outcome(page(original, split), None, f"the engine refused the rewritten search ({why})", True)
+    why = refused(original)
+    if why:
+        return Outcome(page(original, split), None, f"the original's answer has {why}")
+    answer, info = fuse(original, rewritten, split, settings, took)
+    return Outcome(answer, info, None)
 
 
 def _key(hit: dict) -> tuple[str, str]:
@@ -170,7 +272,7 @@ def fuse(original: dict, rewritten: dict, split: Split, settings: StageSettings,
     # a sort value (sort: _score) would be the engine's score: dropped
     hits = [{**{k: v for k, v in by_key[key].items() if k != "sort"}, "_score": scores[key]}
             for key in order[split.start:split.depth]]
-    answer = {**original, "hits": {**original["hits"], "hits": hits,
+    answer = {**_search_answer(original), "hits": {**original["hits"], "hits": hits,
                                    "max_score": scores[order[0]] if order else None}}
     if took is not None:
         answer["took"] = took

@@ -98,9 +98,6 @@ class SearchProxy:
         self.search_node = url
         self.rewriter = rewriter
         self.settings = settings or StageSettings()
-        if self.settings.fusion is not None:
-            raise InputError("tsqr proxy does not fuse yet (fusion/budget are the Python client stages' "
-                             "options); use mode='both' for the original and the rewrite in one query")
         self.max_body_bytes = max_body_bytes
         self.timeout = timeout
         self.read_timeout = read_timeout  # for a _search body to arrive
@@ -151,60 +148,123 @@ class SearchProxy:
             except BodyTooLarge:
                 return JSONResponse({"error": f"request body over {self.max_body_bytes} bytes once decoded"},
                                     status_code=413)
-            try:
-                new_body, headers = await self._rewrite(readable, path, request.headers)
-            except Exception as error:  # strict rewriter: the search does not go out
-                return JSONResponse({"error": f"query rewriting failed: {error}"}, status_code=502)
-            if new_body is readable:  # untouched: the caller's own bytes, encoded as they came
-                return await self._forward(request, body, headers)
-            # a rewritten body goes out decoded (its Content-Encoding dropped); on a clause-limit
-            # refusal, the original goes out as it came
-            return await self._forward(request, new_body, headers, original=body, decoded=readable is not body)
+            if self.settings.fusion is not None:
+                from .proxyfusion import fused_search  # here: proxyfusion builds on this module
+
+                return await fused_search(self, request, body, readable)
+            return await self.rewrite_and_forward(request, body, readable)
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
         # a body streamed on holds a connection to the node while it comes: it must keep coming
         body = paced(request.stream(), self.read_timeout, self.timeout) if has_body else None
         return await self._forward(request, body, {})
 
-    async def _rewrite(self, body: bytes, path: str, incoming) -> tuple[bytes, dict[str, str]]:
+    async def rewrite_and_forward(self, request, body: bytes, readable: bytes, extra_headers: dict[str, str] | None = None):
+        """A ``_search`` rewritten (its text queries; within ``budget`` seconds when the stage has one)
+        and forwarded, as without fusion; ``extra_headers`` go with the answer.
+
+        Args:
+            request: The Starlette request.
+            body: Its body as it came.
+            readable: The body decoded (``body`` itself when it came without a Content-Encoding).
+            extra_headers: More fields for the answer (why fusion was skipped).
+        """
+        from starlette.responses import JSONResponse
+
+        try:
+            new_body, headers = await self._rewrite(readable, request.url.path, request.headers, self.settings.budget)
+        except Exception as error:  # strict rewriter: the search does not go out
+            return JSONResponse({"error": f"query rewriting failed: {error}"}, status_code=502)
+        headers = {**headers, **(extra_headers or {})}
+        if new_body is readable:  # untouched: the caller's own bytes, encoded as they came
+            return await self._forward(request, body, headers)
+        # a rewritten body goes out decoded (its Content-Encoding dropped); on a clause-limit
+        # refusal, the original goes out as it came
+        return await self._forward(request, new_body, headers, original=body, decoded=readable is not body)
+
+    async def _rewrite(self, body: bytes, path: str, incoming, budget: float | None = None) -> tuple[bytes, dict[str, str]]:
         """The body with its text queries rewritten, and the headers saying what was done.
 
         Anything the stage cannot read (no body, not JSON, no query) goes out as it came.
         """
-        try:
-            document = loads_exactly(body) if body.strip() else None
-        except (ValueError, RecursionError):
-            # not JSON, JSON that would not be written back as it came (not UTF-8, duplicate keys,
-            # 1e400, NaN), or nested past Python's parser: the engine's to judge
-            return body, {}
-        parts = search_parts(document)
-        if parts is None:
+        document = json_document(body)
+        if document is None:
             return body, {}
         try:
-            plan = stage.plan(parts, self.settings)
-        except Exception:  # a body the stage cannot read (nested past the parser, shapes it does not
-            return body, {}  # know): the engine's to judge, as it came
-        try:
-            if not plan.leaves:
-                return body, _not_rewritten(plan.skipped)
-            plan.rewrites = await within_budget(self.rewriter, plan.texts)
-            index = single_index(path.strip("/").split("/")[0]) if path.strip("/") != "_search" else None
-            keys = stage.stats_needed(plan, self.settings)
-            auth = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in incoming.items()
-                    if name.lower() in STAGE_HEADERS]
-            answers = await asyncio.gather(*(self._termvectors(index, key, auth) for key in keys))
-            new_parts, info = stage.apply(plan, self.settings, dict(zip(keys, answers)))
+            new_document, headers = await self.rewrite_document(document, path, incoming, budget)
         except Exception as error:
             if self.rewriter.strict:
                 raise as_backend_error(error) from error
             logger.warning("query rewriting failed; forwarding the original search (%s)", error)
-            return body, {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": "1"}
+            return body, dict(FALLBACK_HEADERS)
+        # nothing rewritten (every rewrite fell back, or none to make): the caller's bytes go out as they came
+        return (body, headers) if new_document is None else (json.dumps(new_document).encode(), headers)
+
+    def text_queries(self, document: Any) -> int:
+        """How many text queries of a search body the stage would rewrite.
+
+        Args:
+            document: The ``_search`` body, parsed (None or anything else: 0).
+        """
+        plan = self._plan(document)
+        return len(plan.leaves) if plan is not None else 0
+
+    def _plan(self, document: Any) -> stage.Plan | None:
+        parts = search_parts(document)
+        if parts is None:
+            return None
+        try:
+            return stage.plan(parts, self.settings)
+        except Exception:  # a body the stage cannot read (nested past the parser, shapes it does not
+            return None  # know): the engine's to judge, as it came
+
+    async def rewrite_document(self, document: Any, path: str, incoming,
+                               budget: float | None = None) -> tuple[dict | None, dict[str, str]]:
+        """A search body with its text queries rewritten (None: nothing rewritten, the body goes as
+        it came) and the answer fields saying what was done.
+
+        Args:
+            document: The ``_search`` body, parsed.
+            path: The request path (its index is the one ``_termvectors`` asks).
+            incoming: The request's fields (credentials go with ``_termvectors``).
+            budget: Seconds the rewriter may take (None: its own ``timeout``).
+
+        Raises:
+            Exception: Whatever the rewriter or the stage raised (the caller falls back or, with a
+                strict rewriter, answers 502).
+        """
+        plan = self._plan(document)
+        if plan is None:
+            return None, {}
+        if not plan.leaves:
+            return None, _not_rewritten(plan.skipped)
+        plan.rewrites = await within_budget(self.rewriter, plan.texts, budget)
+        index = single_index(path.strip("/").split("/")[0]) if path.strip("/") != "_search" else None
+        keys = stage.stats_needed(plan, self.settings)
+        auth = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in incoming.items()
+                if name.lower() in STAGE_HEADERS]
+        answers = await asyncio.gather(*(self._termvectors(index, key, auth) for key in keys))
+        new_parts, info = stage.apply(plan, self.settings, dict(zip(keys, answers)))
         skipped = _not_rewritten(plan.skipped)
-        if not info["rewritten"]:  # every rewrite fell back: the caller's bytes go out as they came
-            return body, {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(info["fallback"]), **skipped}
+        if not info["rewritten"]:  # every rewrite fell back
+            return None, {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(info["fallback"]), **skipped}
         dropped = sum(entry.get("dropped_terms", 0) + entry.get("dropped_tokens", 0) for entry in info["queries"])
         headers = {"X-Tsqr-Rewritten": str(info["rewritten"]), "X-Tsqr-Fallback": str(info["fallback"]),
                    "X-Tsqr-Dropped-Terms": str(dropped), **skipped}
-        return json.dumps({**document, **new_parts}).encode(), headers
+        return {**document, **new_parts}, headers
+
+    def node_headers(self, request, content_type: str) -> list[tuple[bytes, bytes]]:
+        """The fields of a request the proxy makes itself for the caller (fusion's ``_msearch`` and
+        searches): the caller's end-to-end fields with ``content_type``; no Accept-Encoding (the
+        proxy reads the answer) and nothing about the caller's body.
+
+        Args:
+            request: The caller's Starlette request.
+            content_type: The Content-Type of the proxy's own body.
+        """
+        own = {"content-type", "content-encoding", "accept-encoding"}
+        headers = [(name, value) for name, value in forwarded_headers(latin1(request.scope.get("headers", [])))
+                   if name.lower() not in own]
+        return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers + [("content-type", content_type)]]
 
     async def _termvectors(self, index: str | None, key, headers: list[tuple[bytes, bytes]]) -> dict | None:
         if index is None:
@@ -245,15 +305,8 @@ class SearchProxy:
             upstream = await self.client.send(outgoing, stream=True)
         except BodyStalled as error:  # the node has part of a request: that connection is dropped
             return JSONResponse({"error": str(error)}, status_code=408, headers={"Connection": "close"})
-        except httpx.PoolTimeout:
-            return JSONResponse({"error": f"all {NODE_CONNECTIONS} connections to the search node {self.search_node} "
-                                          f"stayed busy for {timeout:g} s"}, status_code=503)
-        except httpx.TimeoutException:
-            return JSONResponse({"error": f"search node {self.search_node} did not answer within {timeout:g} s "
-                                          "(--search-node-timeout)"}, status_code=504)
         except Exception as error:
-            return JSONResponse({"error": f"search node {self.search_node} unreachable: {type(error).__name__}"},
-                                status_code=502)
+            return self.node_failure(error, timeout)
         head, chunks = b"", upstream.aiter_raw()
         json_answer = "json" in upstream.headers.get("content-type", "")  # not YAML, CBOR, SMILE
         if original is not None and upstream.status_code in (200, 400, 500) and json_answer and not self.rewriter.strict:
@@ -269,9 +322,8 @@ class SearchProxy:
                 # what is left of the deadline, but enough for a search (httpx times each read, so
                 # the refused attempt may have used more than its share)
                 left = max(timeout - (time.monotonic() - started), min(self.timeout, 5.0))
-                fallback = {"X-Tsqr-Rewritten": "0",
-                            "X-Tsqr-Fallback": str(sum(int(extra_headers.get(f"X-Tsqr-{k}", "0")) for k in ("Rewritten", "Fallback"))),
-                            **{k: v for k, v in extra_headers.items() if k == "X-Tsqr-Not-Rewritten"}}
+                fallback = {**not_used(extra_headers),
+                            **{k: v for k, v in extra_headers.items() if k.startswith("X-Tsqr-Fusion")}}
                 return await self._forward(request, original, fallback, timeout=left)
         relayed = forwarded_headers(latin1(upstream.headers.raw))
         if "content-length" in upstream.headers:  # raw bytes are relayed, so the length still holds
@@ -282,6 +334,26 @@ class SearchProxy:
         # raw headers, not a mapping: repeated fields (Set-Cookie) must not be folded into one
         response.raw_headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in relayed]
         return response
+
+    def node_failure(self, error: BaseException, timeout: float):
+        """The answer when a request to the search node got no answer: 503 when every connection to
+        it stayed busy, 504 past ``timeout`` (asyncio's or httpx's), else 502.
+
+        Args:
+            error: What the request raised.
+            timeout: The seconds it had.
+        """
+        import httpx
+        from starlette.responses import JSONResponse
+
+        if isinstance(error, httpx.PoolTimeout):
+            return JSONResponse({"error": f"all {NODE_CONNECTIONS} connections to the search node {self.search_node} "
+                                          f"stayed busy for {timeout:g} s"}, status_code=503)
+        if isinstance(error, (httpx.TimeoutException, asyncio.TimeoutError)):
+            return JSONResponse({"error": f"search node {self.search_node} did not answer within {timeout:g} s "
+                                          "(--search-node-timeout)"}, status_code=504)
+        return JSONResponse({"error": f"search node {self.search_node} unreachable: {type(error).__name__}"},
+                            status_code=502)
 
     async def aclose(self) -> None:
         """Close the connections to the search node."""
@@ -330,6 +402,16 @@ async def _relay(head: bytes, chunks):
         yield chunk
 
 
+def json_document(body: bytes) -> Any:
+    """A ``_search`` body parsed, or None: no body, not JSON, or JSON that would not be written back
+    as it came (not UTF-8, duplicate keys, 1e400, NaN), or nested past Python's parser (the engine's
+    to judge, as it came)."""
+    try:
+        return loads_exactly(body) if body.strip() else None
+    except (ValueError, RecursionError):
+        return None
+
+
 def _passed_clause_limit(head: bytes, status: int, encoding: str | None) -> bool:
     """Whether an answer's beginning says the search passed the engine's clause limit: the whole
     search refused (400, or 500 from OpenSearch), or some shards failed in a 200 (their failures
@@ -367,6 +449,17 @@ def decoded_body(body: bytes, encoding: str | None, limit: int) -> bytes:
             raise BodyTooLarge()
         return decoded
     return body
+
+
+FALLBACK_HEADERS = {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": "1"}
+
+
+def not_used(headers: dict[str, str]) -> dict[str, str]:
+    """The fields of an answer to the original search sent instead of a rewritten one: every
+    rewrite counted as a fallback."""
+    fallbacks = sum(int(headers.get(f"X-Tsqr-{kind}", "0")) for kind in ("Rewritten", "Fallback"))
+    return {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(fallbacks),
+            **{k: v for k, v in headers.items() if k == "X-Tsqr-Not-Rewritten"}}
 
 
 def _not_rewritten(skipped: list[dict]) -> dict[str, str]:

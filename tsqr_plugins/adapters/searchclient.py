@@ -326,18 +326,11 @@ class _Stage:
                       took: Any) -> tuple[dict | None, dict]:
         """The answer to a fused search from the two answers, and its metadata; None: the original
         search itself failed (the caller gets the engine's own answer to it, sent alone)."""
-        if not isinstance(original, dict) or "error" in original:
-            return None, self._unfused(info, "the original search failed: the engine's answer to it alone", "original")
-        why = fusedsearch.refused(rewritten)
-        if why:
-            base = self._clause_limit_fallback(str(rewritten), True) or info
-            return fusedsearch.page(original, target), self._unfused(
-                base, f"the engine refused the rewritten search ({why})", "original")
-        why = fusedsearch.refused(original)
-        if why:
-            return fusedsearch.page(original, target), self._unfused(info, f"the original's answer has {why}", "original")
-        answer, fusion_info = fusedsearch.fuse(original, rewritten, target, self.settings, took)
-        return answer, {**info, "fused": True, "fusion": fusion_info}
+        result = fusedsearch.outcome(original, rewritten, target, self.settings, took)
+        if result.fusion is not None:
+            return result.answer, {**info, "fused": True, "fusion": result.fusion}
+        base = (self._clause_limit_fallback(str(rewritten), True) if result.rewrite_refused else None) or info
+        return result.answer, self._unfused(base, result.reason, "original")
 
     def _fused_items(self, response: Any, slots: list, infos: list[dict]) -> Any:
         """A fused ``_msearch``'s answer as the caller's: one item per search, the fused ones built

@@ -45,9 +45,9 @@ class StageSettings:
         include_filters: Also rewrite text queries under ``bool.filter``/``must_not``,
             ``boosting.negative`` and ``constant_score`` (left alone by default: they exclude
             documents rather than rank them).
-        fusion: ``"rrf"``: a client stage's ``search()`` searches the original body and the
-            rewritten one (built by ``mode``) and answers their reciprocal rank fusion; None: the
-            rewritten search alone. Not in ``tsqr proxy`` (it refuses the setting).
+        fusion: ``"rrf"``: a client stage's ``search()`` (or a ``_search`` through ``tsqr proxy``)
+            searches the original body and the rewritten one (built by ``mode``) and answers their
+            reciprocal rank fusion; None: the rewritten search alone.
         rrf_k: ``rrf``: the rank constant (60, as the engines).
         original_weight: ``rrf``: the weight of the original query's ranking.
         rewrite_weight: ``rrf``: the weight of the rewrite's ranking.

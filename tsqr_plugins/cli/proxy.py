@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from tsqr_plugins.adapters.stage import FUSIONS
+from tsqr_plugins.fusion import RRF_K
 from tsqr_plugins.querydsl import DEFAULT_CLAUSE_BUDGET, SCORINGS
 from tsqr_plugins.cli.rewrite import add_backend_options, add_rewriting_options, build_backend, build_rewriter
 from tsqr_plugins.errors import InputError
@@ -35,6 +37,17 @@ def add_parser(commands: Any) -> None:
                         help=f"most clauses a rewrite may add (default {DEFAULT_CLAUSE_BUDGET}; engines allow 1,024)")
     parser.add_argument("--original-boost", type=float, default=1.0, help="--mode both: boost of the original")
     parser.add_argument("--rewrite-boost", type=float, default=1.0, help="--mode both: boost of the rewrite")
+    parser.add_argument("--fusion", choices=[f for f in FUSIONS if f], default=None,
+                        help="rrf: answer a rewritten _search with the reciprocal rank fusion of the original "
+                        "search and the rewritten one (one _msearch; see docs/proxy.md for what is not fused)")
+    parser.add_argument("--rrf-k", type=float, default=RRF_K, help=f"--fusion rrf: the rank constant (default {RRF_K})")
+    parser.add_argument("--original-weight", type=float, default=1.0,
+                        help="--fusion rrf: the weight of the original query's ranking (default 1)")
+    parser.add_argument("--rewrite-weight", type=float, default=1.0,
+                        help="--fusion rrf: the weight of the rewrite's ranking (default 1)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="--fusion rrf: anytime rewriting, seconds the rewrite may take; the original is "
+                        "searched at once and answered alone when the rewrite is later (default: no budget)")
     parser.add_argument("--rewrite-filters", action="store_true",
                         help="also rewrite text queries under bool filter/must_not, boosting negative and "
                         "constant_score (left alone by default: they exclude documents, they do not rank them)")
@@ -59,10 +72,14 @@ def run(args: argparse.Namespace) -> int:
     from tsqr_plugins.adapters.stage import StageSettings
     from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app
 
+    if args.budget is not None and args.fusion is None:
+        raise InputError("--budget (anytime rewriting) fuses the original's hits with the rewrite's: add --fusion rrf")
     settings = StageSettings(
         fields=tuple(args.fields) if args.fields else None, scoring=args.scoring, mode=args.mode,
         repeat=args.repeat, clause_budget=args.clause_budget, original_boost=args.original_boost,
-        rewrite_boost=args.rewrite_boost, include_filters=args.rewrite_filters,
+        rewrite_boost=args.rewrite_boost, include_filters=args.rewrite_filters, fusion=args.fusion,
+        rrf_k=args.rrf_k, original_weight=args.original_weight, rewrite_weight=args.rewrite_weight,
+        budget=args.budget,
     )
     require("uvicorn", "serve", "tsqr proxy")
     rewriter = build_rewriter(args, build_backend(args))
