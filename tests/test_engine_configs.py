@@ -230,7 +230,10 @@ def test_rrf_pipeline_schema():
     """neural-search's score-ranker-processor (RRFProcessorFactory, 3.6.0.0): combination.technique
     rrf, rank_constant 1 to 10,000, parameters.weights each in [0, 1] summing to 1 (3.1.0.0+)."""
     pipeline = configs.rrf_pipeline("model-1", "title.en")
-    inference = pipeline["request_processors"][0]["ml_inference"]
+    caller_hybrid, inference = (processor["ml_inference"] for processor in pipeline["request_processors"])
+    # a hybrid the caller wrote: its second sub-query rewritten in place, as by rewrite_pipeline
+    second = "query.hybrid.queries[1].match['title.en']"
+    assert caller_hybrid["input_map"] == [{"match": second}] and caller_hybrid["output_map"] == [{second: configs.MATCH_PATH}]
     # the whole match goes out (the field's name with it); the field's own path keeps to the field
     assert inference["input_map"] == [{"match": "query.match", "tsqr_field": "query.match['title.en']"}]
     assert inference["output_map"] == [{"query": configs.HYBRID_PATH}] and inference["tag"].startswith("tsqr_rewrite")

@@ -14,13 +14,14 @@ the order only between different scores.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import httpx
 import pytest
 
 from tests.conftest import engine_url, indexed_corpus
-from tsqr_plugins.testing.conformance import QUERY, RELEVANT, REWRITE
+from tsqr_plugins.testing.conformance import CORPUS, QUERY, RELEVANT, REWRITE
 
 pytestmark = pytest.mark.integration
 
@@ -144,14 +145,26 @@ def test_the_rrf_pipeline_searches_the_original_when_there_is_no_rewrite(node3, 
     rewrites = tmp_path / "rewrites.json"
     rewrites.write_text(json.dumps({QUERY: REWRITE}))
     unknown = {"query": {"match": {"text": {"query": UNKNOWN}}}, "size": 5}
-    others = [{"bool": {"should": [{"match": {"text": QUERY}}]}}, {"match": {"title": QUERY}},
-              {"multi_match": {"query": QUERY, "fields": ["text"]}}]
+    others = [{"bool": {"should": [{"match": {"text": QUERY}}]}}, {"multi_match": {"query": QUERY, "fields": ["text"]}}]
     with RunningApp(create_app(ServiceConfig(rewriter="file", rewrites=str(rewrites), no_cache=True))) as running:
         installer.install(running.url, name=name, index_template=False)
         assert hits(search(url, index, unknown, f"{name}-rewrite-rrf")) == hits(search(url, index, unknown))
         for query in others:
             body = {"query": query, "size": 5}
             assert hits(search(url, index, body, f"{name}-rewrite-rrf")) == hits(search(url, index, body)), query
+        # a match on another text field is not the install's field: it runs as sent
+        other = f"tsqr-rrf-title-{uuid.uuid4().hex[:6]}"
+        mapping = {"mappings": {"properties": {"title": {"type": "text"}, "text": {"type": "text"}}}}
+        assert httpx.put(f"{url}/{other}", json=mapping).status_code == 200
+        try:
+            for doc_id, text in CORPUS.items():
+                httpx.put(f"{url}/{other}/_doc/{doc_id}", params={"refresh": "true"}, json={"title": text, "text": text})
+            for field, rewritten in (("title", False), ("text", True)):
+                body = {"query": {"match": {field: QUERY}}, "size": 5}
+                through = hits(search(url, other, body, f"{name}-rewrite-rrf"))
+                assert (through != hits(search(url, other, body))) == rewritten, field
+        finally:
+            httpx.delete(f"{url}/{other}")
     # the service is gone now
     body = {"query": {"match": {"text": {"query": QUERY}}}, "size": 5}
     assert hits(search(url, index, body, f"{name}-rewrite-rrf")) == hits(search(url, index, body))
@@ -198,3 +211,68 @@ def test_without_neural_search_install_leaves_the_rrf_pipeline_out_and_says_why(
     finally:
         installer.uninstall(name, index_template=False)
         installer.close()
+
+
+def hybrid(query: str, depth: int | None = None) -> dict:
+    """The hybrid query a caller may send: the original twice (the pipeline rewrites the second)."""
+    body = {"queries": [{"match": {"text": {"query": query}}}, {"match": {"text": {"query": query}}}]}
+    return {"hybrid": {**body, **({"pagination_depth": depth} if depth else {})}}
+
+
+def test_a_hybrid_the_caller_sends_gets_the_rewrite_second_and_pages(node3, tmp_path, installer3):
+    """Paging a fused list needs pagination_depth, which a plain match cannot carry: the rewritten
+    plain match fails past the first page (neural-search's own message, noticed here if a version
+    changes that); the caller's own hybrid pages, and falls back to the original twice."""
+    from tsqr_plugins.service import ServiceConfig, create_app
+    from tsqr_plugins.testing.service import RunningApp
+
+    url, index = node3
+    installer, names = installer3
+    name = f"tsqr-{uuid.uuid4().hex[:6]}"
+    names.append(name)
+    rewrites = tmp_path / "rewrites.json"
+    rewrites.write_text(json.dumps({QUERY: REWRITE}))
+    pipeline = f"{name}-rewrite-rrf"
+    with RunningApp(create_app(ServiceConfig(rewriter="file", rewrites=str(rewrites), no_cache=True))) as running:
+        installer.install(running.url, name=name, index_template=False)
+        wanted = fused_by_tsqr(url, index, {"query": QUERY}, REWRITE, 5)
+        whole = search(url, index, {"query": hybrid(QUERY, 5), "size": 5}, pipeline)
+        assert_same_fusion(whole, wanted, 5)
+        page = search(url, index, {"query": hybrid(QUERY, 5), "from": 2, "size": 2}, pipeline)
+        assert [doc_id for doc_id, _ in hits(page)] == [doc_id for doc_id, _ in hits(whole)[2:4]]
+        assert [score for _, score in hits(page)] == pytest.approx([score for _, score in hits(whole)[2:4]])
+        paged_match = httpx.post(f"{url}/{index}/_search", params={"search_pipeline": pipeline}, timeout=60,
+                                 json={"query": {"match": {"text": QUERY}}, "from": 2, "size": 2})
+        assert paged_match.status_code == 400 and "pagination_depth param is missing" in paged_match.text
+    # the service is gone: the original twice, fused: the original's order
+    plain = [doc_id for doc_id, _ in hits(search(url, index, {"query": {"match": {"text": QUERY}}, "size": 5}))]
+    fallback = search(url, index, {"query": hybrid(QUERY, 5), "size": 5}, pipeline)
+    assert [doc_id for doc_id, _ in hits(fallback)] == plain
+
+
+def query_total(url: str, index: str) -> int:
+    stats = httpx.get(f"{url}/{index}/_stats/search").json()
+    return stats["indices"][index]["total"]["search"]["query_total"]
+
+
+def test_every_query_shape_runs_once_through_the_rrf_pipeline(node3, service, installer3):
+    """Two ml_inference processors, each passing by what it cannot rewrite: every search still
+    runs once (ml-commons 2.19.2.0+ answers twice with ignore_missing; see missing_path_flags)."""
+    url, index = node3
+    installer, names = installer3
+    name = f"tsqr-{uuid.uuid4().hex[:6]}"
+    names.append(name)
+    installer.install(service.url, name=name, index_template=False)
+    shapes = [{"bool": {"should": [{"match": {"text": QUERY}}]}}, {"term": {"id": "d2"}}, {"match_all": {}},
+              {"match": {"title": QUERY}}, {"match": {"text": QUERY}}, hybrid(QUERY)]
+    before = query_total(url, index)
+    for query in shapes * 3:
+        response = httpx.post(f"{url}/{index}/_search", params={"search_pipeline": f"{name}-rewrite-rrf"},
+                              json={"query": query, "size": 3}, timeout=60)
+        assert response.status_code == 200, (query, response.text[:300])
+        json.loads(response.content)  # raises on a second document spliced in
+    for _ in range(20):  # a second run, if any, may land after its answer
+        if query_total(url, index) - before > len(shapes) * 3:
+            break
+        time.sleep(0.1)
+    assert query_total(url, index) - before == len(shapes) * 3

@@ -315,6 +315,12 @@ def rrf_pipeline(model_id: str, field: str = DEFAULT_FIELD, ml_commons: tuple[in
     (MLInferenceSearchRequestProcessor.updateIncomeQueryObject/getSearchSourceBuilder, 2.19.0.0 to
     3.6.0.0). A search that is not rewritten (the service down, another query shape) is a plain
     query, which the score-ranker processor passes by (RRFProcessor.shouldSkipProcessor).
+
+    A caller may also send the hybrid query itself, the original twice (``hybrid.queries[0]`` and
+    ``[1]``, matches on ``field``), to page (``from`` > 0 needs ``pagination_depth``, which the
+    pipeline cannot know: HybridCollectorManager, 3.6.0.0) or filter: a first processor writes the
+    rewrite into the second sub-query in place, as ``rewrite_pipeline`` does; without a rewrite
+    both stay the original. It runs before the other, which would otherwise see its own hybrid.
     """
     field = _check_field(field)
     if isinstance(rank_constant, bool) or not isinstance(rank_constant, int) \
@@ -322,6 +328,7 @@ def rrf_pipeline(model_id: str, field: str = DEFAULT_FIELD, ml_commons: tuple[in
         raise InputError(f"the RRF rank constant must be a whole number from {RRF_K_RANGE[0]} to {RRF_K_RANGE[1]} "
                          f"(neural-search's range), got {rank_constant!r}")
     path = f"query.match['{field}']" if "." in field else f"query.match.{field}"
+    second = f"query.hybrid.queries[1].match['{field}']" if "." in field else f"query.hybrid.queries[1].match.{field}"
     combination: dict = {"technique": "rrf", "rank_constant": rank_constant}
     scaled = rrf_weights(weights)
     if scaled is not None:
@@ -329,6 +336,16 @@ def rrf_pipeline(model_id: str, field: str = DEFAULT_FIELD, ml_commons: tuple[in
     return {
         "description": "tsqr: the original and the TongSearch-QR rewrite, fused by reciprocal rank (fail-open)",
         "request_processors": [{
+            "ml_inference": {
+                "tag": "tsqr_rewrite_rrf_hybrid",
+                "model_id": model_id,
+                "function_name": "remote",
+                "full_response_path": True,
+                "input_map": [{"match": second}],
+                "output_map": [{second: MATCH_PATH}],
+                **missing_path_flags(ml_commons),
+            }
+        }, {
             "ml_inference": {
                 "tag": "tsqr_rewrite_rrf",
                 "model_id": model_id,
