@@ -183,10 +183,11 @@ def maven_artifacts(nodes: list[Node]) -> None:
         raise EngineError("Maven (mvn) is not installed: apt-get install maven")
     for coords in missing:
         log(f"fetching {coords} from Maven Central")
-        # engines/pom.xml pins the dependency plugin; dependency:get resolves one artifact into ~/.m2
+        # engines/pom.xml pins the dependency plugin; dependency:get resolves one artifact into the
+        # local repository, which must be the one m2_path reads (TSQR_M2_REPO)
         result = subprocess.run(
             ["mvn", "-B", "-q", "-f", str(ENGINES_SRC / "pom.xml"), "dependency:get",
-             f"-Dartifact={coords}", "-Dtransitive=false"],
+             f"-Dartifact={coords}", "-Dtransitive=false", f"-Dmaven.repo.local={M2}"],
             capture_output=True, text=True)
         if result.returncode != 0 or not m2_path(coords).is_file():
             tail = "\n".join(result.stdout.splitlines()[-5:])
