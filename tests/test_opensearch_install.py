@@ -83,13 +83,13 @@ def test_render_needs_an_output_folder(capsys):
 
 
 @pytest.mark.parametrize("plugins, weights, outcome", [
-    ([], None, "no neural-search plugin"),
+    ([], None, "not every node has the neural-search plugin"),
     ([("n1", "opensearch-neural-search", "2.18.0.0")], None, "has no score-ranker-processor"),
     ([("n1", "opensearch-neural-search", "2.19.1.0")], None, None),
     ([("n1", "opensearch-neural-search", "2.19.1.0")], [0.5, 0.5], InputError),   # weights: 3.1.0.0+
     ([("n1", "opensearch-neural-search", "3.1.0.0")], [0.5, 0.5], None),
     # every node must have it: a search may be coordinated by any of them
-    ([("n1", "opensearch-neural-search", "3.6.0.0"), ("n2", "opensearch-ml", "3.6.0.0")], None, "every node"),
+    ([("n1", "opensearch-neural-search", "3.6.0.0"), ("n2", "opensearch-ml", "3.6.0.0")], None, "not every node"),
 ])
 def test_the_rrf_pipeline_goes_where_neural_search_can_run_it(plugins, weights, outcome, monkeypatch):
     """What `_cat/plugins` says decides, before anything changes (the score-ranker-processor and

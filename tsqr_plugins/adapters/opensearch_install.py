@@ -227,9 +227,9 @@ class OpenSearchInstaller:
         neural-search cannot take are the caller's mistake: refused before anything changes."""
         version = self.neural_search()
         if version is None:
-            return (f"search pipeline <name>-rewrite-rrf: not installed, no neural-search plugin ({NEURAL_SEARCH}) "
-                    "on every node; its hybrid query and score-ranker-processor fuse the two searches (neural-search "
-                    "2.19+, in OpenSearch's full distribution)")
+            return (f"search pipeline <name>-rewrite-rrf: not installed, not every node has the neural-search plugin "
+                    f"({NEURAL_SEARCH}), whose hybrid query and score-ranker-processor fuse the two searches (2.19+; "
+                    "it is in OpenSearch's full distribution)")
         if version[:2] < configs.RRF_SINCE:
             return (f"search pipeline <name>-rewrite-rrf: not installed, neural-search {_dotted(version)} has no "
                     "score-ranker-processor (2.19+)")
