@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                   f'{{"query": {{"match": {{"{args.field}": "..."}}}}}}')
             if f"{args.name}-rewrite-rrf" in installed["search_pipelines"]:
                 print(f"  or, the original and the rewrite fused by reciprocal rank: search_pipeline={args.name}-rewrite-rrf "
-                      "(same body; from 0, pages by size)")
+                      "(same body, from 0; paging: docs/opensearch.md)")
         else:
             report = installer.uninstall(args.name, not args.no_index_template)
             print("\n".join(f"removed {what}" for what in report.done) if report.done else "nothing to remove")
