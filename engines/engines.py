@@ -4,11 +4,15 @@
     python3 engines/engines.py stop                      # stop them by PID
     python3 engines/engines.py status
 
+    TSQR_ENGINES_PORT_OFFSET=1000 python3 engines/engines.py start --only opensearch3   # 10213
+
 `make engines` / `make engines-stop` call this. Artifacts come from Maven Central through Maven
 (engines/pom.xml, cached in ~/.m2); unpacked nodes, their data and logs live under .engines/
 (or /var/tmp/tsqr-engines when the engines' user cannot reach the checkout). `.engines/env` gets
 one `NAME=value` line per node (TSQR_ES_URL, TSQR_OPENSEARCH_URL, TSQR_OPENSEARCH3_URL and their
-versions) for the tests and eval backends to read. Standard library only (and tsqr_plugins.java from
+versions) for the tests and eval backends to read. `TSQR_ENGINES_PORT_OFFSET` moves every port (HTTP
+9211-9213, transport 100 above) by that much, for a second set of nodes beside the usual ones (say,
+from another checkout, whose .engines/ is its own). Standard library only (and tsqr_plugins.java from
 this checkout): it runs before any venv.
 
 Why each piece is here:
@@ -49,10 +53,27 @@ sys.path.insert(0, str(REPO))  # tsqr_plugins.java finds JDKs (standard library 
 from tsqr_plugins.java import installed_jdks, java_home, java_version  # noqa: E402
 STATE_DIR = REPO / ".engines"
 ENV_FILE = STATE_DIR / "env"
-FALLBACK_RUN_ROOT = Path("/var/tmp/tsqr-engines")
+FALLBACK_RUN_ROOT_BASE = "/var/tmp/tsqr-engines"
 ENGINE_USER = "tsqr-engine"
 M2 = Path(os.environ.get("TSQR_M2_REPO", Path.home() / ".m2" / "repository"))
 HEAP = os.environ.get("TSQR_ENGINE_HEAP", "512m")
+
+
+def port_offset() -> int:
+    """TSQR_ENGINES_PORT_OFFSET: how far every port moves (0: 9211-9213)."""
+    text = os.environ.get("TSQR_ENGINES_PORT_OFFSET", "0").strip() or "0"
+    try:
+        offset = int(text)
+    except ValueError:
+        offset = -1
+    if not 0 <= offset <= 50_000:
+        sys.exit(f"engines: TSQR_ENGINES_PORT_OFFSET must be a whole number from 0 to 50000, got {text!r}")
+    return offset
+
+
+PORT_OFFSET = port_offset()
+# nodes on other ports are other nodes: their files never mix with the usual ones'
+FALLBACK_RUN_ROOT = Path(FALLBACK_RUN_ROOT_BASE + (f"-{PORT_OFFSET}" if PORT_OFFSET else ""))
 START_TIMEOUT_S = 240
 
 
@@ -64,7 +85,7 @@ class Node:
     http_port: int
     min_java: int
     url_variable: str
-    plugins: tuple[str, ...] = ()            # Maven artifact ids under org.opensearch.plugin
+    plugins: tuple[str, ...] = ()            # Maven artifact ids under org.opensearch.plugin, in install order
     modules: tuple["Module", ...] = ()       # module jars the integ-test zip lacks
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
@@ -109,11 +130,14 @@ OPENSEARCH3 = "3.6.0"
 ELASTICSEARCH = "9.2.0"
 
 NODES = (
-    Node("elasticsearch", "elasticsearch", ELASTICSEARCH, 9211, 21, "TSQR_ES_URL"),
-    Node("opensearch", "opensearch", OPENSEARCH2, 9212, 17, "TSQR_OPENSEARCH_URL",
+    Node("elasticsearch", "elasticsearch", ELASTICSEARCH, 9211 + PORT_OFFSET, 21, "TSQR_ES_URL"),
+    Node("opensearch", "opensearch", OPENSEARCH2, 9212 + PORT_OFFSET, 17, "TSQR_OPENSEARCH_URL",
          plugins=("opensearch-job-scheduler", "opensearch-ml-plugin"), modules=OPENSEARCH2_MODULES),
-    Node("opensearch3", "opensearch", OPENSEARCH3, 9213, 21, "TSQR_OPENSEARCH3_URL",
-         plugins=("opensearch-job-scheduler", "opensearch-ml-plugin")),
+    # neural-search (the hybrid query and the score-ranker processor behind tsqr's rrf pipeline)
+    # extends k-NN, so k-NN comes first; Maven Central serves both for 3.6.0.0 but neither for
+    # 2.19.6.0 (neural-search only 2.19.1.0), and a plugin must match its node's version exactly
+    Node("opensearch3", "opensearch", OPENSEARCH3, 9213 + PORT_OFFSET, 21, "TSQR_OPENSEARCH3_URL",
+         plugins=("opensearch-job-scheduler", "opensearch-ml-plugin", "opensearch-knn", "neural-search")),
 )
 
 class EngineError(RuntimeError):
@@ -159,10 +183,11 @@ def maven_artifacts(nodes: list[Node]) -> None:
         raise EngineError("Maven (mvn) is not installed: apt-get install maven")
     for coords in missing:
         log(f"fetching {coords} from Maven Central")
-        # engines/pom.xml pins the dependency plugin; dependency:get resolves one artifact into ~/.m2
+        # engines/pom.xml pins the dependency plugin; dependency:get resolves one artifact into the
+        # local repository, which must be the one m2_path reads (TSQR_M2_REPO)
         result = subprocess.run(
             ["mvn", "-B", "-q", "-f", str(ENGINES_SRC / "pom.xml"), "dependency:get",
-             f"-Dartifact={coords}", "-Dtransitive=false"],
+             f"-Dartifact={coords}", "-Dtransitive=false", f"-Dmaven.repo.local={M2}"],
             capture_output=True, text=True)
         if result.returncode != 0 or not m2_path(coords).is_file():
             tail = "\n".join(result.stdout.splitlines()[-5:])

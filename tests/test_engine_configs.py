@@ -224,3 +224,33 @@ def test_install_warns_when_ml_commons_ignores_ignore_failure(caplog):
     with pytest.raises(InputError, match="no ml-commons"):
         installer.warn_if_not_fail_open()
     installer.close()
+
+
+def test_rrf_pipeline_schema():
+    """neural-search's score-ranker-processor (RRFProcessorFactory, 3.6.0.0): combination.technique
+    rrf, rank_constant 1 to 10,000, parameters.weights each in [0, 1] summing to 1 (3.1.0.0+)."""
+    pipeline = configs.rrf_pipeline("model-1", "title.en")
+    caller_hybrid, inference = (processor["ml_inference"] for processor in pipeline["request_processors"])
+    # a hybrid the caller wrote: its second sub-query rewritten in place, as by rewrite_pipeline
+    second = "query.hybrid.queries[1].match['title.en']"
+    assert caller_hybrid["input_map"] == [{"match": second}] and caller_hybrid["output_map"] == [{second: configs.MATCH_PATH}]
+    # the whole match goes out (the field's name with it); the field's own path keeps to the field
+    assert inference["input_map"] == [{"match": "query.match", "tsqr_field": "query.match['title.en']"}]
+    assert inference["output_map"] == [{"query": configs.HYBRID_PATH}] and inference["tag"].startswith("tsqr_rewrite")
+    assert (inference["ignore_missing"], inference["ignore_failure"]) == (False, True)
+    (ranker,) = pipeline["phase_results_processors"]
+    assert ranker == {"score-ranker-processor": {"tag": "tsqr_rrf", "combination": {"technique": "rrf", "rank_constant": 60}}}
+    weighted = configs.rrf_pipeline("m", rank_constant=10, weights=(3, 1))
+    combination = weighted["phase_results_processors"][0]["score-ranker-processor"]["combination"]
+    assert combination == {"technique": "rrf", "rank_constant": 10, "parameters": {"weights": [0.75, 0.25]}}
+    assert configs.rrf_weights([1, 2]) == [0.333333, 0.666667] and configs.rrf_weights(None) is None
+    for bad in ({"rank_constant": 0}, {"rank_constant": 10_001}, {"rank_constant": 2.5}, {"rank_constant": True},
+                {"weights": (0, 0)}, {"weights": (-1, 2)}, {"weights": (1, 2, 3)}, {"weights": (float("inf"), 1)}):
+        with pytest.raises(InputError):
+            configs.rrf_pipeline("m", **bad)
+    # the connector's mode is the one each pipeline's service answer is made with
+    for mode in configs.MATCH_MODES:
+        body = configs.connector("http://10.0.0.5:8000", mode=mode)["actions"][0]["request_body"]
+        assert json.loads(body.replace("${parameters.match}", "{}"))["mode"] == mode
+    with pytest.raises(InputError, match="mode"):
+        configs.connector("http://10.0.0.5:8000", mode="both")

@@ -80,3 +80,27 @@ def test_render_needs_an_output_folder(capsys):
     with pytest.raises(SystemExit):
         main(["opensearch", "render"])
     assert "--output" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("plugins, weights, outcome", [
+    ([], None, "not every node has the neural-search plugin"),
+    ([("n1", "opensearch-neural-search", "2.18.0.0")], None, "has no score-ranker-processor"),
+    ([("n1", "opensearch-neural-search", "2.19.1.0")], None, None),
+    ([("n1", "opensearch-neural-search", "2.19.1.0")], [0.5, 0.5], InputError),   # weights: 3.1.0.0+
+    ([("n1", "opensearch-neural-search", "3.1.0.0")], [0.5, 0.5], None),
+    # every node must have it: a search may be coordinated by any of them
+    ([("n1", "opensearch-neural-search", "3.6.0.0"), ("n2", "opensearch-ml", "3.6.0.0")], None, "not every node"),
+])
+def test_the_rrf_pipeline_goes_where_neural_search_can_run_it(plugins, weights, outcome, monkeypatch):
+    """What `_cat/plugins` says decides, before anything changes (the score-ranker-processor and
+    its rank_constant: neural-search 2.19.0.0; its weights: 3.1.0.0)."""
+    installer = OpenSearchInstaller(f"http://127.0.0.1:{free_port()}")
+    rows = [{"name": node, "component": component, "version": version} for node, component, version in plugins]
+    monkeypatch.setattr(installer, "_plugins", lambda: rows)
+    if outcome is InputError:
+        with pytest.raises(InputError, match="3.1"):
+            installer.rrf_plan(weights)
+    elif outcome is None:
+        assert installer.rrf_plan(weights) is None
+    else:
+        assert outcome in installer.rrf_plan(weights)

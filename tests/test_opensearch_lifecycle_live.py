@@ -2,10 +2,12 @@
 
 Seeded random sequences of installs, reinstalls and uninstalls under one or two names, against two
 real `tsqr serve` processes (one wants an API key, one reached by another host name), with the
-key set, changed or unset, and with an administrator's own trusted regex and
-``safe_delete_model`` present or not. Invariants after every step: an install that fails changes
-nothing; every standing install's pipeline searches are rewritten; a connector is replaced exactly
-when its URL or key changed. After the last uninstall the cluster (settings, connectors, models,
+key set, changed or unset, with an RRF rank constant that changes or not, and with an
+administrator's own trusted regex and ``safe_delete_model`` present or not. Invariants after every
+step: an install that fails changes nothing; every standing install's pipeline searches are
+rewritten (and, where the node has neural-search, its rrf pipeline fuses the original and the
+rewrite with that install's rank constant; where not, install says it left that pipeline out); a
+connector is replaced exactly when its URL or key changed. After the last uninstall the cluster (settings, connectors, models,
 model groups, pipelines, templates) is as found. Bounded: LIFECYCLE_STEPS steps per node (about a
 minute each); TSQR_LIFECYCLE_SEED picks another seed, which a failure prints.
 """
@@ -49,6 +51,13 @@ def services(tmp_path_factory):
         yield [(first.url, KEY), (f"http://localhost:{second.port}", None)]
 
 
+def fused(url: str, index: str, pipeline: str) -> list[tuple[str, float]]:
+    answer = httpx.post(f"{url}/{index}/_search", params={"search_pipeline": pipeline}, timeout=60,
+                        json={"query": {"match": {"text": QUERY}}, "size": 3})
+    assert answer.status_code == 200, answer.text[:300]
+    return [(hit["_id"], hit["_score"]) for hit in json.loads(answer.content)["hits"]["hits"]]
+
+
 def ids(url: str, index: str, query: str, pipeline: str | None = None) -> list[str]:
     params = {"search_pipeline": pipeline} if pipeline else None
     answer = httpx.post(f"{url}/{index}/_search", params=params, timeout=60,
@@ -69,6 +78,11 @@ def test_generated_install_lifecycles_leave_the_cluster_as_found(engine, service
     indexer.create_index(index)
     indexer.index(index, list(CORPUS), list(CORPUS.values()), progress=False)
     wanted = ids(url, index, REWRITE)
+    from tsqr_plugins.fusion import rrf_ranked
+    from tsqr_plugins.querydsl import rewritten_match
+
+    rankings = [ids(url, index, QUERY), ids(url, index, rewritten_match({"query": QUERY}, REWRITE)["query"])]
+    rrf_rng = random.Random(f"{SEED}-{engine}-rrf")  # its own: the steps stay those the seed always gave
 
     settings = httpx.get(f"{url}/_cluster/settings", params={"include_defaults": "true", "flat_settings": "true"}).json()
     administrator = {}
@@ -85,6 +99,9 @@ def test_generated_install_lifecycles_leave_the_cluster_as_found(engine, service
 
     names = [f"tsqr-life-{uuid.uuid4().hex[:4]}-{n}" for n in "ab"]
     installer = OpenSearchInstaller(url)
+    neural_search = installer.neural_search() is not None
+    assert neural_search == (engine == "opensearch3")  # what engines/engines.py installs
+    rrf_ks: dict[str, int] = {}
     standing: dict[str, tuple[str, str | None, str]] = {}  # name -> (service URL, key, connector id)
     steps: list[str] = []
     try:
@@ -98,10 +115,11 @@ def test_generated_install_lifecycles_leave_the_cluster_as_found(engine, service
             else:
                 service_url, wants = rng.choice(services)
                 key = rng.choice([None, KEY, "k2"])
-                steps.append(f"install {name} {service_url} key={key}")
+                rrf_k = rrf_rng.choice([60, 2])
+                steps.append(f"install {name} {service_url} key={key} rrf_k={rrf_k}")
                 before = cluster_state(url)
                 try:
-                    installed = installer.install(service_url, name, api_key=key, index_template=False)
+                    installed = installer.install(service_url, name, api_key=key, index_template=False, rrf_k=rrf_k)
                 except InputError as error:
                     assert wants is not None and key != wants, (steps, str(error))
                     assert cluster_state(url) == before, steps  # a failed install changes nothing
@@ -112,8 +130,16 @@ def test_generated_install_lifecycles_leave_the_cluster_as_found(engine, service
                         replaced = installed["connector_id"] != old_id
                         assert replaced == (old_url != service_url or old_key != key), steps
                     standing[name] = (service_url, key, installed["connector_id"])
+                    rrf_ks[name] = rrf_k
+                    assert (f"{name}-rewrite-rrf" in installed["search_pipelines"]) == neural_search, steps
+                    assert ("not_installed" in installed) != neural_search, steps
             for standing_name in standing:  # every install still rewrites
                 assert ids(url, index, QUERY, f"{standing_name}-rewrite") == wanted, (steps, standing_name)
+                if neural_search:
+                    scores = rrf_ranked(rankings, rrf_ks[standing_name])
+                    got = fused(url, index, f"{standing_name}-rewrite-rrf")
+                    assert [s for _, s in got] == pytest.approx(sorted(scores.values(), reverse=True)[:3], rel=1e-6), steps
+                    assert all(score == pytest.approx(scores[doc_id], rel=1e-6) for doc_id, score in got), steps
             # one connector per standing name, nothing left of a replaced one
             connectors = {c.id: c.name for c in installer.tsqr_connectors() if c.name in names}
             assert connectors == {connector_id: n for n, (_, _, connector_id) in standing.items()}, steps

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from . import querydsl
 from .errors import InputError
+from .fusion import RRF_K
 
 DEFAULT_NAME = "tsqr"
 DEFAULT_FIELD = "text"
@@ -25,6 +26,8 @@ ANALYZER = "tsqr_english"
 # The model output inside ml-commons' answer: the service's answer is the remote model's dataAsMap.
 REWRITE_PATH = "$.inference_results[0].output[0].dataAsMap.rewrites[0].text"
 MATCH_PATH = "$.inference_results[0].output[0].dataAsMap.match"
+# The query the rrf pipeline searches with: the service's `query` (service/hybrid.py).
+HYBRID_PATH = "$.inference_results[0].output[0].dataAsMap.query"
 PLACEHOLDER_SERVICE_URL = "http://127.0.0.1:8000"
 
 
@@ -137,6 +140,8 @@ NO_CREDENTIAL = "unused"
 # original query, if the model is slower) within the budget, and the connector waits a little longer.
 DEFAULT_REWRITE_BUDGET_S = 10
 CONNECT_TIMEOUT_S = 5
+# what the service makes of one match query's rewrite (service/app.py takes these on the match path)
+MATCH_MODES = ("replace", "concat", "adaptive")
 MAX_CONNECTIONS = 30
 MODEL_DESCRIPTION = "TongSearch-QR query rewriter (remote, through tsqr serve)"
 GROUP_DESCRIPTION = "tsqr: TongSearch-QR query rewriter models (tsqr opensearch install)"
@@ -160,6 +165,8 @@ def connector(service_url: str, name: str = DEFAULT_NAME, mode: str = "replace",
     its defaults were 30,000 (8 h) before 3.6.0.0 and 30 since, and it never retries a plain
     error (``max_retry_times`` 0, and only throttling is retried).
     """
+    if mode not in MATCH_MODES:
+        raise InputError(f"the pipelines' mode must be one of {', '.join(MATCH_MODES)}, got {mode!r}")
     if not (isinstance(budget_s, int) and 1 <= budget_s <= 300):
         raise InputError(f"the rewrite budget must be 1 to 300 whole seconds, got {budget_s!r}")
     headers = {"Content-Type": "application/json"}
@@ -271,6 +278,88 @@ def template_pipeline(model_id: str, ml_commons: tuple[int, ...] | None = None) 
     }
 
 
+# neural-search's score-ranker-processor (RRFProcessor) and its rank_constant: 2.19.0.0; weights
+# (RRFScoreCombinationTechnique's `parameters.weights`): 3.1.0.0. Read at each tag.
+RRF_SINCE = (2, 19)
+RRF_WEIGHTS_SINCE = (3, 1)
+# RRFNormalizationTechnique (3.6.0.0): rank_constant 1 to 10,000
+RRF_K_RANGE = (1, 10_000)
+
+
+def rrf_weights(weights: tuple[float, float] | list[float] | None) -> list[float] | None:
+    """(original, rewrite) weights as neural-search takes them: each in [0, 1], summing to 1
+    (ScoreCombinationUtil.validateWeights, 3.6.0.0). Any two non-negative numbers, not both 0,
+    are scaled to that; scaling every weight by one factor leaves the RRF ranking as it was."""
+    if weights is None:
+        return None
+    values = list(weights)
+    if len(values) != 2 or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w < float("inf")
+                                   for w in values) or sum(values) <= 0:
+        raise InputError(f"RRF weights are two non-negative numbers (original, rewrite), not both 0; got {weights!r}")
+    total = float(sum(values))
+    return [round(w / total, 6) for w in values]
+
+
+def rrf_pipeline(model_id: str, field: str = DEFAULT_FIELD, ml_commons: tuple[int, ...] | None = None,
+                 rank_constant: int = RRF_K, weights: tuple[float, float] | list[float] | None = None) -> dict:
+    """Reciprocal rank fusion of the original and the rewrite in one search (neural-search 2.19+):
+    the caller's ``{"match": {field: ...}}`` becomes a ``hybrid`` query of the original match and
+    the rewritten one (the service's answer ``query``, service/hybrid.py), and neural-search's
+    ``score-ranker-processor`` fuses the two hit lists, each document scoring
+    ``sum_i w_i / (rank_constant + rank_i)`` (RRFNormalizationTechnique, RRFScoreCombinationTechnique).
+
+    The request processor reads the whole ``query.match`` (the field's name travels with it) and,
+    to keep to ``field`` as ``rewrite_pipeline`` does, the field's own path (a parameter the
+    connector's body does not use: a search without it runs as sent). It writes the answer over
+    ``query``: ml-commons sets any path that exists, to any JSON, and parses the search again
+    (MLInferenceSearchRequestProcessor.updateIncomeQueryObject/getSearchSourceBuilder, 2.19.0.0 to
+    3.6.0.0). A search that is not rewritten (the service down, another query shape) is a plain
+    query, which the score-ranker processor passes by (RRFProcessor.shouldSkipProcessor).
+
+    A caller may also send the hybrid query itself, the original twice (``hybrid.queries[0]`` and
+    ``[1]``, matches on ``field``), to page (``from`` > 0 needs ``pagination_depth``, which the
+    pipeline cannot know: HybridCollectorManager, 3.6.0.0) or filter: a first processor writes the
+    rewrite into the second sub-query in place, as ``rewrite_pipeline`` does; without a rewrite
+    both stay the original. It runs before the other, which would otherwise see its own hybrid.
+    """
+    field = _check_field(field)
+    if isinstance(rank_constant, bool) or not isinstance(rank_constant, int) \
+            or not RRF_K_RANGE[0] <= rank_constant <= RRF_K_RANGE[1]:
+        raise InputError(f"the RRF rank constant must be a whole number from {RRF_K_RANGE[0]} to {RRF_K_RANGE[1]} "
+                         f"(neural-search's range), got {rank_constant!r}")
+    path = f"query.match['{field}']" if "." in field else f"query.match.{field}"
+    second = f"query.hybrid.queries[1].match['{field}']" if "." in field else f"query.hybrid.queries[1].match.{field}"
+    combination: dict = {"technique": "rrf", "rank_constant": rank_constant}
+    scaled = rrf_weights(weights)
+    if scaled is not None:
+        combination["parameters"] = {"weights": scaled}
+    return {
+        "description": "tsqr: the original and the TongSearch-QR rewrite, fused by reciprocal rank (fail-open)",
+        "request_processors": [{
+            "ml_inference": {
+                "tag": "tsqr_rewrite_rrf_hybrid",
+                "model_id": model_id,
+                "function_name": "remote",
+                "full_response_path": True,
+                "input_map": [{"match": second}],
+                "output_map": [{second: MATCH_PATH}],
+                **missing_path_flags(ml_commons),
+            }
+        }, {
+            "ml_inference": {
+                "tag": "tsqr_rewrite_rrf",
+                "model_id": model_id,
+                "function_name": "remote",
+                "full_response_path": True,
+                "input_map": [{"match": "query.match", "tsqr_field": path}],
+                "output_map": [{"query": HYBRID_PATH}],
+                **missing_path_flags(ml_commons),
+            }
+        }],
+        "phase_results_processors": [{"score-ranker-processor": {"tag": "tsqr_rrf", "combination": combination}}],
+    }
+
+
 def template_search(query: str, field: str = DEFAULT_FIELD, original_boost: float = 1.0) -> dict:
     """A search body for the template pipeline: original and rewrite in one ``bool.should``."""
     _check_field(field)
@@ -352,6 +441,7 @@ def rendered_documents() -> dict[str, dict]:
         "opensearch/model.json": model_registration("<connector_id>", group_id="<model_group_id>"),
         "opensearch/search-pipeline-rewrite.json": rewrite_pipeline("<model_id>"),
         "opensearch/search-pipeline-template.json": template_pipeline("<model_id>"),
+        "opensearch/search-pipeline-rrf.json": rrf_pipeline("<model_id>"),
         "opensearch/search-template-example.json": template_search("Why do moths circle street lamps?"),
     }
 

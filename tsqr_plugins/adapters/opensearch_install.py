@@ -3,8 +3,9 @@
 Install (idempotent): a model group of its own, the cluster settings ml-commons needs for the
 service's endpoint, the HTTP connector to ``tsqr serve``'s ``/v1/rewrite``, the remote model
 (registered in the group, deployed, and checked with one real ``_predict``), the search pipelines
-(write-in-place ``<name>-rewrite``; template variant ``<name>-rewrite-template``) and, optionally,
-the index template and BRIGHT ingest pipeline. Every document sent is built by ``engine_configs``
+(write-in-place ``<name>-rewrite``; template variant ``<name>-rewrite-template``; where the node has
+neural-search 2.19+, reciprocal rank fusion ``<name>-rewrite-rrf``) and, optionally, the index
+template and BRIGHT ingest pipeline. Every document sent is built by ``engine_configs``
 (the same JSON as in ``integrations/opensearch/``).
 
 What install creates carries tsqr's marker (the connector's ``tsqr_install`` record, the group's
@@ -62,6 +63,7 @@ KDF_ITERATIONS = 200_000
 MAX_KDF_ITERATIONS = 2_000_000
 LOCK_INDEX = "tsqr_install_lock"  # outside the index template's tsqr-* pattern
 LOCK_STALE_S = 600
+NEURAL_SEARCH = "opensearch-neural-search"  # its component in _cat/plugins
 DEPLOYED_STATES = ("DEPLOYED", "DEPLOYING", "PARTIALLY_DEPLOYED", "LOADED", "LOADING", "PARTIALLY_LOADED")
 
 
@@ -210,6 +212,31 @@ class OpenSearchInstaller:
     def _plugins(self) -> list[dict]:
         return self._call("GET", "/_cat/plugins?format=json")
 
+    def neural_search(self) -> tuple[int, ...] | None:
+        """The neural-search plugin's version on the cluster (the lowest, if nodes differ), or None
+        where any node lacks it: the rrf pipeline needs its hybrid query and score-ranker processor."""
+        plugins = self._plugins()
+        nodes = {p.get("name") for p in plugins}
+        found = {p.get("name"): _version(p.get("version", "0")) for p in plugins if p.get("component") == NEURAL_SEARCH}
+        if not found or set(found) != nodes:
+            return None
+        return min(found.values())
+
+    def rrf_plan(self, weights: list[float] | None) -> str | None:
+        """Why the rrf pipeline cannot be installed here (None: it can). Weights the node's
+        neural-search cannot take are the caller's mistake: refused before anything changes."""
+        version = self.neural_search()
+        if version is None:
+            return (f"search pipeline <name>-rewrite-rrf: not installed, not every node has the neural-search plugin "
+                    f"({NEURAL_SEARCH}), whose hybrid query and score-ranker-processor fuse the two searches (2.19+; "
+                    "it is in OpenSearch's full distribution)")
+        if version[:2] < configs.RRF_SINCE:
+            return (f"search pipeline <name>-rewrite-rrf: not installed, neural-search {_dotted(version)} has no "
+                    "score-ranker-processor (2.19+)")
+        if weights is not None and version[:2] < configs.RRF_WEIGHTS_SINCE:
+            raise InputError(f"neural-search {_dotted(version)} takes no RRF weights (3.1+); install without --rrf-weights")
+        return None
+
     def warn_if_not_fail_open(self) -> tuple[int, ...]:
         """The ml-commons version; refuses a node without it, warns when it cannot fall back."""
         engine, ml = self.versions()
@@ -337,18 +364,26 @@ class OpenSearchInstaller:
 
     def install(self, service_url: str, name: str = configs.DEFAULT_NAME, field: str = configs.DEFAULT_FIELD,
                 api_key: str | None = None, index_template: bool = True, *, budget_s: int = configs.DEFAULT_REWRITE_BUDGET_S,
-                model_access: str = "public", backend_roles: tuple[str, ...] = (), check: bool = True) -> dict[str, str]:
-        """Install (or bring up to date) the stage named ``name``; returns what it made."""
-        configs.connector(service_url, name, api_key=api_key, budget_s=budget_s)  # bad input fails first
+                model_access: str = "public", backend_roles: tuple[str, ...] = (), check: bool = True,
+                rrf_k: int = configs.RRF_K, rrf_weights: tuple[float, float] | None = None,
+                mode: str = "replace") -> dict[str, str]:
+        """Install (or bring up to date) the stage named ``name``; returns what it made (and, under
+        ``not_installed``, what it could not make on this cluster and why). ``mode``: what the
+        service makes of each rewrite (replace, concat, adaptive), for every pipeline."""
+        configs.connector(service_url, name, mode, api_key=api_key, budget_s=budget_s)  # bad input fails first
+        configs.rrf_pipeline("check", field, rank_constant=rrf_k, weights=rrf_weights)
         with self._locked():
             return self._install(service_url, name, field, api_key, index_template, budget_s, model_access,
-                                 backend_roles, check)
+                                 backend_roles, check, rrf_k, rrf_weights, mode)
 
     def _install(self, service_url: str, name: str, field: str, api_key: str | None, index_template: bool,
-                 budget_s: int, model_access: str, backend_roles: tuple[str, ...], check: bool) -> dict[str, str]:
+                 budget_s: int, model_access: str, backend_roles: tuple[str, ...], check: bool,
+                 rrf_k: int = configs.RRF_K, rrf_weights: tuple[float, float] | None = None,
+                 mode: str = "replace") -> dict[str, str]:
         report = Report()
-        wanted = configs.connector(service_url, name, api_key=api_key, budget_s=budget_s)  # bad input fails first
+        wanted = configs.connector(service_url, name, mode, api_key=api_key, budget_s=budget_s)
         ml_commons = self.warn_if_not_fail_open()
+        no_rrf = self.rrf_plan(configs.rrf_weights(rrf_weights))
         access = self._access_fields(model_access, backend_roles)
         connectors = self.tsqr_connectors()
         previous = [c for c in connectors if c.name == name]
@@ -376,13 +411,22 @@ class OpenSearchInstaller:
                 raise
         pipelines = {f"{name}-rewrite": configs.rewrite_pipeline(model_id, field, ml_commons),
                      f"{name}-rewrite-template": configs.template_pipeline(model_id, ml_commons)}
+        if no_rrf is None:
+            pipelines[f"{name}-rewrite-rrf"] = configs.rrf_pipeline(model_id, field, ml_commons, rrf_k, rrf_weights)
         for pipeline, document in pipelines.items():
             self._call("PUT", f"/_search/pipeline/{pipeline}", document)
+        stale = f"{name}-rewrite-rrf"
+        if stale not in pipelines:  # an earlier install's, which would keep naming an outdated model
+            document = self._call("GET", f"/_search/pipeline/{stale}", missing_ok=True).get(stale)
+            if document is not None and _is_our_pipeline(document):
+                self._call("DELETE", f"/_search/pipeline/{stale}", missing_ok=True)
         outdated = [c for c in previous if c.id != current.id]
         if outdated:  # only now: the pipelines no longer name their models
             self._remove(name, outdated, [c for c in self.tsqr_connectors() if c.id not in {o.id for o in outdated}], report)
         installed = {"connector_id": current.id, "model_id": model_id, "model_group_id": group_id,
                      "search_pipelines": ", ".join(pipelines)}
+        if no_rrf is not None:
+            installed["not_installed"] = no_rrf.replace("<name>", name)
         if index_template:
             self._call("PUT", f"/_index_template/{name}", configs.index_template(name, field))
             self._call("PUT", f"/_ingest/pipeline/{name}-bright", configs.ingest_pipeline(field))
@@ -440,7 +484,7 @@ class OpenSearchInstaller:
         group = self._group(name)
         if group is not None and not _is_our_group(group):
             raise InputError(f"a model group named {name!r} exists that tsqr did not create; choose another --name")
-        for pipeline in (f"{name}-rewrite", f"{name}-rewrite-template"):
+        for pipeline in pipeline_names(name):
             document = self._call("GET", f"/_search/pipeline/{pipeline}", missing_ok=True).get(pipeline)
             if document is not None and not _is_our_pipeline(document):
                 raise InputError(f"a search pipeline {pipeline!r} exists that tsqr did not create; choose another --name")
@@ -541,7 +585,7 @@ class OpenSearchInstaller:
 
     def _uninstall(self, name: str, index_template: bool) -> Report:
         report = Report()
-        for pipeline in (f"{name}-rewrite", f"{name}-rewrite-template"):
+        for pipeline in pipeline_names(name):
             document = self._call("GET", f"/_search/pipeline/{pipeline}", missing_ok=True).get(pipeline)
             if document is None:
                 continue
@@ -677,6 +721,11 @@ class OpenSearchInstaller:
             return
         self._call("DELETE", path, missing_ok=True)
         report.done.append(what)
+
+
+def pipeline_names(name: str) -> tuple[str, ...]:
+    """The search pipelines an install named ``name`` may make (the rrf one only with neural-search)."""
+    return (f"{name}-rewrite", f"{name}-rewrite-template", f"{name}-rewrite-rrf")
 
 
 def _still_deployed(error: RefusedError) -> bool:

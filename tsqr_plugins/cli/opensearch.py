@@ -15,7 +15,8 @@ def add_parser(commands: Any) -> None:
         "opensearch",
         help="install the rewriting stage as OpenSearch search pipelines (no Python in the search path)",
         description="install: ml-commons connector to `tsqr serve`, remote model, search pipelines "
-        "<name>-rewrite (2.16+) and <name>-rewrite-template (2.19+), index template and ingest pipeline. "
+        "<name>-rewrite (2.16+), <name>-rewrite-template (2.19+) and <name>-rewrite-rrf (with neural-search 2.19+), "
+        "index template and ingest pipeline. "
         "uninstall: remove them. render: write the JSON documents to a folder to read or apply by hand.",
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -40,6 +41,15 @@ def add_parser(commands: Any) -> None:
                              "user's pipeline searches are rewritten; they need cluster:admin/opensearch/ml/predict)")
             sub.add_argument("--backend-role", action="append", default=[], dest="backend_roles",
                              help="with --model-access restricted: a backend role that may use the model (repeatable)")
+            sub.add_argument("--mode", choices=configs.MATCH_MODES, default="replace",
+                             help="what the pipelines search for: the rewrite (replace, default), the original "
+                             "repeated then the rewrite (concat), or as many copies as make a third of the "
+                             "rewrite's words (adaptive)")
+            sub.add_argument("--rrf-k", type=int, default=configs.RRF_K,
+                             help=f"<name>-rewrite-rrf: the RRF rank constant, 1 to 10000 (default {configs.RRF_K})")
+            sub.add_argument("--rrf-weights", type=float, nargs=2, metavar=("ORIGINAL", "REWRITE"),
+                             help="<name>-rewrite-rrf: the weight of each list (scaled to sum to 1, as neural-search "
+                             "wants; 3.1+; default equal)")
             sub.add_argument("--no-check", action="store_true",
                              help="skip the rewrite through OpenSearch that install ends with (for a service not up yet)")
     render = actions.add_parser("render")
@@ -64,11 +74,15 @@ def run(args: argparse.Namespace) -> int:
             installed = installer.install(args.service_url, args.name, args.field,
                                           os.environ.get(args.service_api_key_env), not args.no_index_template,
                                           budget_s=args.timeout, model_access=args.model_access,
-                                          backend_roles=tuple(args.backend_roles), check=not args.no_check)
+                                          backend_roles=tuple(args.backend_roles), check=not args.no_check,
+                                          rrf_k=args.rrf_k, rrf_weights=args.rrf_weights, mode=args.mode)
             for key, value in installed.items():
                 print(f"{key}: {value}")
             print(f"search with: GET /<index>/_search?search_pipeline={args.name}-rewrite "
                   f'{{"query": {{"match": {{"{args.field}": "..."}}}}}}')
+            if f"{args.name}-rewrite-rrf" in installed["search_pipelines"]:
+                print(f"  or, the original and the rewrite fused by reciprocal rank: search_pipeline={args.name}-rewrite-rrf "
+                      "(same body, from 0; paging: docs/opensearch.md)")
         else:
             report = installer.uninstall(args.name, not args.no_index_template)
             print("\n".join(f"removed {what}" for what in report.done) if report.done else "nothing to remove")

@@ -27,6 +27,7 @@ from tsqr_plugins.params import GenerationParams
 from tsqr_plugins.prompts import get_prompt, match_conversation
 from tsqr_plugins.service.batcher import MicroBatcher, QueueFull
 from tsqr_plugins.service.config import ServiceConfig
+from tsqr_plugins.service.hybrid import hybrid_query, whole_match
 from tsqr_plugins.service.metrics import Metrics
 from tsqr_plugins.backends.options import ModelOptions, local_backend
 from tsqr_plugins.httpserver import read_limited
@@ -104,6 +105,10 @@ class RewriteService:
 
     # ---- /v1/rewrite
     async def rewrite(self, body: Any) -> dict[str, Any]:
+        # the OpenSearch rrf pipeline sends the whole match query, field and options (service/hybrid.py)
+        whole = whole_match(body.get("match")) if isinstance(body, dict) else None
+        if whole is not None:
+            body = {**body, "match": whole[1]}
         queries, mode, repeat, prompt, params, strict, budget = self._parse_rewrite_request(body)
         unique = list(dict.fromkeys(queries))
         completions = await self._complete(unique, prompt, params, strict, budget)
@@ -114,6 +119,8 @@ class RewriteService:
         if "match" in body:  # the OpenSearch search pipeline writes this object in place of the caller's
             rewrite = answer["rewrites"][0]
             answer["match"] = rewritten_match(body["match"], None if rewrite["fallback"] else rewrite["text"])
+            if whole is not None:
+                answer["query"] = hybrid_query(whole[0], body["match"], None if rewrite["fallback"] else rewrite["text"])
         return answer
 
     def _parse_rewrite_request(self, body: Any):
