@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from tsqr_plugins.backends.base import Backend, Completion, n_per_query, one_per_query
@@ -68,6 +68,28 @@ class Rewrite:
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict."""
         return asdict(self)
+
+
+def join_samples(samples: Sequence[Rewrite]) -> Rewrite:
+    """Several rewrites of one query as one, the way ``tsqr eval --samples`` and ``tsqr serve``'s
+    ``n`` search them with replace, concat or adaptive: the samples' texts joined in order, a
+    fallen-back sample's text being the original.
+
+    Args:
+        samples: One query's rewrites, sample 0 first (:meth:`Rewriter.rewrite_samples`' row).
+
+    Returns:
+        The one rewrite; a fallback only when every sample fell back, and then sample 0 itself
+        (its text the original, once: a fallback's text is its query).
+
+    Raises:
+        InputError: ``samples`` is empty.
+    """
+    if not samples:
+        raise InputError("join_samples needs at least one rewrite")
+    if len(samples) == 1 or all(sample.fallback for sample in samples):
+        return samples[0]
+    return replace(samples[0], text=" ".join(sample.text for sample in samples), fallback=False, reason=None)
 
 
 def validate_queries(queries: Sequence[str]) -> None:

@@ -7,12 +7,12 @@ import datetime
 import json
 import logging
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from .. import __version__
-from ..core import Rewriter
+from ..core import Rewriter, join_samples
 from ..errors import InputError
 from ..fusion import RRF_K, rrf
 from ..search import check_retriever_options, make_retriever
@@ -64,7 +64,7 @@ def run_eval(tasks: Sequence[Task], settings: EvalSettings, rewriter: Rewriter |
     task_info, gains = {}, {}
     for task in tasks:
         rows = _rewrite(task, rewriter, settings) if rewriter else None
-        rewrites = [_joined(row) for row in rows] if rows else None
+        rewrites = [join_samples(row) for row in rows] if rows else None
         fallbacks = sum(r.fallback for r in rewrites) if rewrites else 0
         task_info[task.name] = {"queries": len(task.query_ids), "documents": len(task.doc_ids),
                                 "rewrite_fallbacks": fallbacks, "source": task.source}
@@ -126,7 +126,7 @@ def check_combinations(combine: Sequence[str]) -> None:
 def _variants(task: Task, rows, joined, settings: EvalSettings) -> dict[str, list[str] | tuple[str, ...]]:
     """The query texts of each variant, or the names of the runs it fuses, in search order; a name
     starting with "_" is searched only to be fused. ``rows``: each query's rewrites (one per
-    sample); ``joined``: each row as one rewrite (:func:`_joined`), for every mode but rrf, which
+    sample); ``joined``: each row as one rewrite (:func:`~tsqr_plugins.core.join_samples`), for every mode but rrf, which
     fuses the samples' lists."""
     variants: dict[str, list[str] | tuple[str, ...]] = {ORIGINAL: list(task.queries)}
     if not rows:
@@ -148,14 +148,6 @@ def _variants(task: Task, rows, joined, settings: EvalSettings) -> dict[str, lis
                 variants[f"_sample{i}"] = [row[i].text for row in rows]
             variants["rrf"] = (ORIGINAL, *(f"_sample{i}" for i in range(samples)))
     return variants
-
-
-def _joined(row):
-    """One query's rewrites as one: the samples' texts in order (a fallback's is the original), a
-    fallback only when every sample fell back."""
-    if len(row) == 1:
-        return row[0]
-    return replace(row[0], text=" ".join(r.text for r in row), fallback=all(r.fallback for r in row))
 
 
 def _fused(runs: list[dict], settings: EvalSettings) -> dict[str, dict[str, float]]:
