@@ -607,3 +607,18 @@ def test_openai_backend_asks_the_service_for_samples_in_one_request(tmp_path):
         assert [r.text for r in row] == [f"rewrite of {query}"] + [f"rewrite of {query} (sample {i})" for i in (1, 2)]
         assert not any(r.fallback for r in row)
     assert other.status_code == 400 and "own prompts" in other.json()["error"]["message"]
+
+
+def test_one_batch_window_keeps_single_rewrites_and_samples_apart(tmp_path):
+    """Requests with and without n that meet in one batch window go to the rewriter as separate
+    calls (a backend call samples one n), and each gets its own shape."""
+    engine = CountingEngine(delay=0.05)
+    with RunningService(engine_config(tmp_path, max_wait_ms=300), engine) as running:
+        async def together():
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await asyncio.gather(*(client.post(running.url + "/v1/rewrite", json=body) for body in (
+                    {"queries": ["a"]}, {"queries": ["b"], "n": 3}, {"queries": ["c"], "n": 2})))
+        single, three, two = [response.json()["rewrites"][0] for response in asyncio.run(together())]
+    assert single["text"] == "rw: a" and "samples" not in single
+    assert [s["text"] for s in three["samples"]] == ["rw: b"] * 3 and [s["text"] for s in two["samples"]] == ["rw: c"] * 2
+    assert sorted(engine.batches) == [["a"], ["b"], ["b"], ["b"], ["c"], ["c"]]  # one generate per sample here
