@@ -100,3 +100,19 @@ def test_service_with_several_upstreams():
             health = httpx.get(f"{service.url}/health").json()
             assert [u["healthy"] for u in health["upstreams"]] == [True, True]
             assert sum(u["served"] for u in health["upstreams"]) == 6 and a.requests and b.requests
+
+
+def test_samples_are_one_request_with_n_per_query_and_fail_over():
+    """Several samples go to one replica as one request per query with n (not n requests), and
+    past a replica that is gone, to another."""
+    with RecordingOpenAIServer() as a, RecordingOpenAIServer() as b:
+        pool = ReplicaPool([a.base_url, b.base_url], strategy="round-robin", health_interval=60)
+        rows = Rewriter(pool).rewrite_samples(["q1", "q2"], 3)
+        assert [r.text for r in rows[0]] == ["rewrite of q1", "rewrite of q1 (sample 1)", "rewrite of q1 (sample 2)"]
+        assert [request["n"] for request in a.requests + b.requests] == [3, 3]
+        gone = b if a.requests else a  # the next turn's replica
+        gone.__exit__(None, None, None)
+        rows = Rewriter(pool).rewrite_samples(["q3"], 2)
+        assert not any(r.fallback for r in rows[0])
+        assert {s["url"]: s["healthy"] for s in pool.states()}[gone.base_url] is False
+        pool.close()

@@ -119,3 +119,18 @@ def test_eval_joins_samples_and_fuses_each_samples_list(tmp_path):
     joined = " ".join(texts)
     replace_run = (out / "runs" / f"embedded.replace.{task.name}.trec").read_text().split()
     assert replace_run[2] == ranking(joined)[0]
+
+
+def test_join_samples_joins_texts_and_is_a_fallback_only_when_every_sample_fell_back():
+    """The one joining of samples (tsqr eval --samples, tsqr serve's n): texts in order, a
+    fallen-back sample's text being its query; every sample fallen back: sample 0 itself, its text
+    the query once (a fallback's text is its query)."""
+    from tsqr_plugins.core import Rewrite, join_samples
+
+    good = [Rewrite("q", "a", cached=True), Rewrite("q", "q", fallback=True, reason="BackendError: x"), Rewrite("q", "b")]
+    joined = join_samples(good)
+    assert (joined.text, joined.fallback, joined.reason, joined.original) == ("a q b", False, None, "q")
+    failed = [Rewrite("q", "q", fallback=True, reason=f"BackendError: {i}") for i in range(3)]
+    assert join_samples(failed) is failed[0] and join_samples(good[:1]) is good[0]
+    with pytest.raises(InputError):
+        join_samples([])

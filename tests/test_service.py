@@ -474,3 +474,151 @@ def test_unknown_paths_and_methods_get_the_documented_error_body():
             "error": {"message": "no such endpoint /v1/rewrites", "code": 404}}
         wrong = httpx.get(f"{running.url}/v1/rewrite")
         assert wrong.status_code == 405 and wrong.json()["error"]["code"] == 405
+
+
+# ---- several samples ("n") and mode rrf (issue 23)
+
+def openai_config(server, tmp_path=None, **overrides):
+    """The service in front of a recording OpenAI-compatible upstream (cached when ``tmp_path``)."""
+    cache = {"cache": str(tmp_path / "c.sqlite")} if tmp_path is not None else {"no_cache": True}
+    return ServiceConfig(rewriter="openai", upstream=[server.base_url], model="tiny", **cache, **overrides)
+
+
+def test_n_1_is_the_single_rewrite_with_its_sample():
+    from tests.recording_server import RecordingOpenAIServer
+
+    with RecordingOpenAIServer() as server, RunningService(openai_config(server)) as running:
+        single = post(running.url, {"queries": ["q"]}).json()
+        one = post(running.url, {"queries": ["q"], "n": 1}).json()
+        assert all("n" not in request for request in server.requests)  # n=1: a plain generation
+    samples = one["rewrites"][0].pop("samples")
+    assert one == single
+    assert samples == [{"text": "rewrite of q", "fallback": False, "cached": False}]
+
+
+def test_n_samples_are_one_upstream_call_per_query_each_cached_under_its_index(tmp_path):
+    """Sample i of a query is cached under its index: a replay is exact with no upstream call, sample
+    0 is the single rewrite, a smaller n is all hits, a larger n samples the query again and answers
+    only its missing samples from that call."""
+    from tests.recording_server import RecordingOpenAIServer
+
+    queries = ["why do moths circle lamps?", "is composting possible indoors?"]
+    with RecordingOpenAIServer() as server, RunningService(openai_config(server, tmp_path)) as running:
+        first = post(running.url, {"queries": queries + queries[:1], "n": 3}).json()["rewrites"]
+        assert len(server.requests) == 2 and [request["n"] for request in server.requests] == [3, 3]
+        for query, rewrite in zip(queries + queries[:1], first):
+            texts = [f"rewrite of {query}"] + [f"rewrite of {query} (sample {i})" for i in (1, 2)]
+            assert rewrite["original"] == query and [s["text"] for s in rewrite["samples"]] == texts
+            assert rewrite["text"] == " ".join(texts) and not rewrite["fallback"]  # joined, as tsqr eval --samples
+            assert not any(s["fallback"] or s["cached"] for s in rewrite["samples"])
+        replay = post(running.url, {"queries": queries, "n": 3}).json()["rewrites"]
+        assert len(server.requests) == 2  # every sample from the cache
+        assert [[s["text"] for s in r["samples"]] for r in replay] == [[s["text"] for s in r["samples"]] for r in first[:2]]
+        assert all(r["cached"] and all(s["cached"] for s in r["samples"]) for r in replay)
+        single = post(running.url, {"queries": queries}).json()["rewrites"]
+        assert [r["text"] for r in single] == [r["samples"][0]["text"] for r in first[:2]] and all(r["cached"] for r in single)
+        fewer = post(running.url, {"queries": queries, "n": 2}).json()["rewrites"]
+        assert len(server.requests) == 2 and [r["samples"] for r in fewer] == [r["samples"][:2] for r in replay]
+        more = post(running.url, {"queries": queries[:1], "n": 4}).json()["rewrites"][0]
+        assert [request.get("n") for request in server.requests[2:]] == [4]
+        assert [s["cached"] for s in more["samples"]] == [True, True, True, False]
+        assert [s["text"] for s in more["samples"][:3]] == [s["text"] for s in replay[0]["samples"]]
+
+
+def test_a_fallen_back_sample_and_mode_rrf(tmp_path):
+    """A sample that fell back carries its reason, its text is its query, it is not cached and adds
+    no search in mode rrf; the fusion's weights follow the searches, the original's first."""
+    from tests.recording_server import RecordingOpenAIServer
+
+    def answer(body):  # "bad" queries get an empty sample 0; the server appends " (sample i)" to the others
+        query = body["messages"][-1]["content"].split("Query: ")[-1].strip()
+        return "" if query.startswith("bad") else f"rewrite of {query}"
+
+    with RecordingOpenAIServer(answer=answer) as server, RunningService(openai_config(server, tmp_path)) as running:
+        body = {"queries": ["bad q", "good q"], "n": 3, "mode": "rrf", "rrf_k": 10, "original_weight": 2,
+                "rewrite_weight": 0.5}
+        bad, good = post(running.url, body).json()["rewrites"]
+        assert [s["fallback"] for s in bad["samples"]] == [True, False, False] and bad["samples"][0]["reason"]
+        assert bad["samples"][0]["text"] == "bad q" and not bad["fallback"]
+        assert bad["searches"] == ["bad q", " (sample 1)", " (sample 2)"]
+        assert bad["fusion"] == {"method": "rrf", "k": 10, "weights": [2, 0.5, 0.5]}
+        assert good["searches"] == ["good q", "rewrite of good q", "rewrite of good q (sample 1)",
+                                    "rewrite of good q (sample 2)"]
+        assert good["fusion"]["weights"] == [2, 0.5, 0.5, 0.5]
+        calls = len(server.requests)
+        again = post(running.url, body).json()["rewrites"]
+        assert len(server.requests) == calls + 1  # only the query with a fallen-back sample, sampled again
+        assert [s["cached"] for s in again[0]["samples"]] == [False, True, True]
+        (plain,) = post(running.url, {"queries": ["good q"], "mode": "rrf"}).json()["rewrites"]
+        assert plain["searches"] == ["good q", "rewrite of good q"] and "samples" not in plain
+        assert plain["fusion"] == {"method": "rrf", "k": 60, "weights": [1.0, 1.0]}
+    with RunningService(file_config(no_cache=True), CountingEngine(fail=True)) as running:
+        (failed,) = post(running.url, {"queries": ["q"], "n": 2, "mode": "rrf"}).json()["rewrites"]
+        (concat,) = post(running.url, {"queries": ["q"], "n": 2, "mode": "concat", "repeat": 2}).json()["rewrites"]
+    assert failed["fallback"] and failed["reason"] and failed["text"] == "q"
+    assert failed["searches"] == ["q"] and failed["fusion"]["weights"] == [1.0]
+    assert [s["text"] for s in failed["samples"]] == ["q", "q"] and all(s["fallback"] for s in failed["samples"])
+    assert concat["fallback"] and concat["text"] == "q"  # a fallback's text is its query, once
+
+
+def test_samples_and_rrf_fields_are_checked(tmp_path):
+    from tsqr_plugins.errors import InputError
+
+    with pytest.raises(InputError, match="max_samples"):
+        file_config(max_samples=0)
+    engine = CountingEngine()
+    with RunningService(engine_config(tmp_path, max_samples=4), engine) as running:
+        cases = [
+            ({"n": 0}, "'n'"), ({"n": 5}, "from 1 to 4"), ({"n": True}, "'n'"), ({"n": "3"}, "'n'"), ({"n": 2.5}, "'n'"),
+            ({"mode": "rrf", "rrf_k": -1}, "'rrf_k'"), ({"mode": "rrf", "rrf_k": "60"}, "'rrf_k'"),
+            ({"mode": "rrf", "original_weight": -0.5}, "'original_weight'"),
+            ({"mode": "rrf", "rewrite_weight": True}, "'rewrite_weight'"),
+            ({"rrf_k": 60}, "mode rrf"), ({"mode": "concat", "original_weight": 1}, "mode rrf"),
+            ({"mode": "fuse"}, "rrf"),
+        ]
+        for fields, message in cases:
+            answer = post(running.url, {"queries": ["q"], **fields})
+            assert answer.status_code == 400 and message in answer.json()["error"]["message"], (fields, answer.text)
+        matched = post(running.url, {"match": {"query": "q"}, "n": 2})
+        assert matched.status_code == 400 and "'match'" in matched.json()["error"]["message"]
+        # each sample (a fallback's is its query) and the joined text: 4 copies of 3 M characters
+        big = post(running.url, {"queries": ["x" * 30_000] * 100, "n": 2})
+        assert big.status_code == 413 and "'n'" in big.json()["error"]["message"]
+        chat = httpx.post(f"{running.url}/v1/chat/completions", timeout=30, json={
+            "model": "tsqr-rewrite", "n": 2, "messages": [{"role": "user", "content": "q"}]})
+        assert chat.status_code == 400 and "/v1/rewrite" in chat.json()["error"]["message"]
+    assert engine.batches == []  # nothing reached the rewriter
+
+
+def test_openai_backend_asks_the_service_for_samples_in_one_request(tmp_path):
+    """The Python client of the service (the openai backend) samples over it: one chat request
+    with n per query, which the service answers with one upstream request with n."""
+    from tests.recording_server import RecordingOpenAIServer
+
+    queries = ["why do moths circle lamps?", "is composting possible indoors?"]
+    with RecordingOpenAIServer() as server, RunningService(openai_config(server, tmp_path)) as running:
+        client = OpenAIBackend(running.url + "/v1")
+        rows = Rewriter(client).rewrite_samples(queries, 3)
+        assert [request["n"] for request in server.requests] == [3, 3]
+        other = httpx.post(running.url + "/v1/chat/completions", timeout=30, json={
+            "n": 2, "messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "q"}]})
+        client.close()
+    for query, row in zip(queries, rows):
+        assert [r.text for r in row] == [f"rewrite of {query}"] + [f"rewrite of {query} (sample {i})" for i in (1, 2)]
+        assert not any(r.fallback for r in row)
+    assert other.status_code == 400 and "own prompts" in other.json()["error"]["message"]
+
+
+def test_one_batch_window_keeps_single_rewrites_and_samples_apart(tmp_path):
+    """Requests with and without n that meet in one batch window go to the rewriter as separate
+    calls (a backend call samples one n), and each gets its own shape."""
+    engine = CountingEngine(delay=0.05)
+    with RunningService(engine_config(tmp_path, max_wait_ms=300), engine) as running:
+        async def together():
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await asyncio.gather(*(client.post(running.url + "/v1/rewrite", json=body) for body in (
+                    {"queries": ["a"]}, {"queries": ["b"], "n": 3}, {"queries": ["c"], "n": 2})))
+        single, three, two = [response.json()["rewrites"][0] for response in asyncio.run(together())]
+    assert single["text"] == "rw: a" and "samples" not in single
+    assert [s["text"] for s in three["samples"]] == ["rw: b"] * 3 and [s["text"] for s in two["samples"]] == ["rw: c"] * 2
+    assert sorted(engine.batches) == [["a"], ["b"], ["b"], ["b"], ["c"], ["c"]]  # one generate per sample here

@@ -3,7 +3,7 @@ clients and upstream failures against one real `tsqr serve --rewriter openai` pr
 fake model server whose behaviour changes between steps.
 
 Rules: rewrite requests (one query or several, duplicates, any Unicode, strict or not), requests
-with a tiny 'timeout', chat requests (model tsqr-rewrite, our own prompt, another conversation), a
+with a tiny 'timeout', requests for several samples ('n') in every mode, rrf included, chat requests (model tsqr-rewrite, our own prompt, another conversation), a
 client that disconnects before its body or while waiting for its answer, a burst past --max-queue;
 and the upstream made slow, made to fail (500), made to answer garbage, stopped and restarted.
 
@@ -11,7 +11,10 @@ Checked on every answer: each rewrite's 'original' is what was sent, in order; a
 not a fallback is exactly what the upstream produced for that query (its answer names the query, so
 a mix-up shows); a fallback's text is its query; a non-strict request never gets a 5xx; nothing
 takes much longer than the service's time budget; once the upstream answers again, a query whose
-last request ended (not by a timeout) is rewritten, not answered from a stored failure. Checked
+last request ended (not by a timeout) is rewritten, not answered from a stored failure. A request
+with 'n' gets n samples per query, each one the upstream produced for that query as that sample (or
+its query, on a fallback), its text and mode rrf's searches made of them; asked again at once, one
+whose samples were all rewritten is answered the same texts, every one from the cache. Checked
 after every step: /health answers 200 within a bound, the queue gauge stays within --max-queue, and
 the process's open descriptors (/proc/<pid>/fd) and resident memory stay within a bound of their
 start. Checked at the end of every example (and by a rule, at any step): once nothing is asked, the
@@ -87,6 +90,8 @@ class Upstream:
         self.delay = 0.0
         self.failure: str | None = None
         self.produced: dict[str, set[str]] = defaultdict(set)
+        # query -> sample index -> the texts answered as that sample (a request with n answers n)
+        self.produced_samples: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
         self._lock = threading.Lock()
         self.server: RecordingOpenAIServer | None = None
         self.port = 0
@@ -110,6 +115,8 @@ class Upstream:
         text = GARBAGE_TEXTS.get(self.failure, rewritten)(query)
         with self._lock:
             self.produced[query].add(text)
+            for index in range(body.get("n", 1)):  # the recording server's sample i: the text + " (sample i)"
+                self.produced_samples[query][index].add(text if index == 0 else f"{text} (sample {index})")
         return text
 
     def apply(self) -> None:
@@ -153,6 +160,8 @@ class Harness:
         self.fresh = itertools.count()
         # query -> the step whose answer ended its last generation (not a timeout): nothing of it runs since
         self.settled: dict[str, str] = {}
+        # (query, n) -> the same for its n > 1 samples, generated apart from its single rewrite
+        self.settled_samples: dict[tuple[str, int], str] = {}
         self.budget_end = 0.0
         self.examples = {"run": 0, "skipped": 0}
         self.seen: Counter[str] = Counter()  # outcomes, printed: what the run exercised
@@ -308,6 +317,68 @@ class ServiceStates(RuleBasedStateMachine):
                             f"({sorted(self.up.produced[query])})")
                 self._settle(query, "rewritten")
 
+    def _check_samples(self, sent: list[str], n: int, mode: str, strict: bool, answer: httpx.Response,
+                       healthy: bool) -> bool:
+        """A request with ``n``: each query's n samples are its own (the upstream produced each for
+        that query as that sample, or it is the query, fallen back), its text and rrf's searches are
+        made of them, and a sample fell back only by a timeout or while the upstream fails (or a
+        generation of it started then was running). Whether every sample of every query was rewritten."""
+        status = answer.status_code
+        self.h.seen[f"samples {'strict' if strict else 'non-strict'} {status}"] += 1
+        settled = self.h.settled if n == 1 else self.h.settled_samples
+        keys = [query if n == 1 else (query, n) for query in sent]
+        if status == 429:
+            self._check(answer.headers.get("retry-after") == "1", "a 429 without Retry-After")
+            return False
+        if status in (502, 504) and strict:
+            self._check(not (status == 502 and healthy and all(key in settled for key in keys)),
+                        f"strict 502 for {sent} n={n} while the upstream answers: {answer.text}")
+            for key in keys:
+                settled.pop(key, None)
+            return False
+        self._check(status == 200, f"{status} for n={n} {sent}: {answer.text}")
+        rewrites = answer.json()["rewrites"]
+        self._check([r["original"] for r in rewrites] == sent, f"originals {[r['original'] for r in rewrites]} for {sent}")
+        every = True
+        for key, rewrite in zip(keys, rewrites):
+            query, samples = rewrite["original"], rewrite["samples"]
+            self._check(len(samples) == n, f"{len(samples)} samples of {query!r} for n={n}: {rewrite}")
+            texts = []
+            for index, sample in enumerate(samples):
+                if sample["fallback"]:
+                    self._check(not strict and sample["text"] == query and sample["reason"],
+                                f"sample {index} of {query!r} fell back as {sample} (strict={strict})")
+                    timed_out = sample["reason"].startswith("BackendTimeout")
+                    self.h.seen["sample fallback: " + ("timeout" if timed_out else sample["reason"].split(":")[0])] += 1
+                    self._check(timed_out or not (healthy and key in settled),
+                                f"sample {index} of {query!r} fell back while the upstream answers and nothing of "
+                                f"it was running: {sample}; its last answer: {settled.get(key)}")
+                else:
+                    self.h.seen["sample rewritten"] += 1
+                    self._check(sample["text"] in self.up.produced_samples[query][index],
+                                f"sample {index} of {query!r} is {sample['text']!r}, not what the upstream produced "
+                                f"as it ({sorted(self.up.produced_samples[query][index])})")
+                    texts.append(sample["text"])
+            every = every and len(texts) == n
+            fallback = not texts
+            self._check(rewrite["fallback"] == fallback, f"fallback {rewrite['fallback']} with {samples}")
+            joined = " ".join(s["text"] for s in samples)
+            expected = query if fallback else {"concat": " ".join([query] * 5 + [joined])}.get(mode, joined)
+            if mode == "adaptive" and not fallback:
+                self._check(rewrite["text"].endswith(joined), f"adaptive text {rewrite['text']!r} of {samples}")
+            else:
+                self._check(rewrite["text"] == expected, f"mode {mode} text {rewrite['text']!r}, not {expected!r}")
+            if mode == "rrf":
+                self._check(rewrite["searches"] == [query, *texts], f"searches {rewrite['searches']} of {samples}")
+                self._check(rewrite["fusion"] == {"method": "rrf", "k": 60, "weights": [1.0] * (len(texts) + 1)},
+                            f"fusion {rewrite['fusion']}")
+            if any(s["fallback"] and s["reason"].startswith("BackendTimeout") for s in samples):
+                settled.pop(key, None)
+            else:
+                settled[key] = (f"in example {self.h.examples['run']} step {len(self.h.steps)}: {self.h.steps[-1]} "
+                                f"with the upstream {self.up}")
+        return every
+
     # ---- clients
     @rule(sent=st.lists(queries, min_size=1, max_size=4), strict=st.booleans())
     @reported
@@ -328,6 +399,27 @@ class ServiceStates(RuleBasedStateMachine):
         healthy = self.up.healthy
         answer = self._post("/v1/rewrite", {"queries": sent, "strict": strict, "timeout": timeout})
         self._check_rewrites(sent, strict, answer, healthy)
+
+    @rule(sent=st.lists(queries, min_size=1, max_size=3), n=st.integers(1, 4),
+          mode=st.sampled_from(["replace", "concat", "adaptive", "both", "rrf"]), strict=st.booleans())
+    @reported
+    def rewrite_samples(self, sent, n, mode, strict):
+        """Several samples per query in a mode; one whose samples were all rewritten, asked again
+        at once, is answered the same texts, every sample from the cache (no model call)."""
+        sent = self._name(sent)
+        if not self._begin(f"rewrite_samples({sent!r}, n={n}, mode={mode!r}, strict={strict})"):
+            return
+        body = {"queries": sent, "n": n, "mode": mode, "strict": strict}
+        healthy = self.up.healthy
+        answer = self._post("/v1/rewrite", body)
+        if not self._check_samples(sent, n, mode, strict, answer, healthy):
+            return
+        replay = self._post("/v1/rewrite", body)
+        self._check(replay.status_code == 200, f"replay of {body}: {replay.status_code} {replay.text}")
+        first, again = answer.json()["rewrites"], replay.json()["rewrites"]
+        self._check([r["samples"] for r in again] == [[{**s, "cached": True} for s in r["samples"]] for r in first],
+                    f"replay of {body} is not exact, every sample from the cache: {again} after {first}")
+        self.h.seen["samples replayed from the cache"] += 1
 
     @rule(query=queries, kind=st.sampled_from(["tsqr-rewrite", "our prompt", "another conversation"]))
     @reported

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from tsqr_plugins.backends.base import Backend, Completion, cacheable, n_per_query, sample_key
@@ -28,6 +28,40 @@ def default_cache_path(backend: Backend) -> Path:
     """One file per backend and model, so a default cache never mismatches."""
     digest = cache_key(backend.cache_identity(), "", "", "")[:16]
     return default_cache_dir() / f"{backend.NAME}-{digest}.sqlite"
+
+
+def sample_keys(identity: Mapping[str, str], prompt_id: str, params: GenerationParams, query: str,
+                n: int) -> list[str]:
+    """The cache keys of one query's ``n`` samples, each under its index (:func:`sample_key`: sample
+    0 is the single rewrite's entry). The one keying of samples, for ``CachedBackend`` and ``tsqr serve``.
+
+    Args:
+        identity: The cache's identity (a backend's ``cache_identity()``).
+        prompt_id: The prompt's id.
+        params: The sampling parameters.
+        query: The original query.
+        n: Samples, >= 1.
+    """
+    return [cache_key(identity, prompt_id, sample_key(params, i), query) for i in range(n)]
+
+
+def sample_entries(keys: Sequence[str], prompt: Prompt, params: GenerationParams, query: str,
+                   completions: Sequence[Completion], stored: Mapping[str, str] | None = None) -> Iterator[tuple]:
+    """The ``RewriteCache.put_many`` rows of one query's samples worth storing: each ``cacheable``
+    completion under its index, the ones in ``stored`` (already in the cache) left out.
+
+    Args:
+        keys: The samples' keys, from :func:`sample_keys`.
+        prompt: The prompt that made them.
+        params: The sampling parameters.
+        query: The original query.
+        completions: The samples, in order.
+        stored: Keys already in the cache.
+    """
+    stored = stored or {}
+    return ((key, prompt.id, sample_key(params, i), query, completion.text)
+            for i, (key, completion) in enumerate(zip(keys, completions))
+            if key not in stored and cacheable(completion, prompt))
 
 
 class CachedBackend(Backend):
@@ -86,7 +120,7 @@ class CachedBackend(Backend):
             params: How to sample.
             n: Samples per query.
         """
-        keys = [[self.store.key(prompt.id, sample_key(params, i), query) for i in range(n)] for query in queries]
+        keys = [sample_keys(self.store.identity, prompt.id, params, query, n) for query in queries]
         try:
             hits = self.store.get_many(key for row in keys for key in row)
         except CacheError as error:
@@ -96,11 +130,8 @@ class CachedBackend(Backend):
         fresh = n_per_query(self.inner.generate_samples([queries[index] for index in misses], prompt, params, n),
                             len(misses), n, self.inner.NAME) if misses else []
         try:
-            self.store.put_many(
-                (keys[index][i], prompt.id, sample_key(params, i), queries[index], completion.text)
-                for index, samples in zip(misses, fresh) for i, completion in enumerate(samples)
-                if cacheable(completion, prompt) and keys[index][i] not in hits
-            )
+            self.store.put_many(entry for index, samples in zip(misses, fresh)
+                                for entry in sample_entries(keys[index], prompt, params, queries[index], samples, hits))
         except CacheError as error:
             self._warn(f"rewrite cache write failed (the rewrites are answered, not cached): {error}")
         generated = dict(zip(misses, fresh))

@@ -42,9 +42,15 @@ class Replica:
                 "failures": self.failures, "last_error": self.last_error}
 
 
-def _unreachable(completions: list[Completion]) -> bool:
+def _flat(completions: list) -> list[Completion]:
+    """The completions of a batch, each query's samples in turn (``generate_samples`` answers a list per query)."""
+    return [c for item in completions for c in (item if isinstance(item, list) else [item])]
+
+
+def _unreachable(completions: list) -> bool:
     """Every item failed to reach the server (as opposed to the server answering badly)."""
-    return bool(completions) and all(isinstance(c.error, ServerUnavailableError) for c in completions)
+    flat = _flat(completions)
+    return bool(flat) and all(isinstance(c.error, ServerUnavailableError) for c in flat)
 
 
 class ReplicaPool(Backend):
@@ -135,7 +141,7 @@ class ReplicaPool(Backend):
             chosen.in_flight += 1
             return chosen
 
-    def _route(self, call) -> list[Completion]:
+    def _route(self, call) -> list:
         tried: set[str] = set()
         last: list[Completion] | None = None
         while True:
@@ -155,12 +161,25 @@ class ReplicaPool(Backend):
                 replica.served += 1
                 return completions
             replica.healthy, replica.failures = False, replica.failures + 1
-            replica.last_error = str(completions[0].error)[:300]
+            replica.last_error = str(_flat(completions)[0].error)[:300]
             logger.warning("upstream %s is unreachable; trying another (%s)", replica.url, replica.last_error)
             last = completions
 
     def generate(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[Completion]:
         return self._route(lambda backend: backend.generate(queries, prompt, params))
+
+    def generate_samples(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams,
+                         n: int) -> list[list[Completion]]:
+        """``n`` completions per query from one replica, each query one request with OpenAI's ``n``
+        (failing over as ``generate`` does).
+
+        Args:
+            queries: The search queries, each put into ``prompt``.
+            prompt: The prompt that turns a query into chat messages.
+            params: How to sample.
+            n: Completions per query, >= 1.
+        """
+        return self._route(lambda backend: backend.generate_samples(queries, prompt, params, n))
 
     def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
         return self._route(lambda backend: backend.chat(conversations, params))

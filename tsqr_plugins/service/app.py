@@ -18,13 +18,16 @@ from tsqr_plugins import deadline
 from tsqr_plugins.querydsl import rewritten_match
 from tsqr_plugins.backends import Backend, load_backend
 from tsqr_plugins.backends.base import Completion
-from tsqr_plugins.cache import RewriteCache, cache_key
-from tsqr_plugins.combine import DEFAULT_REPEAT, MODES
+from tsqr_plugins.backends.cache import sample_keys
+from tsqr_plugins.cache import RewriteCache
+from tsqr_plugins.combine import DEFAULT_REPEAT
 from tsqr_plugins.core import Rewrite, finish
 from tsqr_plugins.errors import BackendError, BackendTimeout, InputError
 from tsqr_plugins.lazy import require
 from tsqr_plugins.params import GenerationParams
 from tsqr_plugins.prompts import get_prompt, match_conversation
+from tsqr_plugins.service.answers import (REWRITE_MODES, RequestFieldError, answer_copies, parse_fusion,
+                                          parse_samples, rewrite_answer)
 from tsqr_plugins.service.batcher import MicroBatcher, QueueFull
 from tsqr_plugins.service.config import ServiceConfig
 from tsqr_plugins.service.hybrid import hybrid_query, whole_match
@@ -40,7 +43,7 @@ logger = logging.getLogger(__name__)
 # endpoint is configured with; see engine_configs.elasticsearch_inference_endpoint).
 REWRITE_MODEL = "tsqr-rewrite"
 MAX_REPEAT = 20  # query2doc uses 5
-MAX_ANSWER_CHARS = 8_000_000  # what mode concat may echo back in one answer
+MAX_ANSWER_CHARS = 8_000_000  # what mode concat's copies and n's samples may echo back in one answer
 # How long a cache write waits for another process's write before it is skipped (the rewrite is
 # still answered): a rewriter slot is held meanwhile.
 CACHE_BUSY_TIMEOUT = 5.0
@@ -110,11 +113,13 @@ class RewriteService:
         if whole is not None:
             body = {**body, "match": whole[1]}
         queries, mode, repeat, prompt, params, strict, budget = self._parse_rewrite_request(body)
+        n, fusion = self._parse_samples_and_fusion(body, mode, repeat, queries)
         unique = list(dict.fromkeys(queries))
-        completions = await self._complete(unique, prompt, params, strict, budget)
+        rows = await self._complete(unique, prompt, params, budget, n or 1)
         by_query = {}
-        for query, (completion, cached) in zip(unique, completions):
-            by_query[query] = self._to_rewrite(query, completion, cached, prompt, mode, repeat, strict)
+        for query, row in zip(unique, rows):
+            samples = [self._to_rewrite(query, completion, prompt, strict) for completion in row]
+            by_query[query] = rewrite_answer(samples, mode, repeat, n, fusion)
         answer = {"rewrites": [by_query[q] for q in queries], "model": self.model_name, "prompt_id": prompt.id}
         if "match" in body:  # the OpenSearch search pipeline writes this object in place of the caller's
             rewrite = answer["rewrites"][0]
@@ -148,8 +153,8 @@ class RewriteService:
             if len(query) > self.config.max_query_chars:
                 raise HTTPProblem(413, f"query {index} has {len(query)} characters; the limit is {self.config.max_query_chars}")
         mode = body.get("mode", "replace")
-        if mode not in MODES:
-            raise HTTPProblem(400, f"unknown mode {mode!r}; choose one of {list(MODES)}")
+        if mode not in REWRITE_MODES:
+            raise HTTPProblem(400, f"unknown mode {mode!r}; choose one of {list(REWRITE_MODES)}")
         repeat = body.get("repeat", DEFAULT_REPEAT)
         if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= MAX_REPEAT:
             raise HTTPProblem(400, f"'repeat' must be an integer from 1 to {MAX_REPEAT}")
@@ -178,42 +183,63 @@ class RewriteService:
         self._check_context(params)
         return queries, mode, repeat, prompt, params, strict, budget
 
+    def _parse_samples_and_fusion(self, body: dict[str, Any], mode: str, repeat: int, queries: list[str]):
+        """``n`` (None when not asked) and mode rrf's fusion (None for other modes); 400 for a bad
+        value, 413 for an answer that would echo more than MAX_ANSWER_CHARS of the queries."""
+        try:
+            n, fusion = parse_samples(body, self.config.max_samples), parse_fusion(body, mode)
+        except RequestFieldError as error:
+            raise HTTPProblem(400, str(error)) from error
+        if n is not None:  # each sample may be its query (a fallback), and so may the joined text
+            answer_chars = answer_copies(mode, repeat, n) * sum(len(query) + 1 for query in queries)
+            if answer_chars > MAX_ANSWER_CHARS:
+                raise HTTPProblem(413, f"n {n} (mode {mode}, repeat {repeat}) would answer up to {answer_chars} "
+                                       f"characters; the limit is {MAX_ANSWER_CHARS} (send fewer queries or a smaller 'n')")
+        return n, fusion
+
     def _check_context(self, params) -> None:
         context = getattr(self.backend, "context_length", None)
         if isinstance(context, int) and params.max_tokens >= context:
             raise HTTPProblem(400, f"max_tokens {params.max_tokens} leaves no room for the prompt in the model's "
                                    f"context of {context} tokens")
 
-    async def _complete(self, queries: list[str], prompt, params, strict: bool,
-                        budget: float | None = None) -> list[tuple[Completion, bool]]:
-        """Cache hits first; misses through the batcher, each within the request's time budget."""
+    async def _complete(self, queries: list[str], prompt, params, budget: float | None = None,
+                        n: int = 1) -> list[list[Completion]]:
+        """Per query its ``n`` completions, ``cached`` set on those from the cache. Cache hits
+        first, each sample under its index (``sample_keys``, as ``CachedBackend``); a query missing
+        any goes through the batcher (all its samples in one engine call; only the missing ones
+        answered from it), each within the request's time budget."""
         budget = self.config.timeout if budget is None else budget
-        params_key = params.key()
-        keys = [cache_key(self.identity, prompt.id, params_key, query) for query in queries]
-        hits = await self._cached(keys)
+        keys = [sample_keys(self.identity, prompt.id, params, query, n) for query in queries]
+        hits = await self._cached([key for row in keys for key in row])
         self.metrics.count("cache_hits", len(hits))
-        self.metrics.count("cache_misses", len(keys) - len(hits))
+        self.metrics.count("cache_misses", n * len(keys) - len(hits))
+        # in flight under sample 0's key (the single rewrite's), n > 1 apart: another n is another generation
+        flights = [row[0] if n == 1 else f"{row[0]}#n={n}" for row in keys]
         try:
-            futures = self.batcher.submit_all({key: (query, prompt, params)
-                                               for key, query in zip(keys, queries) if key not in hits})
+            futures = self.batcher.submit_all({flight: (query, prompt, params, tuple(row) if n > 1 else ())
+                                               for flight, query, row in zip(flights, queries, keys)
+                                               if any(key not in hits for key in row)})
         except QueueFull as error:
             raise HTTPProblem(429, f"the service is busy: {error}; retry shortly", {"Retry-After": "1"}) from error
         if futures:
             # shield: a timed-out request leaves the generation running, and its result is cached
             waiting = [asyncio.shield(future) for future in futures.values()]
             await asyncio.wait(waiting, timeout=budget)
-            for key, future in futures.items():
+            for flight, future in futures.items():
                 if not future.done():
-                    self.batcher.give_up(key)
+                    self.batcher.give_up(flight)
         results = []
-        for key in keys:
-            if key in hits:
-                results.append((Completion(text=hits[key]), True))
-            elif futures[key].done():
-                results.append((futures[key].result(), False))
+        for flight, row in zip(flights, keys):
+            future = futures.get(flight)
+            if future is None:
+                fresh = []
+            elif future.done():
+                fresh = [future.result()] if n == 1 else future.result()
             else:
-                timeout = BackendTimeout(f"no answer within the time budget of {budget:g} s")
-                results.append((Completion.failed(timeout), False))
+                fresh = [Completion.failed(BackendTimeout(f"no answer within the time budget of {budget:g} s"))] * n
+            results.append([Completion(text=hits[key], cached=True) if key in hits else replace(fresh[i], cached=False)
+                            for i, key in enumerate(row)])
         return results
 
     async def _cached(self, keys: list[str]) -> dict[str, str]:
@@ -227,23 +253,23 @@ class RewriteService:
             self.metrics.count("cache_errors")
             return {}
 
-    def _to_rewrite(self, query, completion: Completion, cached: bool, prompt, mode, repeat, strict) -> dict[str, Any]:
-        """The answer for one query: ``finish`` (what every surface does with a completion), and
-        its texts for ``mode``."""
+    def _to_rewrite(self, query, completion: Completion, prompt, strict) -> Rewrite:
+        """One completion of ``query`` as its rewrite: ``finish``, what every surface does with a
+        completion; 502/504 for a failure with ``strict``."""
         if isinstance(completion.error, InputError):
             # For the library an InputError is the caller's mistake and raises; here the rewriter's
             # refusal (a prompt leaving no room in the context, say) is one more failure of the
             # rewrite: the service falls back, as it does for any rewriter failure, unless strict.
             completion = Completion.failed(BackendError(str(completion.error)))
         try:
-            rewrite = finish(query, replace(completion, cached=cached), prompt, self.model_name, strict)
+            rewrite = finish(query, completion, prompt, self.model_name, strict)
         except BackendError as error:  # strict
             self.metrics.count("strict_failures")
             status = 504 if isinstance(error, BackendTimeout) else 502
             raise HTTPProblem(status, f"rewrite failed (strict): {type(error).__name__}: {error}") from error
         if rewrite.fallback:
             self.metrics.count("fallbacks")
-        return rewrite_answer(rewrite, mode, repeat)
+        return rewrite
 
     # ---- /v1/chat/completions
     async def chat(self, body: Any) -> dict[str, Any]:
@@ -263,7 +289,12 @@ class RewriteService:
         except (InputError, TypeError) as error:
             raise HTTPProblem(400, str(error)) from error
         self._check_context(params)
+        n = body.get("n") if body.get("n") is not None else 1
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.config.max_samples:
+            raise HTTPProblem(400, f"'n' must be an integer from 1 to {self.config.max_samples} (--max-samples)")
         model = body.get("model")
+        if n > 1 and model == REWRITE_MODEL:
+            raise HTTPProblem(400, f"model {REWRITE_MODEL} answers one rewrite; send /v1/rewrite with 'n' for samples")
         if model == REWRITE_MODEL:  # Elasticsearch's _inference endpoint, or any chat client
             return await self._chat_rewrite(messages)
         if model is not None and model not in self.model_names:  # as vLLM's OpenAI server answers
@@ -271,16 +302,20 @@ class RewriteService:
                                    f"{sorted({self.model_name, REWRITE_MODEL})} (GET /v1/models)")
         self._check_conversation(messages)
         query, prompt = self._as_rewrite(messages)
-        if query is not None:  # our own prompt: batched, coalesced and cached like /v1/rewrite
-            completion, _ = (await self._complete([query], prompt, params, strict=True))[0]
+        if query is not None:  # our own prompt: batched, coalesced and cached like /v1/rewrite, n samples too
+            completions = (await self._complete([query], prompt, params, n=n))[0]
+        elif n > 1:  # the rewriters' chat() answers one completion per conversation
+            raise HTTPProblem(400, "'n' above 1 is answered for tsqr's own prompts only (what the openai "
+                                   "rewriter's samples send); this conversation is not one")
         else:
-            completion = await self._chat_direct(messages, params)
-        if completion.error is not None:
-            status = 504 if isinstance(completion.error, BackendTimeout) else 502
-            raise HTTPProblem(status, f"the rewriter failed: {completion.error}")
-        if not is_unicode_text(completion.text or ""):
-            raise HTTPProblem(502, "the rewriter's output is not text (it holds a lone surrogate)")
-        return chat_completion(self.model_name, completion.text, completion.finish_reason or "stop")
+            completions = [await self._chat_direct(messages, params)]
+        for completion in completions:
+            if completion.error is not None:
+                status = 504 if isinstance(completion.error, BackendTimeout) else 502
+                raise HTTPProblem(status, f"the rewriter failed: {completion.error}")
+            if not is_unicode_text(completion.text or ""):
+                raise HTTPProblem(502, "the rewriter's output is not text (it holds a lone surrogate)")
+        return chat_completion(self.model_name, [(c.text, c.finish_reason or "stop") for c in completions])
 
     def _check_conversation(self, messages: list[dict[str, str]]) -> None:
         """A conversation has the limits of one query: its text, and a message count."""
@@ -302,7 +337,7 @@ class RewriteService:
         if not users:
             raise HTTPProblem(400, f"model {REWRITE_MODEL} rewrites the last user message; there is none")
         answer = await self.rewrite({"queries": [users[-1]]})  # the same checks and limits as /v1/rewrite
-        return chat_completion(REWRITE_MODEL, answer["rewrites"][0]["text"])
+        return chat_completion(REWRITE_MODEL, [(answer["rewrites"][0]["text"], "stop")])
 
     def _as_rewrite(self, messages: list[dict[str, str]]):
         """(query, prompt) for a conversation that is exactly one of our prompts, which may share
@@ -358,26 +393,15 @@ class RewriteService:
                                            for name in (self.model_name, REWRITE_MODEL)]}
 
 
-def rewrite_answer(rewrite: Rewrite, mode: str, repeat: int) -> dict[str, Any]:
-    """One rewrite as ``/v1/rewrite`` answers it: ``text`` is what to search for in ``mode`` (the
-    original itself on a fallback), ``texts`` both for ``mode: both``."""
-    answer = {"original": rewrite.original, "fallback": rewrite.fallback, "cached": rewrite.cached,
-              "text": rewrite.text if rewrite.fallback else rewrite.combined_text(mode, repeat),
-              "model": rewrite.model, "prompt_id": rewrite.prompt_id}
-    if rewrite.fallback:
-        answer["reason"] = rewrite.reason
-    if mode == "both":  # both texts, for the caller to fuse; "text" stays the rewrite
-        answer["texts"] = [rewrite.original, rewrite.text]
-    return answer
-
-
-def chat_completion(model: str, text: str, finish_reason: str = "stop") -> dict[str, Any]:
+def chat_completion(model: str, choices: list[tuple[str, str]]) -> dict[str, Any]:
+    """An OpenAI chat completion of ``choices``, each ``(text, finish_reason)``, indexed in order."""
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}],
+        "choices": [{"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
+                    for index, (text, finish_reason) in enumerate(choices)],
     }
 
 

@@ -1,5 +1,7 @@
 """Micro-batching: concurrent requests are gathered into rewriter batches, identical in-flight
-queries share one generation, and finished completions go into the rewrite cache."""
+queries share one generation, and finished completions go into the rewrite cache. A query asked
+for ``n`` samples is one item whose future gets its ``n`` completions, sampled in one engine call
+where the engine can (``Backend.generate_samples``)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from tsqr_plugins.backends.base import Backend, Completion, cacheable, one_per_query
+from tsqr_plugins.backends.base import Backend, Completion, n_per_query, one_per_query
+from tsqr_plugins.backends.cache import sample_entries
 from tsqr_plugins.cache import RewriteCache
 from tsqr_plugins.errors import BackendTimeout
 from tsqr_plugins.params import GenerationParams
@@ -24,12 +27,22 @@ class QueueFull(Exception):
 
 @dataclass
 class Pending:
-    key: str
+    key: str  # in flight under it; a single rewrite's cache key too
     query: str
     prompt: Prompt
     params: GenerationParams
     future: asyncio.Future
     waiters: int = 1  # requests still waiting for it; none left while queued: it is dropped
+    # n > 1 samples: each one's cache key (sample_keys); the future then gets a list of n completions
+    sample_keys: tuple[str, ...] = ()
+
+    @property
+    def n(self) -> int:
+        return len(self.sample_keys) or 1
+
+    def failed(self, error: Exception) -> Completion | list[Completion]:
+        """What its future gets when it has no completion: the error, for each sample."""
+        return Completion.failed(error) if self.n == 1 else [Completion.failed(error)] * self.n
 
 
 class MicroBatcher:
@@ -75,8 +88,10 @@ class MicroBatcher:
     def depth(self) -> int:
         return self._queue.qsize()
 
-    def submit(self, key: str, query: str, prompt: Prompt, params: GenerationParams) -> asyncio.Future:
-        """A future for the completion of ``query``; joins an identical query already in flight."""
+    def submit(self, key: str, query: str, prompt: Prompt, params: GenerationParams,
+               sample_keys: tuple[str, ...] = ()) -> asyncio.Future:
+        """A future for the completion of ``query`` (with ``sample_keys``, n > 1 of them: a list of
+        its ``n`` samples' completions); joins an identical query already in flight under ``key``."""
         existing = self._in_flight.get(key)
         if existing is not None:
             self.metrics.count("coalesced")
@@ -84,14 +99,15 @@ class MicroBatcher:
             return existing.future
         if self._queue.qsize() >= self.max_queue:
             raise QueueFull(f"{self._queue.qsize()} queries are waiting (limit {self.max_queue})")
-        pending = Pending(key, query, prompt, params, asyncio.get_running_loop().create_future())
+        pending = Pending(key, query, prompt, params, asyncio.get_running_loop().create_future(),
+                          sample_keys=tuple(sample_keys))
         self._in_flight[key] = pending
         self._queue.put_nowait(pending)
         self.metrics.queue_depth = self._queue.qsize()
         return pending.future
 
-    def submit_all(self, queries: dict[str, tuple[str, Prompt, GenerationParams]]) -> dict[str, asyncio.Future]:
-        """Futures for every ``key: (query, prompt, params)`` of one request, or QueueFull before any
+    def submit_all(self, queries: dict[str, tuple]) -> dict[str, asyncio.Future]:
+        """Futures for every ``key: (query, prompt, params[, sample_keys])`` of one request, or QueueFull before any
         is queued: admission is the whole request or nothing (a 429 left its earlier queries queued,
         generated for nobody ahead of live requests)."""
         new = sum(1 for key in queries if key not in self._in_flight)
@@ -121,7 +137,7 @@ class MicroBatcher:
         if item.waiters > 0:
             return True
         self.metrics.count("expired")
-        self._resolve([item], [Completion.failed(BackendTimeout("every request for it had given up"))])
+        self._resolve([item], [item.failed(BackendTimeout("every request for it had given up"))])
         return False
 
     async def _run(self) -> None:
@@ -157,47 +173,51 @@ class MicroBatcher:
         """Every future of the batch is resolved on every path: one left pending would make each
         later request for its query wait for it until the time budget ends."""
         try:
-            groups: dict[tuple[str, str], list[Pending]] = {}
-            for item in batch:  # a backend call takes one prompt and one set of sampling parameters
-                groups.setdefault((item.prompt.id, item.params.key()), []).append(item)
+            groups: dict[tuple[str, str, int], list[Pending]] = {}
+            for item in batch:  # a backend call takes one prompt, one set of sampling parameters, one n
+                groups.setdefault((item.prompt.id, item.params.key(), item.n), []).append(item)
             for items in groups.values():
                 self.metrics.batch(len(items))
                 try:
                     completions = await asyncio.get_running_loop().run_in_executor(self._executor, self._generate, items)
                 except Exception as error:  # a bug past the engine call: these queries fall back, the next try afresh
                     logger.exception("batch of %d failed after the engine call", len(items))
-                    completions = [Completion.failed(error)] * len(items)
+                    completions = [item.failed(error) for item in items]
                 self._resolve(items, completions)
         finally:
             abandoned = RuntimeError("the batch was abandoned (the service is stopping)")
-            self._resolve(batch, [Completion.failed(abandoned)] * len(batch))
+            self._resolve(batch, [item.failed(abandoned) for item in batch])
             self._slots.release()
 
-    def _resolve(self, items: list[Pending], completions: list[Completion]) -> None:
+    def _resolve(self, items: list[Pending], completions: list) -> None:
         for item, completion in zip(items, completions):
             if self._in_flight.get(item.key) is item:
                 del self._in_flight[item.key]
             if not item.future.done():
                 item.future.set_result(completion)
 
-    def _generate(self, items: list[Pending]) -> list[Completion]:
-        """Runs in a worker thread: the engine call, then one cache transaction for the batch."""
-        prompt, params = items[0].prompt, items[0].params
+    def _generate(self, items: list[Pending]) -> list:
+        """Runs in a worker thread: the engine call, then one cache transaction for the batch (each
+        sample under its index: the keying ``CachedBackend`` uses)."""
+        prompt, params, n = items[0].prompt, items[0].params, items[0].n
+        queries = [item.query for item in items]
         try:
-            completions = one_per_query(self.backend.generate([item.query for item in items], prompt, params),
-                                        len(items), self.backend.NAME)
+            if n == 1:
+                completions = one_per_query(self.backend.generate(queries, prompt, params), len(items), self.backend.NAME)
+                rows = [[completion] for completion in completions]
+            else:  # one engine call for every sample where the engine can (OpenAI's and vLLM's n)
+                rows = n_per_query(self.backend.generate_samples(queries, prompt, params, n), len(items), n,
+                                   self.backend.NAME)
+                completions = rows
         except Exception as error:
             logger.warning("rewriter batch of %d failed: %s", len(items), error)
             self.metrics.count("rewriter_errors")
-            return [Completion.failed(error)] * len(items)
+            return [item.failed(error) for item in items]
         if self.cache is not None:
-            params_key = params.key()
             try:
-                self.cache.put_many(
-                    (item.key, prompt.id, params_key, item.query, completion.text)
-                    for item, completion in zip(items, completions)
-                    if cacheable(completion, prompt)
-                )
+                self.cache.put_many(entry for item, row in zip(items, rows)
+                                    for entry in sample_entries(item.sample_keys or (item.key,), prompt, params,
+                                                                item.query, row))
             except Exception as error:  # locked, full disk, text SQLite cannot store: still answered
                 logger.warning("rewrite cache write of %d failed (the rewrites are answered, not cached): %s",
                                len(items), error)

@@ -63,6 +63,7 @@ class ServiceConfig(ModelOptions):
     timeout: float = setting(30.0, help="per-request time budget in seconds")
     max_queries_per_request: int = setting(256, help="queries (or chat messages) in one request before 413")
     max_query_chars: int = setting(32_000, help="characters of one query (or conversation) before 413")
+    max_samples: int = setting(16, help="rewrites one query may ask for (/v1/rewrite's and chat's \"n\") before 400")
     max_body_bytes: int = setting(4 * 1024 * 1024, help="bytes of one request body before 413")
     read_timeout: float = setting(10.0, help="seconds a client has to send its headers, and again its body")
     write_timeout: float = setting(DEFAULT_WRITE_TIMEOUT, help="seconds a client may leave an answer unread "
@@ -96,7 +97,7 @@ class ServiceConfig(ModelOptions):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
         for name in ("max_connections", "max_batch_size", "max_queue", "max_queries_per_request", "max_query_chars",
-                     "concurrent_batches"):
+                     "concurrent_batches", "max_samples"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
 
