@@ -101,13 +101,27 @@ with RunningService(config) as service:
     queries = ["why do moths fly to light", "sort a dict in python", "rust borrow checker", "why do moths fly to light"]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda q: httpx.post(service.url + "/v1/rewrite", json=body(q), timeout=300).json(), queries))
-    metrics = httpx.get(service.url + "/metrics").text
-print("RESULT " + json.dumps([a["rewrites"][0] for a in answers]))
+    engine, requests = service.service.backend.engine, []  # every request into the async engine: its n
+    engine_generate = engine.generate
+    def counted_generate(prompt, sampling_params, request_id, *args, **kwargs):
+        requests.append(sampling_params.n)
+        return engine_generate(prompt, sampling_params, request_id, *args, **kwargs)
+    engine.generate = counted_generate
+    sampled = {"queries": ["rust borrow checker"], "n": 3, "strict": True,
+               "params": {"temperature": 1.0, "max_tokens": 12, "seed": 7}}
+    several = httpx.post(service.url + "/v1/rewrite", json=sampled, timeout=300).json()["rewrites"][0]
+print("RESULT " + json.dumps({"rewrites": [a["rewrites"][0] for a in answers], "several": several,
+                              "requests": requests}))
 """
 
 
 @pytest.mark.slow
 def test_service_on_vllms_async_engine(tiny_model):
-    rewrites = vllm_result(SERVICE_SCRIPT, tiny_model)
+    result = vllm_result(SERVICE_SCRIPT, tiny_model)
+    rewrites = result["rewrites"]
     assert all(not r["fallback"] and r["text"] for r in rewrites)
     assert rewrites[0]["text"] == rewrites[3]["text"]  # greedy, and coalesced or not: the same rewrite
+    # "n": 3 reaches the async engine as one request with SamplingParams.n = 3, and all three come back
+    assert result["requests"] == [3]
+    samples = result["several"]["samples"]
+    assert len(samples) == 3 and all(not s["fallback"] and s["text"] for s in samples)

@@ -158,34 +158,44 @@ class AsyncVLLMBackend(VLLMBackend):
         self.tokenizer = AutoTokenizer.from_pretrained(settings["model"],
                                                        trust_remote_code=settings["trust_remote_code"])
 
-    # one engine request per query and sample: the per-sample calls interleave in the engine
-    generate_samples = Backend.generate_samples
+    def generate_samples(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams,
+                         n: int) -> list[list[Completion]]:
+        """``n`` completions per query, each query one engine request (``SamplingParams(n=...)``)."""
+        conversations = [prompt.messages(fit_query(query, prompt, self.tokenizer, self.context_length, params.max_tokens))
+                         for query in queries]
+        sampling = self.sampling_params(params)
+        sampling.n = n
+        return self._requests(conversations, sampling, n)
 
     def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
+        return [samples[0] for samples in self._requests(conversations, self.sampling_params(params), 1)]
+
+    def _requests(self, conversations: Sequence[list[dict[str, str]]], sampling: Any, n: int) -> list[list[Completion]]:
+        """One engine request per conversation, its ``n`` outputs each, within the caller's deadline."""
         import asyncio
 
-        sampling = self.sampling_params(params)
         texts = [self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
                  for messages in conversations]
 
-        async def one(text: str) -> Completion:
-            final = None
+        async def one(text: str) -> list[Completion]:
+            # with n > 1 each streamed output may hold only the samples that moved (vllm/v1/engine/
+            # parallel_sampling.py, ParentRequest.get_outputs, vLLM 0.31): keep each index's latest
+            latest: dict[int, Any] = {}
             async for output in self.engine.generate({"prompt": text}, sampling, f"tsqr-{next(self._ids)}"):
-                final = output
-            if final is None:
-                return Completion(text="")
-            return Completion(text=final.outputs[0].text, finish_reason=final.outputs[0].finish_reason)
+                latest.update((out.index, out) for out in output.outputs)
+            return [Completion(text=latest[i].text, finish_reason=latest[i].finish_reason) if i in latest
+                    else Completion(text="") for i in range(n)]
 
         left = deadline.remaining()
 
-        async def batch() -> list[Completion]:
+        async def batch() -> list[list[Completion]]:
             # past the caller's time budget the requests are cancelled, which aborts them in vLLM
             return list(await asyncio.wait_for(asyncio.gather(*(one(text) for text in texts)), left))
 
         try:
             return asyncio.run_coroutine_threadsafe(batch(), self._loop).result()
         except asyncio.TimeoutError:
-            return [Completion.failed(BackendTimeout("the time budget was spent")) for _ in texts]
+            return [[Completion.failed(BackendTimeout("the time budget was spent"))] * n for _ in texts]
 
     def close(self) -> None:
         """Shut the engine down and stop its event loop."""
