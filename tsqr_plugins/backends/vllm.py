@@ -160,7 +160,14 @@ class AsyncVLLMBackend(VLLMBackend):
 
     def generate_samples(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams,
                          n: int) -> list[list[Completion]]:
-        """``n`` completions per query, each query one engine request (``SamplingParams(n=...)``)."""
+        """``n`` completions per query, each query one engine request (``SamplingParams(n=...)``).
+
+        Args:
+            queries: The search queries, each put into ``prompt``.
+            prompt: The prompt that turns a query into chat messages.
+            params: How to sample.
+            n: Completions per query, >= 1.
+        """
         conversations = [prompt.messages(fit_query(query, prompt, self.tokenizer, self.context_length, params.max_tokens))
                          for query in queries]
         sampling = self.sampling_params(params)
