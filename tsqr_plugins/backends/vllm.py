@@ -89,18 +89,16 @@ class VLLMBackend(Backend):
             seed=params.seed,
         )
 
+    def _conversations(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[list[dict]]:
+        return [prompt.messages(fit_query(query, prompt, self.tokenizer, self.context_length, params.max_tokens))
+                for query in queries]
+
     def generate(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams) -> list[Completion]:
-        return self.chat(
-            [
-                prompt.messages(fit_query(query, prompt, self.tokenizer, self.context_length, params.max_tokens))
-                for query in queries
-            ],
-            params,
-        )
+        return self.chat(self._conversations(queries, prompt, params), params)
 
     def generate_samples(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams,
                          n: int) -> list[list[Completion]]:
-        """``n`` completions per query in one engine call (``SamplingParams(n=...)``).
+        """``n`` completions per query, all in one engine call (``SamplingParams(n=...)``).
 
         Args:
             queries: The search queries, each put into ``prompt``.
@@ -108,17 +106,17 @@ class VLLMBackend(Backend):
             params: How to sample.
             n: Completions per query, >= 1.
         """
-        conversations = [prompt.messages(fit_query(query, prompt, self.tokenizer, self.context_length, params.max_tokens))
-                         for query in queries]
         sampling = self.sampling_params(params)
         sampling.n = n
-        outputs = self.llm.chat(conversations, sampling_params=sampling, use_tqdm=False)
-        return [[Completion(text=sample.text, finish_reason=sample.finish_reason) for sample in output.outputs]
-                for output in outputs]
+        return self._sampled(self._conversations(queries, prompt, params), sampling, n)
 
     def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
-        outputs = self.llm.chat(list(conversations), sampling_params=self.sampling_params(params), use_tqdm=False)
-        return [Completion(text=output.outputs[0].text, finish_reason=output.outputs[0].finish_reason)
+        return [samples[0] for samples in self._sampled(conversations, self.sampling_params(params), 1)]
+
+    def _sampled(self, conversations: Sequence[list[dict[str, str]]], sampling: Any, n: int) -> list[list[Completion]]:
+        """The ``n`` completions of each conversation, from one ``LLM.chat`` call."""
+        outputs = self.llm.chat(list(conversations), sampling_params=sampling, use_tqdm=False)
+        return [[Completion(text=sample.text, finish_reason=sample.finish_reason) for sample in output.outputs]
                 for output in outputs]
 
     def close(self) -> None:
@@ -158,27 +156,9 @@ class AsyncVLLMBackend(VLLMBackend):
         self.tokenizer = AutoTokenizer.from_pretrained(settings["model"],
                                                        trust_remote_code=settings["trust_remote_code"])
 
-    def generate_samples(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams,
-                         n: int) -> list[list[Completion]]:
-        """``n`` completions per query, each query one engine request (``SamplingParams(n=...)``).
-
-        Args:
-            queries: The search queries, each put into ``prompt``.
-            prompt: The prompt that turns a query into chat messages.
-            params: How to sample.
-            n: Completions per query, >= 1.
-        """
-        conversations = [prompt.messages(fit_query(query, prompt, self.tokenizer, self.context_length, params.max_tokens))
-                         for query in queries]
-        sampling = self.sampling_params(params)
-        sampling.n = n
-        return self._requests(conversations, sampling, n)
-
-    def chat(self, conversations: Sequence[list[dict[str, str]]], params: GenerationParams) -> list[Completion]:
-        return [samples[0] for samples in self._requests(conversations, self.sampling_params(params), 1)]
-
-    def _requests(self, conversations: Sequence[list[dict[str, str]]], sampling: Any, n: int) -> list[list[Completion]]:
-        """One engine request per conversation, its ``n`` outputs each, within the caller's deadline."""
+    def _sampled(self, conversations: Sequence[list[dict[str, str]]], sampling: Any, n: int) -> list[list[Completion]]:
+        """One engine request per conversation, its ``n`` outputs each, within the caller's deadline
+        (concurrent callers' requests interleave in the engine)."""
         import asyncio
 
         texts = [self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
