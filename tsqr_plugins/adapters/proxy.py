@@ -25,7 +25,7 @@ from ..httpserver import BodyStalled, paced, read_limited
 from ..jsontext import loads_exactly
 from ..lazy import require
 from . import stage
-from .searchclient import search_parts, single_index, within_budget
+from .stagecall import search_parts, single_index, within_budget
 from .stage import StageSettings
 
 logger = logging.getLogger(__name__)
