@@ -22,9 +22,7 @@ from .. import querydsl
 from . import fusedmsearch, fusedsearch, stage, stagesamples
 from .fusedsearch import Split
 from .stage import Plan, StageSettings, StatsKey
-from .stagecall import (  # noqa: F401  (search_parts, single_index, within_budget: the proxy's too)
-    Job, parts_of, sampled_rows, samples_within_budget, search_parts, single_index, within_budget,
-)
+from .stagecall import Job, parts_of, sampled_rows, samples_within_budget, search_parts, single_index
 from ..fusion import RRF_K
 
 logger = logging.getLogger(__name__)
