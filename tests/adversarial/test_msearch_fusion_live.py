@@ -1,25 +1,31 @@
 """Generated msearch batches through a fusing client stage on the real nodes (issue 23): each
 search of an ``msearch()`` must come back as ``search()`` answers it alone with the same settings
 (fused or not, the same page and scores, the same reason when not fused), and a fused one as
-``fusion.rrf`` of the node's own rankings of its two bodies.
+the RRF (from the paper's formula) of the node's own rankings of its original body and of each
+sample's rewritten body. Each batch draws its samples (1 to 4), which reach the backend as one call.
 
-TSQR_MSEARCH_SEED picks the sequence (printed on failure); each node gets BATCHES batches.
+TSQR_MSEARCH_SEED picks the sequence (printed on failure); each node gets BATCHES batches, or as
+many as SECONDS allow.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import time
 
 import pytest
 
-from tests.test_search_live import REWRITTEN_BODY, live, msearch, node_fusion, python_client, stage  # noqa: F401
-from tsqr_plugins.testing.conformance import QUERY, file_rewriter
+from tests.test_search_live import live, msearch, python_client, stage  # noqa: F401
+from tests.test_stage_samples_live import expected_page
+from tsqr_plugins import Rewriter
+from tsqr_plugins.testing.conformance import QUERY, SAMPLES, SamplingBackend
 
 pytestmark = pytest.mark.integration
 
 SEED = int(os.environ.get("TSQR_MSEARCH_SEED", "20261205"))
 BATCHES = 25
+SECONDS = 60  # per node: the generator stops drawing batches past it
 
 
 def item(rng: random.Random, index: str) -> tuple[dict, dict]:
@@ -53,15 +59,21 @@ def comparable(answer: dict) -> dict:
 def test_each_msearch_search_is_answered_as_search_answers_it(live, tmp_path):
     engine, url, index = live
     client = python_client(engine, url)
-    options = {"fusion": "rrf", "rewrite_weight": 2.0, "rrf_k": 30}
-    rewriting = stage(engine, client, file_rewriter(tmp_path), **options)
     rng = random.Random(f"{SEED}-{engine}")
+    started = time.monotonic()
     for batch in range(BATCHES):
+        if time.monotonic() - started > SECONDS:
+            break
+        samples = rng.randint(1, 4)
+        backend = SamplingBackend()  # knows QUERY (sample i is SAMPLES[i % 3]); other queries fall back
+        options = {"fusion": "rrf", "rewrite_weight": 2.0, "rrf_k": 30, "samples": samples}
+        rewriting = stage(engine, client, Rewriter(backend), **options)
         searches = []
         for _ in range(rng.randint(1, 5)):
             searches += item(rng, index)
-        context = f"TSQR_MSEARCH_SEED={SEED} engine={engine} batch={batch}: {searches}"
+        context = f"TSQR_MSEARCH_SEED={SEED} engine={engine} batch={batch} samples={samples}: {searches}"
         answer = msearch(engine, rewriting, searches)
+        assert len(backend.calls) <= 1 and all(n == samples for _, n in backend.calls), f"{context} {backend.calls}"
         infos = answer.get("tsqr")  # none when no search has a text query (as search() alone)
         assert len(answer["responses"]) == len(infos or answer["responses"]) == len(searches) // 2, context
         for number, (header, body) in enumerate(zip(searches[0::2], searches[1::2])):
@@ -75,8 +87,8 @@ def test_each_msearch_search_is_answered_as_search_answers_it(live, tmp_path):
             assert info.get("fusion", {}).get("reason") == said.get("fusion", {}).get("reason"), \
                 f"{context} item {number}"
             if info.get("fused"):
-                rewritten = {**body, **REWRITTEN_BODY}
-                expected = node_fusion(engine, client, index, body, rewritten, (1.0, 2.0), k=30)
+                texts = [SAMPLES[i % len(SAMPLES)] for i in range(samples)]
+                expected = expected_page(engine, client, index, body, texts, 30, (1.0, 2.0))
                 assert [(h["_id"]) for h in got["hits"]["hits"]] == [doc_id for doc_id, _ in expected], \
                     f"{context} item {number}"
 

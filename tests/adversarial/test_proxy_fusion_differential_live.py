@@ -1,12 +1,14 @@
 """A seeded generator for `tsqr proxy --fusion rrf` (issue 23) on Elasticsearch 9.2, OpenSearch 2.19
 and 3.6: random `_search` requests (from/size, sort, aggregations, query-string parameters,
-bodies fusion must leave alone) through a fusing proxy, with and without an anytime budget, each
-checked against the node itself:
+bodies fusion must leave alone) through a fusing proxy, with and without an anytime budget and
+with 1 to 4 samples (`--samples`, drawn per request), each checked against the node itself:
 
-- fused (`X-Tsqr-Fusion: rrf`): the hits equal `tsqr_plugins.fusion.rrf` of the node's own rankings
-  of the caller's body and the rewritten body (built here from the known rewrite), searched
-  directly with the same query string; total and aggregations are the original's;
-- rewritten but not fused (`X-Tsqr-Fusion-Skipped`): the answer of a proxy that does not fuse;
+- fused (`X-Tsqr-Fusion: rrf`): the hits equal the RRF (the paper's formula, written in
+  test_fusion.py) of the node's own rankings of the caller's body and of each sample's rewritten
+  body (built here from the known samples), searched directly with the same query string; total
+  and aggregations are the original's;
+- rewritten but not fused (`X-Tsqr-Fusion-Skipped`): the answer of a proxy that does not fuse
+  (with the same samples, joined);
 - not rewritten: the node's own answer to the caller's request.
 
 TSQR_FUSION_SEED picks the sequence (printed on failure); each node gets at most REQUESTS requests
@@ -27,7 +29,9 @@ import pytest
 
 from tests.adversarial.test_proxy_differential_live import comparable
 from tests.conftest import engine_url
-from tsqr_plugins.testing.conformance import QUERY, REWRITE, file_rewriter
+from tests.test_fusion import reference_rrf
+from tsqr_plugins import Rewriter
+from tsqr_plugins.testing.conformance import QUERY, REWRITE, SAMPLES, SamplingBackend
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("uvicorn", reason="the proxy needs the 'serve' extra")
@@ -103,18 +107,25 @@ def generated_search(rng: random.Random) -> tuple[dict, dict | None, str, bool]:
     return body, rewritten, ("?" + "&".join(params)) if params else "", known and fusable(body, params)
 
 
-def node_fusion(client: httpx.Client, url: str, index: str, body: dict, rewritten: dict, query: str):
-    """fusion.rrf of the node's rankings of both bodies (first from + size hits each), the page, and
-    the original's answer asked directly for the page."""
-    from tsqr_plugins import fusion
+def sample_bodies(rewritten: dict, samples: int) -> list[dict]:
+    """Each sample's rewritten body: ``rewritten`` (made with REWRITE, sample 0) with sample i's
+    text, as SamplingBackend samples them."""
+    written = json.dumps(rewritten)
+    return [json.loads(written.replace(json.dumps(REWRITE), json.dumps(SAMPLES[i % len(SAMPLES)])))
+            for i in range(samples)]
 
+
+def node_fusion(client: httpx.Client, url: str, index: str, body: dict, rewrittens: list[dict], query: str):
+    """The RRF (the paper's formula) of the node's rankings of the caller's body and of each
+    rewritten one (first from + size hits each), cut to the page; ties: id descending."""
     start, depth = body.get("from", 0), body.get("from", 0) + body.get("size", 10)
-    runs = []
-    for each in (body, rewritten):
+    rankings = []
+    for each in [body, *rewrittens]:
         hits = client.post(f"{url}/{index}/_search{query}", json={**each, "from": 0, "size": depth}).json()["hits"]["hits"]
-        runs.append({hit["_id"]: len(hits) - rank for rank, hit in enumerate(hits)})
-    scores = fusion.rrf(runs, 60, [1.0, 1.0], depth)
-    return [(doc_id, scores[doc_id]) for doc_id in fusion.ranked(scores)[start:depth]]
+        rankings.append([hit["_id"] for hit in hits])
+    scores = reference_rrf(rankings, 60, [1.0] * len(rankings))
+    order = sorted(sorted(scores, reverse=True), key=lambda doc: -round(scores[doc], 12))
+    return [(doc_id, scores[doc_id]) for doc_id in order[start:depth]]
 
 
 @pytest.fixture(scope="module", params=["elasticsearch", "opensearch", "opensearch3"])
@@ -131,20 +142,31 @@ def test_a_fusing_proxy_answers_as_rrf_of_the_nodes_own_searches(node, tmp_path)
 
     engine, url, index = node
     rng = random.Random(f"{SEED}-{engine}")
-    rewriter = file_rewriter(tmp_path)
-    apps = [RunningApp(create_proxy_app(SearchProxy(url, rewriter, settings))) for settings in
-            (StageSettings(fusion="rrf"), StageSettings(fusion="rrf", budget=30.0), StageSettings())]
+    rewriter = Rewriter(SamplingBackend())  # knows QUERY (sample i: SAMPLES[i % 3]); other queries fall back
     kinds = {"fused": 0, "skipped": 0, "plain": 0}
     ended = time.monotonic() + SECONDS
-    with apps[0] as fusing, apps[1] as anytime, apps[2] as plain, httpx.Client(timeout=30) as client:
+    with contextlib.ExitStack() as stack, httpx.Client(timeout=30) as client:
+        proxies: dict = {}
+
+        def proxy_of(kind: str, samples: int):
+            """A running proxy of a kind (fusing, anytime, plain) and sample count, started once."""
+            if (kind, samples) not in proxies:
+                options = {"fusing": {"fusion": "rrf"}, "anytime": {"fusion": "rrf", "budget": 30.0}, "plain": {}}
+                settings = StageSettings(samples=samples, **options[kind])
+                app = RunningApp(create_proxy_app(SearchProxy(url, rewriter, settings)))
+                proxies[(kind, samples)] = stack.enter_context(app)
+            return proxies[(kind, samples)]
+
         for step in range(REQUESTS):
             if time.monotonic() > ended:
                 break
             body, rewritten, query, must_fuse = generated_search(rng)
             # sometimes with an index that does not exist, which ?ignore_unavailable=true lets pass
             target = index if rng.random() < 0.8 else f"{index},wt-proxy-absent"
-            proxy = rng.choice([fusing, anytime])
-            where = f"seed {SEED} (TSQR_FUSION_SEED), {engine}, step {step}: {query} {json.dumps(body)}"
+            kind, samples = rng.choice(["fusing", "anytime"]), rng.randint(1, 4)
+            proxy, plain = proxy_of(kind, samples), proxy_of("plain", samples)
+            where = (f"seed {SEED} (TSQR_FUSION_SEED), {engine}, step {step}, {kind} with {samples} samples: "
+                     f"{query} {json.dumps(body)}")
             proxied = client.post(f"{proxy.url}/{target}/_search{query}", json=body)
             # fused exactly when it must, unless the node refuses the caller's own search (then its
             # answer, e.g. rest_total_hits_as_int with track_total_hits: 3)
@@ -153,7 +175,8 @@ def test_a_fusing_proxy_answers_as_rrf_of_the_nodes_own_searches(node, tmp_path)
                 f"{where}\n{proxied.headers}"
             if proxied.headers.get("X-Tsqr-Fusion") == "rrf":
                 assert rewritten is not None and proxied.status_code == 200, where
-                expected = node_fusion(client, url, target, body, rewritten, query)
+                assert proxied.headers.get("X-Tsqr-Fusion-Samples", "0") == ",".join(map(str, range(samples))), where
+                expected = node_fusion(client, url, target, body, sample_bodies(rewritten, samples), query)
                 got = [(hit["_id"], hit["_score"]) for hit in proxied.json()["hits"]["hits"]]
                 assert [d for d, _ in got] == [d for d, _ in expected], f"{where}\n{got}\n{expected}"
                 assert [s for _, s in got] == pytest.approx([s for _, s in expected]), where

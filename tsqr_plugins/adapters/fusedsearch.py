@@ -1,18 +1,22 @@
-"""Reciprocal rank fusion of two searches in the client stages and ``tsqr proxy``
-(``fusion="rrf"``): what a ``search()`` call (``split``) or a proxied ``_search`` request
-(``split_request``) becomes as two ``_msearch`` items, which searches cannot be fused faithfully,
-and the answer built from the two answers (``outcome``). Pure: the I/O is in ``searchclient.py``
-and ``proxyfusion.py``.
+"""Reciprocal rank fusion of the original search and its rewritten ones in the client stages and
+``tsqr proxy`` (``fusion="rrf"``): what a ``search()`` call (``split``) or a proxied ``_search``
+request (``split_request``) becomes as ``_msearch`` items (the original's, then one per rewrite:
+one, or with ``samples=n`` one per sample that did not fall back), which searches cannot be fused
+faithfully, and the answer built from their answers (``outcome``). Pure: the I/O is in
+``searchclient.py`` and ``proxyfusion.py``.
 
 The fused answer is shaped like the engine's: ``hits.hits`` the fused page (each hit as the engine
-gave it, the original's copy when both lists hold it, ``_score`` the fused RRF score),
-``hits.max_score`` the best fused score; ``hits.total``, ``aggregations``, ``suggest``,
-``_shards`` and the rest from the original query's answer (what the caller's query matched);
-``took`` the engine time of both searches; ``timed_out`` when either timed out.
+gave it, the original's copy when several lists hold it, else the first rewrite's that holds it,
+``_score`` the fused RRF score), ``hits.max_score`` the best fused score; ``hits.total``,
+``aggregations``, ``suggest``, ``_shards`` and the rest from the original query's answer (what the
+caller's query matched); ``took`` the engine time of all the searches; ``timed_out`` when any
+timed out. Where a function takes ``rewritten``, it is one rewritten search (or answer) or a list
+of them, in sample order; one gives exactly the two-item request and answer of a single rewrite.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,13 +159,28 @@ def split_request(body: dict, query: str) -> tuple[Split | None, str | None]:
     return _checked(Split(header, dict(body), call, 0, 0))
 
 
-def ndjson(original: Split, rewritten: Split) -> bytes:
-    """The ``_msearch`` body (NDJSON) holding both searches, as :func:`item_bodies` asks them."""
+def several(rewritten: Any) -> list:
+    """``rewritten`` as a list: one rewritten search (or answer) becomes a list of one. (An engine's
+    answer is a JSON object, never a list.)"""
+    return list(rewritten) if isinstance(rewritten, (list, tuple)) else [rewritten]
+
+
+def ndjson(original: Split, rewritten: Split | Sequence[Split]) -> bytes:
+    """The ``_msearch`` body (NDJSON) holding the original search and each rewritten one, as
+    :func:`item_bodies` asks them."""
     import json
 
-    first, second = item_bodies(original, rewritten)
-    lines = [original.header, first, rewritten.header, second]
-    return "".join(json.dumps(line) + "\n" for line in lines).encode()
+    return "".join(json.dumps(line) + "\n" for line in _items(original, rewritten)).encode()
+
+
+def _items(original: Split, rewritten: Split | Sequence[Split]) -> list[dict]:
+    """The ``_msearch`` items, header then body: the original's first, then each rewrite's."""
+    rewrites = several(rewritten)
+    bodies = item_bodies(original, rewrites)
+    items = [original.header, bodies[0]]
+    for split, body in zip(rewrites, bodies[1:]):
+        items += [split.header, body]
+    return items
 
 
 def _score_only(sort: Any) -> bool:
@@ -174,19 +193,19 @@ def _score_only(sort: Any) -> bool:
     return True
 
 
-def item_bodies(original: Split, rewritten: Split) -> tuple[dict, dict]:
-    """The two searches' bodies: the first ``from + size`` hits of each; aggregations and
-    suggestions are asked of the original only (they come from its answer)."""
+def item_bodies(original: Split, rewritten: Split | Sequence[Split]) -> tuple[dict, ...]:
+    """The searches' bodies, the original's first: the first ``from + size`` hits of each;
+    aggregations and suggestions are asked of the original only (they come from its answer)."""
     page = {"from": 0, "size": original.depth}
-    lean = {k: v for k, v in rewritten.body.items() if k not in ("aggs", "aggregations", "suggest", "profile")}
-    return {**original.body, **page}, {**lean, **page}
+    dropped = ("aggs", "aggregations", "suggest", "profile")
+    leans = [{k: v for k, v in split.body.items() if k not in dropped} for split in several(rewritten)]
+    return ({**original.body, **page}, *({**lean, **page} for lean in leans))
 
 
-def msearch_call(original: Split, rewritten: Split, body_as_keywords: bool) -> dict:
-    """The keyword arguments of the one ``msearch`` call holding both searches."""
-    first, second = item_bodies(original, rewritten)
-    items = [original.header, first, rewritten.header, second]
-    return {**original.call, ("searches" if body_as_keywords else "body"): items}
+def msearch_call(original: Split, rewritten: Split | Sequence[Split], body_as_keywords: bool) -> dict:
+    """The keyword arguments of the one ``msearch`` call holding the original search and each
+    rewritten one."""
+    return {**original.call, ("searches" if body_as_keywords else "body"): _items(original, rewritten)}
 
 
 def paged(kwargs: dict, depth: int, body_as_keywords: bool, lean: bool = False) -> dict:
@@ -238,21 +257,35 @@ class Outcome:
     answer: dict | None  # None: the original search failed; the engine's own answer to it is the answer
     fusion: dict | None  # fuse()'s metadata when fused
     reason: str | None  # why not fused
-    rewrite_refused: bool = False  # the engine refused the rewritten search (a clause limit, perhaps)
+    rewrite_refused: bool = False  # the engine refused a rewritten search (a clause limit, perhaps)
 
 
-def outcome(original: Any, rewritten: Any, split: Split, settings: StageSettings, took: Any) -> Outcome:
-    """The fused answer when both answers can be fused; else the original's page and why, or None
-    when the original search itself failed."""
+def outcome(original: Any, rewritten: Any, split: Split, settings: StageSettings, took: Any,
+            samples: Sequence[int] | None = None) -> Outcome:
+    """The fused answer when every answer can be fused; else the original's page and why (a
+    rewritten search the engine refused leaves none fused), or None when the original search
+    itself failed.
+
+    Args:
+        original: The original search's answer.
+        rewritten: The rewritten search's answer, or each rewritten search's (a list).
+        split: The original search as an item (its page).
+        settings: The fusion's settings.
+        took: The engine time of all the searches, or None.
+        samples: With several samples, which sample each rewritten answer is (see :func:`fuse`).
+    """
     if not isinstance(original, dict) or "error" in original:
         return Outcome(None, None, "the original search failed: the engine's answer to it alone")
-    why = refused(rewritten)
-    if why:
-        return Outcome(page(original, split), None, f"the engine refused the rewritten search ({why})", True)
+    answers = several(rewritten)
+    for number, answer in enumerate(answers):
+        why = refused(answer)
+        if why:
+            which = f" of sample {list(samples or range(len(answers)))[number]}" if settings.samples > 1 else ""
+            return Outcome(page(original, split), None, f"the engine refused the rewritten search{which} ({why})", True)
     why = refused(original)
     if why:
         return Outcome(page(original, split), None, f"the original's answer has {why}")
-    answer, info = fuse(original, rewritten, split, settings, took)
+    answer, info = fuse(original, answers, split, settings, took, samples)
     return Outcome(answer, info, None)
 
 
@@ -260,15 +293,35 @@ def _key(hit: dict) -> tuple[str, str]:
     return (str(hit.get("_index", "")), str(hit["_id"]))
 
 
-def fuse(original: dict, rewritten: dict, split: Split, settings: StageSettings, took: Any) -> tuple[dict, dict]:
-    """The fused answer and its metadata; both answers must have passed :func:`refused`."""
-    lists = [original["hits"]["hits"], rewritten["hits"]["hits"]]
+def fuse(original: dict, rewritten: dict | Sequence[dict], split: Split, settings: StageSettings, took: Any,
+         samples: Sequence[int] | None = None) -> tuple[dict, dict]:
+    """The fused answer and its metadata; every answer must have passed :func:`refused`.
+
+    The weights are ``original_weight`` for the original's list and ``rewrite_weight`` for each
+    rewrite's. The metadata counts the page's hits per list: with one sample (``settings.samples``
+    1) ``hits`` holds ``original``, ``rewrite`` and ``both``, ``total`` the two totals; with
+    several, ``samples`` names the sample of each rewritten list, ``hits`` holds ``original``,
+    ``samples`` (one count per list) and ``original_and_sample`` (hits in the original's list and
+    a sample's), ``total`` the original's and each sample's.
+
+    Args:
+        original: The original search's answer.
+        rewritten: The rewritten search's answer, or each one's (a list, in sample order).
+        split: The original search as an item (its page).
+        settings: ``rrf_k``, the weights, ``samples``.
+        took: The engine time of all the searches, or None.
+        samples: Which sample each rewritten answer is (default 0, 1, ...: every sample searched).
+    """
+    answers = several(rewritten)
+    lists = [original["hits"]["hits"], *(answer["hits"]["hits"] for answer in answers)]
     # the engine's order is the ranking: scores that reproduce it (ties broken as the engine broke them)
     runs = [{_key(hit): len(hits) - rank for rank, hit in enumerate(hits)} for hits in lists]
-    weights = [settings.original_weight, settings.rewrite_weight]
+    weights = [settings.original_weight] + [settings.rewrite_weight] * len(answers)
     scores = fusion.rrf(runs, settings.rrf_k, weights, split.depth)
     order = fusion.ranked(scores)
-    by_key = {**{_key(h): h for h in lists[1]}, **{_key(h): h for h in lists[0]}}  # the original's copy first
+    by_key = {}
+    for hits in reversed(lists):  # the original's copy first, then the earliest rewrite's
+        by_key.update({_key(h): h for h in hits})
     # a sort value (sort: _score) would be the engine's score: dropped
     hits = [{**{k: v for k, v in by_key[key].items() if k != "sort"}, "_score": scores[key]}
             for key in order[split.start:split.depth]]
@@ -276,15 +329,21 @@ def fuse(original: dict, rewritten: dict, split: Split, settings: StageSettings,
                                    "max_score": scores[order[0]] if order else None}}
     if took is not None:
         answer["took"] = took
-    answer["timed_out"] = bool(original.get("timed_out") or rewritten.get("timed_out"))
+    answer["timed_out"] = bool(original.get("timed_out") or any(a.get("timed_out") for a in answers))
     page_keys = [_key(hit) for hit in hits]
-    info = {
-        "method": "rrf", "k": settings.rrf_k, "weights": weights, "depth": split.depth,
-        "hits": {"original": sum(key in runs[0] for key in page_keys),
-                 "rewrite": sum(key in runs[1] for key in page_keys),
-                 "both": sum(key in runs[0] and key in runs[1] for key in page_keys)},
-        "total": {"original": original["hits"].get("total"), "rewrite": rewritten["hits"].get("total")},
-    }
+    info = {"method": "rrf", "k": settings.rrf_k, "weights": weights, "depth": split.depth}
+    in_original = sum(key in runs[0] for key in page_keys)
+    if settings.samples == 1 and len(answers) == 1:
+        info["hits"] = {"original": in_original, "rewrite": sum(key in runs[1] for key in page_keys),
+                        "both": sum(key in runs[0] and key in runs[1] for key in page_keys)}
+        info["total"] = {"original": original["hits"].get("total"), "rewrite": answers[0]["hits"].get("total")}
+        return answer, info
+    info["samples"] = list(range(len(answers)) if samples is None else samples)
+    info["hits"] = {"original": in_original, "samples": [sum(key in run for key in page_keys) for run in runs[1:]],
+                    "original_and_sample": sum(key in runs[0] and any(key in run for run in runs[1:])
+                                               for key in page_keys)}
+    info["total"] = {"original": original["hits"].get("total"),
+                     "samples": [a["hits"].get("total") for a in answers]}
     return answer, info
 
 

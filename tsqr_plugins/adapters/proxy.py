@@ -19,13 +19,13 @@ import time
 from typing import Any
 
 from .. import querydsl
-from ..core import Rewriter, as_backend_error
+from ..core import Rewriter, as_backend_error, join_samples
 from ..errors import InputError
 from ..httpserver import BodyStalled, paced, read_limited
 from ..jsontext import loads_exactly
 from ..lazy import require
-from . import stage
-from .searchclient import search_parts, single_index, within_budget
+from . import stage, stagesamples
+from .stagecall import samples_within_budget, search_parts, single_index
 from .stage import StageSettings
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ HOP_BY_HOP = {"connection", "proxy-connection", "keep-alive", "proxy-authenticat
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 SEARCH_METHODS = ("GET", "POST")
 NODE_CONNECTIONS = 100  # httpx's default pool size, named for the error that says it is used up
+MAX_SAMPLES = 16  # --samples' limit, as tsqr serve's --max-samples default
 STAGE_HEADERS = ("authorization", "cookie", "x-opaque-id")  # what our own _termvectors calls carry along
 
 
@@ -232,25 +233,64 @@ class SearchProxy:
             Exception: Whatever the rewriter or the stage raised (the caller falls back or, with a
                 strict rewriter, answers 502).
         """
+        searches, headers = await self._rewritten(document, path, incoming, budget, each_sample=False)
+        return (searches[0][1] if searches else None), headers
+
+    async def rewrite_samples(self, document: Any, path: str, incoming,
+                              budget: float | None = None) -> tuple[list[tuple[int, dict]], dict[str, str]]:
+        """The rewritten searches to fuse (``--fusion rrf``): with ``--samples 1`` the one of
+        :meth:`rewrite_document`; with several, one per sample, every text query rewritten with that
+        sample (a sample that fell back for every text query has none). Each with its sample's
+        index; none when nothing was rewritten. And the answer fields saying what was done.
+
+        Args:
+            document: The ``_search`` body, parsed.
+            path: The request path.
+            incoming: The request's fields.
+            budget: Seconds the rewriter may take (all the samples: one engine call).
+
+        Raises:
+            Exception: As :meth:`rewrite_document`.
+        """
+        return await self._rewritten(document, path, incoming, budget, each_sample=self.settings.samples > 1)
+
+    async def _rewritten(self, document: Any, path: str, incoming, budget: float | None,
+                         each_sample: bool) -> tuple[list[tuple[int, dict]], dict[str, str]]:
         plan = self._plan(document)
         if plan is None:
-            return None, {}
+            return [], {}
         if not plan.leaves:
-            return None, _not_rewritten(plan.skipped)
-        plan.rewrites = await within_budget(self.rewriter, plan.texts, budget)
+            return [], _not_rewritten(plan.skipped)
+        rows = await samples_within_budget(self.rewriter, plan.texts, self.settings.samples, budget)
         index = single_index(path.strip("/").split("/")[0]) if path.strip("/") != "_search" else None
-        keys = stage.stats_needed(plan, self.settings)
         auth = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in incoming.items()
                 if name.lower() in STAGE_HEADERS]
-        answers = await asyncio.gather(*(self._termvectors(index, key, auth) for key in keys))
-        new_parts, info = stage.apply(plan, self.settings, dict(zip(keys, answers)))
+        columns = [stagesamples.column(rows, n) for n in range(self.settings.samples)] if each_sample \
+            else [[join_samples(row) for row in rows]]
+        built = []
+        for rewrites in columns:
+            own = plan if len(columns) == 1 else self._plan(document)  # each sample: a fresh copy
+            own.rewrites = rewrites
+            built.append(await self._built(own, index, auth))
+        infos = [info for _, info in built]
+        info = stagesamples.merged(infos, rows) if each_sample else infos[0]
+        searches = [(n, {**document, **parts}) for n, (parts, one) in enumerate(built) if one["rewritten"]]
         skipped = _not_rewritten(plan.skipped)
+        samples = _samples_headers(rows, self.settings.samples)
         if not info["rewritten"]:  # every rewrite fell back
-            return None, {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(info["fallback"]), **skipped}
-        dropped = sum(entry.get("dropped_terms", 0) + entry.get("dropped_tokens", 0) for entry in info["queries"])
+            return [], {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(info["fallback"]), **samples, **skipped}
+        dropped = sum(entry.get("dropped_terms", 0) + entry.get("dropped_tokens", 0)
+                      for one in infos for entry in one["queries"])
         headers = {"X-Tsqr-Rewritten": str(info["rewritten"]), "X-Tsqr-Fallback": str(info["fallback"]),
-                   "X-Tsqr-Dropped-Terms": str(dropped), **skipped}
-        return {**document, **new_parts}, headers
+                   "X-Tsqr-Dropped-Terms": str(dropped), **samples, **skipped}
+        return searches, headers
+
+    async def _built(self, plan: stage.Plan, index: str | None, auth: list) -> tuple[dict, dict]:
+        """A plan holding its rewrites as search parts and their metadata (BM25Q's ``_termvectors``
+        asked first)."""
+        keys = stage.stats_needed(plan, self.settings)
+        answers = await asyncio.gather(*(self._termvectors(index, key, auth) for key in keys))
+        return stage.apply(plan, self.settings, dict(zip(keys, answers)))
 
     def node_headers(self, request, content_type: str) -> list[tuple[bytes, bytes]]:
         """The fields of a request the proxy makes itself for the caller (fusion's ``_msearch`` and
@@ -460,6 +500,16 @@ def not_used(headers: dict[str, str]) -> dict[str, str]:
     fallbacks = sum(int(headers.get(f"X-Tsqr-{kind}", "0")) for kind in ("Rewritten", "Fallback"))
     return {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(fallbacks),
             **{k: v for k, v in headers.items() if k == "X-Tsqr-Not-Rewritten"}}
+
+
+def _samples_headers(rows: list, count: int) -> dict[str, str]:
+    """``X-Tsqr-Samples`` (rewrites per text query) and ``X-Tsqr-Samples-Fallback`` (the samples,
+    from 0, that fell back for every text query), with several samples."""
+    if count == 1:
+        return {}
+    fallback = stagesamples.summary(rows, count)["fallback"]
+    return {"X-Tsqr-Samples": str(count), **({"X-Tsqr-Samples-Fallback": ",".join(map(str, fallback))}
+                                               if fallback else {})}
 
 
 def _not_rewritten(skipped: list[dict]) -> dict[str, str]:

@@ -6,7 +6,9 @@ module is the proxy's I/O).
 Without a budget both searches go to the node as ONE ``_msearch``. With ``--budget`` (anytime) the
 original is searched at once while the rewrite is made; a rewrite within the budget is searched
 and fused, a later one is not waited for (the original's answer): the caller waits at most the
-budget plus one search. A search fusion cannot answer faithfully goes out as without fusion, its
+budget plus one search. With ``--samples N`` each sample that did not fall back is its own
+rewritten search (1 + N items; anytime: N searches at once, all samples waited for up to the
+budget), ``X-Tsqr-Fusion-Samples`` naming the samples fused. A search fusion cannot answer faithfully goes out as without fusion, its
 answer saying why (``X-Tsqr-Fusion-Skipped``); a failure on the rewrite's side never costs the
 caller the original's answer.
 """
@@ -32,6 +34,7 @@ from .proxy import FALLBACK_HEADERS, SearchProxy, forwarded_headers, json_docume
 logger = logging.getLogger(__name__)
 
 FUSED = "X-Tsqr-Fusion"  # rrf: the answer is the fusion
+FUSED_SAMPLES = "X-Tsqr-Fusion-Samples"  # --samples N: the samples fused (from 0), comma-separated
 SKIPPED = "X-Tsqr-Fusion-Skipped"  # why the answer is not a fusion
 IN_TIME = "X-Tsqr-Rewrite-In-Time"  # anytime: 1 or 0
 # A node answer is read whole to be fused (the proxy relays any other answer as it streams);
@@ -77,28 +80,28 @@ async def fused_search(proxy: SearchProxy, request, body: bytes, readable: bytes
     if proxy.settings.budget is not None:
         return await _anytime(proxy, request, body, document, target)
     try:
-        new_document, headers = await proxy.rewrite_document(document, request.url.path, request.headers)
+        searches, headers = await proxy.rewrite_samples(document, request.url.path, request.headers)
     except Exception as error:
         if proxy.rewriter.strict:
             return _rewriting_failed(error)
         logger.warning("query rewriting failed; forwarding the original search (%s)", error)
-        new_document, headers = None, dict(FALLBACK_HEADERS)
-    if new_document is None:  # the caller's bytes, as they came
+        searches, headers = [], dict(FALLBACK_HEADERS)
+    if not searches:  # the caller's bytes, as they came
         return await proxy._forward(request, body, {**headers, SKIPPED: NOTHING_REWRITTEN})
     deadline = time.monotonic() + proxy.timeout  # the _msearch and any search after it
     content_type = request.headers["content-type"]
+    rewrites = [dataclasses.replace(target, body=new_document) for _, new_document in searches]
     answer = await _ask(proxy, request, _msearch_path(request), urlencode(target.call),
-                        fusedsearch.ndjson(target, dataclasses.replace(target, body=new_document)),
-                        ndjson_type(content_type), deadline)
+                        fusedsearch.ndjson(target, rewrites), ndjson_type(content_type), deadline)
     if not isinstance(answer, NodeAnswer):
         return answer  # no answer from the node: 502/503/504
     items = answer.document.get("responses") if isinstance(answer.document, dict) else None
-    if answer.status != 200 or not isinstance(items, list) or len(items) != 2:
+    if answer.status != 200 or not isinstance(items, list) or len(items) != 1 + len(rewrites):
         why = (f"the _msearch answer passed {MAX_ANSWER_BYTES} bytes" if answer.too_large
                else f"the _msearch was answered with status {answer.status}")
         return await _original_search(proxy, request, body, headers, why, deadline)
     return await _respond(proxy, request, body, target, items, headers, answer.document.get("took"),
-                          answer.headers, deadline, {})
+                          answer.headers, deadline, _fused_samples(proxy, searches))
 
 
 async def _anytime(proxy: SearchProxy, request, body: bytes, document: dict, target: Split):
@@ -121,8 +124,8 @@ async def _anytime(proxy: SearchProxy, request, body: bytes, document: dict, tar
         try:
             # the late rewrite runs on in its worker thread (Python cannot stop it), so a cache
             # behind the rewriter has it next time, as with the client stages
-            new_document, headers = await asyncio.wait_for(
-                proxy.rewrite_document(document, request.url.path, request.headers, budget), budget)
+            searches, headers = await asyncio.wait_for(
+                proxy.rewrite_samples(document, request.url.path, request.headers, budget), budget)
         except Exception as error:
             if isinstance(error, asyncio.TimeoutError):  # the outer wait (rewrite and _termvectors) ran out
                 error = BackendTimeout(f"no rewrite within the budget of {budget:g} s")
@@ -132,25 +135,24 @@ async def _anytime(proxy: SearchProxy, request, body: bytes, document: dict, tar
             if in_time:  # a late rewrite is anytime's ordinary case, not a failure
                 logger.warning("query rewriting failed; answering the original search (%s)", error)
             texts = proxy.text_queries(document)
-            new_document, headers = None, {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(texts)}
+            searches, headers = [], {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(texts)}
         timing = {IN_TIME: "1" if in_time else "0"}
-        if new_document is None:
+        if not searches:
             reason = NOTHING_REWRITTEN if in_time else f"the rewrite missed the budget of {budget:g} s"
             return await _original_answer(proxy, request, body, await original, target,
                                           {**headers, **timing, SKIPPED: reason}, deadline)
-        _, second_body = fusedsearch.item_bodies(target, dataclasses.replace(target, body=new_document))
-        second = await search(second_body)
+        rewrites = [dataclasses.replace(target, body=new_document) for _, new_document in searches]
+        seconds = await asyncio.gather(*(search(item) for item in fusedsearch.item_bodies(target, rewrites)[1:]))
         first = await original
         if not isinstance(first, NodeAnswer):
             return first
-        if first.too_large or not isinstance(second, NodeAnswer) or second.too_large:
-            second_document = {"error": "the rewritten search got no answer the proxy could read"}
-        else:
-            second_document = second.document
-        tooks = [item.get("took") for item in (first.document, second_document) if isinstance(item, dict)]
-        took = sum(tooks) if len(tooks) == 2 and all(isinstance(t, int) for t in tooks) else None
-        return await _respond(proxy, request, body, target, [first.document, second_document], headers, took,
-                              first.headers, deadline, timing, original=first)
+        documents = [{"error": "the rewritten search got no answer the proxy could read"}
+                     if first.too_large or not isinstance(second, NodeAnswer) or second.too_large
+                     else second.document for second in seconds]
+        tooks = [item.get("took") for item in (first.document, *documents) if isinstance(item, dict)]
+        took = sum(tooks) if len(tooks) == 1 + len(documents) and all(isinstance(t, int) for t in tooks) else None
+        return await _respond(proxy, request, body, target, [first.document, *documents], headers, took,
+                              first.headers, deadline, {**timing, **_fused_samples(proxy, searches)}, original=first)
     finally:
         if not original.done():
             original.cancel()
@@ -159,18 +161,23 @@ async def _anytime(proxy: SearchProxy, request, body: bytes, document: dict, tar
 async def _respond(proxy: SearchProxy, request, body: bytes, target: Split, answers: list, headers: dict[str, str],
                    took: Any, node_fields: list[tuple[str, str]], deadline: float, extra: dict[str, str],
                    original: NodeAnswer | None = None):
-    """The answer from the original's and the rewrite's answers (``fusedsearch.outcome``): the
-    fusion, or the original's page when the rewrite's answer cannot be used (a rewrite past the
+    """The answer from the original's and the rewrites' answers (``fusedsearch.outcome``): the
+    fusion, or the original's page when a rewrite's answer cannot be used (a rewrite past the
     engine's clause limit counted as a fallback, as without fusion), or the node's own answer to the
-    original search when that failed (``original``: anytime's, as the node gave it)."""
-    first, second = answers
-    result = fusedsearch.outcome(first, second, target, proxy.settings, took)
+    original search when that failed (``original``: anytime's, as the node gave it). ``extra``'s
+    ``X-Tsqr-Fusion-Samples`` goes only with a fusion."""
+    first, *second = answers
+    fused_samples = extra.get(FUSED_SAMPLES)
+    extra = {k: v for k, v in extra.items() if k != FUSED_SAMPLES}
+    samples = [int(n) for n in fused_samples.split(",")] if fused_samples else None
+    result = fusedsearch.outcome(first, second, target, proxy.settings, took, samples)
     if result.answer is None:
         if original is not None and not original.too_large:
             return _raw(original, {**not_used(headers), **extra, SKIPPED: header_text(result.reason)})
         return await _original_search(proxy, request, body, {**headers, **extra}, result.reason, deadline)
     if result.fusion is not None:
-        return _json(result.answer, node_fields, {**headers, **extra, FUSED: "rrf"}, _pretty(target))
+        fused = {FUSED: "rrf", **({FUSED_SAMPLES: fused_samples} if fused_samples else {})}
+        return _json(result.answer, node_fields, {**headers, **extra, **fused}, _pretty(target))
     clause_limit = result.rewrite_refused and not proxy.rewriter.strict and querydsl.passed_clause_limit(str(second))
     fields = {**(not_used(headers) if clause_limit else headers), **extra, SKIPPED: header_text(result.reason)}
     return _json(result.answer, node_fields, fields, _pretty(target))
@@ -258,6 +265,13 @@ def _response(status: int, content: bytes, node_fields: list[tuple[str, str]], f
     response = Response(content, status_code=status)
     response.raw_headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in relayed]
     return response
+
+
+def _fused_samples(proxy: SearchProxy, searches: list[tuple[int, dict]]) -> dict[str, str]:
+    """``X-Tsqr-Fusion-Samples``: the samples whose searches are fused (``--samples`` above 1)."""
+    if proxy.settings.samples == 1:
+        return {}
+    return {FUSED_SAMPLES: ",".join(str(number) for number, _ in searches)}
 
 
 def _rewriting_failed(error: Exception):

@@ -12,71 +12,20 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-from ..core import Rewrite, Rewriter, as_backend_error
-from ..deadline import call_with_deadline, run_until
+from ..core import Rewrite, Rewriter, as_backend_error, join_samples
+from ..deadline import call_with_deadline
 from ..errors import BackendError, BackendTimeout, InputError
 from .. import querydsl
-from . import fusedmsearch, fusedsearch, stage
+from . import fusedmsearch, fusedsearch, stage, stagesamples
 from .fusedsearch import Split
 from .stage import Plan, StageSettings, StatsKey
+from .stagecall import Job, parts_of, sampled_rows, samples_within_budget, search_parts, single_index
 from ..fusion import RRF_K
 
 logger = logging.getLogger(__name__)
-
-
-async def within_budget(rewriter: Rewriter, texts: list[str], budget: float | None = None) -> list[Rewrite]:
-    """``rewriter.rewrite_batch`` in a worker thread, bounded by the rewriter's ``timeout`` (and the
-    stage's ``budget``, whose deadline the thread carries for backends that stop early) from now:
-    the wait for a free thread counts too (under load the rewriter's own deadline, which starts in
-    the thread, let searches wait several budgets). Past it, a BackendTimeout: the stage's fallback,
-    or the strict error."""
-    if budget:
-        end = time.monotonic() + budget
-        call = asyncio.to_thread(run_until, functools.partial(rewriter.rewrite_batch, texts), end)
-    else:
-        call = asyncio.to_thread(rewriter.rewrite_batch, texts)
-    limits = [seconds for seconds in (rewriter.timeout, budget) if seconds]
-    if not limits:
-        return await call
-    try:
-        return await asyncio.wait_for(call, min(limits))
-    except asyncio.TimeoutError:
-        raise BackendTimeout(f"no rewrite within the budget of {min(limits):g} s (waiting included)") from None
-
-
-def search_parts(body: Any) -> dict | None:
-    """The parts of a search body that hold queries (``query``, ``retriever``), or None."""
-    if not isinstance(body, dict):
-        return None
-    parts = {key: body[key] for key in querydsl.SEARCH_PARTS if isinstance(body.get(key), dict)}
-    return parts or None
-
-
-def _parts_of(kwargs: dict) -> tuple[dict | None, Any]:
-    """The query parts of a ``search(**kwargs)`` call (``body=`` or keyword style: ``query=``,
-    ``retriever=``) and how to put new ones back."""
-    body = kwargs.get("body")
-    parts = search_parts(body)
-    if parts is not None:
-        return parts, lambda new: {**kwargs, "body": {**body, **new}}
-    parts = search_parts(kwargs)
-    if parts is not None:
-        return parts, lambda new: {**kwargs, **new}
-    return None, None
-
-
-def single_index(index: Any) -> str | None:
-    """The index ``_termvectors`` can ask, or None for several indices / patterns."""
-    if isinstance(index, (list, tuple)) and len(index) == 1:
-        index = index[0]
-    if isinstance(index, str) and index and not any(ch in index for ch in ",*"):
-        return index
-    return None
 
 
 def _shard_failures(response: Any) -> str | None:
@@ -104,49 +53,6 @@ def annotate(response: Any, info: Any) -> Any:
     return response
 
 
-@dataclass
-class Job:
-    """The searches of one call: a plan (or None: untouched) and the index of each, and how to
-    rebuild the call's keyword arguments from the new queries."""
-
-    plans: list[Plan | None]
-    indexes: list[str | None]
-    rebuild: Callable[[list[dict | None]], dict]
-    single: bool  # search() answers one info dict, msearch() a list
-
-    @property
-    def texts(self) -> list[str]:
-        return [text for plan in self.plans if plan for text in plan.texts]
-
-    def assign(self, rewrites: list[Rewrite]) -> None:
-        start = 0
-        for plan in self.plans:
-            if plan:
-                plan.rewrites = rewrites[start:start + len(plan.leaves)]
-                start += len(plan.leaves)
-
-    def stats_keys(self, settings: StageSettings) -> list[tuple[str | None, StatsKey]]:
-        keys = {}
-        for plan, index in zip(self.plans, self.indexes):
-            if plan:
-                for key in stage.stats_needed(plan, settings):
-                    keys[(index, key)] = None
-        return list(keys)
-
-    def finish(self, settings: StageSettings, stats: dict) -> tuple[dict, Any]:
-        queries, infos = [], []
-        for plan, index in zip(self.plans, self.indexes):
-            if plan is None:
-                queries.append(None)
-                infos.append({"rewritten": 0, "fallback": 0, "queries": []})
-                continue
-            own = {key: value for (where, key), value in stats.items() if where == index}
-            query, info = stage.apply(plan, settings, own)
-            queries.append(query)
-            infos.append(info)
-        return self.rebuild(queries), (infos[0] if self.single else infos)
-
-
 class _Stage:
     """What the sync and async clients share: settings, the rewriter, the latest rewrites."""
 
@@ -158,7 +64,8 @@ class _Stage:
                  mode: str = "replace", repeat: int = 5, clause_budget: int = querydsl.DEFAULT_CLAUSE_BUDGET,
                  original_boost: float = 1.0, rewrite_boost: float = 1.0, annotate_response: bool = True,
                  include_filters: bool = False, fusion: str | None = None, rrf_k: float = RRF_K,
-                 original_weight: float = 1.0, rewrite_weight: float = 1.0, budget: float | None = None):
+                 original_weight: float = 1.0, rewrite_weight: float = 1.0, budget: float | None = None,
+                 samples: int = 1):
         """The keyword options are :class:`~tsqr_plugins.adapters.stage.StageSettings`' fields, plus
         ``annotate_response``.
 
@@ -185,7 +92,15 @@ class _Stage:
             budget: Anytime rewriting (needs ``fusion="rrf"``): seconds the rewrite may take. The
                 original goes out at once; a rewrite within the budget is searched and fused,
                 a later one is not waited for (the original's answer, ``anytime.rewrite_in_time``
-                false). None: no budget.
+                false). None: no budget. With several samples it waits for all of them (one engine
+                call), and ``tsqr.anytime.samples`` says how many.
+            samples: Rewrites of each text query, sampled in one engine call where the engine can
+                (``Rewriter.rewrite_samples``, each cached under its sample index). Without fusion
+                the samples joined are the rewrite (``core.join_samples``); with ``fusion="rrf"``
+                each sample that did not fall back is its own ``_msearch`` item, fused with the
+                original's (weights ``[original_weight] + [rewrite_weight] * n``). The metadata says
+                the samples (``tsqr.samples``, each text query's ``samples``); ``last_samples``
+                holds them. Default 1.
 
         Raises:
             InputError: ``rewriter`` is not a Rewriter, or a setting is invalid.
@@ -198,9 +113,10 @@ class _Stage:
             fields=fields, scoring=scoring, mode=mode, repeat=repeat, clause_budget=clause_budget,
             original_boost=original_boost, rewrite_boost=rewrite_boost, include_filters=include_filters,
             fusion=fusion, rrf_k=rrf_k, original_weight=original_weight, rewrite_weight=rewrite_weight,
-            budget=budget)
+            budget=budget, samples=samples)
         self.annotate_response = annotate_response
-        self.last_rewrites: list[Rewrite] = []
+        self.last_rewrites: list[Rewrite] = []  # several samples: each text query's joined
+        self.last_samples: list[list[Rewrite]] = []  # each text query's samples
 
     def __getattr__(self, name):
         # Every other client method (index, bulk, indices, close, ...) is the wrapped client's.
@@ -213,7 +129,7 @@ class _Stage:
         return plan if plan.leaves or plan.skipped else None  # what was left as written is said too
 
     def _search_job(self, kwargs: dict) -> Job | None:
-        parts, rebuild = _parts_of(kwargs)
+        parts, rebuild = parts_of(kwargs)
         plan = self._plan(parts) if self.rewriter is not None else None
         if plan is None:
             return None
@@ -287,6 +203,40 @@ class _Stage:
                                           "are not searched again with the original query")
         return annotate(response, info) if info is not None and self.annotate_response else response
 
+    # -- several samples (samples=n) -------------------------------------------------------------
+
+    def _keep(self, rows: list[list[Rewrite]]) -> None:
+        """The latest call's samples in ``last_samples``, each text query's joined in ``last_rewrites``
+        (set in the caller's thread: a late rewrite's worker never writes them)."""
+        self.last_samples = rows
+        self.last_rewrites = [join_samples(row) for row in rows]
+
+    def _slot_infos(self, job: Job, slots: list, infos: list[dict], samples: list | None) -> list[dict]:
+        """An ``msearch()``'s metadata per search: a search fused from several samples' searches has
+        theirs merged (``stagesamples.merged``), any other the joined rewrite's."""
+        if samples is None:
+            return infos
+        rows = job.per_search(self.last_samples)
+        return [stagesamples.merged([own[number] for _, own in samples], rows[number]) if slot.target is not None
+                else info for number, (slot, info) in enumerate(zip(slots, infos))]
+
+    def _described(self, job: Job, info: Any, rows: list[list[Rewrite]]) -> Any:
+        """The metadata of the joined rewrites with each text query's samples (several samples)."""
+        count = self.settings.samples
+        if job.single:
+            return stagesamples.described(info, rows, count)
+        return [stagesamples.described(one, own, count) for one, own in zip(info, job.per_search(rows))]
+
+    def _sample_jobs(self, make_job, kwargs: dict, rows: list[list[Rewrite]]) -> list[Job]:
+        """Each sample's own job (fusion with several samples): fresh plans of the call, every text
+        query given that sample's rewrite."""
+        jobs = []
+        for sample in range(self.settings.samples):
+            job = make_job(kwargs)
+            job.assign(stagesamples.column(rows, sample))
+            jobs.append(job)
+        return jobs
+
     # -- fusion (fusion="rrf") and anytime rewriting (budget) -----------------------------------
 
     def _fusion_plan(self, kwargs: dict) -> tuple[Job | None, Split | None, str | None]:
@@ -323,10 +273,11 @@ class _Stage:
         return {"rewritten": 0, "fallback": len(entries), "queries": entries}
 
     def _fused_answer(self, target: Split, original: Any, rewritten: Any, info: dict,
-                      took: Any) -> tuple[dict | None, dict]:
-        """The answer to a fused search from the two answers, and its metadata; None: the original
-        search itself failed (the caller gets the engine's own answer to it, sent alone)."""
-        result = fusedsearch.outcome(original, rewritten, target, self.settings, took)
+                      took: Any, samples: list[int] | None = None) -> tuple[dict | None, dict]:
+        """The answer to a fused search from the original's answer and the rewrites' (one, or a
+        list: ``samples`` says which sample each is), and its metadata; None: the original search
+        itself failed (the caller gets the engine's own answer to it, sent alone)."""
+        result = fusedsearch.outcome(original, rewritten, target, self.settings, took, samples)
         if result.fusion is not None:
             return result.answer, {**info, "fused": True, "fusion": result.fusion}
         base = (self._clause_limit_fallback(str(rewritten), True) if result.rewrite_refused else None) or info
@@ -337,7 +288,7 @@ class _Stage:
         from their two items (the original's own item when it failed)."""
         body = fusedsearch.body_of(response)
         responses = body.get("responses") if isinstance(body, dict) else None
-        if not isinstance(responses, list) or len(responses) != slots[-1].item + 1 + (slots[-1].target is not None):
+        if not isinstance(responses, list) or len(responses) != slots[-1].item + slots[-1].items:
             raise BackendError(f"the engine answered the _msearch with {str(body)[:200]}, not one answer per item")
         answers, item_infos = [], []
         for slot, info in zip(slots, infos):
@@ -346,28 +297,31 @@ class _Stage:
                 answers.append(first)
                 item_infos.append(self._unfused(info, slot.reason))
                 continue
-            second = responses[slot.item + 1]
-            tooks = [item.get("took") if isinstance(item, dict) else None for item in (first, second)]
+            rest = responses[slot.item + 1:slot.item + slot.items]
+            tooks = [item.get("took") if isinstance(item, dict) else None for item in (first, *rest)]
             took = sum(tooks) if all(isinstance(t, int) for t in tooks) else None
-            answer, item_info = self._fused_answer(slot.target, first, second, info, took)
+            answer, item_info = self._fused_answer(slot.target, first, rest, info, took, slot.samples)
             answers.append(first if answer is None else answer)
             item_infos.append(item_info)
         return self._respond(fusedsearch.like(response, {**body, "responses": answers}), item_infos)
 
-    def _anytime_answer(self, target: Split, original: Any, rewritten: Any, info: dict,
-                        anytime: dict) -> Any:
-        """Anytime's answer: the fusion when the rewrite was searched, else the original's page."""
+    def _anytime_answer(self, target: Split, original: Any, rewritten: list | None, info: dict,
+                        anytime: dict, samples: list[int]) -> Any:
+        """Anytime's answer: the fusion when the rewrites were searched (``rewritten``: each one's
+        answer or the error the client raised, ``samples`` which sample each is), else the
+        original's page."""
         body = fusedsearch.body_of(original)
         if rewritten is None:
             reason = ("the rewrite missed the budget" if not anytime["rewrite_in_time"]
                       else "nothing was rewritten (the rewrite fell back)")
             answer, info = fusedsearch.page(body, target), self._unfused(info, reason, "original")
         else:
-            second = fusedsearch.body_of(rewritten) if not isinstance(rewritten, Exception) else {
-                "error": f"{rewritten} {getattr(rewritten, 'info', '')} {getattr(rewritten, 'body', '')}"}
-            tooks = [item.get("took") for item in (body, second) if isinstance(item, dict)]
-            took = sum(tooks) if len(tooks) == 2 and all(isinstance(t, int) for t in tooks) else body.get("took")
-            answer, info = self._fused_answer(target, body, second, info, took)
+            seconds = [fusedsearch.body_of(one) if not isinstance(one, BaseException) else {
+                "error": f"{one} {getattr(one, 'info', '')} {getattr(one, 'body', '')}"} for one in rewritten]
+            tooks = [item.get("took") for item in (body, *seconds) if isinstance(item, dict)]
+            took = (sum(tooks) if len(tooks) == 1 + len(seconds) and all(isinstance(t, int) for t in tooks)
+                    else body.get("took"))
+            answer, info = self._fused_answer(target, body, seconds, info, took, samples)
             answer = fusedsearch.page(body, target) if answer is None else answer  # the client raised on errors
         return self._respond(fusedsearch.like(original, answer), {**info, "anytime": anytime})
 
@@ -375,8 +329,13 @@ class _Stage:
         return time.monotonic() < started + self.settings.budget
 
     def _anytime_info(self, started: float, in_time: bool) -> dict:
-        return {"budget": self.settings.budget, "rewrite_in_time": in_time,
+        """``tsqr.anytime``; with several samples, ``samples``: how many the budget waited for (all
+        of them, from one engine call: ``rewrite_in_time`` is theirs)."""
+        info = {"budget": self.settings.budget, "rewrite_in_time": in_time,
                 "waited": round(time.monotonic() - started, 3)}
+        if self.settings.samples > 1:
+            info["samples"] = self.settings.samples
+        return info
 
 
 NOTHING_REWRITTEN = fusedsearch.NOTHING_REWRITTEN
@@ -388,7 +347,7 @@ class RewritingSearchClient(_Stage):
     Fail-open: when rewriting fails the search goes out as written (a strict rewriter raises), and
     a rewritten search the engine refuses for its clause count is sent again as written (``msearch``
     items excepted: their errors come back as the engine gave them). The
-    rewrites of the latest call are in ``last_rewrites``.
+    rewrites of the latest call are in ``last_rewrites`` (their samples in ``last_samples``).
     """
 
     def search(self, **kwargs):
@@ -422,13 +381,18 @@ class RewritingSearchClient(_Stage):
         if job is None:  # the stage as without fusion (it handles what it cannot read)
             response = self._run(self._msearch_job, self.client.msearch, kwargs)
             return note(response, {"fused": False, "fusion": {"reason": "no text query to rewrite"}})
-        self.last_rewrites = []
+        self.last_rewrites, self.last_samples = [], []
+        samples = None
         try:
-            self.last_rewrites, request, infos = self._prepare(job, self.settings.budget)
+            rows = self._rows(job, self.settings.budget)
+            self._keep(rows)
+            request, infos = self._with_joined(job, rows)
+            if self.settings.samples > 1:
+                samples = [self._built(one) for one in self._sample_jobs(self._msearch_job, kwargs, rows)]
         except Exception as error:
             request, infos = kwargs, self._failed(error, False, len(job.plans))
-        call, slots = fusedmsearch.plan(kwargs, request, infos)
-        return self._fused_items(self.client.msearch(**call), slots, infos)
+        call, slots = fusedmsearch.plan(kwargs, request, infos, samples)
+        return self._fused_items(self.client.msearch(**call), slots, self._slot_infos(job, slots, infos, samples))
 
     def _fused_search(self, kwargs: dict):
         job, target, reason = self._fusion_plan(kwargs)
@@ -437,72 +401,94 @@ class RewritingSearchClient(_Stage):
             return note(response, {"fused": False, "fusion": {"reason": reason}})
         if self.settings.budget is not None:
             return self._anytime(kwargs, job, target)
-        self.last_rewrites = []
+        self.last_rewrites, self.last_samples = [], []
         try:
-            self.last_rewrites, request, info = self._prepare(job)
+            rows, searches, info = self._sample_searches(job, kwargs)
+            self._keep(rows)
         except Exception as error:
-            request, info = None, self._failed(error, True, 1)
-        if request is None or not info["rewritten"]:
+            searches, info = None, self._failed(error, True, 1)
+        if searches is None or not info["rewritten"]:
             return self._respond(self.client.search(**kwargs), self._unfused(info, NOTHING_REWRITTEN, "original"))
-        rewritten, _ = fusedsearch.split(request)
+        rewritten = [fusedsearch.split(request)[0] for request in searches.values()]
         response = self.client.msearch(**fusedsearch.msearch_call(target, rewritten, self.BODY_AS_KEYWORDS))
         body = fusedsearch.body_of(response)
-        first, second = body["responses"]
-        answer, info = self._fused_answer(target, first, second, info, body.get("took"))
+        first, *rest = body["responses"]
+        answer, info = self._fused_answer(target, first, rest, info, body.get("took"), list(searches))
         if answer is None:
             return self._respond(self.client.search(**kwargs), info)
         return self._respond(fusedsearch.like(response, answer), info)
 
     def _anytime(self, kwargs: dict, job: Job, target: Split):
-        """The original searched at once (in a worker thread), the rewrite prepared meanwhile within
-        the budget (its deadline in the thread for backends that stop early), then the rewritten
-        search: the caller waits at most the budget plus one search, never for the model."""
+        """The original searched at once (in a worker thread), the rewrites prepared meanwhile
+        within the budget (its deadline in the thread for backends that stop early; several samples
+        come from one engine call, all waited for), then the rewritten searches: the caller waits
+        at most the budget plus the rewritten searches, never for the model."""
         started = time.monotonic()
         pool = ThreadPoolExecutor(1, thread_name_prefix="tsqr-original-search")
         original: Future = pool.submit(self.client.search, **fusedsearch.paged(kwargs, target.depth,
                                                                                self.BODY_AS_KEYWORDS))
         pool.shutdown(wait=False)
-        self.last_rewrites, request, in_time = [], None, True
+        self.last_rewrites, self.last_samples = [], []
+        searches, in_time = None, True
         try:
-            self.last_rewrites, request, info = call_with_deadline(functools.partial(self._prepare, job),
-                                                                   self.settings.budget)
+            rows, searches, info = call_with_deadline(functools.partial(self._sample_searches, job, kwargs),
+                                                      self.settings.budget)
+            self._keep(rows)
         except Exception as error:
             in_time = not isinstance(error, BackendTimeout) or self._in_time(started)
             info = self._failed(error, True, 1) if in_time else self._late_or_raise(job, error)
         anytime = self._anytime_info(started, in_time)
         rewritten = None
-        if request is not None and info["rewritten"]:
-            try:
-                rewritten = self.client.search(**fusedsearch.paged(request, target.depth, self.BODY_AS_KEYWORDS, True))
-            except Exception as error:  # the engine refused the rewritten search: the original's answer
-                rewritten = error
-        return self._anytime_answer(target, original.result(), rewritten, info, anytime)
+        if searches is not None and info["rewritten"]:
+            rewritten = []
+            for request in searches.values():
+                try:
+                    rewritten.append(self.client.search(**fusedsearch.paged(request, target.depth,
+                                                                            self.BODY_AS_KEYWORDS, True)))
+                except Exception as error:  # the engine refused a rewritten search: the original's answer
+                    rewritten.append(error)
+        return self._anytime_answer(target, original.result(), rewritten, info, anytime, list(searches or {}))
 
-    def _prepare(self, job: Job, budget: float | None = None) -> tuple[list[Rewrite], dict, Any]:
-        """The job's rewrites, and the new request and its metadata."""
-        rewrites = self._rewrite(job.texts, budget) if job.texts else []
-        job.assign(rewrites)
+    def _rows(self, job: Job, budget: float | None = None) -> list[list[Rewrite]]:
+        """Each text query's samples, from one rewriter call (within ``budget`` if given)."""
+        return sampled_rows(self.rewriter, job.texts, self.settings.samples, budget) if job.texts else []
+
+    def _built(self, job: Job) -> tuple[dict, Any]:
+        """A job whose plans hold their rewrites as a request and its metadata (BM25Q's
+        ``_termvectors`` asked first)."""
         stats = {where: self._termvectors(*where) for where in job.stats_keys(self.settings)}
-        request, info = job.finish(self.settings, stats)
-        return rewrites, request, info
+        return job.finish(self.settings, stats)
 
-    def _rewrite(self, texts: list[str], budget: float | None) -> list[Rewrite]:
-        if budget is None:
-            return self.rewriter.rewrite_batch(texts)
-        return call_with_deadline(functools.partial(self.rewriter.rewrite_batch, texts), budget)
+    def _with_joined(self, job: Job, rows: list[list[Rewrite]]) -> tuple[dict, Any]:
+        """The request with each text query's samples joined (the rewrite, with one sample), and
+        its metadata."""
+        job.assign([join_samples(row) for row in rows])
+        request, info = self._built(job)
+        return request, self._described(job, info, rows)
+
+    def _sample_searches(self, job: Job, kwargs: dict,
+                         budget: float | None = None) -> tuple[list[list[Rewrite]], dict[int, dict], dict]:
+        """A fused ``search()``'s rewrites: the samples, the rewritten search of each sample that
+        holds a rewrite (by sample), and the metadata. Sets nothing on the stage (anytime runs it in
+        a worker thread that may end late)."""
+        rows = self._rows(job, budget)
+        if self.settings.samples == 1:
+            request, info = self._with_joined(job, rows)
+            return rows, {0: request}, info
+        built = [self._built(one) for one in self._sample_jobs(self._search_job, kwargs, rows)]
+        infos = [info for _, info in built]
+        return rows, {n: built[n][0] for n in stagesamples.searched(infos)}, stagesamples.merged(infos, rows)
 
     def _run(self, make_job, send, kwargs, budget: float | None = None):
         request, info = kwargs, None
         job = None
-        self.last_rewrites = []
+        self.last_rewrites, self.last_samples = [], []
         try:
             job = make_job(kwargs)
             if job is not None:
-                rewrites = self._rewrite(job.texts, budget) if job.texts else []
-                self.last_rewrites = rewrites
-                job.assign(rewrites)
-                stats = {where: self._termvectors(*where) for where in job.stats_keys(self.settings)}
-                request, info = job.finish(self.settings, stats)
+                rows = self._rows(job, budget)
+                self._keep(rows)
+                request, info = self._with_joined(job, rows)
         except Exception as error:
             request = kwargs
             info = self._failed(error, job.single if job else True, len(job.plans) if job else 1)
@@ -559,13 +545,19 @@ class AsyncRewritingSearchClient(_Stage):
         if job is None:
             response = await self._run(self._msearch_job, self.client.msearch, kwargs)
             return note(response, {"fused": False, "fusion": {"reason": "no text query to rewrite"}})
-        self.last_rewrites = []
+        self.last_rewrites, self.last_samples = [], []
+        samples = None
         try:
-            self.last_rewrites, request, infos = await self._prepare(job, self.settings.budget)
+            rows = await self._rows(job, self.settings.budget)
+            self._keep(rows)
+            request, infos = await self._with_joined(job, rows)
+            if self.settings.samples > 1:
+                samples = [await self._built(one) for one in self._sample_jobs(self._msearch_job, kwargs, rows)]
         except Exception as error:
             request, infos = kwargs, self._failed(error, False, len(job.plans))
-        call, slots = fusedmsearch.plan(kwargs, request, infos)
-        return self._fused_items(await self.client.msearch(**call), slots, infos)
+        call, slots = fusedmsearch.plan(kwargs, request, infos, samples)
+        return self._fused_items(await self.client.msearch(**call), slots,
+                                 self._slot_infos(job, slots, infos, samples))
 
     async def _fused_search(self, kwargs: dict):
         job, target, reason = self._fusion_plan(kwargs)
@@ -574,70 +566,85 @@ class AsyncRewritingSearchClient(_Stage):
             return note(response, {"fused": False, "fusion": {"reason": reason}})
         if self.settings.budget is not None:
             return await self._anytime(kwargs, job, target)
-        self.last_rewrites = []
+        self.last_rewrites, self.last_samples = [], []
         try:
-            self.last_rewrites, request, info = await self._prepare(job)
+            rows, searches, info = await self._sample_searches(job, kwargs)
+            self._keep(rows)
         except Exception as error:
-            request, info = None, self._failed(error, True, 1)
-        if request is None or not info["rewritten"]:
+            searches, info = None, self._failed(error, True, 1)
+        if searches is None or not info["rewritten"]:
             return self._respond(await self.client.search(**kwargs), self._unfused(info, NOTHING_REWRITTEN, "original"))
-        rewritten, _ = fusedsearch.split(request)
+        rewritten = [fusedsearch.split(request)[0] for request in searches.values()]
         response = await self.client.msearch(**fusedsearch.msearch_call(target, rewritten, self.BODY_AS_KEYWORDS))
         body = fusedsearch.body_of(response)
-        first, second = body["responses"]
-        answer, info = self._fused_answer(target, first, second, info, body.get("took"))
+        first, *rest = body["responses"]
+        answer, info = self._fused_answer(target, first, rest, info, body.get("took"), list(searches))
         if answer is None:
             return self._respond(await self.client.search(**kwargs), info)
         return self._respond(fusedsearch.like(response, answer), info)
 
     async def _anytime(self, kwargs: dict, job: Job, target: Split):
-        """The original searched at once, the rewrite prepared meanwhile within the budget, then
-        the rewritten search (see the sync client)."""
+        """The original searched at once, the rewrites prepared meanwhile within the budget, then
+        the rewritten searches, together (see the sync client)."""
         started = time.monotonic()
         original = asyncio.ensure_future(self.client.search(**fusedsearch.paged(kwargs, target.depth,
                                                                                 self.BODY_AS_KEYWORDS)))
         try:
-            self.last_rewrites, request, in_time = [], None, True
+            self.last_rewrites, self.last_samples = [], []
+            searches, in_time = None, True
             try:
-                self.last_rewrites, request, info = await asyncio.wait_for(
-                    self._prepare(job, self.settings.budget), self.settings.budget)
+                rows, searches, info = await asyncio.wait_for(
+                    self._sample_searches(job, kwargs, self.settings.budget), self.settings.budget)
+                self._keep(rows)
             except Exception as error:
                 in_time = not isinstance(error, (BackendTimeout, asyncio.TimeoutError)) or self._in_time(started)
                 info = self._failed(error, True, 1) if in_time else self._late_or_raise(job, error)
             anytime = self._anytime_info(started, in_time)
             rewritten = None
-            if request is not None and info["rewritten"]:
-                try:
-                    rewritten = await self.client.search(
-                        **fusedsearch.paged(request, target.depth, self.BODY_AS_KEYWORDS, True))
-                except Exception as error:
-                    rewritten = error
-            return self._anytime_answer(target, await original, rewritten, info, anytime)
+            if searches is not None and info["rewritten"]:
+                rewritten = list(await asyncio.gather(
+                    *(self.client.search(**fusedsearch.paged(request, target.depth, self.BODY_AS_KEYWORDS, True))
+                      for request in searches.values()), return_exceptions=True))
+            return self._anytime_answer(target, await original, rewritten, info, anytime, list(searches or {}))
         finally:
             if not original.done():
                 original.cancel()
 
-    async def _prepare(self, job: Job, budget: float | None = None) -> tuple[list[Rewrite], dict, Any]:
-        rewrites = await within_budget(self.rewriter, job.texts, budget) if job.texts else []
-        job.assign(rewrites)
+    async def _rows(self, job: Job, budget: float | None = None) -> list[list[Rewrite]]:
+        if not job.texts:
+            return []
+        return await samples_within_budget(self.rewriter, job.texts, self.settings.samples, budget)
+
+    async def _built(self, job: Job) -> tuple[dict, Any]:
         keys = job.stats_keys(self.settings)
         answers = await asyncio.gather(*(self._termvectors(*where) for where in keys))
-        request, info = job.finish(self.settings, dict(zip(keys, answers)))
-        return rewrites, request, info
+        return job.finish(self.settings, dict(zip(keys, answers)))
+
+    async def _with_joined(self, job: Job, rows: list[list[Rewrite]]) -> tuple[dict, Any]:
+        job.assign([join_samples(row) for row in rows])
+        request, info = await self._built(job)
+        return request, self._described(job, info, rows)
+
+    async def _sample_searches(self, job: Job, kwargs: dict,
+                               budget: float | None = None) -> tuple[list[list[Rewrite]], dict[int, dict], dict]:
+        rows = await self._rows(job, budget)
+        if self.settings.samples == 1:
+            request, info = await self._with_joined(job, rows)
+            return rows, {0: request}, info
+        built = [await self._built(one) for one in self._sample_jobs(self._search_job, kwargs, rows)]
+        infos = [info for _, info in built]
+        return rows, {n: built[n][0] for n in stagesamples.searched(infos)}, stagesamples.merged(infos, rows)
 
     async def _run(self, make_job, send, kwargs, budget: float | None = None):
         request, info = kwargs, None
         job = None
-        self.last_rewrites = []
+        self.last_rewrites, self.last_samples = [], []
         try:
             job = make_job(kwargs)
             if job is not None:
-                rewrites = await within_budget(self.rewriter, job.texts, budget) if job.texts else []
-                self.last_rewrites = rewrites
-                job.assign(rewrites)
-                keys = job.stats_keys(self.settings)
-                answers = await asyncio.gather(*(self._termvectors(*where) for where in keys))
-                request, info = job.finish(self.settings, dict(zip(keys, answers)))
+                rows = await self._rows(job, budget)
+                self._keep(rows)
+                request, info = await self._with_joined(job, rows)
         except Exception as error:
             request = kwargs
             info = self._failed(error, job.single if job else True, len(job.plans) if job else 1)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..combine import DEFAULT_REPEAT, MODES
-from ..core import Rewrite
+from ..core import Rewrite, check_samples
 from ..errors import InputError
 from ..fusion import RRF_K
 from .. import querydsl
@@ -53,11 +53,19 @@ class StageSettings:
         rewrite_weight: ``rrf``: the weight of the rewrite's ranking.
         budget: Anytime rewriting, with ``fusion="rrf"``: seconds the rewrite may take; the
             original is searched at once, and its answer is the answer when the rewrite is later.
-            None: no budget (the rewriter's own ``timeout`` applies).
+            None: no budget (the rewriter's own ``timeout`` applies). With several samples the
+            budget waits for all of them (one engine call makes them).
+        samples: Rewrites of each text query (``Rewriter.rewrite_samples``: one engine call where
+            the engine samples several, each cached under its sample index). Without fusion a
+            text query is rewritten with its samples joined (``core.join_samples``), so every
+            ``mode`` works as with one; with ``rrf`` each sample is its own search (a sample that
+            fell back for every text query is not searched), fused with the original's with the
+            weights ``[original_weight] + [rewrite_weight] * n``. Default 1.
 
     Raises:
         InputError: An unknown ``scoring``, ``mode`` or ``fusion``, ``clause_budget`` out of range,
-            a negative ``rrf_k`` or weight, or a ``budget`` that is not positive or has no fusion.
+            a negative ``rrf_k`` or weight, a ``budget`` that is not positive or has no fusion, or
+            ``samples`` below 1.
     """
 
     fields: tuple[str, ...] | None = None
@@ -75,8 +83,10 @@ class StageSettings:
     original_weight: float = 1.0
     rewrite_weight: float = 1.0
     budget: float | None = None
+    samples: int = 1
 
     def __post_init__(self):
+        check_samples(self.samples)
         if self.scoring not in querydsl.SCORINGS:
             raise InputError(f"scoring must be one of {', '.join(querydsl.SCORINGS)}, got {self.scoring!r}")
         if self.mode not in MODES:

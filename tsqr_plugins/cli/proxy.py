@@ -48,6 +48,10 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--budget", type=float, default=None,
                         help="--fusion rrf: anytime rewriting, seconds the rewrite may take; the original is "
                         "searched at once and answered alone when the rewrite is later (default: no budget)")
+    parser.add_argument("--samples", type=int, default=1,
+                        help="rewrites of each text query, sampled in one engine call where it can (1 to 16, "
+                        "default 1): without --fusion their texts joined are the rewrite; with --fusion rrf each "
+                        "sample that did not fall back is its own item of the one _msearch")
     parser.add_argument("--rewrite-filters", action="store_true",
                         help="also rewrite text queries under bool filter/must_not, boosting negative and "
                         "constant_score (left alone by default: they exclude documents, they do not rank them)")
@@ -70,8 +74,10 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tsqr_plugins.adapters.stage import StageSettings
-    from tsqr_plugins.adapters.proxy import SearchProxy, create_proxy_app
+    from tsqr_plugins.adapters.proxy import MAX_SAMPLES, SearchProxy, create_proxy_app
 
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        raise InputError(f"--samples must be from 1 to {MAX_SAMPLES}, got {args.samples}")
     if args.budget is not None and args.fusion is None:
         raise InputError("--budget (anytime rewriting) fuses the original's hits with the rewrite's: add --fusion rrf")
     settings = StageSettings(
@@ -79,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         repeat=args.repeat, clause_budget=args.clause_budget, original_boost=args.original_boost,
         rewrite_boost=args.rewrite_boost, include_filters=args.rewrite_filters, fusion=args.fusion,
         rrf_k=args.rrf_k, original_weight=args.original_weight, rewrite_weight=args.rewrite_weight,
-        budget=args.budget,
+        budget=args.budget, samples=args.samples,
     )
     require("uvicorn", "serve", "tsqr proxy")
     rewriter = build_rewriter(args, build_backend(args))
