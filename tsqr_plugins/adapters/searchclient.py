@@ -421,8 +421,8 @@ class RewritingSearchClient(_Stage):
     def _anytime(self, kwargs: dict, job: Job, target: Split):
         """The original searched at once (in a worker thread), the rewrites prepared meanwhile
         within the budget (its deadline in the thread for backends that stop early; several samples
-        come from one engine call, all waited for), then the rewritten searches: the caller waits
-        at most the budget plus the rewritten searches, never for the model."""
+        come from one engine call, all waited for), then the rewritten searches side by side: the
+        caller waits at most the budget plus one search, never for the model."""
         started = time.monotonic()
         pool = ThreadPoolExecutor(1, thread_name_prefix="tsqr-original-search")
         original: Future = pool.submit(self.client.search, **fusedsearch.paged(kwargs, target.depth,
@@ -440,13 +440,18 @@ class RewritingSearchClient(_Stage):
         anytime = self._anytime_info(started, in_time)
         rewritten = None
         if searches is not None and info["rewritten"]:
-            rewritten = []
-            for request in searches.values():
+            def search_rewritten(request: dict) -> Any:
                 try:
-                    rewritten.append(self.client.search(**fusedsearch.paged(request, target.depth,
-                                                                            self.BODY_AS_KEYWORDS, True)))
+                    return self.client.search(**fusedsearch.paged(request, target.depth, self.BODY_AS_KEYWORDS, True))
                 except Exception as error:  # the engine refused a rewritten search: the original's answer
-                    rewritten.append(error)
+                    return error
+
+            requests = list(searches.values())
+            if len(requests) == 1:
+                rewritten = [search_rewritten(requests[0])]
+            else:  # the samples' searches side by side: the wait is one search, as the async client's
+                with ThreadPoolExecutor(len(requests), thread_name_prefix="tsqr-rewritten-search") as samples:
+                    rewritten = list(samples.map(search_rewritten, requests))
         return self._anytime_answer(target, original.result(), rewritten, info, anytime, list(searches or {}))
 
     def _rows(self, job: Job, budget: float | None = None) -> list[list[Rewrite]]:
