@@ -211,3 +211,85 @@ def test_anytime_waits_for_all_samples_within_the_budget(live, asynchronous):
     assert_page(page(response), expected_page(engine, client, index, body, SAMPLES))
     anytime = response["tsqr"]["anytime"]
     assert anytime["rewrite_in_time"] is True and anytime["samples"] == 3 and response["tsqr"]["fused"] is True
+
+
+class PerQuerySamples(SamplingBackend):
+    """Sample ``i`` of any query ``q`` is ``"q sample i"``: each call's samples are its own."""
+
+    def generate_samples(self, queries, prompt, params, n):
+        self.calls.append((list(queries), n))
+        return [[Completion(text=f"{query} sample {i}") for i in range(n)] for query in queries]
+
+
+class Gate:
+    """The engine client, but the ``_msearch`` holding ``held`` waits until another ``_msearch``
+    has gone out: the other call has set its samples on the stage by then."""
+
+    def __init__(self, client, held: str, asynchronous: bool):
+        import threading
+
+        self.client, self.held, self.asynchronous = client, held, asynchronous
+        self.other = asyncio.Event() if asynchronous else threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def _is_held(self, kwargs) -> bool:
+        return self.held in str(kwargs.get("searches") or kwargs.get("body"))
+
+    def msearch(self, **kwargs):
+        if self.asynchronous:
+            return self._amsearch(**kwargs)
+        if self._is_held(kwargs):
+            assert self.other.wait(30)
+        else:
+            self.other.set()
+        return self.client.msearch(**kwargs)
+
+    async def _amsearch(self, **kwargs):
+        if self._is_held(kwargs):
+            await asyncio.wait_for(self.other.wait(), 30)
+        else:
+            self.other.set()
+        return await self.client.msearch(**kwargs)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_concurrent_msearch_calls_on_one_stage_each_get_their_own_samples(live, asynchronous):
+    """Two fused msearch() calls on one stage at once (threads, or asyncio tasks): each answer's
+    metadata holds its own call's samples, whatever the other call left in ``last_samples``.
+    (Each call's metadata was built from ``last_samples`` after its _msearch came back.)"""
+    engine, url, index = live
+    texts = {"held": ["moths"], "other": ["lamps", "leaves", "moon"]}
+
+    def searches(words):
+        items = []
+        for word in words:
+            items += [{"index": index}, {"query": {"match": {"text": word}}, "size": 3}]
+        return items
+
+    def kwargs(words):
+        return {"searches": searches(words)} if engine == "elasticsearch" else {"body": searches(words)}
+
+    def samples_of(response):
+        return [[s["text"] for s in q["samples"]] for info in response["tsqr"] for q in info["queries"]]
+
+    options = {"fusion": "rrf", "samples": 2}
+    if asynchronous:
+        async def both(rewriting):
+            rewriting.client = Gate(rewriting.client, "moths", True)
+            return await asyncio.gather(rewriting.msearch(**kwargs(texts["held"])),
+                                        rewriting.msearch(**kwargs(texts["other"])))
+
+        answers = run_async(engine, url, Rewriter(PerQuerySamples()), both, **options)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        rewriting = stage(engine, python_client(engine, url), Rewriter(PerQuerySamples()), **options)
+        rewriting.client = Gate(rewriting.client, "moths", False)
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(rewriting.msearch, **kwargs(texts[name])) for name in ("held", "other")]
+            answers = [future.result(timeout=60) for future in futures]
+    for response, name in zip(answers, ("held", "other")):
+        assert all(info["fused"] is True for info in response["tsqr"])
+        assert samples_of(response) == [[f"{word} sample {i}" for i in range(2)] for word in texts[name]], name

@@ -211,12 +211,15 @@ class _Stage:
         self.last_samples = rows
         self.last_rewrites = [join_samples(row) for row in rows]
 
-    def _slot_infos(self, job: Job, slots: list, infos: list[dict], samples: list | None) -> list[dict]:
+    @staticmethod
+    def _slot_infos(job: Job, slots: list, infos: list[dict], samples: list | None,
+                    rows: list[list[Rewrite]]) -> list[dict]:
         """An ``msearch()``'s metadata per search: a search fused from several samples' searches has
-        theirs merged (``stagesamples.merged``), any other the joined rewrite's."""
+        theirs merged (``stagesamples.merged``; ``rows``: this call's samples, never ``last_samples``,
+        which a concurrent call on the stage may have replaced), any other the joined rewrite's."""
         if samples is None:
             return infos
-        rows = job.per_search(self.last_samples)
+        rows = job.per_search(rows)
         return [stagesamples.merged([own[number] for _, own in samples], rows[number]) if slot.target is not None
                 else info for number, (slot, info) in enumerate(zip(slots, infos))]
 
@@ -382,7 +385,7 @@ class RewritingSearchClient(_Stage):
             response = self._run(self._msearch_job, self.client.msearch, kwargs)
             return note(response, {"fused": False, "fusion": {"reason": "no text query to rewrite"}})
         self.last_rewrites, self.last_samples = [], []
-        samples = None
+        samples, rows = None, []
         try:
             rows = self._rows(job, self.settings.budget)
             self._keep(rows)
@@ -392,7 +395,7 @@ class RewritingSearchClient(_Stage):
         except Exception as error:
             request, infos = kwargs, self._failed(error, False, len(job.plans))
         call, slots = fusedmsearch.plan(kwargs, request, infos, samples)
-        return self._fused_items(self.client.msearch(**call), slots, self._slot_infos(job, slots, infos, samples))
+        return self._fused_items(self.client.msearch(**call), slots, self._slot_infos(job, slots, infos, samples, rows))
 
     def _fused_search(self, kwargs: dict):
         job, target, reason = self._fusion_plan(kwargs)
@@ -551,7 +554,7 @@ class AsyncRewritingSearchClient(_Stage):
             response = await self._run(self._msearch_job, self.client.msearch, kwargs)
             return note(response, {"fused": False, "fusion": {"reason": "no text query to rewrite"}})
         self.last_rewrites, self.last_samples = [], []
-        samples = None
+        samples, rows = None, []
         try:
             rows = await self._rows(job, self.settings.budget)
             self._keep(rows)
@@ -562,7 +565,7 @@ class AsyncRewritingSearchClient(_Stage):
             request, infos = kwargs, self._failed(error, False, len(job.plans))
         call, slots = fusedmsearch.plan(kwargs, request, infos, samples)
         return self._fused_items(await self.client.msearch(**call), slots,
-                                 self._slot_infos(job, slots, infos, samples))
+                                 self._slot_infos(job, slots, infos, samples, rows))
 
     async def _fused_search(self, kwargs: dict):
         job, target, reason = self._fusion_plan(kwargs)
