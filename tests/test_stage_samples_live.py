@@ -293,3 +293,19 @@ def test_concurrent_msearch_calls_on_one_stage_each_get_their_own_samples(live, 
     for response, name in zip(answers, ("held", "other")):
         assert all(info["fused"] is True for info in response["tsqr"])
         assert samples_of(response) == [[f"{word} sample {i}" for i in range(2)] for word in texts[name]], name
+
+
+def test_an_msearch_item_given_as_ndjson_text_is_said_to_be_so_not_to_have_no_text_query(live):
+    """An msearch() item written as NDJSON text goes out as written (the stage does not parse it):
+    its metadata says so, not that it holds no text query (it does: the stage did not read it)."""
+    import json
+
+    engine, url, index = live
+    body = {"query": {"match": {"text": QUERY}}, "size": 3}
+    searches = [{"index": index}, body, json.dumps({"index": index}), json.dumps(body)]
+    rewriting = stage(engine, python_client(engine, url), Rewriter(SamplingBackend()), fusion="rrf", samples=2)
+    response = rewriting.msearch(searches=searches) if engine == "elasticsearch" else rewriting.msearch(body=searches)
+    first, second = response["tsqr"]
+    assert first["fused"] is True
+    assert second["fused"] is False and "NDJSON" in second["fusion"]["reason"], second
+    assert ids(response["responses"][1]) == ids(search(engine, python_client(engine, url), index, body))

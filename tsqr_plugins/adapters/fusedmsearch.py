@@ -38,10 +38,13 @@ def items_key(kwargs: dict) -> str:
     return "searches" if isinstance(kwargs.get("searches"), list) else "body"
 
 
+NDJSON_TEXT = "an item given as NDJSON text (sent as written, not rewritten)"
+
+
 def split_item(header: Any, body: Any) -> tuple[Split | None, str | None]:
     """One ``_msearch`` item as a fusable search, or None and why not."""
     if not isinstance(header, dict) or not isinstance(body, dict):
-        return None, "an item given as NDJSON text"
+        return None, NDJSON_TEXT
     # an item's header holds only fields an _msearch header takes; split() places them back there
     return fusedsearch.split({**header, "body": body})
 
@@ -67,8 +70,9 @@ def plan(original: dict, rewritten: dict, infos: list[dict],
         header, body = original[key][2 * number], original[key][2 * number + 1]
         target, seconds, which = None, [], []
         if not info.get("rewritten"):
-            reason = fusedsearch.NOTHING_REWRITTEN if info.get("queries") or info.get("fallback") \
-                else "no text query to rewrite"
+            reason = (NDJSON_TEXT if isinstance(header, str) or isinstance(body, str)  # not read: sent as written
+                      else fusedsearch.NOTHING_REWRITTEN if info.get("queries") or info.get("fallback")
+                      else "no text query to rewrite")
         else:
             target, reason = split_item(header, body)
             for sample, (call, sample_infos) in enumerate(each if target is not None else []):
