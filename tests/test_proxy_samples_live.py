@@ -129,3 +129,27 @@ def test_cli_samples_are_bounded(tmp_path, capsys):
         code = main(["proxy", "--search-node", "http://127.0.0.1:9", "--rewriter", f"file:{rewrites}", "--no-cache",
                      "--samples", bad])
         assert code == 2 and "--samples must be from 1 to 16" in capsys.readouterr().err
+
+
+def test_a_rewrite_past_the_budget_still_says_the_samples_all_fell_back(live):
+    """--samples 3 with --budget: a rewrite later than the budget answers the original's page, and
+    the answer still says X-Tsqr-Samples (3) and that every sample fell back, as the docs promise
+    for --samples above 1 (the late path's fields left both out)."""
+    import time
+
+    engine, url, index = live
+
+    class Late(SamplingBackend):
+        def generate_samples(self, queries, prompt, params, n):
+            time.sleep(1.0)
+            return super().generate_samples(queries, prompt, params, n)
+
+    body = {"query": {"match": {"text": QUERY}}, "size": 3}
+    with running(url, Rewriter(Late()), fusion="rrf", samples=3, budget=0.2) as proxy:
+        response = httpx.post(f"{proxy.url}/{index}/_search", json=body, timeout=30)
+    assert response.status_code == 200 and response.headers["X-Tsqr-Rewrite-In-Time"] == "0"
+    assert response.headers["X-Tsqr-Rewritten"] == "0" and response.headers["X-Tsqr-Fallback"] == "1"
+    assert response.headers.get("X-Tsqr-Samples") == "3", dict(response.headers)
+    assert response.headers.get("X-Tsqr-Samples-Fallback") == "0,1,2"
+    direct = httpx.post(f"{url}/{index}/_search", json=body, timeout=30).json()
+    assert [hit["_id"] for hit in response.json()["hits"]["hits"]] == [hit["_id"] for hit in direct["hits"]["hits"]]

@@ -196,7 +196,7 @@ class SearchProxy:
             if self.rewriter.strict:
                 raise as_backend_error(error) from error
             logger.warning("query rewriting failed; forwarding the original search (%s)", error)
-            return body, dict(FALLBACK_HEADERS)
+            return body, fallback_headers(self.settings.samples)
         # nothing rewritten (every rewrite fell back, or none to make): the caller's bytes go out as they came
         return (body, headers) if new_document is None else (json.dumps(new_document).encode(), headers)
 
@@ -494,11 +494,24 @@ def decoded_body(body: bytes, encoding: str | None, limit: int) -> bytes:
 FALLBACK_HEADERS = {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": "1"}
 
 
+def fallback_headers(samples: int, fallbacks: int = 1) -> dict[str, str]:
+    """The fields of an answer when rewriting failed as a whole (an error, a missed budget): every
+    text query fell back, and with several samples every sample (``X-Tsqr-Samples`` still says N)."""
+    return {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(fallbacks), **_every_sample_fell_back(samples)}
+
+
+def _every_sample_fell_back(count: int) -> dict[str, str]:
+    if count == 1:
+        return {}
+    return {"X-Tsqr-Samples": str(count), "X-Tsqr-Samples-Fallback": ",".join(map(str, range(count)))}
+
+
 def not_used(headers: dict[str, str]) -> dict[str, str]:
     """The fields of an answer to the original search sent instead of a rewritten one: every
-    rewrite counted as a fallback."""
+    rewrite counted as a fallback (with several samples, every sample)."""
     fallbacks = sum(int(headers.get(f"X-Tsqr-{kind}", "0")) for kind in ("Rewritten", "Fallback"))
-    return {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(fallbacks),
+    samples = int(headers["X-Tsqr-Samples"]) if headers.get("X-Tsqr-Samples", "").isdigit() else 1
+    return {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(fallbacks), **_every_sample_fell_back(samples),
             **{k: v for k, v in headers.items() if k == "X-Tsqr-Not-Rewritten"}}
 
 

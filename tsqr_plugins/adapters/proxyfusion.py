@@ -29,7 +29,7 @@ from ..core import as_backend_error
 from ..errors import BackendTimeout
 from . import fusedsearch
 from .fusedsearch import Split
-from .proxy import FALLBACK_HEADERS, SearchProxy, forwarded_headers, json_document, latin1, not_used
+from .proxy import SearchProxy, fallback_headers, forwarded_headers, json_document, latin1, not_used
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ async def fused_search(proxy: SearchProxy, request, body: bytes, readable: bytes
         if proxy.rewriter.strict:
             return _rewriting_failed(error)
         logger.warning("query rewriting failed; forwarding the original search (%s)", error)
-        searches, headers = [], dict(FALLBACK_HEADERS)
+        searches, headers = [], fallback_headers(proxy.settings.samples)
     if not searches:  # the caller's bytes, as they came
         return await proxy._forward(request, body, {**headers, SKIPPED: NOTHING_REWRITTEN})
     deadline = time.monotonic() + proxy.timeout  # the _msearch and any search after it
@@ -135,7 +135,7 @@ async def _anytime(proxy: SearchProxy, request, body: bytes, document: dict, tar
             if in_time:  # a late rewrite is anytime's ordinary case, not a failure
                 logger.warning("query rewriting failed; answering the original search (%s)", error)
             texts = proxy.text_queries(document)
-            searches, headers = [], {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(texts)}
+            searches, headers = [], fallback_headers(proxy.settings.samples, texts)
         timing = {IN_TIME: "1" if in_time else "0"}
         if not searches:
             reason = NOTHING_REWRITTEN if in_time else f"the rewrite missed the budget of {budget:g} s"
