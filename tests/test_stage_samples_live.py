@@ -309,3 +309,75 @@ def test_an_msearch_item_given_as_ndjson_text_is_said_to_be_so_not_to_have_no_te
     assert first["fused"] is True
     assert second["fused"] is False and "NDJSON" in second["fusion"]["reason"], second
     assert ids(response["responses"][1]) == ids(search(engine, python_client(engine, url), index, body))
+
+
+class LateSamples(SamplingBackend):
+    """Samples that come a second late (past a budget of 0.2 s)."""
+
+    def generate_samples(self, queries, prompt, params, n):
+        import time
+
+        time.sleep(1.0)
+        return super().generate_samples(queries, prompt, params, n)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+@pytest.mark.parametrize("how", ["error", "late", "late-msearch", "unfused-error"])
+def test_a_whole_fallback_still_says_the_samples_all_fell_back(live, asynchronous, how):
+    """With samples=3, a rewriter that fails or is later than the budget leaves the caller's search as
+    written, and the metadata still has ``samples``, every one fallen back (as the proxy's headers)."""
+    engine, url, index = live
+    body = {"query": {"match": {"text": QUERY}}, "size": 3}
+    options = {"samples": 3}
+    if how != "unfused-error":
+        options["fusion"] = "rrf"
+    if how.startswith("late"):
+        backend, options["budget"] = LateSamples(), 0.2
+    else:
+        backend = FailingBackend()
+
+    batch = {"searches" if engine == "elasticsearch" else "body": [{"index": index}, body]}
+
+    async def call_async(rewriting):
+        if how == "late-msearch":
+            return {"tsqr": (await rewriting.msearch(**batch))["tsqr"][0]}  # msearch: a list, one per search
+        return await async_search(engine, rewriting, index, body)
+
+    if asynchronous:
+        response = run_async(engine, url, Rewriter(backend), call_async, **options)
+    else:
+        rewriting = stage(engine, python_client(engine, url), Rewriter(backend), **options)
+        response = ({"tsqr": rewriting.msearch(**batch)["tsqr"][0]} if how == "late-msearch"
+                    else search(engine, rewriting, index, body))
+    assert response["tsqr"]["fallback"] == 1 and response["tsqr"]["rewritten"] == 0
+    assert response["tsqr"]["samples"] == {"count": 3, "fallback": [0, 1, 2]}, response["tsqr"]
+
+
+def test_a_search_past_the_clause_limit_says_every_sample_fell_back(live, tmp_path):
+    """samples=3 without fusion on a field pattern of 40 fields: OpenSearch refuses the joined
+    rewrite for its clause count (Elasticsearch takes it), the caller's search goes out as written,
+    and the metadata says the three samples were not used."""
+    import json
+
+    import httpx
+
+    from tests.test_search_live import forty_field_index
+    from tsqr_plugins.backends.file import FileBackend
+    from tsqr_plugins.testing.conformance import LONG_REWRITE
+
+    engine, url, _ = live
+    index = forty_field_index(url)
+    rewrites = tmp_path / "long.json"
+    rewrites.write_text(json.dumps({QUERY: LONG_REWRITE}))
+    body = {"query": {"multi_match": {"query": QUERY, "fields": ["f_*"]}}, "size": 3}
+    client = python_client(engine, url)
+    try:
+        answer = search(engine, stage(engine, client, Rewriter(FileBackend(rewrites)), samples=3), index, body)
+        if engine == "elasticsearch":
+            assert answer["tsqr"]["rewritten"] == 1 and answer["tsqr"]["samples"]["fallback"] == []
+        else:
+            assert answer["tsqr"]["fallback"] == 1 and "clause limit" in answer["tsqr"]["error"]
+            assert answer["tsqr"]["samples"] == {"count": 3, "fallback": [0, 1, 2]}
+            assert ids(answer) == ids(search(engine, client, index, body))
+    finally:
+        httpx.delete(f"{url}/{index}")

@@ -164,8 +164,12 @@ class _Stage:
             raise as_backend_error(error)
         logger.warning("query rewriting failed; searching with the original query (%s: %s)",
                        type(error).__name__, error)
-        info = {"rewritten": 0, "fallback": 1, "error": f"{type(error).__name__}: {error}"}
+        info = self._all_fell_back({"rewritten": 0, "fallback": 1, "error": f"{type(error).__name__}: {error}"})
         return info if single else [info] * size
+
+    def _all_fell_back(self, info: dict) -> dict:
+        """``info`` of a search left as written, saying that every sample fell back (several samples)."""
+        return stagesamples.all_fell_back(info, self.settings.samples)
 
     def _termvectors_request(self, index: str | None, key: StatsKey) -> dict | None:
         if index is None:
@@ -188,8 +192,9 @@ class _Stage:
         if not querydsl.passed_clause_limit(f"{error} {getattr(error, 'info', '')} {getattr(error, 'body', '')}"):
             return None
         logger.warning("the rewritten search passed the engine's clause limit; searching with the original query")
-        return {"rewritten": 0, "fallback": 1, "error": "the rewritten query passed the engine's clause limit "
-                "(maxClauseCount): a field pattern matched more fields than the clause budget counted"}
+        return self._all_fell_back({"rewritten": 0, "fallback": 1, "error": "the rewritten query passed the engine's "
+                                    "clause limit (maxClauseCount): a field pattern matched more fields than the "
+                                    "clause budget counted"})
 
     def _respond(self, response: Any, info: Any) -> Any:
         if isinstance(info, list):  # msearch: an item the engine refused says so in its own metadata
@@ -273,7 +278,7 @@ class _Stage:
             raise BackendTimeout(f"no rewrite within the budget of {self.settings.budget:g} s") from error
         reason = f"no rewrite within the budget of {self.settings.budget:g} s"
         entries = [{"original": text, "fallback": True, "reason": reason} for text in job.texts]
-        return {"rewritten": 0, "fallback": len(entries), "queries": entries}
+        return self._all_fell_back({"rewritten": 0, "fallback": len(entries), "queries": entries})
 
     def _fused_answer(self, target: Split, original: Any, rewritten: Any, info: dict,
                       took: Any, samples: list[int] | None = None) -> tuple[dict | None, dict]:

@@ -51,6 +51,14 @@ def summary(rows: Sequence[Sequence[Rewrite]], count: int) -> dict[str, Any]:
             "fallback": [number for number in range(count) if rows and all(row[number].fallback for row in rows)]}
 
 
+def all_fell_back(info: dict, count: int) -> dict:
+    """The metadata of a search left as written (the rewriter failed or was late, or the engine
+    refused the rewritten search): with several samples, ``samples`` says that every one fell back."""
+    if count == 1:
+        return info
+    return {**info, "samples": {"count": count, "fallback": list(range(count))}}
+
+
 def described(info: dict, rows: Sequence[Sequence[Rewrite]], count: int) -> dict:
     """The metadata of a search rewritten with its samples joined (``info``, from ``stage.apply``),
     each text query's samples added; ``info`` itself when ``count`` is 1 or there is no text query.
