@@ -622,3 +622,41 @@ def test_one_batch_window_keeps_single_rewrites_and_samples_apart(tmp_path):
     assert single["text"] == "rw: a" and "samples" not in single
     assert [s["text"] for s in three["samples"]] == ["rw: b"] * 3 and [s["text"] for s in two["samples"]] == ["rw: c"] * 2
     assert sorted(engine.batches) == [["a"], ["b"], ["b"], ["b"], ["c"], ["c"]]  # one generate per sample here
+
+
+class FreshEngine(Backend):
+    """Answers a new text on every generation ('rw<call>: <query>', as a sampling model would),
+    after ``delay`` seconds."""
+
+    NAME = "fresh"
+    model_id = "fresh"
+
+    def __init__(self, delay=0.0):
+        self.delay, self.calls = delay, 0
+        self._lock = threading.Lock()
+
+    def generate(self, queries, prompt, params):
+        time.sleep(self.delay)
+        with self._lock:
+            self.calls += 1
+            return [Completion(text=f"rw{self.calls}: {q}") for q in queries]
+
+
+def test_concurrent_requests_with_different_n_answer_what_the_cache_keeps(tmp_path):
+    """The same query asked at once without n, with n=2 and with n=3 is three generations (different
+    n never share one), but one cache entry per sample index: each answer is what the cache keeps, so
+    sample 0 is the single rewrite everywhere and a replay answers the same texts."""
+    engine = FreshEngine(delay=0.2)
+    with RunningService(engine_config(tmp_path, concurrent_batches=3), engine) as running:
+        async def together():
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await asyncio.gather(*(client.post(running.url + "/v1/rewrite", json=body) for body in (
+                    {"queries": ["q"]}, {"queries": ["q"], "n": 2}, {"queries": ["q"], "n": 3})))
+        first = [[s["text"] for s in r.json()["rewrites"][0].get("samples", [r.json()["rewrites"][0]])]
+                 for r in asyncio.run(together())]
+        again = [[s["text"] for s in post(running.url, body).json()["rewrites"][0].get("samples", [None])]
+                 for body in ({"queries": ["q"], "n": 1}, {"queries": ["q"], "n": 2}, {"queries": ["q"], "n": 3})]
+    assert engine.calls > 3  # the three requests were generated apart
+    assert first[0][0] == first[1][0] == first[2][0], first
+    assert first[1] == first[2][:2], first
+    assert again == first, (again, first)
