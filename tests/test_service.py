@@ -660,3 +660,26 @@ def test_concurrent_requests_with_different_n_answer_what_the_cache_keeps(tmp_pa
     assert first[0][0] == first[1][0] == first[2][0], first
     assert first[1] == first[2][:2], first
     assert again == first, (again, first)
+
+
+def test_an_upstream_answering_fewer_choices_than_n_keeps_the_ones_it_sent(tmp_path):
+    """An OpenAI-compatible server that answers 2 choices for n=3 (or ignores n: 1 choice): the choices
+    it sent are samples, each missing one a fallback whose reason says so, and only those are cached."""
+    from tests.recording_server import RecordingOpenAIServer
+
+    def choices(*indexes):
+        return json.dumps({"choices": [{"index": i, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": f"sample {i}"}} for i in indexes]}).encode()
+
+    with RecordingOpenAIServer(malformed=choices(1, 0)) as server, RunningService(openai_config(server, tmp_path)) as running:
+        (fewer,) = post(running.url, {"queries": ["q"], "n": 3, "mode": "rrf"}).json()["rewrites"]
+        server.malformed = choices(0)
+        (ignored,) = post(running.url, {"queries": ["p"], "n": 2}).json()["rewrites"]
+        server.malformed = choices(0, 1, 2)
+        (again,) = post(running.url, {"queries": ["q"], "n": 3}).json()["rewrites"]
+    assert [s["text"] for s in fewer["samples"]] == ["sample 0", "sample 1", "q"] and not fewer["fallback"]
+    assert fewer["samples"][2]["fallback"] and "no choice 2" in fewer["samples"][2]["reason"]
+    assert fewer["searches"] == ["q", "sample 0", "sample 1"]
+    assert [s["fallback"] for s in ignored["samples"]] == [False, True] and "no choice 1" in ignored["samples"][1]["reason"]
+    assert [s["cached"] for s in again["samples"]] == [True, True, False]
+    assert [s["text"] for s in again["samples"]] == ["sample 0", "sample 1", "sample 2"]
