@@ -683,3 +683,13 @@ def test_an_upstream_answering_fewer_choices_than_n_keeps_the_ones_it_sent(tmp_p
     assert [s["fallback"] for s in ignored["samples"]] == [False, True] and "no choice 1" in ignored["samples"][1]["reason"]
     assert [s["cached"] for s in again["samples"]] == [True, True, False]
     assert [s["text"] for s in again["samples"]] == ["sample 0", "sample 1", "sample 2"]
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf")])
+def test_a_time_budget_that_is_no_positive_number_is_refused_at_start(timeout):
+    """tsqr serve --timeout 0 (or nan, inf) started and then answered every request 400 "'timeout'
+    must be a positive number", a field the client never sent."""
+    from tsqr_plugins.errors import InputError
+
+    with pytest.raises(InputError, match="timeout"):
+        file_config(timeout=timeout)
