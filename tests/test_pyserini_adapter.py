@@ -361,3 +361,16 @@ def test_samples_fuse_each_samples_list_or_search_them_joined(lucene_index):
     assert joined.last_rewrites[QUERY].text == " ".join(SAMPLES)
     with pytest.raises(InputError, match="samples"):
         RewritingSearcher(lucene_index, None, samples=0)
+
+
+@pytest.mark.parametrize("budget", [None, 1.0])
+def test_an_empty_batch_is_answered_empty_as_pyserini_answers_it(lucene_index, budget):
+    """batch_search([], []) in mode rrf (with or without a budget) is {}, as LuceneSearcher's; it
+    raised IndexError from the fusion's columns."""
+    from tsqr_plugins.adapters.pyserini import RewritingSearcher
+    from tsqr_plugins.testing.conformance import SamplingBackend
+
+    assert RewritingSearcher(lucene_index, rewriter=None).batch_search([], []) == {}
+    for samples in (1, 3):
+        fusing = RewritingSearcher(lucene_index, Rewriter(SamplingBackend()), mode="rrf", samples=samples, budget=budget)
+        assert fusing.batch_search([], [], k=5) == {}
