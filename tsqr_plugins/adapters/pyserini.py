@@ -149,7 +149,7 @@ class RewritingSearcher(BM25QSearcher):
         first, rows, self.last_anytime = anytime.search_while_rewriting(
             lambda: self._rows(queries), search, self.budget)
         if rows is None:
-            self._texts(keys, [[rewrite] for rewrite in anytime.late(self.rewriter, queries, self.budget)])
+            self._texts(keys, [[rewrite] * self.samples for rewrite in anytime.late(self.rewriter, queries, self.budget)])
             return first, None
         return first, self._texts(keys, rows)
 
