@@ -65,3 +65,16 @@ def test_budget_is_checked():
             anytime.check_budget(bad, fusing=True)
     with pytest.raises(InputError, match="mode='rrf'"):
         anytime.check_budget(1.0, fusing=False)
+
+
+@pytest.mark.parametrize("budget", [1e10, 1e300])
+def test_a_budget_longer_than_a_thread_can_wait_is_waited_as_the_longest_wait(budget):
+    """A budget is any finite positive number of seconds (check_budget takes 1e10 and 1e300, "no
+    hurry"): waiting for it never raises OverflowError from threading (past threading.TIMEOUT_MAX)."""
+    from tsqr_plugins import deadline
+
+    assert anytime.check_budget(budget, fusing=True) == budget
+    first, rewritten, info = anytime.search_while_rewriting(slow("rewrite", 0.05), lambda: "hits", budget)
+    assert (first, rewritten, info.rewrite_in_time) == ("hits", "rewrite", True)
+    assert asyncio.run(anytime.asearch_while_rewriting(slow("rewrite", 0.05), asyncio.sleep(0, "hits"), budget))[1] == "rewrite"
+    assert deadline.call_with_deadline(slow("done", 0.05), budget) == "done"

@@ -185,3 +185,13 @@ def test_a_writer_killed_mid_write_leaves_a_consistent_cache(tmp_path):
     connection.close()
     assert count > 0 and count % 200 == 0  # whole transactions only
     assert len(RewriteCache(path, IDENTITY)) == count
+
+
+def test_put_many_keeps_an_entry_already_there_and_says_which(tmp_path):
+    """What a writer that lost a race learns: the completion the cache kept, to answer it instead."""
+    cache = RewriteCache(tmp_path / "c.sqlite", IDENTITY)
+    assert cache.put_many([("k0", "p", "{}", "q", "first")]) == {}
+    kept = cache.put_many([("k0", "p", "{}", "q", "second"), ("k1", "p", "{}", "q", "new")])
+    assert kept == {"k0": "first"} and cache.get_many(["k0", "k1"]) == {"k0": "first", "k1": "new"}
+    assert cache.put_many([("k1", "p", "{}", "q", "new")]) == {}  # the same text kept: nothing to replace
+    cache.close()

@@ -311,3 +311,15 @@ def test_samples_fuse_each_samples_list_or_retrieve_them_joined(bm25, asynchrono
     assert joined.last_rewrites[0].text == " ".join(SAMPLES)
     with pytest.raises(InputError, match="samples"):
         TongSearchQRRetriever(bm25, Rewriter(SamplingBackend()), samples=0)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_late_rewrite_with_samples_keeps_n_fallbacks_per_query(bm25, tmp_path, asynchronous):
+    """samples=3 with a budget the rewriter misses: last_samples holds 3 fallbacks per query (one
+    per sample, as documented), not 1; the ranking is the original's."""
+    from tsqr_plugins.testing.conformance import slow_rewriter
+
+    late = TongSearchQRRetriever(bm25, slow_rewriter(tmp_path, 2.0), mode="rrf", budget=0.2, samples=3)
+    nodes = asyncio.run(late.aretrieve(QUERY)) if asynchronous else late.retrieve(QUERY)
+    assert ids(nodes) == ids(bm25.retrieve(QUERY)) and late.last_anytime.rewrite_in_time is False
+    assert [len(row) for row in late.last_samples] == [3] and all(r.fallback for r in late.last_samples[0])

@@ -361,3 +361,28 @@ def test_samples_fuse_each_samples_list_or_search_them_joined(lucene_index):
     assert joined.last_rewrites[QUERY].text == " ".join(SAMPLES)
     with pytest.raises(InputError, match="samples"):
         RewritingSearcher(lucene_index, None, samples=0)
+
+
+@pytest.mark.parametrize("budget", [None, 1.0])
+def test_an_empty_batch_is_answered_empty_as_pyserini_answers_it(lucene_index, budget):
+    """batch_search([], []) in mode rrf (with or without a budget) is {}, as LuceneSearcher's; it
+    raised IndexError from the fusion's columns."""
+    from tsqr_plugins.adapters.pyserini import RewritingSearcher
+    from tsqr_plugins.testing.conformance import SamplingBackend
+
+    assert RewritingSearcher(lucene_index, rewriter=None).batch_search([], []) == {}
+    for samples in (1, 3):
+        fusing = RewritingSearcher(lucene_index, Rewriter(SamplingBackend()), mode="rrf", samples=samples, budget=budget)
+        assert fusing.batch_search([], [], k=5) == {}
+
+
+def test_a_late_rewrite_with_samples_keeps_n_fallbacks_per_query(lucene_index, tmp_path):
+    """samples=3 with a budget the rewriter misses: last_samples holds 3 fallbacks per query (one
+    per sample, as documented), not 1."""
+    from tsqr_plugins.adapters.pyserini import RewritingSearcher
+    from tsqr_plugins.testing.conformance import slow_rewriter
+
+    late = RewritingSearcher(lucene_index, slow_rewriter(tmp_path, 2.0), mode="rrf", budget=0.2, samples=3)
+    late.batch_search([QUERY, "moon"], ["q1", "q2"], k=5)
+    assert {qid: len(row) for qid, row in late.last_samples.items()} == {"q1": 3, "q2": 3}
+    assert all(r.fallback for row in late.last_samples.values() for r in row)

@@ -227,3 +227,51 @@ def test_the_docs_example_runs(tmp_path):
     assert "tsqr >> bm25" in done.stdout and "d2" in done.stdout
     lines = done.stdout.splitlines()
     assert lines[1].split()[1] == "d2"  # the rewrite finds the dedup answer first
+
+
+def test_fusion_answers_every_topic_whatever_its_qids_type(index, tmp_path):
+    """Integer qids (topics read from a CSV): Terrier answers them as strings, and the fusion still
+    finds each topic's results (it answered no rows at all), keeping the caller's qids."""
+    bm25 = pt.terrier.Retriever(str(index), wmodel="BM25", num_results=5)
+    fusion = TongSearchQRFusion(bm25, TongSearchQRRewrite(file_rewriter(tmp_path)))
+    named = fusion(topics(QUERY, "lamp posts at night"))
+    numbered = fusion(pd.DataFrame({"qid": [1, 2], "query": [QUERY, "lamp posts at night"]}))
+    assert list(numbered["qid"].unique()) == [1, 2]
+    assert list(numbered["docno"]) == list(named["docno"]) and list(numbered["score"]) == list(named["score"])
+
+
+def test_fusion_of_a_repeated_topic_is_its_ranking_once(index, tmp_path):
+    """A topic twice in the frame (the same qid and query) is fused once: the scores of one topic, not
+    each document counted once per copy. One qid with two different queries, or a topic without a
+    qid, is an InputError (the fusion answered them mixed, or dropped the topic)."""
+    bm25 = pt.terrier.Retriever(str(index), wmodel="BM25", num_results=5)
+    fusion = TongSearchQRFusion(bm25, TongSearchQRRewrite(file_rewriter(tmp_path)))
+    once = fusion(topics(QUERY))
+    twice = fusion(pd.DataFrame({"qid": ["q0", "q0"], "query": [QUERY, QUERY]}))
+    assert list(twice["docno"]) == list(once["docno"]) and list(twice["score"]) == pytest.approx(list(once["score"]))
+    with pytest.raises(InputError, match="qid 'q0'"):
+        fusion(pd.DataFrame({"qid": ["q0", "q0"], "query": [QUERY, "moon"]}))
+    for missing in (None, float("nan")):
+        with pytest.raises(InputError, match="qid"):
+            fusion(pd.DataFrame({"qid": [missing, "q1"], "query": [QUERY, "moon"]}))
+
+
+def test_fusion_refuses_bad_topics_and_rrf_k_with_an_input_error(index, tmp_path):
+    """Missing columns and queries that are no text are InputErrors naming them, before anything
+    reaches Terrier (a JavaException from its tokeniser, a KeyError from pandas); so is an rrf_k that
+    is not a number >= 0 (NaN scored every document NaN)."""
+    bm25 = pt.terrier.Retriever(str(index), wmodel="BM25", num_results=5)
+    fusion = TongSearchQRFusion(bm25, TongSearchQRRewrite(file_rewriter(tmp_path)))
+    for frame, message in ((pd.DataFrame({"qid": ["1"]}), "'query' column"),
+                           (pd.DataFrame({"query": [QUERY]}), "'qid' column"),
+                           (pd.DataFrame({"qid": ["1"], "query": [float("nan")]}), "not a string"),
+                           (pd.DataFrame({"qid": ["1"], "query": [None]}), "not a string"),
+                           (pd.DataFrame({"qid": ["1"], "query": [42]}), "not a string"),
+                           (pd.DataFrame({"qid": ["1"], "query": [["a", "list"]]}), "not a string")):
+        with pytest.raises(InputError, match=message):
+            fusion(frame)
+    with pytest.raises(InputError, match="not a string"):
+        TongSearchQRRewrite(file_rewriter(tmp_path))(pd.DataFrame({"qid": ["1"], "query": [["a", "list"]]}))
+    for rrf_k in (-1, float("nan"), float("inf"), "60", True):
+        with pytest.raises(InputError, match="rrf_k"):
+            TongSearchQRFusion(bm25, TongSearchQRRewrite(file_rewriter(tmp_path)), rrf_k=rrf_k)

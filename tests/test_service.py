@@ -622,3 +622,74 @@ def test_one_batch_window_keeps_single_rewrites_and_samples_apart(tmp_path):
     assert single["text"] == "rw: a" and "samples" not in single
     assert [s["text"] for s in three["samples"]] == ["rw: b"] * 3 and [s["text"] for s in two["samples"]] == ["rw: c"] * 2
     assert sorted(engine.batches) == [["a"], ["b"], ["b"], ["b"], ["c"], ["c"]]  # one generate per sample here
+
+
+class FreshEngine(Backend):
+    """Answers a new text on every generation ('rw<call>: <query>', as a sampling model would),
+    after ``delay`` seconds."""
+
+    NAME = "fresh"
+    model_id = "fresh"
+
+    def __init__(self, delay=0.0):
+        self.delay, self.calls = delay, 0
+        self._lock = threading.Lock()
+
+    def generate(self, queries, prompt, params):
+        time.sleep(self.delay)
+        with self._lock:
+            self.calls += 1
+            return [Completion(text=f"rw{self.calls}: {q}") for q in queries]
+
+
+def test_concurrent_requests_with_different_n_answer_what_the_cache_keeps(tmp_path):
+    """The same query asked at once without n, with n=2 and with n=3 is three generations (different
+    n never share one), but one cache entry per sample index: each answer is what the cache keeps, so
+    sample 0 is the single rewrite everywhere and a replay answers the same texts."""
+    engine = FreshEngine(delay=0.2)
+    with RunningService(engine_config(tmp_path, concurrent_batches=3), engine) as running:
+        async def together():
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await asyncio.gather(*(client.post(running.url + "/v1/rewrite", json=body) for body in (
+                    {"queries": ["q"]}, {"queries": ["q"], "n": 2}, {"queries": ["q"], "n": 3})))
+        first = [[s["text"] for s in r.json()["rewrites"][0].get("samples", [r.json()["rewrites"][0]])]
+                 for r in asyncio.run(together())]
+        again = [[s["text"] for s in post(running.url, body).json()["rewrites"][0].get("samples", [None])]
+                 for body in ({"queries": ["q"], "n": 1}, {"queries": ["q"], "n": 2}, {"queries": ["q"], "n": 3})]
+    assert engine.calls > 3  # the three requests were generated apart
+    assert first[0][0] == first[1][0] == first[2][0], first
+    assert first[1] == first[2][:2], first
+    assert again == first, (again, first)
+
+
+def test_an_upstream_answering_fewer_choices_than_n_keeps_the_ones_it_sent(tmp_path):
+    """An OpenAI-compatible server that answers 2 choices for n=3 (or ignores n: 1 choice): the choices
+    it sent are samples, each missing one a fallback whose reason says so, and only those are cached."""
+    from tests.recording_server import RecordingOpenAIServer
+
+    def choices(*indexes):
+        return json.dumps({"choices": [{"index": i, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": f"sample {i}"}} for i in indexes]}).encode()
+
+    with RecordingOpenAIServer(malformed=choices(1, 0)) as server, RunningService(openai_config(server, tmp_path)) as running:
+        (fewer,) = post(running.url, {"queries": ["q"], "n": 3, "mode": "rrf"}).json()["rewrites"]
+        server.malformed = choices(0)
+        (ignored,) = post(running.url, {"queries": ["p"], "n": 2}).json()["rewrites"]
+        server.malformed = choices(0, 1, 2)
+        (again,) = post(running.url, {"queries": ["q"], "n": 3}).json()["rewrites"]
+    assert [s["text"] for s in fewer["samples"]] == ["sample 0", "sample 1", "q"] and not fewer["fallback"]
+    assert fewer["samples"][2]["fallback"] and "no choice 2" in fewer["samples"][2]["reason"]
+    assert fewer["searches"] == ["q", "sample 0", "sample 1"]
+    assert [s["fallback"] for s in ignored["samples"]] == [False, True] and "no choice 1" in ignored["samples"][1]["reason"]
+    assert [s["cached"] for s in again["samples"]] == [True, True, False]
+    assert [s["text"] for s in again["samples"]] == ["sample 0", "sample 1", "sample 2"]
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf")])
+def test_a_time_budget_that_is_no_positive_number_is_refused_at_start(timeout):
+    """tsqr serve --timeout 0 (or nan, inf) started and then answered every request 400 "'timeout'
+    must be a positive number", a field the client never sent."""
+    from tsqr_plugins.errors import InputError
+
+    with pytest.raises(InputError, match="timeout"):
+        file_config(timeout=timeout)

@@ -277,11 +277,15 @@ class RewriteCache:
                 raise self._failure(error, "reading") from error
         return found
 
-    def put_many(self, entries: Iterable[tuple[str, str, str, str, str]]) -> None:
+    def put_many(self, entries: Iterable[tuple[str, str, str, str, str]]) -> dict[str, str]:
         """Store rows in one transaction; an entry already there is kept.
 
         Args:
             entries: ``(key, prompt_id, params_key, query, completion)`` tuples.
+
+        Returns:
+            ``{key: completion}`` of the entries that were already there with another completion
+            (stored meanwhile by a concurrent writer): what the cache answers for them from now on.
 
         Raises:
             CacheError: The cache is only read, or the write failed (read-only, no space left,
@@ -290,18 +294,20 @@ class RewriteCache:
         now = time.time()
         rows = [(*entry, now) for entry in entries]
         if not rows:
-            return
+            return {}
         if self.read_only:
             raise CacheError(f"rewrite cache {self.path} is only read ({self.read_only}); "
                              f"{len(rows)} new rewrite{'' if len(rows) == 1 else 's'} not stored")
         with self._lock:
             try:
                 self._connection.execute("BEGIN IMMEDIATE")
+                changes = self._connection.total_changes
                 self._connection.executemany(
                     "INSERT OR IGNORE INTO rewrites(key, prompt_id, params, query, completion, created) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     rows,
                 )
+                kept = {} if self._connection.total_changes - changes == len(rows) else self._kept(rows)
                 self._connection.execute("COMMIT")
             except sqlite3.Error as error:
                 self._roll_back()
@@ -309,6 +315,18 @@ class RewriteCache:
             except BaseException:
                 self._roll_back()
                 raise
+        return kept
+
+    def _kept(self, rows: list[tuple]) -> dict[str, str]:
+        """Within ``put_many``'s transaction: the stored completions of ``rows`` that differ from theirs."""
+        given = {row[0]: row[4] for row in rows}
+        stored: dict[str, str] = {}
+        keys = list(given)
+        for start in range(0, len(keys), 500):  # SQLite caps bound parameters per statement
+            chunk = keys[start : start + 500]
+            stored.update(self._connection.execute(
+                f"SELECT key, completion FROM rewrites WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall())
+        return {key: text for key, text in stored.items() if text != given[key]}
 
     def __len__(self) -> int:
         with self._lock:

@@ -78,7 +78,8 @@ class Started(Generic[T]):
 
     def result(self) -> T:
         """The call's value (or its error), or BackendTimeout once the deadline has passed."""
-        self._worker.join(max(0.0, self.deadline - time.monotonic()))
+        # a budget past what a lock can wait (threading.TIMEOUT_MAX, ~292 years) waits that long
+        self._worker.join(min(max(0.0, self.deadline - time.monotonic()), threading.TIMEOUT_MAX))
         if self._worker.is_alive():
             _abandoned.add(self._worker)
             raise BackendTimeout(f"the backend did not answer within the time budget of {self.seconds:g} s")

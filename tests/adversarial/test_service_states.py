@@ -3,7 +3,10 @@ clients and upstream failures against one real `tsqr serve --rewriter openai` pr
 fake model server whose behaviour changes between steps.
 
 Rules: rewrite requests (one query or several, duplicates, any Unicode, strict or not), requests
-with a tiny 'timeout', requests for several samples ('n') in every mode, rrf included, chat requests (model tsqr-rewrite, our own prompt, another conversation), a
+with a tiny 'timeout', requests for several samples ('n') in every mode, rrf included, bodies whose
+n, mode, rrf_k and weights (and 'match' in place of 'queries') are each drawn valid, invalid or
+absent (a 400 naming a field it breaks, else the documented answer: n samples, fallbacks marked,
+rrf's searches and fusion, an exact replay), chat requests (model tsqr-rewrite, our own prompt, another conversation), a
 client that disconnects before its body or while waiting for its answer, a burst past --max-queue;
 and the upstream made slow, made to fail (500), made to answer garbage, stopped and restarted.
 
@@ -210,6 +213,53 @@ queries = st.one_of(
 )
 
 
+# Request fields around n and mode rrf, each drawn valid or not; ABSENT leaves the field out.
+ABSENT = object()
+MAX_SAMPLES = 16  # tsqr serve's default --max-samples
+FUSION_FIELDS = ("rrf_k", "original_weight", "rewrite_weight")
+GOOD_N = st.integers(1, 4)
+BAD_N = st.sampled_from([0, -1, MAX_SAMPLES + 1, True, False, 2.5, 2.0, "2", None, [2], {"n": 2}, 10**20, float("nan")])
+GOOD_MODES = st.sampled_from(["replace", "concat", "adaptive", "both", "rrf"])
+BAD_MODES = st.sampled_from(["RRF", "match", "fuse", "", None, ["rrf"], 3])
+GOOD_FUSION = st.sampled_from([0, 1, 60, 0.5, 2.5, 10**6])
+BAD_FUSION = st.sampled_from([-1, -0.5, "60", True, None, [60], float("nan"), float("inf"), 10**20])
+
+
+def unsendable(value) -> bool:
+    """A value tsqr serve refuses as JSON before reading any field: NaN/Infinity, an integer of
+    more than 18 digits."""
+    return (isinstance(value, float) and not abs(value) < float("inf")) or (
+        isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**18)
+
+
+def body_problems(body: dict) -> list[str]:
+    """What a 400 for ``body`` must name (any of them: the service answers the first it finds);
+    none for a body it must answer. The test's own reading of docs/serve.md, not the service's."""
+    if any(unsendable(value) for value in body.values()):
+        return ["malformed JSON"]
+    problems = []
+    mode = body.get("mode", "replace")
+    if "match" in body and mode not in ("replace", "concat", "adaptive"):
+        problems.append("'match' takes mode")
+    if not (isinstance(mode, str) and mode in ("replace", "concat", "adaptive", "both", "rrf")):
+        problems.append("unknown mode")
+    if "n" in body:
+        n = body["n"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SAMPLES:
+            problems.append("'n'")
+        elif "match" in body:
+            problems.append("'n' takes 'queries'")
+    for name in FUSION_FIELDS:
+        if name not in body:
+            continue
+        value = body[name]
+        if mode != "rrf":
+            problems.append("mode rrf")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            problems.append(f"'{name}'")
+    return problems
+
+
 class ServiceBroke(BaseException):
     """A broken invariant, with the example's steps. Not an Exception, so that hypothesis stops at the
     first one rather than replaying the example: the service and its cache are shared by the examples,
@@ -273,7 +323,9 @@ class ServiceStates(RuleBasedStateMachine):
 
     def _post(self, path: str, body: dict) -> httpx.Response:
         started = time.monotonic()
-        answer = self.h.client.post(self.h.url + path, json=body)
+        # json.dumps as Python writes it: NaN and Infinity too (httpx's json= refuses them)
+        answer = self.h.client.post(self.h.url + path, content=json.dumps(body).encode(),
+                                    headers={"Content-Type": "application/json"})
         took = time.monotonic() - started
         self._check(took < LATE, f"{path} took {took:.1f} s (time budget {TIMEOUT} s): {body}")
         return answer
@@ -420,6 +472,83 @@ class ServiceStates(RuleBasedStateMachine):
         self._check([r["samples"] for r in again] == [[{**s, "cached": True} for s in r["samples"]] for r in first],
                     f"replay of {body} is not exact, every sample from the cache: {again} after {first}")
         self.h.seen["samples replayed from the cache"] += 1
+
+    @rule(sent=st.lists(queries, min_size=1, max_size=3), data=st.data(), strict=st.booleans())
+    @reported
+    def rewrite_any_body(self, sent, data, strict):
+        """A body around n and mode rrf with each field drawn valid, invalid or absent ('match' in
+        place of 'queries' too): a 400 naming a field it breaks when it breaks one, else the answer
+        documented for it: n samples per query (a fallback's text its query, with a reason), the
+        entry a fallback only when every sample is, mode rrf's searches the original and each
+        sample not fallen back, its fusion the request's k and weights, one weight per search; and
+        a request whose samples were all rewritten, asked again, answers the same texts."""
+        sent = self._name(sent)
+        draw = data.draw
+        body: dict = {"match": {"query": sent[0]}} if draw(st.integers(0, 5)) == 0 else {"queries": sent}
+        sent = [body["match"]["query"]] if "match" in body else sent
+        meant_valid = draw(st.booleans(), label="meant valid")  # else any field may break (most such bodies do)
+        if meant_valid:
+            body = {"queries": sent}
+        for name, good, bad in (("n", GOOD_N, BAD_N), ("mode", GOOD_MODES, BAD_MODES),
+                                *((name, GOOD_FUSION, BAD_FUSION) for name in FUSION_FIELDS)):
+            if meant_valid and name in FUSION_FIELDS and body.get("mode") != "rrf":
+                continue
+            value = draw(st.one_of(st.just(ABSENT), good) if meant_valid else st.one_of(st.just(ABSENT), good, bad),
+                         label=name)
+            if value is not ABSENT:
+                body[name] = value
+        body["strict"] = strict
+        if not self._begin(f"rewrite_any_body({body!r})"):
+            return
+        self._unsettle(sent)  # what this request generates is not followed by the other rules' bookkeeping
+        for n in range(1, 5):
+            for query in sent:
+                self.h.settled_samples.pop((query, n), None)
+        problems = body_problems(body)
+        answer = self._post("/v1/rewrite", body)
+        status = answer.status_code
+        self.h.seen[f"any body {'refused' if problems else 'valid'} {status}"] += 1
+        if problems:
+            message = answer.json()["error"]["message"] if status == 400 else answer.text
+            self._check(status == 400 and any(problem in message for problem in problems),
+                        f"{body} must be a 400 naming one of {problems}: {status} {answer.text}")
+            return
+        if status == 429 or (strict and status in (502, 504)):
+            return
+        self._check(status == 200, f"{status} for the valid {body}: {answer.text}")
+        rewrites = answer.json()["rewrites"]
+        self._check([r["original"] for r in rewrites] == sent, f"originals {[r['original'] for r in rewrites]} for {sent}")
+        n, mode = body.get("n"), body.get("mode", "replace")
+        every = True
+        for rewrite in rewrites:
+            query = rewrite["original"]
+            samples = rewrite.get("samples")
+            self._check((samples is None) == (n is None) and (n is None or len(samples) == n),
+                        f"{body}: {query!r} answered samples {samples}")
+            samples = samples or [rewrite]
+            for sample in samples:
+                self._check(not sample["fallback"] or (sample["text"] == query and sample["reason"] and not strict),
+                            f"{body}: a fallen-back sample of {query!r} is {sample}")
+            fell_back = [sample["fallback"] for sample in samples]
+            every = every and not any(fell_back)
+            self._check(rewrite["fallback"] == all(fell_back), f"{body}: fallback {rewrite['fallback']} of {samples}")
+            self._check(not rewrite["fallback"] or rewrite["text"] == query, f"{body}: a fallback's text {rewrite}")
+            if mode == "rrf":
+                searches = [query] + [sample["text"] for sample in samples if not sample["fallback"]]
+                weights = [body.get("original_weight", 1.0)] + [body.get("rewrite_weight", 1.0)] * (len(searches) - 1)
+                self._check(rewrite["searches"] == searches, f"{body}: searches {rewrite['searches']}, not {searches}")
+                self._check(rewrite["fusion"] == {"method": "rrf", "k": body.get("rrf_k", 60), "weights": weights},
+                            f"{body}: fusion {rewrite['fusion']}")
+        if "match" in body:
+            self._check("match" in answer.json(), f"{body}: no 'match' in {answer.text}")
+        if not every or n is None:
+            return
+        replay = self._post("/v1/rewrite", body)
+        self._check(replay.status_code == 200, f"replay of {body}: {replay.status_code} {replay.text}")
+        again = replay.json()["rewrites"]
+        self._check([r["samples"] for r in again] == [[{**s, "cached": True} for s in r["samples"]] for r in rewrites],
+                    f"replay of {body} is not exact, every sample from the cache: {again} after {rewrites}")
+        self.h.seen["any body replayed from the cache"] += 1
 
     @rule(query=queries, kind=st.sampled_from(["tsqr-rewrite", "our prompt", "another conversation"]))
     @reported

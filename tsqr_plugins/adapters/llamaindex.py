@@ -269,7 +269,8 @@ class TongSearchQRRetriever(BaseRetriever):
         samples joined. None (anytime, the rewrites came late): none, their fallbacks kept."""
         late = rows is None
         if late:
-            rows = [[r] for r in anytime.late(self.transform.rewriter, [b.query_str for b in originals], self.budget)]
+            rows = [[r] * self.samples for r in anytime.late(self.transform.rewriter, [b.query_str for b in originals],
+                                                              self.budget)]
         self.transform.last_rewrites = [join_samples(row) for row in rows]
         self.last_samples = rows
         if late:

@@ -124,7 +124,7 @@ class RewritingSearcher(BM25QSearcher):
             if not self.fusing:
                 return lucene.batch_search([row[0] for row in texts], qids, k, threads, **kwargs)
             originals = lucene.batch_search(list(queries), qids, k, threads, **kwargs)
-        columns = [] if texts is None else [[row[i] for row in texts] for i in range(len(texts[0]))]
+        columns = [] if not texts else [[row[i] for row in texts] for i in range(len(texts[0]))]  # None: late
         lists = [lucene.batch_search(column, qids, k, threads, **kwargs) for column in columns]
         return {qid: self._fused([originals[qid], *(hits.get(qid, []) for hits in lists)], k) for qid in originals}
 
@@ -149,7 +149,7 @@ class RewritingSearcher(BM25QSearcher):
         first, rows, self.last_anytime = anytime.search_while_rewriting(
             lambda: self._rows(queries), search, self.budget)
         if rows is None:
-            self._texts(keys, [[rewrite] for rewrite in anytime.late(self.rewriter, queries, self.budget)])
+            self._texts(keys, [[rewrite] * self.samples for rewrite in anytime.late(self.rewriter, queries, self.budget)])
             return first, None
         return first, self._texts(keys, rows)
 

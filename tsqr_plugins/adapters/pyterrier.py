@@ -22,10 +22,12 @@ rewrite cannot reach Terrier's query parser as operators (see ``search.terrier``
 
 from __future__ import annotations
 
+import math
+from numbers import Real
 from typing import Any
 
 from ..combine import DEFAULT_REPEAT, MODES
-from ..core import Rewrite, Rewriter, check_samples, join_samples
+from ..core import Rewrite, Rewriter, check_samples, join_samples, validate_queries
 from ..errors import InputError
 from ..fusion import RRF_K, best_first, rrf_ranked
 from ..search.terrier import pyterrier, query_tokeniser
@@ -109,6 +111,7 @@ class TongSearchQRRewrite(pt.Transformer):
         """Each distinct query's rewrites, one per sample, from one backend call (kept)."""
         if "query" not in inp.columns:
             raise InputError(f"TongSearchQRRewrite needs a 'query' column, got {list(inp.columns)}")
+        validate_queries(list(inp["query"]))  # before they are keys: a list in a cell is unhashable
         distinct = list(dict.fromkeys(inp["query"]))
         if self.samples == 1:
             rows = [[rewrite] for rewrite in self.rewriter.rewrite_batch(distinct)]
@@ -159,32 +162,42 @@ class TongSearchQRFusion(pt.Transformer):
         retriever: A PyTerrier retrieval transformer (e.g. ``pt.terrier.Retriever``) taking topics.
         rewrite: The rewriting transformer (its mode is the rewrite's text; ``"replace"`` is the
             usual choice).
-        rrf_k: The rank constant (60).
+        rrf_k: The rank constant (60), a number >= 0.
 
     Raises:
-        InputError: ``rewrite`` is not a :class:`TongSearchQRRewrite`.
+        InputError: ``rewrite`` is not a :class:`TongSearchQRRewrite`, or ``rrf_k`` is not a finite
+            number >= 0.
     """
 
     def __init__(self, retriever: Any, rewrite: TongSearchQRRewrite, rrf_k: float = RRF_K) -> None:
         if not isinstance(rewrite, TongSearchQRRewrite):
             raise InputError(f"rewrite must be a TongSearchQRRewrite, got {type(rewrite).__name__}")
+        if isinstance(rrf_k, bool) or not isinstance(rrf_k, Real) or not 0 <= rrf_k < math.inf:
+            raise InputError(f"rrf_k must be a finite number >= 0, got {rrf_k!r}")
         self.retriever, self.rewrite, self.rrf_k = retriever, rewrite, rrf_k
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         """The fused results of each topic.
 
         Args:
-            inp: Topics: ``qid`` and ``query`` (and any other columns, kept).
+            inp: Topics: ``qid`` and ``query`` (and any other columns, kept). A topic given twice
+                (the same qid and query) is fused once.
 
         Returns:
             A results frame: the topic's columns, the retrievers' document columns, fused ``score``
             and ``rank`` (from 0, as PyTerrier ranks).
+
+        Raises:
+            InputError: No ``qid`` or ``query`` column, a topic without a qid, one qid with two
+                different queries, or a query that is not a non-empty string.
         """
-        original = self.retriever(self._tokenised(inp))
+        inp = self._topics(inp)
         rewritten = [pt.model.pop_queries(self.retriever(frame)) for frame in self.rewrite.sample_frames(inp)]
+        original = self.retriever(self._tokenised(inp))
         rows = []
         for qid, topic in inp.groupby("qid", sort=False):
-            lists = [frame[frame["qid"] == qid].sort_values("rank") for frame in (original, *rewritten)]
+            # a retriever may answer another type of qid (Terrier answers 1 as "1"): compared as text
+            lists = [frame[frame["qid"].astype(str) == str(qid)].sort_values("rank") for frame in (original, *rewritten)]
             fused = rrf_ranked([list(hits["docno"]) for hits in lists], self.rrf_k)
             first: dict[str, dict] = {}
             for hits in lists:
@@ -195,6 +208,22 @@ class TongSearchQRFusion(pt.Transformer):
                 rows.append({**first[docno], **topic_row, "score": fused[docno], "rank": rank})
         columns = [*inp.columns, *[c for c in original.columns if c not in inp.columns]]
         return pd.DataFrame(rows, columns=columns)
+
+    @staticmethod
+    def _topics(inp: pd.DataFrame) -> pd.DataFrame:
+        """Each topic once: a qid is one ranking, so one query (a repeated row would count each of
+        its documents once per copy in the fusion)."""
+        for column in ("qid", "query"):
+            if column not in inp.columns:
+                raise InputError(f"TongSearchQRFusion needs a '{column}' column, got {list(inp.columns)}")
+        if inp["qid"].isna().any():
+            raise InputError(f"TongSearchQRFusion needs a qid for every topic; row {int(inp['qid'].isna().argmax())} has none")
+        validate_queries(list(inp["query"]))
+        queries = inp.groupby("qid", sort=False)["query"].nunique()
+        if (queries > 1).any():
+            qid = queries[queries > 1].index[0]
+            raise InputError(f"qid {qid!r} has {queries[qid]} different queries; a topic is searched as one query")
+        return inp.drop_duplicates(["qid", "query"])
 
     def _tokenised(self, inp: pd.DataFrame) -> pd.DataFrame:
         out = inp.copy()

@@ -236,15 +236,19 @@ def parse_chat_response(response: Any) -> Completion:
 
 
 def parse_chat_choices(response: Any, n: int) -> list[Completion]:
-    """The ``n`` choices of one completion, by their ``index`` (a server may send them in any order)."""
+    """The ``n`` choices of one completion, by their ``index`` (a server may send them in any order).
+    A choice the server did not send (it answered fewer, or ignores ``n``) is that sample's failure
+    alone: the choices it sent are kept."""
     try:
         choices = response.json()["choices"]
         by_index = {choice["index"]: choice for choice in choices}
-        ordered = [by_index[index] for index in range(n)]
     except (ValueError, KeyError, IndexError, TypeError) as error:
         return [Completion.failed(BackendError(f"malformed chat completion with n={n} "
                                                f"({type(error).__name__}: {error})"))] * n
-    return [_choice(choice) for choice in ordered]
+    return [_choice(by_index[index]) if index in by_index else
+            Completion.failed(BackendError(f"no choice {index} in a chat completion of {len(choices)} choices "
+                                           f"for n={n}"))
+            for index in range(n)]
 
 
 def _choice(choice: Any) -> Completion:

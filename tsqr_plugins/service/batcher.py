@@ -213,13 +213,21 @@ class MicroBatcher:
             logger.warning("rewriter batch of %d failed: %s", len(items), error)
             self.metrics.count("rewriter_errors")
             return [item.failed(error) for item in items]
-        if self.cache is not None:
-            try:
-                self.cache.put_many(entry for item, row in zip(items, rows)
-                                    for entry in sample_entries(item.sample_keys or (item.key,), prompt, params,
-                                                                item.query, row))
-            except Exception as error:  # locked, full disk, text SQLite cannot store: still answered
-                logger.warning("rewrite cache write of %d failed (the rewrites are answered, not cached): %s",
-                               len(items), error)
-                self.metrics.count("cache_errors")
-        return completions
+        if self.cache is None:
+            return completions
+        try:
+            kept = self.cache.put_many(entry for item, row in zip(items, rows)
+                                       for entry in sample_entries(item.sample_keys or (item.key,), prompt, params,
+                                                                   item.query, row))
+        except Exception as error:  # locked, full disk, text SQLite cannot store: still answered
+            logger.warning("rewrite cache write of %d failed (the rewrites are answered, not cached): %s",
+                           len(items), error)
+            self.metrics.count("cache_errors")
+            return completions
+        if not kept:
+            return completions
+        # A sample stored meanwhile by another generation (another n, another process) is answered as
+        # stored: every request, and every replay, gets the one text the cache keeps for it.
+        rows = [[Completion(text=kept[key]) if key in kept else completion
+                 for key, completion in zip(item.sample_keys or (item.key,), row)] for item, row in zip(items, rows)]
+        return [row[0] for row in rows] if n == 1 else rows

@@ -93,6 +93,8 @@ class ServiceConfig(ModelOptions):
         if self.concurrent_batches is None:
             # openai: HTTP requests in flight; vllm: the async engine interleaves concurrent batches.
             self.concurrent_batches = {"openai": 8, "vllm": 4}.get(self.rewriter, 1)
+        if not 0 < self.timeout < float("inf"):  # a request's own 'timeout' is checked the same way
+            raise InputError(f"timeout must be a positive number of seconds, got {self.timeout}")
         for name in ("read_timeout", "write_timeout"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
