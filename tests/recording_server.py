@@ -90,9 +90,11 @@ class RecordingOpenAIServer(BackgroundServer):
                     else:
                         # n choices, as vLLM answers them (each with its index), sent last first here
                         # so that a client must order them by index
+                        # answer(): one text (sample i's is marked "(sample i)"), or a list, one per choice
                         text = server.answer(body)
                         choices = [{"index": i, "finish_reason": "stop", "message": {
-                            "role": "assistant", "content": text if i == 0 else f"{text} (sample {i})"}}
+                            "role": "assistant", "content": text[i] if isinstance(text, list)
+                            else text if i == 0 else f"{text} (sample {i})"}}
                             for i in reversed(range(body.get("n", 1)))]
                         self._send(200, {"choices": choices})
                 finally:

@@ -323,3 +323,23 @@ def test_a_late_rewrite_with_samples_keeps_n_fallbacks_per_query(bm25, tmp_path,
     nodes = asyncio.run(late.aretrieve(QUERY)) if asynchronous else late.retrieve(QUERY)
     assert ids(nodes) == ids(bm25.retrieve(QUERY)) and late.last_anytime.rewrite_in_time is False
     assert [len(row) for row in late.last_samples] == [3] and all(r.fallback for r in late.last_samples[0])
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_rrf_fuses_only_the_samples_that_did_not_fall_back(bm25, asynchronous):
+    """A sample that fell back is not retrieved again (its text is the original, already fused:
+    core.fused_samples); a query whose samples all fell back is the original's list alone."""
+    import asyncio
+
+    from tsqr_plugins.fusion import rrf_ranked
+    from tsqr_plugins.testing.conformance import SAMPLES, OneSampleFails
+
+    other = "lamp posts at night"  # SamplingBackend has no samples for it: all fall back
+    retriever = TongSearchQRRetriever(bm25, Rewriter(OneSampleFails()), mode="rrf", samples=3)
+    if asynchronous:
+        fused, alone = asyncio.run(retriever.aretrieve_batch([QUERY, other]))
+    else:
+        fused, alone = retriever.retrieve_batch([QUERY, other])
+    expected = rrf_ranked([ids(bm25.retrieve(text)) for text in (QUERY, SAMPLES[0], SAMPLES[2])], 60)
+    assert {hit.node.node_id: hit.score for hit in fused} == pytest.approx(expected)
+    assert {hit.node.node_id: hit.score for hit in alone} == pytest.approx(rrf_ranked([ids(bm25.retrieve(other))], 60))

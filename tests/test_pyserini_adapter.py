@@ -386,3 +386,24 @@ def test_a_late_rewrite_with_samples_keeps_n_fallbacks_per_query(lucene_index, t
     late.batch_search([QUERY, "moon"], ["q1", "q2"], k=5)
     assert {qid: len(row) for qid, row in late.last_samples.items()} == {"q1": 3, "q2": 3}
     assert all(r.fallback for row in late.last_samples.values() for r in row)
+
+
+def test_rrf_fuses_only_the_samples_that_did_not_fall_back(lucene_index):
+    """A sample that fell back is not searched again (core.fused_samples), single and batch; in a
+    batch a query whose samples all fell back is the original's list alone."""
+    from tsqr_plugins.adapters.pyserini import RewritingSearcher
+    from tsqr_plugins.fusion import best_first, rrf_ranked
+    from tsqr_plugins.testing.conformance import SAMPLES, OneSampleFails
+
+    plain = RewritingSearcher(lucene_index, rewriter=None)
+    other = "lamp posts at night"  # SamplingBackend has no samples for it: all fall back
+
+    def fused_of(*texts):
+        expected = rrf_ranked([[hit.docid for hit in plain.search(text, k=5)] for text in texts], 60)
+        return [(d, pytest.approx(expected[d])) for d in best_first(expected)[:5]]
+
+    fusing = RewritingSearcher(lucene_index, Rewriter(OneSampleFails()), mode="rrf", samples=3)
+    assert [(hit.docid, hit.score) for hit in fusing.search(QUERY, k=5)] == fused_of(QUERY, SAMPLES[0], SAMPLES[2])
+    batch = fusing.batch_search([QUERY, other], ["q1", "q2"], k=5)
+    assert [(hit.docid, hit.score) for hit in batch["q1"]] == fused_of(QUERY, SAMPLES[0], SAMPLES[2])
+    assert [(hit.docid, hit.score) for hit in batch["q2"]] == fused_of(other)

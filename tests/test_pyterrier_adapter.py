@@ -275,3 +275,19 @@ def test_fusion_refuses_bad_topics_and_rrf_k_with_an_input_error(index, tmp_path
     for rrf_k in (-1, float("nan"), float("inf"), "60", True):
         with pytest.raises(InputError, match="rrf_k"):
             TongSearchQRFusion(bm25, TongSearchQRRewrite(file_rewriter(tmp_path)), rrf_k=rrf_k)
+
+
+def test_rrf_fuses_only_the_samples_that_did_not_fall_back(index):
+    """A sample that fell back is not retrieved again (core.fused_samples, as every host fuses); a
+    topic whose samples all fell back is the original's list alone."""
+    from tsqr_plugins.testing.conformance import SAMPLES, OneSampleFails
+
+    bm25 = pt.terrier.Retriever(str(index), wmodel="BM25", num_results=5)
+    other = "lamp posts at night"  # SamplingBackend has no samples for it: all fall back
+    fusion = TongSearchQRFusion(bm25, TongSearchQRRewrite(Rewriter(OneSampleFails()), samples=3))
+    both = pd.DataFrame({"qid": ["q1", "q2"], "query": [QUERY, other]})
+    results = fusion(both)
+    for qid, texts in (("q1", (QUERY, SAMPLES[0], SAMPLES[2])), ("q2", (other,))):
+        expected = rrf_ranked([docnos(bm25(topics(text)))[0] for text in texts], 60)
+        mine = results[results["qid"] == qid]
+        assert dict(zip(mine["docno"], mine["score"])) == pytest.approx(expected), qid

@@ -134,3 +134,37 @@ def test_join_samples_joins_texts_and_is_a_fallback_only_when_every_sample_fell_
     assert join_samples(failed) is failed[0] and join_samples(good[:1]) is good[0]
     with pytest.raises(InputError):
         join_samples([])
+
+
+def test_eval_rrf_fuses_only_the_samples_that_did_not_fall_back(tmp_path):
+    """tsqr eval --samples 3 --combine rrf where sample 1 of every query comes back empty (it falls
+    back): the fused run is the reference fusion of the original's list and samples 0 and 2 only
+    (core.fused_samples, as every host fuses), not the original's list searched twice."""
+    pytest.importorskip("ir_measures")
+
+    from tests.test_eval import run_eval
+    from tests.test_fusion import reference_rrf
+    from tsqr_plugins.eval.datasets import load_tasks
+    from tsqr_plugins.search import make_retriever
+
+    texts = ["moths lamps light orientation", "", "insects navigate by the moon"]
+    with RecordingOpenAIServer(answer=lambda body: texts) as server:
+        out = tmp_path / "out"
+        assert run_eval("--dataset", "sample", "--rewriter", "openai", "--base-url", server.base_url,
+                        "--model", "tiny", "--samples", "3", "--no-cache", "--combine", "rrf", "--output", out) == 0
+    task = load_tasks("sample")[0]
+    retriever = make_retriever("embedded", tmp_path / "idx", False)
+    retriever.index(task.doc_ids, task.documents)
+
+    def ranking(text):
+        hits = retriever.search_batch([text], 1000, [task.excluded.get(task.query_ids[0], ())])[0]
+        run = {h.doc_id: h.score for h in hits}
+        return sorted(sorted(run, reverse=True), key=lambda d: -run[d])
+
+    expected = reference_rrf([ranking(task.queries[0]), ranking(texts[0]), ranking(texts[2])], 60, [1.0] * 3)
+    fused = {}
+    for line in (out / "runs" / f"embedded.rrf.{task.name}.trec").read_text().splitlines():
+        qid, _, doc, _, score, _ = line.split()
+        if qid == task.query_ids[0]:
+            fused[doc] = float(score)
+    assert fused == pytest.approx(expected)

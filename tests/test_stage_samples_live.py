@@ -16,8 +16,7 @@ from tests.test_search_live import ids, live, python_client, search, stage  # no
 from tsqr_plugins import Rewriter
 from tsqr_plugins.backends import with_cache
 from tsqr_plugins.backends.base import Completion
-from tsqr_plugins.errors import BackendError
-from tsqr_plugins.testing.conformance import QUERY, SAMPLES, FailingBackend, SamplingBackend
+from tsqr_plugins.testing.conformance import QUERY, SAMPLES, FailingBackend, OneSampleFails, SamplingBackend
 
 pytestmark = pytest.mark.integration
 
@@ -69,15 +68,6 @@ async def async_search(engine, rewriting, index, body):
     if engine == "elasticsearch":
         return await rewriting.search(index=index, **body)
     return await rewriting.search(index=index, body=body)
-
-
-class OneSampleFails(SamplingBackend):
-    """Sample 1 of every query fails (it falls back); the others are SamplingBackend's."""
-
-    def generate_samples(self, queries, prompt, params, n):
-        rows = super().generate_samples(queries, prompt, params, n)
-        return [[Completion.failed(BackendError("sample 1 failed")) if i == 1 else c for i, c in enumerate(row)]
-                for row in rows]
 
 
 @pytest.mark.parametrize("asynchronous", [False, True])

@@ -92,6 +92,21 @@ def join_samples(samples: Sequence[Rewrite]) -> Rewrite:
     return replace(samples[0], text=" ".join(sample.text for sample in samples), fallback=False, reason=None)
 
 
+def fused_samples(samples: Sequence[Rewrite]) -> list[Rewrite]:
+    """The samples whose own searches ``rrf`` fuses with the original's, in every host: those that
+    did not fall back (a fallback's text is the original, already searched and fused; searching it
+    again would weigh the original once more for each failed sample).
+
+    Args:
+        samples: One query's rewrites (:meth:`Rewriter.rewrite_samples`' row).
+
+    Returns:
+        The samples that did not fall back, in order; none when every sample fell back (the
+        original's list alone is the answer).
+    """
+    return [sample for sample in samples if not sample.fallback]
+
+
 def check_samples(n: Any) -> int:
     """``n`` as given when it is a whole number of rewrites per query (>= 1), else InputError."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:

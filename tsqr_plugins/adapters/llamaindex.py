@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import anytime
 from ..combine import DEFAULT_REPEAT, MODES
-from ..core import Rewrite, Rewriter, check_samples, join_samples
+from ..core import Rewrite, Rewriter, check_samples, fused_samples, join_samples
 from ..errors import InputError
 from ..fusion import RRF_K, best_first, rrf_ranked
 from ..lazy import require
@@ -158,8 +158,8 @@ class TongSearchQRRetriever(BaseRetriever):
         rrf_k: ``rrf``: the rank constant (60, as LlamaIndex's ``QueryFusionRetriever``).
         samples: Rewrites per query (``Rewriter.rewrite_samples``, one engine call where the engine
             samples several, as ``QueryFusionRetriever``'s ``num_queries``): ``rrf`` fuses the
-            original's list with each sample's, the other modes retrieve with the samples joined
-            (``core.join_samples``). Default 1.
+            original's list with each sample's that did not fall back (``core.fused_samples``), the
+            other modes retrieve with the samples joined (``core.join_samples``). Default 1.
         budget: Anytime rewriting (with ``mode="rrf"``): seconds the rewrite may take. The original
             is retrieved at once; a rewrite within the budget is retrieved and fused, a later one
             is not waited for and the nodes are the original's ranking (scored by the fusion of
@@ -265,8 +265,8 @@ class TongSearchQRRetriever(BaseRetriever):
         return functools.partial(rewriter.rewrite_samples, texts, self.samples)
 
     def _bundles(self, originals: list[QueryBundle], rows: list[list[Rewrite]] | None) -> list[list[QueryBundle]]:
-        """Each query's bundles to retrieve with: fusing, one per sample; otherwise one, the
-        samples joined. None (anytime, the rewrites came late): none, their fallbacks kept."""
+        """Each query's bundles to retrieve with: fusing, one per sample that did not fall back;
+        otherwise one, the samples joined. None (anytime, the rewrites came late): none, their fallbacks kept."""
         late = rows is None
         if late:
             rows = [[r] * self.samples for r in anytime.late(self.transform.rewriter, [b.query_str for b in originals],
@@ -275,8 +275,9 @@ class TongSearchQRRetriever(BaseRetriever):
         self.last_samples = rows
         if late:
             return [[] for _ in originals]
-        if self.fuse:
-            return [[self.transform.transformed(b, rewrite) for rewrite in row] for b, row in zip(originals, rows)]
+        if self.fuse:  # each sample that did not fall back (core.fused_samples)
+            return [[self.transform.transformed(b, rewrite) for rewrite in fused_samples(row)]
+                    for b, row in zip(originals, rows)]
         return [[self.transform.transformed(b, join_samples(row))] for b, row in zip(originals, rows)]
 
 

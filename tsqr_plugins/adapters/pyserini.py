@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from .. import bm25q
 from ..combine import MODES
-from ..core import Rewrite, Rewriter, check_samples, join_samples
+from ..core import Rewrite, Rewriter, check_samples, fused_samples, join_samples
 from ..errors import InputError
 from .. import anytime
 from ..fusion import RRF_K, best_first, rrf_ranked
@@ -43,8 +43,9 @@ class RewritingSearcher(BM25QSearcher):
             by reciprocal rank (hits are then :class:`FusedHit`, scored by the fusion).
         rrf_k: ``rrf``: the rank constant (60).
         samples: Rewrites per query (``Rewriter.rewrite_samples``: one engine call where the
-            engine samples several); ``rrf`` fuses the original's list with each sample's, the
-            other modes search the samples' texts joined (``core.join_samples``). Default 1.
+            engine samples several); ``rrf`` fuses the original's list with each sample's that did
+            not fall back (``core.fused_samples``), the other modes search the samples' texts joined
+            (``core.join_samples``). Default 1.
         budget: Anytime rewriting (with ``mode="rrf"``): seconds the rewrite may take. The original
             is searched at once; a rewrite within the budget is searched and fused, a later one is
             not waited for and the hits are the original's ranking (as :class:`FusedHit`, scored
@@ -124,9 +125,18 @@ class RewritingSearcher(BM25QSearcher):
             if not self.fusing:
                 return lucene.batch_search([row[0] for row in texts], qids, k, threads, **kwargs)
             originals = lucene.batch_search(list(queries), qids, k, threads, **kwargs)
-        columns = [] if not texts else [[row[i] for row in texts] for i in range(len(texts[0]))]  # None: late
-        lists = [lucene.batch_search(column, qids, k, threads, **kwargs) for column in columns]
+        lists = [self._search_column(column, k, threads, **kwargs) for column in self._columns(list(qids), texts)]
         return {qid: self._fused([originals[qid], *(hits.get(qid, []) for hits in lists)], k) for qid in originals}
+
+    @staticmethod
+    def _columns(qids: list, texts: list[list[str]] | None) -> list[list[tuple[Any, str]]]:
+        """The ``i``-th text to fuse of every query that has one, as ``(query id, text)`` pairs: one
+        batch per column (queries whose samples fell back have fewer texts; None: late, none)."""
+        width = max((len(row) for row in texts or []), default=0)
+        return [[(qid, row[i]) for qid, row in zip(qids, texts) if i < len(row)] for i in range(width)]
+
+    def _search_column(self, column: list[tuple[Any, str]], k: int, threads: int, **kwargs: Any) -> dict[str, list]:
+        return super().batch_search([text for _, text in column], [qid for qid, _ in column], k, threads, **kwargs)
 
     @property
     def fusing(self) -> bool:
@@ -172,12 +182,13 @@ class RewritingSearcher(BM25QSearcher):
         return self.rewriter.rewrite_samples(queries, self.samples)
 
     def _texts(self, keys: list[str], rows: list[list[Rewrite]]) -> list[list[str]]:
-        """Each query's texts to search: ``rrf``, each sample's rewrite; otherwise one text, the
-        samples joined and combined by ``mode``. The rewrites are kept."""
+        """Each query's texts to search: ``rrf``, each rewrite that did not fall back
+        (``core.fused_samples``: none when all fell back, the original's list alone); otherwise one
+        text, the samples joined and combined by ``mode``. The rewrites are kept."""
         self.last_samples = dict(zip(keys, rows))
         self.last_rewrites = {key: join_samples(row) for key, row in zip(keys, rows)}
         if self.mode == "rrf":
-            return [[rewrite.text for rewrite in row] for row in rows]
+            return [[rewrite.text for rewrite in fused_samples(row)] for row in rows]
         return [[join_samples(row).combined_text(self.mode, self.repeat)] for row in rows]
 
 

@@ -27,7 +27,7 @@ from numbers import Real
 from typing import Any
 
 from ..combine import DEFAULT_REPEAT, MODES
-from ..core import Rewrite, Rewriter, check_samples, join_samples, validate_queries
+from ..core import Rewrite, Rewriter, check_samples, fused_samples, join_samples, validate_queries
 from ..errors import InputError
 from ..fusion import RRF_K, best_first, rrf_ranked
 from ..search.terrier import pyterrier, query_tokeniser
@@ -55,7 +55,7 @@ class TongSearchQRRewrite(pt.Transformer):
         repeat: ``concat`` only: how many times the original goes before the rewrite.
         samples: Rewrites per query (``Rewriter.rewrite_samples``, one engine call where the engine
             samples several): searched joined (``core.join_samples``); :class:`TongSearchQRFusion`
-            fuses the original's results with each sample's. Default 1.
+            fuses the original's results with each sample's that did not fall back. Default 1.
         tokeniser: How the text becomes a query Terrier parses as plain terms: ``"english"``
             (default; as ``pt.terrier.Retriever`` and ``pt.IterDictIndexer`` tokenise), another
             ``pt.TerrierTokeniser`` or its name, a function ``str -> list[str]``, or None to leave
@@ -98,14 +98,20 @@ class TongSearchQRRewrite(pt.Transformer):
         return self._frame(inp, [join_samples(row) for row in rows])
 
     def sample_frames(self, inp: pd.DataFrame) -> list[pd.DataFrame]:
-        """One frame per sample (one backend call for them all), each as :meth:`transform` would
-        give it for that sample alone: what :class:`TongSearchQRFusion` retrieves for.
+        """The frames :class:`TongSearchQRFusion` retrieves for (one backend call for them all):
+        frame ``i`` holds each query's ``i``-th rewrite that did not fall back
+        (``core.fused_samples``), as :meth:`transform` would give it alone; a query with fewer is
+        left out of the later frames (all fell back: of every frame, the original's list alone).
 
         Args:
             inp: A frame with a ``query`` column.
         """
-        rows = self._rows(inp)
-        return [self._frame(inp, [row[i] for row in rows]) for i in range(self.samples)]
+        fused = {row[0].original: fused_samples(row) for row in self._rows(inp)}
+        frames = []
+        for i in range(max((len(samples) for samples in fused.values()), default=0)):
+            own = inp[[len(fused[query]) > i for query in inp["query"]]]
+            frames.append(self._frame(own, [samples[i] for samples in fused.values() if len(samples) > i]))
+        return frames
 
     def _rows(self, inp: pd.DataFrame) -> list[list[Rewrite]]:
         """Each distinct query's rewrites, one per sample, from one backend call (kept)."""
@@ -152,8 +158,8 @@ class TongSearchQRRewrite(pt.Transformer):
 
 
 class TongSearchQRFusion(pt.Transformer):
-    """``rrf``: the retriever's results for the original query and for its rewrite (each sample's,
-    with ``samples``), fused by
+    """``rrf``: the retriever's results for the original query and for its rewrite (with
+    ``samples``, each sample's that did not fall back; none when the rewrite fell back), fused by
     reciprocal rank (``tsqr_plugins.fusion``, as the other hosts' ``rrf``). Results come back best
     first with their fused ``score`` and a new ``rank``; ``query`` is the original, ``query_0``
     absent. Cut them with ``% k`` as any PyTerrier ranking.

@@ -41,7 +41,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--samples", type=int, default=1,
                         help="rewrites per query (default 1), sampled in one engine call where it can: their "
                         "texts are joined for replace/concat/adaptive, and rrf fuses the original's list with "
-                        "each sample's; each is cached under its sample index")
+                        "each sample's that did not fall back; each is cached under its sample index")
     parser.add_argument("--output", type=Path, help="result folder (created; an existing one needs --overwrite)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of an earlier run in --output (its runs/, results.json, report.md, plot.png)")

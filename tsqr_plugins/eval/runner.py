@@ -125,7 +125,7 @@ def check_combinations(combine: Sequence[str]) -> None:
 
 def _variants(task: Task, rows, joined, settings: EvalSettings) -> dict[str, list[str] | tuple[str, ...]]:
     """The query texts of each variant, or the names of the runs it fuses, in search order; a name
-    starting with "_" is searched only to be fused. ``rows``: each query's rewrites (one per
+    starting with "_" is searched only to be fused (a None text: that query is not searched). ``rows``: each query's rewrites (one per
     sample); ``joined``: each row as one rewrite (:func:`~tsqr_plugins.core.join_samples`), for every mode but rrf, which
     fuses the samples' lists."""
     variants: dict[str, list[str] | tuple[str, ...]] = {ORIGINAL: list(task.queries)}
@@ -143,16 +143,17 @@ def _variants(task: Task, rows, joined, settings: EvalSettings) -> dict[str, lis
     if "rrf" in settings.combine:
         if samples == 1:
             variants["rrf"] = (ORIGINAL, "replace")
-        else:  # the original's list and each sample's
+        else:  # the original's list and each sample's that did not fall back (core.fused_samples)
             for i in range(samples):
-                variants[f"_sample{i}"] = [row[i].text for row in rows]
+                variants[f"_sample{i}"] = [None if row[i].fallback else row[i].text for row in rows]
             variants["rrf"] = (ORIGINAL, *(f"_sample{i}" for i in range(samples)))
     return variants
 
 
 def _fused(runs: list[dict], settings: EvalSettings) -> dict[str, dict[str, float]]:
-    """Each query's runs fused by RRF, the first ``k`` kept. A fallback's rewrite is the original,
-    so its lists agree with the original's and the fusion keeps that ranking."""
+    """Each query's runs fused by RRF, the first ``k`` kept; a run without the query (a sample
+    that fell back was not searched) takes no part. With one sample a fallback's rewrite is the
+    original, so its list agrees with the original's and the fusion keeps that ranking."""
     fused = {}
     for qid in set().union(*(run.keys() for run in runs)):
         scores = rrf([run.get(qid, {}) for run in runs], settings.rrf_k, depth=settings.k)
@@ -202,19 +203,22 @@ def _rewrite(task: Task, rewriter: Rewriter, settings: EvalSettings):
     return rewrites
 
 
-def _search(retriever, task: Task, texts: list[str], settings: EvalSettings, label: str):
+def _search(retriever, task: Task, texts: list[str | None], settings: EvalSettings, label: str):
+    """The run of ``texts`` (one per query; None: that query is not searched)."""
     from tqdm.auto import tqdm
 
     run: dict[str, dict[str, float]] = {}
     with tqdm(total=len(texts), desc=f"searching {label}", unit="query", disable=not settings.progress,
               file=sys.stderr, leave=False) as bar:
         for start in range(0, len(texts), settings.search_chunk):
-            ids = task.query_ids[start:start + settings.search_chunk]
-            excluded = [task.excluded.get(qid, ()) for qid in ids]
-            hits = retriever.search_batch(texts[start:start + settings.search_chunk], settings.k, excluded)
-            for qid, ranked in zip(ids, hits):
-                run[qid] = ranked.as_dict() if hasattr(ranked, "as_dict") else {h.doc_id: h.score for h in ranked}
-            bar.update(len(ids))
+            chunk = [(qid, text) for qid, text in zip(task.query_ids[start:start + settings.search_chunk],
+                                                      texts[start:start + settings.search_chunk]) if text is not None]
+            if chunk:
+                excluded = [task.excluded.get(qid, ()) for qid, _ in chunk]
+                hits = retriever.search_batch([text for _, text in chunk], settings.k, excluded)
+                for (qid, _), ranked in zip(chunk, hits):
+                    run[qid] = ranked.as_dict() if hasattr(ranked, "as_dict") else {h.doc_id: h.score for h in ranked}
+            bar.update(len(texts[start:start + settings.search_chunk]))
     return run
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tsqr_plugins.combine import MODES
-from tsqr_plugins.core import Rewrite, join_samples
+from tsqr_plugins.core import Rewrite, fused_samples, join_samples
 from tsqr_plugins.fusion import RRF_K
 
 # rrf: the caller searches the original and each rewrite, then fuses the lists (as a client
@@ -136,7 +136,7 @@ def rewrite_answer(samples: Sequence[Rewrite], mode: str, repeat: int, n: int | 
     if mode == "both":  # both texts, for the caller to fuse; "text" stays the rewrite
         answer["texts"] = [rewrite.original, rewrite.text]
     if mode == "rrf":  # a fallen-back sample's search would be the original's again
-        searches = [rewrite.original] + [sample.text for sample in samples if not sample.fallback]
+        searches = [rewrite.original] + [sample.text for sample in fused_samples(samples)]
         answer["searches"] = searches
         answer["fusion"] = (fusion or Fusion()).answer(len(searches))
     if n is not None:

@@ -105,6 +105,18 @@ class SamplingBackend(Backend):
                  else Completion.failed(unknown) for i in range(n)] for query in queries]
 
 
+class OneSampleFails(SamplingBackend):
+    """SamplingBackend whose sample 1 of every query fails (falls back): ``rrf`` fuses the
+    original's list with samples 0 and 2 only (``core.fused_samples``)."""
+
+    NAME = "one-sample-fails"
+
+    def generate_samples(self, queries, prompt, params, n) -> list[list[Completion]]:
+        rows = super().generate_samples(queries, prompt, params, n)
+        return [[Completion.failed(BackendError("sample 1 failed")) if i == 1 else one for i, one in enumerate(row)]
+                for row in rows]
+
+
 class AdapterConformance:
     """Shared checks; see the module docstring for what a subclass provides."""
 
