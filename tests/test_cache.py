@@ -195,3 +195,46 @@ def test_put_many_keeps_an_entry_already_there_and_says_which(tmp_path):
     assert kept == {"k0": "first"} and cache.get_many(["k0", "k1"]) == {"k0": "first", "k1": "new"}
     assert cache.put_many([("k1", "p", "{}", "q", "new")]) == {}  # the same text kept: nothing to replace
     cache.close()
+
+
+@pytest.mark.parametrize("samples", [1, 3])
+def test_a_rewrite_another_writer_stored_meanwhile_is_answered_as_the_cache_keeps_it(tmp_path, samples):
+    """Two processes (or two CachedBackends) generating the same query at once: the one whose write
+    loses answers what the cache kept, not its own text, so that every caller sees what a replay
+    gives (with samples: sample by sample)."""
+    from tsqr_plugins.backends.base import Backend, Completion
+
+    path = tmp_path / "c.sqlite"
+
+    class Racing(Backend):
+        """Generates "mine i"; while it generates, another writer stores "theirs i" for sample 0."""
+
+        NAME = "racing"
+        model_id = "racing"
+
+        def generate(self, queries, prompt, params):
+            return [row[0] for row in self.generate_samples(queries, prompt, params, 1)]
+
+        def generate_samples(self, queries, prompt, params, n):
+            other = CachedBackend(Echo("theirs"), path)
+            Rewriter(other).rewrite("moths")  # sample 0's entry, stored first
+            other.close()
+            return [[Completion(text=f"mine {i}") for i in range(n)] for _ in queries]
+
+    class Echo(Backend):
+        NAME = "racing"
+        model_id = "racing"
+
+        def __init__(self, word):
+            self.word = word
+
+        def generate(self, queries, prompt, params):
+            return [Completion(text=f"{self.word} 0") for _ in queries]
+
+    rewriter = Rewriter(CachedBackend(Racing(), path))
+    first = rewriter.rewrite_samples(["moths"], samples)[0] if samples > 1 else [rewriter.rewrite("moths")]
+    assert [r.text for r in first] == ["theirs 0"] + [f"mine {i}" for i in range(1, samples)]
+    assert first[0].cached is True
+    again = Rewriter(CachedBackend(Echo("never"), path))
+    replay = again.rewrite_samples(["moths"], samples)[0] if samples > 1 else [again.rewrite("moths")]
+    assert [r.text for r in replay] == [r.text for r in first]

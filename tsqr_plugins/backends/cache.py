@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from tsqr_plugins.backends.base import Backend, Completion, cacheable, n_per_query, sample_key
@@ -95,17 +95,15 @@ class CachedBackend(Backend):
             hits = {}
         misses = [index for index, key in enumerate(keys) if key not in hits]
         fresh = self.inner.generate([queries[index] for index in misses], prompt, params) if misses else []
-        try:
-            self.store.put_many(
-                (keys[index], prompt.id, params_key, queries[index], completion.text)
-                for index, completion in zip(misses, fresh)
-                if cacheable(completion, prompt)
-            )
-        except CacheError as error:  # read-only, no space left, locked: the rewrites are still answered
-            self._warn(f"rewrite cache write failed (the rewrites are answered, not cached): {error}")
+        hits = {**hits, **self._store(
+            (keys[index], prompt.id, params_key, queries[index], completion.text)
+            for index, completion in zip(misses, fresh)
+            if cacheable(completion, prompt)
+        )}
         results = [Completion(text=hits[key], cached=True) if key in hits else None for key in keys]
         for index, completion in zip(misses, fresh):
-            results[index] = completion
+            if results[index] is None:  # else another writer's, kept in the cache
+                results[index] = completion
         return results  # type: ignore[return-value]
 
     def generate_samples(self, queries: Sequence[str], prompt: Prompt, params: GenerationParams,
@@ -129,14 +127,20 @@ class CachedBackend(Backend):
         misses = [index for index, row in enumerate(keys) if any(key not in hits for key in row)]
         fresh = n_per_query(self.inner.generate_samples([queries[index] for index in misses], prompt, params, n),
                             len(misses), n, self.inner.NAME) if misses else []
-        try:
-            self.store.put_many(entry for index, samples in zip(misses, fresh)
-                                for entry in sample_entries(keys[index], prompt, params, queries[index], samples, hits))
-        except CacheError as error:
-            self._warn(f"rewrite cache write failed (the rewrites are answered, not cached): {error}")
+        hits = {**hits, **self._store(entry for index, samples in zip(misses, fresh)
+                                      for entry in sample_entries(keys[index], prompt, params, queries[index], samples, hits))}
         generated = dict(zip(misses, fresh))
         return [[Completion(text=hits[key], cached=True) if key in hits else generated[index][i]
                  for i, key in enumerate(row)] for index, row in enumerate(keys)]
+
+    def _store(self, entries: Iterable[tuple[str, str, str, str, str]]) -> dict[str, str]:
+        """Store ``entries``; what another writer (a process, a thread) stored meanwhile for the same
+        keys, to be answered instead, so that every caller gets what a replay will give."""
+        try:
+            return self.store.put_many(entries)
+        except CacheError as error:  # read-only, no space left, locked: the rewrites are still answered
+            self._warn(f"rewrite cache write failed (the rewrites are answered, not cached): {error}")
+            return {}
 
     def _warn(self, message: str) -> None:
         """A cache failure logged as a warning once, then at debug level (one a batch would flood a run)."""
