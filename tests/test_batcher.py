@@ -277,11 +277,32 @@ def test_admission_past_max_queue_is_refused_naming_the_limit():
         batcher = MicroBatcher(RecordingEngine(), None, metrics, max_queue=2)  # not started: queries stay queued
         queued = submit(batcher, "a", "b")
         assert batcher.depth == metrics.queue_depth == 2
-        with pytest.raises(QueueFull, match=r"^2 queries are waiting \(limit 2\)$"):
+        with pytest.raises(QueueFull, match=r"^2 generations are waiting \(limit 2\)$"):
             batcher.submit("c", "c", PROMPT, PARAMS)
-        with pytest.raises(QueueFull, match=r"^2 queries are waiting and this request adds 1 \(limit 2\)$"):
+        with pytest.raises(QueueFull, match=r"^2 generations are waiting and this request adds 1 \(limit 2; "):
             submit(batcher, "a", "c")
         assert submit(batcher, "a")["a"] is queued["a"]  # one already in flight joins, full or not
+
+    run(scenario)
+
+
+def test_a_query_with_n_samples_counts_n_generations_against_max_queue():
+    """--max-queue bounds the generations waiting: one query asking for 3 samples is 3 of them (it
+    counted 1, so 256 queries with n = 16 were 4,096 generations under a limit of 1,024)."""
+    metrics = Metrics()
+
+    async def scenario():
+        batcher = MicroBatcher(RecordingEngine(), None, metrics, max_queue=4)  # not started: queries stay queued
+        samples = ("k0", "k1", "k2")
+        batcher.submit_all({"a#n=3": ("a", PROMPT, PARAMS, samples)})
+        with pytest.raises(QueueFull, match=r"^3 generations are waiting and this request adds 3 "):
+            batcher.submit_all({"b#n=3": ("b", PROMPT, PARAMS, samples)})
+        with pytest.raises(QueueFull, match=r"^3 generations are waiting and this request adds 2 "):
+            submit(batcher, "c", "d")
+        submit(batcher, "c")  # one more generation fits
+        with pytest.raises(QueueFull, match=r"^4 generations are waiting \(limit 4\)$"):
+            batcher.submit("e", "e", PROMPT, PARAMS)
+        assert batcher.depth == 2  # two queries wait, four generations
 
     run(scenario)
 

@@ -693,3 +693,14 @@ def test_a_time_budget_that_is_no_positive_number_is_refused_at_start(timeout):
 
     with pytest.raises(InputError, match="timeout"):
         file_config(timeout=timeout)
+
+
+def test_a_request_asking_more_generations_than_the_queue_holds_is_413_not_a_429_for_ever(tmp_path):
+    """--max-queue counts generations (a query with n samples is n): a request that can never fit
+    gets 413 saying what to send instead; one that fits is answered."""
+    with RunningService(engine_config(tmp_path, max_queue=4)) as running:
+        refused = post(running.url, {"queries": ["why do moths circle lamps?", "is composting possible indoors?"],
+                                     "n": 3})
+        assert refused.status_code == 413 and "6 generations" in refused.text and "--max-queue" in refused.text
+        answered = post(running.url, {"queries": ["why do moths circle lamps?"], "n": 3})
+        assert answered.status_code == 200 and len(answered.json()["rewrites"][0]["samples"]) == 3

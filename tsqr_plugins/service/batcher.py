@@ -68,6 +68,7 @@ class MicroBatcher:
         self.max_queue = max_queue
         self._in_flight: dict[str, Pending] = {}
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
+        self._generations = 0  # what the queue holds, counted in generations: a query with n samples is n
         self._slots = asyncio.Semaphore(concurrent_batches)
         self._executor = ThreadPoolExecutor(max_workers=concurrent_batches, thread_name_prefix="tsqr-engine")
         self._tasks: set[asyncio.Task] = set()
@@ -97,11 +98,12 @@ class MicroBatcher:
             self.metrics.count("coalesced")
             existing.waiters += 1
             return existing.future
-        if self._queue.qsize() >= self.max_queue:
-            raise QueueFull(f"{self._queue.qsize()} queries are waiting (limit {self.max_queue})")
+        if self._generations + max(len(sample_keys), 1) > self.max_queue:
+            raise QueueFull(f"{self._generations} generations are waiting (limit {self.max_queue})")
         pending = Pending(key, query, prompt, params, asyncio.get_running_loop().create_future(),
                           sample_keys=tuple(sample_keys))
         self._in_flight[key] = pending
+        self._generations += pending.n
         self._queue.put_nowait(pending)
         self.metrics.queue_depth = self._queue.qsize()
         return pending.future
@@ -110,10 +112,11 @@ class MicroBatcher:
         """Futures for every ``key: (query, prompt, params[, sample_keys])`` of one request, or QueueFull before any
         is queued: admission is the whole request or nothing (a 429 left its earlier queries queued,
         generated for nobody ahead of live requests)."""
-        new = sum(1 for key in queries if key not in self._in_flight)
-        if new and self._queue.qsize() + new > self.max_queue:
-            raise QueueFull(f"{self._queue.qsize()} queries are waiting and this request adds {new} "
-                            f"(limit {self.max_queue})")
+        new = sum(max(len(query[3]) if len(query) > 3 else 0, 1) for key, query in queries.items()
+                  if key not in self._in_flight)
+        if new and self._generations + new > self.max_queue:
+            raise QueueFull(f"{self._generations} generations are waiting and this request adds {new} "
+                            f"(limit {self.max_queue}; a query with n samples counts n)")
         return {key: self.submit(key, *query) for key, query in queries.items()}
 
     def give_up(self, key: str) -> None:
@@ -127,10 +130,15 @@ class MicroBatcher:
     def _take(self) -> Pending | None:
         """The next queued query someone still waits for (None when the queue is empty)."""
         while not self._queue.empty():
-            item = self._queue.get_nowait()
+            item = self._got(self._queue.get_nowait())
             if self._live(item):
                 return item
         return None
+
+    def _got(self, item: Pending) -> Pending:
+        """``item``, just taken from the queue: its generations no longer wait."""
+        self._generations -= item.n
+        return item
 
     def _live(self, item: Pending) -> bool:
         """Whether a request still waits for ``item``; one nobody waits for is resolved and dropped."""
@@ -143,7 +151,7 @@ class MicroBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            first = await self._queue.get()
+            first = self._got(await self._queue.get())
             # Wait for a free engine slot first: queries arriving meanwhile join this batch, so
             # batches grow under load while an idle engine answers a lone query at once.
             await self._slots.acquire()
@@ -159,7 +167,7 @@ class MicroBatcher:
             deadline = loop.time() + self.max_wait
             while len(batch) < self.max_batch_size and (remaining := deadline - loop.time()) > 0:
                 try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                    item = self._got(await asyncio.wait_for(self._queue.get(), remaining))
                 except asyncio.TimeoutError:
                     break
                 if self._live(item):

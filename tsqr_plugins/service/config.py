@@ -57,7 +57,7 @@ class ServiceConfig(ModelOptions):
     max_batch_size: int = setting(32, help="queries per rewriter batch")
     max_wait_ms: float = setting(0.0, help="extra wait for a batch to fill, in ms",
                                  default_text="0: batches form while the rewriter is busy")
-    max_queue: int = setting(1024, help="queued queries before 429")
+    max_queue: int = setting(1024, help="queued generations before 429 (a query with n samples counts n)")
     concurrent_batches: int | None = setting(None, help="rewriter batches in flight",
                                              default_text="1; openai 8; vllm 4")
     timeout: float = setting(30.0, help="per-request time budget in seconds")
