@@ -44,10 +44,21 @@ def test_rrf_equals_the_formula_on_generated_runs():
 
 
 def test_rrf_refuses_what_it_cannot_mean():
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=r"^the RRF constant k must be >= 0, got -1$"):
         rrf([{"a": 1.0}], k=-1)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=r"^1 RRF weights for 2 rankings$"):
         rrf([{"a": 1.0}, {"b": 1.0}], weights=[1.0])
+
+
+def test_best_first_orders_by_fused_score_and_keeps_first_seen_order_on_ties():
+    """The order LlamaIndex, Pyserini and PyTerrier answer a fusion in: score descending, equal
+    scores in the order the ids were first seen (the original's list first)."""
+    from tsqr_plugins.fusion import best_first, rrf_ranked
+
+    assert best_first({"b": 0.5, "a": 0.25, "c": 0.75}) == ["c", "b", "a"]
+    assert best_first({"z": 0.5, "a": 0.5, "m": 0.5}) == ["z", "a", "m"]
+    fused = rrf_ranked([["x", "y"], ["y", "x"], ["w"]], 60)  # x and y tie; w ties the firsts
+    assert best_first(fused) == ["x", "y", "w"]
 
 
 def test_eval_scores_the_modes_side_by_side_with_a_paired_test(tmp_path):

@@ -154,6 +154,19 @@ def test_the_metadata_says_each_samples_text_and_fallback():
     assert (merged["rewritten"], merged["fallback"]) == (1, 1) and merged["samples"] == {"count": 3, "fallback": [1]}
     assert merged["queries"][0]["samples"][0] == {"text": "a", "fallback": False, "cached": False, "dropped_terms": 2}
     assert stagesamples.searched(per_sample) == [0, 2]
+    # each text query's entry: its original, and the reason of a fallback every sample shared
+    assert merged["queries"][0]["original"] == "q" and "reason" not in merged["queries"][0]
+    assert merged["queries"][1] == {"original": "r", "fallback": True, "reason": "e",
+                                    "samples": merged["queries"][1]["samples"]}
+    noted = stagesamples.merged([{**one, "not_rewritten": ["term query"]} for one in per_sample], rows)
+    assert noted["not_rewritten"] == ["term query"]
+
+
+def test_a_search_left_as_written_says_every_sample_fell_back():
+    info = {"rewritten": 0, "fallback": 1, "error": "BackendTimeout: late"}
+    assert stagesamples.all_fell_back(info, 3) == {**info, "samples": {"count": 3, "fallback": [0, 1, 2]}}
+    assert stagesamples.all_fell_back(info, 2)["samples"] == {"count": 2, "fallback": [0, 1]}
+    assert stagesamples.all_fell_back(info, 1) is info  # one sample: the metadata of one rewrite
 
 
 def test_samples_are_checked():
