@@ -161,3 +161,15 @@ def test_the_service_answers_adaptive_as_every_host_combines_it(tmp_path):
     assert not alone["fallback"] and not adaptive["fallback"]
     assert adaptive["text"] == combine(query, alone["text"], "adaptive") != alone["text"]
     assert match["query"] == adaptive["text"] and match["boost"] == 2
+
+
+@pytest.mark.parametrize("k", [-1, float("nan"), float("inf"), "60", True])
+def test_the_rank_constant_is_checked_where_rrf_is_set_up_in_every_host(k, tmp_path):
+    """Pyserini's RewritingSearcher and LlamaIndex's TongSearchQRRetriever took any rrf_k: NaN scored
+    every hit NaN, a negative one raised only at the first search. Checked as TongSearchQRFusion and
+    StageSettings check it, at construction."""
+    from tsqr_plugins.fusion import check_rrf_k
+
+    with pytest.raises(InputError, match="rrf_k must be a finite number >= 0"):
+        check_rrf_k(k)
+    assert check_rrf_k(0) == 0 and check_rrf_k(60.5) == 60.5

@@ -311,6 +311,9 @@ def test_samples_fuse_each_samples_list_or_retrieve_them_joined(bm25, asynchrono
     assert joined.last_rewrites[0].text == " ".join(SAMPLES)
     with pytest.raises(InputError, match="samples"):
         TongSearchQRRetriever(bm25, Rewriter(SamplingBackend()), samples=0)
+    for rrf_k in (-1, float("nan"), float("inf")):  # NaN scored every node NaN; -1 raised at the first retrieval
+        with pytest.raises(InputError, match="rrf_k must be a finite number >= 0"):
+            TongSearchQRRetriever(bm25, Rewriter(SamplingBackend()), mode="rrf", rrf_k=rrf_k)
 
 
 @pytest.mark.parametrize("asynchronous", [False, True])

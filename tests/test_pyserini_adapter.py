@@ -301,6 +301,9 @@ def test_rrf_mode_fuses_the_original_and_the_rewrite_with_tsqrs_fusion(lucene_in
     assert [(hit.docid, hit.score) for hit in batch] == [(hit.docid, hit.score) for hit in hits]
     with pytest.raises(InputError):
         RewritingSearcher(lucene_index, None, mode="fuse")
+    for rrf_k in (-1, float("nan"), float("inf")):  # NaN scored every hit NaN; -1 raised at the first search
+        with pytest.raises(InputError, match="rrf_k must be a finite number >= 0"):
+            RewritingSearcher(lucene_index, None, mode="rrf", rrf_k=rrf_k)
 
 
 def test_anytime_answers_the_originals_ranking_within_the_budget_or_the_fusion(lucene_index, tmp_path):

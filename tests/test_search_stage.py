@@ -645,6 +645,16 @@ def test_fusion_settings_are_checked():
         StageSettings(fusion="rrf", rewrite_weight=-1)
 
 
+@pytest.mark.parametrize("field", ["rrf_k", "original_weight", "rewrite_weight"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_fusion_constants_must_be_finite(field, value):
+    """NaN or infinity for k or a weight made every fused _score NaN or Infinity: a fused answer
+    (the proxy's JSON too) that no strict JSON reader takes. tsqr serve refuses them with a 400 and
+    TongSearchQRFusion with an InputError; the client stages and tsqr proxy at construction too."""
+    with pytest.raises(InputError, match=f"{field} must be a finite number >= 0"):
+        StageSettings(fusion="rrf", **{field: value})
+
+
 def test_rrf_ranks_by_the_engines_order_even_among_equal_scores():
     """Equal engine scores (common with BM25 on short fields) keep the engine's order as the
     ranking: the fusion must not re-sort a list by its scores (fusion.ranked breaks ties by id)."""

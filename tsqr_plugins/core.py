@@ -107,6 +107,20 @@ def fused_samples(samples: Sequence[Rewrite]) -> list[Rewrite]:
     return [sample for sample in samples if not sample.fallback]
 
 
+def sample_fields(sample: Rewrite) -> dict[str, Any]:
+    """One sample as every host's metadata names it (the client stages' ``tsqr.queries[i].samples``,
+    ``tsqr serve``'s ``samples``): its ``text`` (its query on a fallback), ``fallback`` (and
+    ``reason``), ``cached``.
+
+    Args:
+        sample: One of a query's rewrites.
+    """
+    fields: dict[str, Any] = {"text": sample.text, "fallback": sample.fallback, "cached": sample.cached}
+    if sample.fallback:
+        fields["reason"] = sample.reason
+    return fields
+
+
 def check_samples(n: Any) -> int:
     """``n`` as given when it is a whole number of rewrites per query (>= 1), else InputError."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:

@@ -4,11 +4,26 @@ it (ranks from 1). Used to fuse the original query's results with the rewrite's.
 
 from __future__ import annotations
 
-from typing import Hashable, Mapping, Sequence
+import math
+from numbers import Real
+from typing import Any, Hashable, Mapping, Sequence
 
 from tsqr_plugins.errors import InputError
 
 RRF_K = 60  # the paper's constant, and Elasticsearch's, OpenSearch's and LlamaIndex's default
+
+
+def check_constant(name: str, value: Any) -> Any:
+    """``value`` as given when it is a finite number >= 0 (a rank constant, a weight), else an
+    InputError naming ``name``: NaN or infinity would score every fused document NaN or Infinity."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value < math.inf:
+        raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def check_rrf_k(k: Any) -> Any:
+    """``k`` as given when it is a valid rank constant (:func:`check_constant`), else InputError."""
+    return check_constant("rrf_k", k)
 
 
 def ranked(run: Mapping[str, float]) -> list[str]:

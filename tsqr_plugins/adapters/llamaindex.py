@@ -25,7 +25,7 @@ from .. import anytime
 from ..combine import DEFAULT_REPEAT, MODES
 from ..core import Rewrite, Rewriter, check_samples, fused_samples, join_samples
 from ..errors import InputError
-from ..fusion import RRF_K, best_first, rrf_ranked
+from ..fusion import RRF_K, best_first, check_rrf_k, rrf_ranked
 from ..lazy import require
 from ..prompts import Prompt
 
@@ -170,8 +170,8 @@ class TongSearchQRRetriever(BaseRetriever):
 
     Raises:
         InputError: ``retriever`` is not a BaseRetriever, ``rewriter`` not a Rewriter, an unknown
-            ``mode``, ``samples`` below 1, or a ``budget`` that is not positive or comes without
-            ``mode="rrf"``.
+            ``mode``, ``samples`` below 1, an ``rrf_k`` that is not a finite number >= 0, or a
+            ``budget`` that is not positive or comes without ``mode="rrf"``.
     """
 
     def __init__(self, retriever: BaseRetriever, rewriter: Rewriter, mode: str = "replace",
@@ -181,7 +181,7 @@ class TongSearchQRRetriever(BaseRetriever):
             raise InputError(f"retriever must be a LlamaIndex BaseRetriever, got {type(retriever).__name__}")
         self._retriever = retriever
         # rrf, the name every host uses, is this retriever's "both": both texts, two lists, fused
-        self.fuse, self.rrf_k = mode in ("both", "rrf"), rrf_k
+        self.fuse, self.rrf_k = mode in ("both", "rrf"), check_rrf_k(rrf_k)
         self.samples = check_samples(samples)
         self.budget = anytime.check_budget(budget, self.fuse)
         self.last_samples: list[list[Rewrite]] = []  # each query's rewrites, one per sample

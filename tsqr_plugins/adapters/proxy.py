@@ -6,13 +6,14 @@ for callers in any language.
 alone, goes to the configured search node unchanged — method, path, query string, headers, body —
 and its answer comes back unchanged, streamed both ways. Requests only ever go to that node. The
 answer to a rewritten search carries ``X-Tsqr-Rewritten`` / ``X-Tsqr-Fallback`` /
-``X-Tsqr-Dropped-Terms`` headers; its body is the engine's own.
+``X-Tsqr-Dropped-Terms`` headers (``proxyheaders.py``); its body is the engine's own. The HTTP
+intermediary's own pieces (fields relayed, bodies decoded, answers streamed) are in ``relay.py``;
+``--fusion rrf`` is ``proxyfusion.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import time
@@ -22,18 +23,16 @@ from .. import querydsl
 from ..core import Rewriter, as_backend_error, join_samples
 from ..errors import InputError
 from ..httpserver import BodyStalled, paced, read_limited
-from ..jsontext import loads_exactly
 from ..lazy import require
 from . import stage, stagesamples
+from .proxyheaders import fallback_headers, not_rewritten_header, not_used, samples_headers
+from .relay import (PEEK_BYTES, BodyTooLarge, answer_bytes, decoded_body, forwarded_headers, has_dot_segments,
+                    json_document, latin1, peek, readable_text, relay_response_class)
 from .stagecall import samples_within_budget, search_parts, single_index
 from .stage import StageSettings
 
 logger = logging.getLogger(__name__)
 
-# RFC 9110 7.6.1: connection-specific fields an intermediary never relays (plus host and length,
-# which the next hop sets itself), and every field the Connection header names.
-HOP_BY_HOP = {"connection", "proxy-connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-              "trailer", "transfer-encoding", "upgrade", "host", "content-length"}
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 SEARCH_METHODS = ("GET", "POST")
 NODE_CONNECTIONS = 100  # httpx's default pool size, named for the error that says it is used up
@@ -45,31 +44,6 @@ def is_search_path(path: str) -> bool:
     """``/_search`` or ``/<index>/_search`` (not ``_msearch``, ``_search/scroll``, templates, ...)."""
     parts = [part for part in path.split("/") if part]
     return parts == ["_search"] or (len(parts) == 2 and parts[1] == "_search" and not parts[0].startswith("_"))
-
-
-def has_dot_segments(raw_path: str) -> bool:
-    """Whether a request path holds a ``.`` or ``..`` segment, percent-encoded ones included."""
-    from urllib.parse import unquote
-
-    path = raw_path.split("?", 1)[0]
-    return any(unquote(segment) in (".", "..") for segment in path.split("/"))
-
-
-def latin1(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    """A message's raw fields as text that encodes back to the very bytes (RFC 9110 obs-text, a
-    Latin-1 or UTF-8 value, is relayed as it came, never re-encoded)."""
-    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
-
-
-def forwarded_headers(headers) -> list[tuple[str, str]]:
-    """The end-to-end fields of a message, every occurrence kept (several Set-Cookie stay several)."""
-    if isinstance(headers, list):
-        items = headers
-    else:
-        items = headers.multi_items() if hasattr(headers, "multi_items") else list(headers.items())
-    named = {token.strip().lower() for name, value in items if name.lower() in ("connection", "proxy-connection")
-             for token in value.split(",")}
-    return [(name, value) for name, value in items if name.lower() not in HOP_BY_HOP | named]
 
 
 class SearchProxy:
@@ -260,7 +234,7 @@ class SearchProxy:
         if plan is None:
             return [], {}
         if not plan.leaves:
-            return [], _not_rewritten(plan.skipped)
+            return [], not_rewritten_header(plan.skipped)
         rows = await samples_within_budget(self.rewriter, plan.texts, self.settings.samples, budget)
         index = single_index(path.strip("/").split("/")[0]) if path.strip("/") != "_search" else None
         auth = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in incoming.items()
@@ -275,8 +249,8 @@ class SearchProxy:
         infos = [info for _, info in built]
         info = stagesamples.merged(infos, rows) if each_sample else infos[0]
         searches = [(n, {**document, **parts}) for n, (parts, one) in enumerate(built) if one["rewritten"]]
-        skipped = _not_rewritten(plan.skipped)
-        samples = _samples_headers(rows, self.settings.samples)
+        skipped = not_rewritten_header(plan.skipped)
+        samples = samples_headers(rows, self.settings.samples)
         if not info["rewritten"]:  # every rewrite fell back
             return [], {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(info["fallback"]), **samples, **skipped}
         dropped = sum(entry.get("dropped_terms", 0) + entry.get("dropped_tokens", 0)
@@ -351,7 +325,7 @@ class SearchProxy:
         json_answer = "json" in upstream.headers.get("content-type", "")  # not YAML, CBOR, SMILE
         if original is not None and upstream.status_code in (200, 400, 500) and json_answer and not self.rewriter.strict:
             try:
-                head = await _peek(chunks, PEEK_BYTES)
+                head = await peek(chunks, PEEK_BYTES)
             except httpx.HTTPError as error:
                 await upstream.aclose()
                 return JSONResponse({"error": f"search node {self.search_node} broke off its answer: "
@@ -369,7 +343,7 @@ class SearchProxy:
         if "content-length" in upstream.headers:  # raw bytes are relayed, so the length still holds
             relayed.append(("content-length", upstream.headers["content-length"]))
         relayed += list(extra_headers.items())
-        response = _relay_response_class()(_relay(head, chunks), status_code=upstream.status_code)
+        response = relay_response_class()(answer_bytes(head, chunks), status_code=upstream.status_code)
         response.upstream = upstream
         # raw headers, not a mapping: repeated fields (Set-Cookie) must not be folded into one
         response.raw_headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in relayed]
@@ -400,148 +374,16 @@ class SearchProxy:
         await self.client.aclose()
 
 
-# How much of the answer to a rewritten search is read before it is relayed: enough for an
-# engine's error, or for the _shards section that comes before the hits of a 200.
-PEEK_BYTES = 64 * 1024
-
-
-async def _peek(chunks, limit: int) -> bytes:
-    """The first ``limit`` bytes (or all) of an answer's raw ``chunks`` (one iterator, read on by
-    ``_relay`` afterwards)."""
-    head = b""
-    async for chunk in chunks:
-        head += chunk
-        if len(head) >= limit:
-            break
-    return head
-
-
-@functools.cache
-def _relay_response_class():
-    from starlette.responses import StreamingResponse
-
-    class RelayResponse(StreamingResponse):
-        """A search node's answer streamed back; the node connection is released however the relay
-        ends (a client that left, or stopped reading and was cut off, included)."""
-        upstream: Any = None  # the node's httpx response
-
-        async def __call__(self, scope, receive, send) -> None:
-            try:
-                await super().__call__(scope, receive, send)
-            finally:
-                await self.upstream.aclose()
-
-    return RelayResponse
-
-
-async def _relay(head: bytes, chunks):
-    """The answer's bytes: what was peeked, then the rest as it comes."""
-    if head:
-        yield head
-    async for chunk in chunks:
-        yield chunk
-
-
-def json_document(body: bytes) -> Any:
-    """A ``_search`` body parsed, or None: no body, not JSON, or JSON that would not be written back
-    as it came (not UTF-8, duplicate keys, 1e400, NaN), or nested past Python's parser (the engine's
-    to judge, as it came)."""
-    try:
-        return loads_exactly(body) if body.strip() else None
-    except (ValueError, RecursionError):
-        return None
-
-
 def _passed_clause_limit(head: bytes, status: int, encoding: str | None) -> bool:
     """Whether an answer's beginning says the search passed the engine's clause limit: the whole
     search refused (400, or 500 from OpenSearch), or some shards failed in a 200 (their failures
     come before the hits, where a document could hold any words)."""
-    text = _readable(head, encoding)
+    text = readable_text(head, encoding)
     if status == 200:  # only what comes before the hits; no hits in sight (filter_path): no failure seen
         text, hits, _ = text.partition('"hits"')
         if not hits:
             return False
     return querydsl.passed_clause_limit(text)
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-def decoded_body(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """A gzip or deflate request body decoded, at most ``limit`` bytes of it (BodyTooLarge past
-    that: a small compressed body can expand a thousandfold); any other body, or one that does not
-    decode, as it came (the engine's to judge)."""
-    import zlib
-
-    kind = (encoding or "").strip().lower()
-    if kind not in ("gzip", "x-gzip", "deflate"):
-        return body
-    # gzip: a gzip header; deflate: RFC 9110 means the zlib format, but raw deflate is also sent
-    attempts = (zlib.MAX_WBITS | 16,) if "gzip" in kind else (zlib.MAX_WBITS, -zlib.MAX_WBITS)
-    for wbits in attempts:
-        try:
-            decoder = zlib.decompressobj(wbits)
-            decoded = decoder.decompress(body, limit + 1)
-        except zlib.error:
-            continue
-        if len(decoded) > limit or decoder.unconsumed_tail:
-            raise BodyTooLarge()
-        return decoded
-    return body
-
-
-FALLBACK_HEADERS = {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": "1"}
-
-
-def fallback_headers(samples: int, fallbacks: int = 1) -> dict[str, str]:
-    """The fields of an answer when rewriting failed as a whole (an error, a missed budget): every
-    text query fell back, and with several samples every sample (``X-Tsqr-Samples`` still says N)."""
-    return {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(fallbacks), **_every_sample_fell_back(samples)}
-
-
-def _every_sample_fell_back(count: int) -> dict[str, str]:
-    if count == 1:
-        return {}
-    return {"X-Tsqr-Samples": str(count), "X-Tsqr-Samples-Fallback": ",".join(map(str, range(count)))}
-
-
-def not_used(headers: dict[str, str]) -> dict[str, str]:
-    """The fields of an answer to the original search sent instead of a rewritten one: every
-    rewrite counted as a fallback (with several samples, every sample)."""
-    fallbacks = sum(int(headers.get(f"X-Tsqr-{kind}", "0")) for kind in ("Rewritten", "Fallback"))
-    samples = int(headers["X-Tsqr-Samples"]) if headers.get("X-Tsqr-Samples", "").isdigit() else 1
-    return {"X-Tsqr-Rewritten": "0", "X-Tsqr-Fallback": str(fallbacks), **_every_sample_fell_back(samples),
-            **{k: v for k, v in headers.items() if k == "X-Tsqr-Not-Rewritten"}}
-
-
-def _samples_headers(rows: list, count: int) -> dict[str, str]:
-    """``X-Tsqr-Samples`` (rewrites per text query) and ``X-Tsqr-Samples-Fallback`` (the samples,
-    from 0, that fell back for every text query), with several samples."""
-    if count == 1:
-        return {}
-    fallback = stagesamples.summary(rows, count)["fallback"]
-    return {"X-Tsqr-Samples": str(count), **({"X-Tsqr-Samples-Fallback": ",".join(map(str, fallback))}
-                                               if fallback else {})}
-
-
-def _not_rewritten(skipped: list[dict]) -> dict[str, str]:
-    """``X-Tsqr-Not-Rewritten``: the text queries left as written (their kinds; the client stages'
-    metadata gives the reasons)."""
-    kinds = list(dict.fromkeys(entry.get("query") or entry.get("retriever", "") for entry in skipped))
-    return {"X-Tsqr-Not-Rewritten": ", ".join(kinds)} if kinds else {}
-
-
-def _readable(body: bytes, encoding: str | None) -> str:
-    """An answer's text for a look inside (a gzip or deflate body decoded; the relayed bytes stay raw)."""
-    import zlib
-
-    if encoding and encoding.strip().lower() in ("gzip", "deflate"):
-        try:
-            body = zlib.decompressobj(zlib.MAX_WBITS | 32).decompress(body, 1 << 20)
-        except zlib.error:
-            pass
-    return body.decode("utf-8", "replace")
 
 
 def create_proxy_app(proxy: SearchProxy):

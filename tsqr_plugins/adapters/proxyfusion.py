@@ -29,7 +29,9 @@ from ..core import as_backend_error
 from ..errors import BackendTimeout
 from . import fusedsearch
 from .fusedsearch import Split
-from .proxy import SearchProxy, fallback_headers, forwarded_headers, json_document, latin1, not_used
+from .proxy import SearchProxy
+from .proxyheaders import fallback_headers, not_used
+from .relay import forwarded_headers, json_document, latin1
 
 logger = logging.getLogger(__name__)
 

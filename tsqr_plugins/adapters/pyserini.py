@@ -23,7 +23,7 @@ from ..combine import MODES
 from ..core import Rewrite, Rewriter, check_samples, fused_samples, join_samples
 from ..errors import InputError
 from .. import anytime
-from ..fusion import RRF_K, best_first, rrf_ranked
+from ..fusion import RRF_K, best_first, check_rrf_k, rrf_ranked
 from ..search.pyserini_searcher import SCORINGS, BM25QSearcher
 
 __all__ = ["FusedHit", "RewritingSearcher", "SCORINGS"]
@@ -61,8 +61,8 @@ class RewritingSearcher(BM25QSearcher):
     Raises:
         MissingDependencyError: pyserini (the ``pyserini`` extra) is not installed.
         InputError: No index at the path, an unknown ``scoring``, or ``native=True`` where it is
-            not available, ``samples`` below 1, or a ``budget`` that is not positive or comes
-            without ``mode="rrf"``.
+            not available, ``samples`` below 1, an ``rrf_k`` that is not a finite number >= 0, or a
+            ``budget`` that is not positive or comes without ``mode="rrf"``.
     """
 
     def __init__(self, searcher: Any, rewriter: Rewriter | None, mode: str = "replace", repeat: int = 5,
@@ -75,7 +75,7 @@ class RewritingSearcher(BM25QSearcher):
         self.budget = anytime.check_budget(budget, mode == "rrf")
         super().__init__(searcher, scoring, k1, b, field, native)
         self.rewriter = rewriter
-        self.mode, self.repeat, self.rrf_k = mode, repeat, rrf_k
+        self.mode, self.repeat, self.rrf_k = mode, repeat, check_rrf_k(rrf_k)
         self.last_rewrites: dict[str, Rewrite] = {}  # several samples: joined (core.join_samples)
         self.last_samples: dict[str, list[Rewrite]] = {}
         self.last_anytime: anytime.Anytime | None = None  # with a budget: what the latest call did

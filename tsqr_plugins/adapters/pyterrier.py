@@ -22,14 +22,12 @@ rewrite cannot reach Terrier's query parser as operators (see ``search.terrier``
 
 from __future__ import annotations
 
-import math
-from numbers import Real
 from typing import Any
 
 from ..combine import DEFAULT_REPEAT, MODES
 from ..core import Rewrite, Rewriter, check_samples, fused_samples, join_samples, validate_queries
 from ..errors import InputError
-from ..fusion import RRF_K, best_first, rrf_ranked
+from ..fusion import RRF_K, best_first, check_rrf_k, rrf_ranked
 from ..search.terrier import pyterrier, query_tokeniser
 
 pt = pyterrier("the PyTerrier adapter")
@@ -178,9 +176,7 @@ class TongSearchQRFusion(pt.Transformer):
     def __init__(self, retriever: Any, rewrite: TongSearchQRRewrite, rrf_k: float = RRF_K) -> None:
         if not isinstance(rewrite, TongSearchQRRewrite):
             raise InputError(f"rewrite must be a TongSearchQRRewrite, got {type(rewrite).__name__}")
-        if isinstance(rrf_k, bool) or not isinstance(rrf_k, Real) or not 0 <= rrf_k < math.inf:
-            raise InputError(f"rrf_k must be a finite number >= 0, got {rrf_k!r}")
-        self.retriever, self.rewrite, self.rrf_k = retriever, rewrite, rrf_k
+        self.retriever, self.rewrite, self.rrf_k = retriever, rewrite, check_rrf_k(rrf_k)
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         """The fused results of each topic.

@@ -16,7 +16,7 @@ from typing import Any
 from ..combine import DEFAULT_REPEAT, MODES
 from ..core import Rewrite, check_samples
 from ..errors import InputError
-from ..fusion import RRF_K
+from ..fusion import RRF_K, check_constant
 from .. import querydsl
 from ..querydsl import Built, TextQuery
 
@@ -64,7 +64,7 @@ class StageSettings:
 
     Raises:
         InputError: An unknown ``scoring``, ``mode`` or ``fusion``, ``clause_budget`` out of range,
-            a negative ``rrf_k`` or weight, a ``budget`` that is not positive or has no fusion, or
+            an ``rrf_k`` or weight that is not a finite number >= 0, a ``budget`` that is not positive or has no fusion, or
             ``samples`` below 1.
     """
 
@@ -95,8 +95,8 @@ class StageSettings:
             raise InputError(f"clause_budget must be between 1 and {querydsl.MAX_CLAUSE_COUNT * 64}")
         if self.fusion not in FUSIONS:
             raise InputError(f"fusion must be one of {list(FUSIONS)}, got {self.fusion!r}")
-        if self.rrf_k < 0 or self.original_weight < 0 or self.rewrite_weight < 0:
-            raise InputError("rrf_k, original_weight and rewrite_weight must be >= 0")
+        for name in ("rrf_k", "original_weight", "rewrite_weight"):
+            check_constant(name, getattr(self, name))
         if self.budget is not None and not self.budget > 0:
             raise InputError(f"budget must be a positive number of seconds (or None), got {self.budget!r}")
         if self.budget is not None and self.fusion is None:

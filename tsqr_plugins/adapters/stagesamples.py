@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..core import Rewrite
+from ..core import Rewrite, sample_fields
 
 BUILT_ONLY = ("original", "fallback", "reason", "rewrite")  # what a sample's own entry says already
 
@@ -37,9 +37,7 @@ def sample_entry(sample: Rewrite, built: dict | None = None) -> dict[str, Any]:
     """One sample of a text query in the metadata: its text, whether it fell back (and why),
     whether it came from the cache; ``built``: that sample's own search's entry (fusion), whose
     query-building fields are added."""
-    entry: dict[str, Any] = {"text": sample.text, "fallback": sample.fallback, "cached": sample.cached}
-    if sample.fallback:
-        entry["reason"] = sample.reason
+    entry = sample_fields(sample)
     if built:
         entry.update({key: value for key, value in built.items() if key not in BUILT_ONLY})
     return entry

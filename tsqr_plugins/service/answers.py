@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tsqr_plugins.combine import MODES
-from tsqr_plugins.core import Rewrite, fused_samples, join_samples
+from tsqr_plugins.core import Rewrite, fused_samples, join_samples, sample_fields
 from tsqr_plugins.fusion import RRF_K
 
 # rrf: the caller searches the original and each rewrite, then fuses the lists (as a client
@@ -140,18 +140,5 @@ def rewrite_answer(samples: Sequence[Rewrite], mode: str, repeat: int, n: int | 
         answer["searches"] = searches
         answer["fusion"] = (fusion or Fusion()).answer(len(searches))
     if n is not None:
-        answer["samples"] = [sample_answer(sample) for sample in samples]
-    return answer
-
-
-def sample_answer(sample: Rewrite) -> dict[str, Any]:
-    """One sample in an answer's ``samples``: its text (its query on a fallback), whether it fell
-    back (and why), whether it came from the cache.
-
-    Args:
-        sample: One of the query's rewrites.
-    """
-    answer = {"text": sample.text, "fallback": sample.fallback, "cached": sample.cached}
-    if sample.fallback:
-        answer["reason"] = sample.reason
+        answer["samples"] = [sample_fields(sample) for sample in samples]
     return answer
