@@ -18,7 +18,7 @@ from tsqr_plugins.cache import RewriteCache
 from tsqr_plugins.errors import BackendError, BackendTimeout, CacheError
 from tsqr_plugins.params import GenerationParams
 from tsqr_plugins.prompts import get_prompt
-from tsqr_plugins.service.batcher import MicroBatcher, QueueFull
+from tsqr_plugins.service.batcher import MicroBatcher, QueueFull, RequestTooLarge
 from tsqr_plugins.service.metrics import Metrics
 
 PROMPT = get_prompt("tsqr-v1")
@@ -303,6 +303,10 @@ def test_a_query_with_n_samples_counts_n_generations_against_max_queue():
         with pytest.raises(QueueFull, match=r"^4 generations are waiting \(limit 4\)$"):
             batcher.submit("e", "e", PROMPT, PARAMS)
         assert batcher.depth == 2  # two queries wait, four generations
+        with pytest.raises(RequestTooLarge, match=r"^this request asks for 5 generations "):
+            batcher.submit_all({"f#n=5": ("f", PROMPT, PARAMS, samples + ("k3", "k4"))})
+        # one already in flight is joined, not counted: 4 queued and 0 new fit
+        assert batcher.submit_all({"a#n=3": ("a", PROMPT, PARAMS, samples), "c": ("c", PROMPT, PARAMS)})
 
     run(scenario)
 

@@ -639,8 +639,9 @@ def test_fusion_settings_are_checked():
         StageSettings(fusion="linear")
     with pytest.raises(InputError, match="fusion='rrf'"):
         StageSettings(budget=0.5)
-    with pytest.raises(InputError, match="positive"):
-        StageSettings(fusion="rrf", budget=0)
+    for budget in (0, -1, float("nan"), float("inf"), True, "1"):  # as every host's budget (anytime.check_budget)
+        with pytest.raises(InputError, match="positive"):
+            StageSettings(fusion="rrf", budget=budget)
     with pytest.raises(InputError, match=">= 0"):
         StageSettings(fusion="rrf", rewrite_weight=-1)
 

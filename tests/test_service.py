@@ -701,6 +701,6 @@ def test_a_request_asking_more_generations_than_the_queue_holds_is_413_not_a_429
     with RunningService(engine_config(tmp_path, max_queue=4)) as running:
         refused = post(running.url, {"queries": ["why do moths circle lamps?", "is composting possible indoors?"],
                                      "n": 3})
-        assert refused.status_code == 413 and "6 generations" in refused.text and "--max-queue" in refused.text
+        assert refused.status_code == 413 and "asks for 6 generations" in refused.text and "--max-queue" in refused.text
         answered = post(running.url, {"queries": ["why do moths circle lamps?"], "n": 3})
         assert answered.status_code == 200 and len(answered.json()["rewrites"][0]["samples"]) == 3

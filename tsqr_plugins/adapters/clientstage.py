@@ -161,7 +161,7 @@ class ClientStage:
         logger.warning("query rewriting failed; searching with the original query (%s: %s)",
                        type(error).__name__, error)
         info = self._all_fell_back({"rewritten": 0, "fallback": 1, "error": f"{type(error).__name__}: {error}"})
-        return info if single else [info] * size
+        return info if single else [dict(info) for _ in range(size)]  # each item's own: notes go to one
 
     def _all_fell_back(self, info: dict) -> dict:
         """``info`` of a search left as written, saying that every sample fell back (several samples)."""

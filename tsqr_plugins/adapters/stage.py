@@ -16,6 +16,7 @@ from typing import Any
 from ..combine import DEFAULT_REPEAT, MODES
 from ..core import Rewrite, check_samples
 from ..errors import InputError
+from ..anytime import check_budget
 from ..fusion import RRF_K, check_constant
 from .. import querydsl
 from ..querydsl import Built, TextQuery
@@ -97,8 +98,7 @@ class StageSettings:
             raise InputError(f"fusion must be one of {list(FUSIONS)}, got {self.fusion!r}")
         for name in ("rrf_k", "original_weight", "rewrite_weight"):
             check_constant(name, getattr(self, name))
-        if self.budget is not None and not self.budget > 0:
-            raise InputError(f"budget must be a positive number of seconds (or None), got {self.budget!r}")
+        check_budget(self.budget, fusing=True)  # a finite positive number, as every host's budget
         if self.budget is not None and self.fusion is None:
             raise InputError("budget (anytime rewriting) fuses the original's hits with the rewrite's: "
                              "set fusion='rrf' with it")

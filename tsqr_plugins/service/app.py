@@ -28,7 +28,7 @@ from tsqr_plugins.params import GenerationParams
 from tsqr_plugins.prompts import get_prompt, match_conversation
 from tsqr_plugins.service.answers import (REWRITE_MODES, RequestFieldError, answer_copies, parse_fusion,
                                           parse_samples, rewrite_answer)
-from tsqr_plugins.service.batcher import MicroBatcher, QueueFull
+from tsqr_plugins.service.batcher import MicroBatcher, QueueFull, RequestTooLarge
 from tsqr_plugins.service.config import ServiceConfig
 from tsqr_plugins.service.hybrid import hybrid_query, whole_match
 from tsqr_plugins.service.metrics import Metrics
@@ -216,14 +216,12 @@ class RewriteService:
         self.metrics.count("cache_misses", n * len(keys) - len(hits))
         # in flight under sample 0's key (the single rewrite's), n > 1 apart: another n is another generation
         flights = [row[0] if n == 1 else f"{row[0]}#n={n}" for row in keys]
-        wanted = {flight: (query, prompt, params, tuple(row) if n > 1 else ())
-                  for flight, query, row in zip(flights, queries, keys) if any(key not in hits for key in row)}
-        if n * len(wanted) > self.batcher.max_queue:  # a 429 would never clear: retrying cannot help
-            raise HTTPProblem(413, f"this request asks for {n * len(wanted)} generations ({len(wanted)} queries "
-                                   f"to generate, n {n}); the service queues at most {self.batcher.max_queue} "
-                                   "(--max-queue): send fewer queries or a smaller 'n'")
         try:
-            futures = self.batcher.submit_all(wanted)
+            futures = self.batcher.submit_all({flight: (query, prompt, params, tuple(row) if n > 1 else ())
+                                               for flight, query, row in zip(flights, queries, keys)
+                                               if any(key not in hits for key in row)})
+        except RequestTooLarge as error:  # a 429 would never clear
+            raise HTTPProblem(413, f"{error}: send fewer queries or a smaller 'n'") from error
         except QueueFull as error:
             raise HTTPProblem(429, f"the service is busy: {error}; retry shortly", {"Retry-After": "1"}) from error
         if futures:

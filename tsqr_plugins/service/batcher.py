@@ -25,6 +25,10 @@ class QueueFull(Exception):
     """More queries are waiting than the service accepts; the client should retry later."""
 
 
+class RequestTooLarge(Exception):
+    """One request asks for more generations than the queue ever holds: a retry cannot help."""
+
+
 @dataclass
 class Pending:
     key: str  # in flight under it; a single rewrite's cache key too
@@ -111,9 +115,12 @@ class MicroBatcher:
     def submit_all(self, queries: dict[str, tuple]) -> dict[str, asyncio.Future]:
         """Futures for every ``key: (query, prompt, params[, sample_keys])`` of one request, or QueueFull before any
         is queued: admission is the whole request or nothing (a 429 left its earlier queries queued,
-        generated for nobody ahead of live requests)."""
+        generated for nobody ahead of live requests); RequestTooLarge when it could never fit."""
         new = sum(max(len(query[3]) if len(query) > 3 else 0, 1) for key, query in queries.items()
-                  if key not in self._in_flight)
+                  if key not in self._in_flight)  # those in flight are joined, not generated again
+        if new > self.max_queue:
+            raise RequestTooLarge(f"this request asks for {new} generations (a query with n samples counts n); "
+                                  f"the service queues at most {self.max_queue} (--max-queue)")
         if new and self._generations + new > self.max_queue:
             raise QueueFull(f"{self._generations} generations are waiting and this request adds {new} "
                             f"(limit {self.max_queue}; a query with n samples counts n)")
