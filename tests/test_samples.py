@@ -78,6 +78,22 @@ def test_a_failing_engine_falls_back_per_sample_and_strict_raises(tmp_path):
         Rewriter(CountingBackend()).rewrite_samples(QUERIES, 0)
 
 
+def embedded_ranking(task, folder):
+    """``ranking(text)``: the embedded engine's ranking of ``text`` over ``task``'s documents (its
+    first query's exclusions), best first, ties by id descending as the fusion orders them."""
+    from tsqr_plugins.search import make_retriever
+
+    retriever = make_retriever("embedded", folder, False)
+    retriever.index(task.doc_ids, task.documents)
+
+    def ranking(text):
+        hits = retriever.search_batch([text], 1000, [task.excluded.get(task.query_ids[0], ())])[0]
+        run = {h.doc_id: h.score for h in hits}
+        return sorted(sorted(run, reverse=True), key=lambda d: -run[d])
+
+    return ranking
+
+
 def test_eval_joins_samples_and_fuses_each_samples_list(tmp_path):
     """tsqr eval --samples 3 against a real OpenAI-compatible server: one request per query with
     n=3; replace searches the three texts joined, rrf fuses the original's list with each
@@ -88,7 +104,6 @@ def test_eval_joins_samples_and_fuses_each_samples_list(tmp_path):
     from tests.test_eval import run_eval
     from tests.test_fusion import reference_rrf
     from tsqr_plugins.eval.datasets import load_tasks
-    from tsqr_plugins.search import make_retriever
 
     with RecordingOpenAIServer(answer=lambda body: "moths lamps light orientation") as server:
         out = tmp_path / "out"
@@ -102,13 +117,7 @@ def test_eval_joins_samples_and_fuses_each_samples_list(tmp_path):
     assert document["samples"] == 3 and list(document["results"]["embedded"]) == ["original", "replace", "rrf"]
     texts = ["moths lamps light orientation"] + [f"moths lamps light orientation (sample {i})" for i in (1, 2)]
     task = tasks[0]
-    retriever = make_retriever("embedded", tmp_path / "idx", False)
-    retriever.index(task.doc_ids, task.documents)
-
-    def ranking(text):
-        hits = retriever.search_batch([text], 1000, [task.excluded.get(task.query_ids[0], ())])[0]
-        run = {h.doc_id: h.score for h in hits}
-        return sorted(sorted(run, reverse=True), key=lambda d: -run[d])
+    ranking = embedded_ranking(task, tmp_path / "idx")
 
     expected = reference_rrf([ranking(task.queries[0])] + [ranking(text) for text in texts], 60, [1.0] * 4)
     fused = {}
@@ -145,7 +154,6 @@ def test_eval_rrf_fuses_only_the_samples_that_did_not_fall_back(tmp_path):
     from tests.test_eval import run_eval
     from tests.test_fusion import reference_rrf
     from tsqr_plugins.eval.datasets import load_tasks
-    from tsqr_plugins.search import make_retriever
 
     texts = ["moths lamps light orientation", "", "insects navigate by the moon"]
     with RecordingOpenAIServer(answer=lambda body: texts) as server:
@@ -153,13 +161,7 @@ def test_eval_rrf_fuses_only_the_samples_that_did_not_fall_back(tmp_path):
         assert run_eval("--dataset", "sample", "--rewriter", "openai", "--base-url", server.base_url,
                         "--model", "tiny", "--samples", "3", "--no-cache", "--combine", "rrf", "--output", out) == 0
     task = load_tasks("sample")[0]
-    retriever = make_retriever("embedded", tmp_path / "idx", False)
-    retriever.index(task.doc_ids, task.documents)
-
-    def ranking(text):
-        hits = retriever.search_batch([text], 1000, [task.excluded.get(task.query_ids[0], ())])[0]
-        run = {h.doc_id: h.score for h in hits}
-        return sorted(sorted(run, reverse=True), key=lambda d: -run[d])
+    ranking = embedded_ranking(task, tmp_path / "idx")
 
     expected = reference_rrf([ranking(task.queries[0]), ranking(texts[0]), ranking(texts[2])], 60, [1.0] * 3)
     fused = {}
