@@ -369,6 +369,17 @@ class ServiceStates(RuleBasedStateMachine):
                             f"({sorted(self.up.produced[query])})")
                 self._settle(query, "rewritten")
 
+    def _past_the_queue(self, sent: list[str], n: int | None, answer: httpx.Response) -> bool:
+        """Whether ``answer`` is the 413 of a request asking more generations than --max-queue holds
+        (a query with n samples is n; cached or in-flight ones are not asked, so it may also fit);
+        a 413 for a request that fits whatever is cached fails the run."""
+        if answer.status_code != 413 or "--max-queue" not in answer.text:
+            return False
+        self._check(len(set(sent)) * (n or 1) > MAX_QUEUE,
+                    f"413 for {sent} n={n}, at most {len(set(sent)) * (n or 1)} generations: {answer.text}")
+        self.h.seen["request past --max-queue: 413"] += 1
+        return True
+
     def _check_samples(self, sent: list[str], n: int, mode: str, strict: bool, answer: httpx.Response,
                        healthy: bool) -> bool:
         """A request with ``n``: each query's n samples are its own (the upstream produced each for
@@ -381,6 +392,8 @@ class ServiceStates(RuleBasedStateMachine):
         keys = [query if n == 1 else (query, n) for query in sent]
         if status == 429:
             self._check(answer.headers.get("retry-after") == "1", "a 429 without Retry-After")
+            return False
+        if self._past_the_queue(sent, n, answer):
             return False
         if status in (502, 504) and strict:
             self._check(not (status == 502 and healthy and all(key in settled for key in keys)),
@@ -513,7 +526,7 @@ class ServiceStates(RuleBasedStateMachine):
             self._check(status == 400 and any(problem in message for problem in problems),
                         f"{body} must be a 400 naming one of {problems}: {status} {answer.text}")
             return
-        if status == 429 or (strict and status in (502, 504)):
+        if status == 429 or (strict and status in (502, 504)) or self._past_the_queue(sent, body.get("n"), answer):
             return
         self._check(status == 200, f"{status} for the valid {body}: {answer.text}")
         rewrites = answer.json()["rewrites"]
