@@ -259,10 +259,8 @@ class TongSearchQRRetriever(BaseRetriever):
 
     def _rewrite_call(self, originals: list[QueryBundle]) -> Any:
         """The one rewriter call for these queries: each query's row of samples."""
-        rewriter, texts = self.transform.rewriter, [bundle.query_str for bundle in originals]
-        if self.samples == 1:
-            return lambda: [[rewrite] for rewrite in rewriter.rewrite_batch(texts)]
-        return functools.partial(rewriter.rewrite_samples, texts, self.samples)
+        texts = [bundle.query_str for bundle in originals]
+        return functools.partial(self.transform.rewriter.rewrite_samples, texts, self.samples)
 
     def _bundles(self, originals: list[QueryBundle], rows: list[list[Rewrite]] | None) -> list[list[QueryBundle]]:
         """Each query's bundles to retrieve with: fusing, one per sample that did not fall back;

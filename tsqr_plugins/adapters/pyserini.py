@@ -177,9 +177,7 @@ class RewritingSearcher(BM25QSearcher):
         return self._texts(keys, self._rows(queries))
 
     def _rows(self, queries: list[str]) -> list[list[Rewrite]]:
-        if self.samples == 1:
-            return [[rewrite] for rewrite in self.rewriter.rewrite_batch(queries)]
-        return self.rewriter.rewrite_samples(queries, self.samples)
+        return self.rewriter.rewrite_samples(queries, self.samples)  # one sample: rewrite_batch's
 
     def _texts(self, keys: list[str], rows: list[list[Rewrite]]) -> list[list[str]]:
         """Each query's texts to search: ``rrf``, each rewrite that did not fall back

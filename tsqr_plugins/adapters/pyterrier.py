@@ -117,10 +117,7 @@ class TongSearchQRRewrite(pt.Transformer):
             raise InputError(f"TongSearchQRRewrite needs a 'query' column, got {list(inp.columns)}")
         validate_queries(list(inp["query"]))  # before they are keys: a list in a cell is unhashable
         distinct = list(dict.fromkeys(inp["query"]))
-        if self.samples == 1:
-            rows = [[rewrite] for rewrite in self.rewriter.rewrite_batch(distinct)]
-        else:
-            rows = self.rewriter.rewrite_samples(distinct, self.samples)
+        rows = self.rewriter.rewrite_samples(distinct, self.samples)  # one sample: rewrite_batch's
         self.last_samples, self.last_rewrites = rows, [join_samples(row) for row in rows]
         return rows
 

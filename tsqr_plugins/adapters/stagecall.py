@@ -20,30 +20,22 @@ from .. import querydsl
 from . import stage
 from .stage import Plan, StageSettings, StatsKey
 
-async def within_budget(rewriter: Rewriter, texts: list[str], budget: float | None = None) -> list[Rewrite]:
-    """``rewriter.rewrite_batch`` in a worker thread, bounded by the rewriter's ``timeout`` (and the
-    stage's ``budget``, whose deadline the thread carries for backends that stop early) from now:
-    the wait for a free thread counts too (under load the rewriter's own deadline, which starts in
-    the thread, let searches wait several budgets). Past it, a BackendTimeout: the stage's fallback,
-    or the strict error."""
-    return await _bounded(rewriter, functools.partial(rewriter.rewrite_batch, texts), budget)
-
 
 async def samples_within_budget(rewriter: Rewriter, texts: list[str], samples: int,
                                 budget: float | None = None) -> list[list[Rewrite]]:
     """Each text's ``samples`` rewrites (``rewrite_samples``, one engine call; one sample is
-    ``rewrite_batch``'s), bounded as :func:`within_budget`: the budget waits for all of them."""
-    if samples == 1:
-        return [[rewrite] for rewrite in await within_budget(rewriter, texts, budget)]
+    ``rewrite_batch``'s) in a worker thread, bounded by the rewriter's ``timeout`` (and the stage's
+    ``budget``, whose deadline the thread carries for backends that stop early) from now: the wait
+    for a free thread counts too (under load the rewriter's own deadline, which starts in the
+    thread, let searches wait several budgets), and the budget waits for every sample. Past it, a
+    BackendTimeout: the stage's fallback, or the strict error."""
     return await _bounded(rewriter, functools.partial(rewriter.rewrite_samples, texts, samples), budget)
 
 
 def sampled_rows(rewriter: Rewriter, texts: list[str], samples: int, budget: float | None = None) -> list[list[Rewrite]]:
     """The synchronous :func:`samples_within_budget`: the rows, within ``budget`` seconds if given."""
-    call = (functools.partial(rewriter.rewrite_batch, texts) if samples == 1
-            else functools.partial(rewriter.rewrite_samples, texts, samples))
-    rows = call() if budget is None else call_with_deadline(call, budget)
-    return [[rewrite] for rewrite in rows] if samples == 1 else rows
+    call = functools.partial(rewriter.rewrite_samples, texts, samples)
+    return call() if budget is None else call_with_deadline(call, budget)
 
 
 async def _bounded(rewriter: Rewriter, rewrite: Callable[[], Any], budget: float | None) -> Any:

@@ -195,10 +195,7 @@ def _rewrite(task: Task, rewriter: Rewriter, settings: EvalSettings):
               disable=not settings.progress, file=sys.stderr, leave=False) as bar:
         for start in range(0, len(task.queries), settings.batch_size):
             chunk = task.queries[start:start + settings.batch_size]
-            if settings.samples > 1:
-                rewrites.extend(rewriter.rewrite_samples(chunk, settings.samples))
-            else:
-                rewrites.extend([rewrite] for rewrite in rewriter.rewrite_batch(chunk))
+            rewrites.extend(rewriter.rewrite_samples(chunk, settings.samples))  # one sample: rewrite_batch's
             bar.update(len(chunk))
     return rewrites
 
