@@ -18,7 +18,7 @@ from tsqr_plugins.cache import RewriteCache
 from tsqr_plugins.errors import BackendError, BackendTimeout, CacheError
 from tsqr_plugins.params import GenerationParams
 from tsqr_plugins.prompts import get_prompt
-from tsqr_plugins.service.batcher import MicroBatcher, QueueFull, RequestTooLarge
+from tsqr_plugins.service.batcher import MicroBatcher, Pending, QueueFull, RequestTooLarge
 from tsqr_plugins.service.metrics import Metrics
 
 PROMPT = get_prompt("tsqr-v1")
@@ -307,6 +307,34 @@ def test_a_query_with_n_samples_counts_n_generations_against_max_queue():
             batcher.submit_all({"f#n=5": ("f", PROMPT, PARAMS, samples + ("k3", "k4"))})
         # one already in flight is joined, not counted: 4 queued and 0 new fit
         assert batcher.submit_all({"a#n=3": ("a", PROMPT, PARAMS, samples), "c": ("c", PROMPT, PARAMS)})
+
+    run(scenario)
+
+
+def test_generations_taken_by_the_engine_free_the_queue_and_a_failed_query_fails_each_sample():
+    """Generations leave the count when the engine takes them (not when they finish): a query the
+    engine works on does not hold back admission; a sampled query whose batch fails gets one failed
+    completion per sample."""
+    metrics = Metrics()
+
+    async def scenario():
+        engine = RecordingEngine(held=True)
+        batcher = MicroBatcher(engine, None, metrics, max_queue=3)
+        batcher.start()
+        busy = await engine_busy(batcher, engine)  # taken: the queue is empty again
+        queued = batcher.submit_all({"a#n=3": ("a", PROMPT, PARAMS, ("k0", "k1", "k2"))})
+        with pytest.raises(QueueFull, match=r"^3 generations are waiting "):
+            submit(batcher, "b")
+        engine.release.set()
+        await answers({"busy": busy})
+        sampled = await answers(queued)  # RecordingEngine has no generate_samples: the base class's
+        assert [c.text for c in sampled["a#n=3"]] == ["rw: a"] * 3
+        await batcher.stop()
+        assert batcher._generations == 0
+        sampled_query = Pending("k", "q", PROMPT, PARAMS, asyncio.get_running_loop().create_future(),
+                                sample_keys=("x", "y"))
+        failures = sampled_query.failed(RuntimeError("down"))
+        assert len(failures) == 2 and all(c.text is None and str(c.error) == "down" for c in failures)
 
     run(scenario)
 
