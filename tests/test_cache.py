@@ -216,6 +216,7 @@ def test_a_rewrite_another_writer_stored_meanwhile_is_answered_as_the_cache_keep
             return [row[0] for row in self.generate_samples(queries, prompt, params, 1)]
 
         def generate_samples(self, queries, prompt, params, n):
+            assert prompt.id and params is not None  # the caller's prompt and sampling reach the engine
             other = CachedBackend(Echo("theirs"), path)
             Rewriter(other).rewrite("moths")  # sample 0's entry, stored first
             other.close()
@@ -227,14 +228,17 @@ def test_a_rewrite_another_writer_stored_meanwhile_is_answered_as_the_cache_keep
 
         def __init__(self, word):
             self.word = word
+            self.calls = []
 
         def generate(self, queries, prompt, params):
+            self.calls.append(list(queries))
             return [Completion(text=f"{self.word} 0") for _ in queries]
 
     rewriter = Rewriter(CachedBackend(Racing(), path))
     first = rewriter.rewrite_samples(["moths"], samples)[0] if samples > 1 else [rewriter.rewrite("moths")]
     assert [r.text for r in first] == ["theirs 0"] + [f"mine {i}" for i in range(1, samples)]
     assert first[0].cached is True
-    again = Rewriter(CachedBackend(Echo("never"), path))
+    never = Echo("never")
+    again = Rewriter(CachedBackend(never, path))
     replay = again.rewrite_samples(["moths"], samples)[0] if samples > 1 else [again.rewrite("moths")]
-    assert [r.text for r in replay] == [r.text for r in first]
+    assert [r.text for r in replay] == [r.text for r in first] and never.calls == []  # all from the cache
